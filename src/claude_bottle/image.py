@@ -1,0 +1,87 @@
+"""The bottle image: its build context, its content-addressed tag, and building it.
+
+The tag is a hash of everything that goes into the image (the Dockerfile and
+files beside it, the base image name, the Claude Code version and any extra CA
+certificates), so an image is rebuilt exactly when one of those changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+from .docker import LABEL_PREFIX, Engine
+from .manifest import ImageSettings
+
+REPOSITORY = "claude-bottle"
+BOTTLE_USER = "claude"
+BOTTLE_UID = 1000
+BOTTLE_HOME = f"/home/{BOTTLE_USER}"
+WORKSPACE = "/workspace"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything a build needs, and the tag it gets."""
+
+    files: tuple[tuple[str, bytes], ...]
+    buildargs: tuple[tuple[str, str], ...]
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256(b"claude-bottle image v1\0")
+        for name, data in self.files:
+            h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+        h.update(json.dumps(self.buildargs).encode())
+        return h.hexdigest()
+
+    @property
+    def tag(self) -> str:
+        return f"{REPOSITORY}:{self.digest[:16]}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL_PREFIX + "role": "image", LABEL_PREFIX + "inputs": self.digest}
+
+    def context_tar(self) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in self.files:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+
+def spec(settings: ImageSettings) -> ImageSpec:
+    """The image that `settings` describe; reads the CA file, touches nothing else."""
+    context = resources.files(__package__).joinpath("image_context")
+    files = sorted((entry.name, entry.read_bytes()) for entry in context.iterdir() if entry.is_file())
+    ca = settings.ca_cert.read_bytes() if settings.ca_cert else b""
+    files.append(("extra-ca.crt", ca))
+    buildargs = (
+        ("BASE_IMAGE", settings.base),
+        ("BOTTLE_UID", str(BOTTLE_UID)),
+        ("BOTTLE_USER", BOTTLE_USER),
+        ("CLAUDE_CODE_VERSION", settings.claude_code_version),
+    )
+    return ImageSpec(tuple(files), buildargs)
+
+
+def build(engine: Engine, image: ImageSpec, nocache: bool = False) -> Iterator[str]:
+    """Build `image`, yielding progress lines."""
+    yield from engine.build_image(
+        image.context_tar(), image.tag, dict(image.buildargs), image.labels, nocache=nocache
+    )
+
+
+def ensure(engine: Engine, image: ImageSpec) -> Iterator[str]:
+    """Build `image` only if its tag is missing; yields progress lines if it builds."""
+    if not engine.image_exists(image.tag):
+        yield from build(engine, image)

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Runs claude-bottle's tests: `python3 tests/run_tests.py [unit|integration|all] [-v] [-k PATTERN]`.
+
+Unit tests never touch Docker. Integration tests need a reachable Docker
+engine: without one they skip, except under CI=true, where they fail.
+Always ends with `N passed, N failed, N skipped`; exits non-zero on any failure.
+"""
+
+import argparse
+import sys
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Test the code in this checkout, whatever version of the package is installed.
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+
+class _CountingResult(unittest.TextTestResult):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passed = 0
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all"])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-k", dest="patterns", action="append", help="only tests whose name contains this")
+    parser.add_argument("-x", "--failfast", action="store_true")
+    args = parser.parse_args()
+
+    loader = unittest.TestLoader()
+    if args.patterns:
+        loader.testNamePatterns = [f"*{p}*" for p in args.patterns]
+    suite = unittest.TestSuite()
+    for kind in (["unit", "integration"] if args.mode == "all" else [args.mode]):
+        suite.addTests(loader.discover(str(ROOT / "tests" / kind), top_level_dir=str(ROOT)))
+
+    runner = unittest.TextTestRunner(
+        verbosity=2 if args.verbose else 1, resultclass=_CountingResult, failfast=args.failfast
+    )
+    result = runner.run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    print(f"{result.passed} passed, {failed} failed, {len(result.skipped)} skipped")
+    return 1 if failed or result.testsRun == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

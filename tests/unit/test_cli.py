@@ -1,0 +1,156 @@
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from claude_bottle import __version__, cli
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ["list", "info", "build", "start"]
+
+
+class CliCase(unittest.TestCase):
+    """Runs the CLI in a temporary project directory with a temporary home and no Docker engine."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.home = Path(tmp.name) / "home"
+        self.project = Path(tmp.name) / "project"
+        self.home.mkdir()
+        self.project.mkdir()
+        old = os.getcwd()
+        os.chdir(self.project)
+        self.addCleanup(os.chdir, old)
+        # Unit tests never reach an engine: point the SDK at a socket that does not exist.
+        self.env = {"CLAUDE_BOTTLE_HOME": str(self.home), "DOCKER_HOST": f"unix://{tmp.name}/no-docker.sock",
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": None, "CLAUDE_BOTTLE_CA_CERT": None}
+
+    def invoke(self, *args, env=None):
+        return CliRunner().invoke(cli.main, list(args), env={**self.env, **(env or {})}, prog_name="claude-bottle")
+
+    def write(self, where, data):
+        path = where / "claude-bottle.json"
+        path.write_text(json.dumps(data))
+        return path
+
+
+class HelpAndVersionTest(CliCase):
+    def test_version(self):
+        r = self.invoke("--version")
+        self.assertEqual((r.exit_code, r.stdout), (0, f"claude-bottle, version {__version__}\n"))
+
+    def test_help_on_every_command(self):
+        r = self.invoke("--help")
+        self.assertEqual(r.exit_code, 0)
+        for name in COMMANDS:
+            self.assertIn(name, r.stdout)
+            sub = self.invoke(name, "--help")
+            self.assertEqual(sub.exit_code, 0, sub.output)
+            self.assertIn(f"Usage: claude-bottle {name}", sub.stdout)
+
+    def test_python_dash_m(self):
+        out = subprocess.run([sys.executable, "-m", "claude_bottle", "--version"], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True)
+        self.assertEqual(out.stdout, f"claude-bottle, version {__version__}\n")
+
+
+class ListAndInfoTest(CliCase):
+    def test_list_without_manifest(self):
+        r = self.invoke("list")
+        self.assertEqual(r.stdout, "AGENT    BOTTLE   DEFINED IN\ndefault  default  built-in\n")
+
+    def test_list_marks_untrusted_bottles(self):
+        self.write(self.home, {"bottles": {"dev": {}}, "agents": {"dev": {"bottle": "dev"}}})
+        self.write(self.project, {"bottles": {"dev": {"egress": {"allowlist": ["x.org"]}}},
+                                  "agents": {"fix": {"bottle": "default"}}})
+        r = self.invoke("list")
+        self.assertEqual(r.exit_code, 0, r.output)
+        home_file = self.home / "claude-bottle.json"
+        self.assertEqual(r.stdout.splitlines(), [
+            "AGENT    BOTTLE           DEFINED IN",
+            "default  default          built-in",
+            f"dev      dev (untrusted)  {home_file}",
+            "fix      default          ./claude-bottle.json",
+        ])
+
+    def test_info_shows_names_never_values(self):
+        self.write(self.home, {"bottles": {"dev": {
+            "env": {"API": "${SECRET_HOST_VAR}", "LIT": "literal-secret-value", "ASK": "?PIN please"},
+            "egress": {"allowlist": ["pypi.org"]}}},
+            "agents": {"dev": {"bottle": "dev", "prompt": "\nReview the code.\nThen stop."}}})
+        r = self.invoke("info", "dev", env={"SECRET_HOST_VAR": "host-secret-value"})
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertNotIn("secret-value", r.output)
+        self.assertIn("env:     API (from host $SECRET_HOST_VAR), LIT (set in manifest), ASK (asked at launch)", r.stdout)
+        self.assertIn("egress:  5 hosts allowed", r.stdout)
+        self.assertIn("pypi.org             egress.allowlist", r.stdout)
+        self.assertIn("prompt:  28 characters; first line: Review the code.", r.stdout)
+
+    def test_info_unknown_agent(self):
+        r = self.invoke("info", "ghost")
+        self.assertEqual(r.exit_code, 3)
+        self.assertEqual(r.stderr, "Error: no agent named 'ghost' (agents: default; read from no manifest found)\n")
+
+
+class StartDryRunTest(CliCase):
+    def test_dry_run_json_plan(self):
+        self.write(self.home, {"bottles": {"dev": {"env": {"A": "${HOSTA}"}, "egress": {"allowlist": ["pypi.org"]}}},
+                               "agents": {"dev": {"bottle": "dev", "prompt": "Hello"}}})
+        r = self.invoke("start", "dev", "--dry-run", "--json", env={"HOSTA": "very-secret"})
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertNotIn("very-secret", r.output)
+        plan = json.loads(r.stdout)
+        name = plan["bottle"]
+        self.assertRegex(name, r"^dev-[0-9a-f]{6}$")
+        self.assertEqual(plan["image"]["present"], None)
+        self.assertRegex(plan["image"]["tag"], r"^claude-bottle:[0-9a-f]{16}$")
+        self.assertEqual([c["name"] for c in plan["containers"]],
+                         [f"cb-{name}", f"cb-{name}-sidecar", f"cb-{name}-relay"])
+        self.assertEqual(plan["containers"][0]["network"], "none")
+        self.assertEqual(plan["networks"], [{"name": f"cb-{name}-egress", "role": "egress"}])
+        self.assertEqual(plan["sidecar"]["image"], "ghcr.io/luckypipewrench/pipelock:2.3.0")
+        self.assertEqual(plan["env"], [{"name": "A", "source": "host", "from": "HOSTA"}])
+        self.assertEqual([h["host"] for h in plan["allowlist"]][-1], "pypi.org")
+        self.assertEqual(plan["prompt"], {"length": 5, "first_line": "Hello"})
+        self.assertEqual(plan["token"], {"variable": "CLAUDE_BOTTLE_OAUTH_TOKEN", "present": False})
+
+    def test_dry_run_names_differ_per_run(self):
+        names = {json.loads(self.invoke("start", "--dry-run", "--json").stdout)["bottle"] for _ in range(5)}
+        self.assertEqual(len(names), 5)
+
+    def test_dry_run_text_creates_nothing(self):
+        before = sorted(p.name for p in self.project.iterdir())
+        r = self.invoke("start", "--dry-run")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn("egress:   4 hosts allowed (api.anthropic.com, platform.claude.com, claude.ai +1 more)", r.stdout)
+        self.assertIn("(unknown (Docker not reachable))", r.stdout)
+        self.assertTrue(r.stdout.endswith("dry run: nothing was created\n"))
+        self.assertEqual(sorted(p.name for p in self.project.iterdir()), before)
+
+    def test_json_needs_dry_run(self):
+        r = self.invoke("start", "--json")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("Error: --json only goes with --dry-run", r.stderr)
+
+    def test_bad_manifest_exit_code_and_message(self):
+        f = self.write(self.project, {"agents": {"a": {"bottle": "nope"}}})
+        r = self.invoke("start", "a", "--dry-run")
+        self.assertEqual(r.exit_code, 3)
+        self.assertEqual(r.stderr, f"Error: {f}: agents.a.bottle: no bottle named 'nope' (bottles: default): "
+                                   'define it under "bottles" or pick an existing one\n')
+        self.assertEqual(r.stdout, "")
+
+
+class BuildTest(CliCase):
+    def test_build_without_docker(self):
+        r = self.invoke("build")
+        self.assertEqual(r.exit_code, 4)
+        self.assertTrue(r.stderr.startswith(
+            f"Error: Docker daemon not reachable at {self.env['DOCKER_HOST']}: start Docker or set DOCKER_HOST"),
+            r.stderr)

@@ -1,0 +1,336 @@
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from claude_bottle import manifest
+from claude_bottle.errors import ManifestError
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+class ManifestCase(unittest.TestCase):
+    """A temporary home and project directory; writes manifests and skills into them."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        self.home = self.root / "home"
+        self.project = self.root / "project"
+        self.home.mkdir()
+        self.project.mkdir()
+        self.env = {"CLAUDE_BOTTLE_HOME": str(self.home)}
+
+    def write(self, where: Path, data) -> Path:
+        path = where / "claude-bottle.json"
+        path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2))
+        return path
+
+    def skill(self, base: Path, name: str) -> Path:
+        d = base / name
+        d.mkdir(parents=True)
+        (d / "SKILL.md").write_text(f"---\nname: {name}\ndescription: test skill\n---\nDo {name}.\n")
+        return d
+
+    def load(self):
+        return manifest.load(self.project, self.env)
+
+    def assertManifestError(self, expected: str):
+        with self.assertRaises(ManifestError) as ctx:
+            self.load()
+        self.assertEqual(str(ctx.exception), expected)
+        return ctx.exception
+
+
+class DefaultsTest(ManifestCase):
+    def test_no_manifest_gives_the_builtin_default_agent(self):
+        m = self.load()
+        self.assertEqual(list(m.agents), ["default"])
+        self.assertEqual(m.agent("default").bottle, "default")
+        self.assertEqual(m.bottles["default"].allowlist, ())
+        self.assertTrue(m.bottles["default"].trusted)
+        self.assertEqual(m.files, ())
+
+    def test_unknown_agent_names_the_known_ones(self):
+        with self.assertRaises(ManifestError) as ctx:
+            self.load().agent("nope")
+        self.assertEqual(str(ctx.exception), "no agent named 'nope' (agents: default; read from no manifest found)")
+
+
+class ReadTest(ManifestCase):
+    def test_full_manifest(self):
+        self.skill(self.home / ".claude" / "skills", "review")
+        self.skill(self.home / "my-skills", "local")
+        key = self.home / "id_ed25519"
+        key.write_text("KEY")
+        self.write(self.home, {
+            "$schema": "whatever",
+            "version": 1,
+            "bottles": {"dev": {
+                "env": {"TOKEN": "${GH_TOKEN}", "MODE": "fast", "PIN": "?Your PIN", "Q": "??literal"},
+                "ssh": [{"Host": "github", "Hostname": "GitHub.com", "User": "git", "Port": 22,
+                         "IdentityFile": "~/id_ed25519", "KnownHostKey": HOST_KEY}],
+                "egress": {"allowlist": ["PyPI.org", "*.github.com", "pypi.org"]},
+            }},
+            "agents": {"dev": {"bottle": "dev", "skills": ["review", "./my-skills/local"], "prompt": "Be brief.\nReally."}},
+        })
+        m = self.load()
+        b = m.bottles["dev"]
+        self.assertEqual([(v.name, v.kind, v.source) for v in b.env],
+                         [("TOKEN", "host", "GH_TOKEN"), ("MODE", "literal", "fast"),
+                          ("PIN", "prompt", "Your PIN"), ("Q", "literal", "?literal")])
+        self.assertEqual(b.allowlist, ("pypi.org", "*.github.com"))
+        self.assertEqual(b.ssh[0].hostname, "github.com")
+        self.assertEqual(b.ssh[0].identity_file, key)
+        a = m.agent("dev")
+        self.assertEqual([s.name for s in a.skills], ["review", "local"])
+        self.assertEqual(a.skills[1].path, self.home / "my-skills" / "local")
+        self.assertEqual(a.prompt, "Be brief.\nReally.")
+        self.assertIn("default", m.agents)
+
+    def test_env_value_repr_hides_the_value(self):
+        self.write(self.home, {"bottles": {"b": {"env": {"SECRET": "hunter2-literal"}}}, "agents": {}})
+        self.assertNotIn("hunter2", repr(self.load().bottles["b"]))
+
+
+class ProjectTrustTest(ManifestCase):
+    def setUp(self):
+        super().setUp()
+        self.write(self.home, {
+            "bottles": {"dev": {"env": {"GH": "${GH_TOKEN}"}, "egress": {"allowlist": ["github.com"]}}},
+            "agents": {"dev": {"bottle": "dev"}},
+        })
+
+    def test_project_adds_agents_on_home_bottles_which_stay_trusted(self):
+        self.write(self.project, {"agents": {"fix": {"bottle": "dev", "prompt": "fix it"}}})
+        m = self.load()
+        self.assertEqual(m.agent("fix").file, self.project / "claude-bottle.json")
+        self.assertTrue(m.bottles["dev"].trusted)
+
+    def test_project_that_changes_a_bottle_makes_it_untrusted_and_merges(self):
+        self.write(self.project, {"bottles": {"dev": {"egress": {"allowlist": ["evil.example"]}}}})
+        b = self.load().bottles["dev"]
+        self.assertFalse(b.trusted)
+        self.assertEqual(b.allowlist, ("github.com", "evil.example"))
+        self.assertEqual([v.name for v in b.env], ["GH"])
+
+    def test_untrusted_bottle_host_refs_are_refused_without_trust(self):
+        project_file = self.write(self.project, {"bottles": {"dev": {"egress": {"allowlist": ["evil.example"]}}}})
+        b = self.load().bottles["dev"]
+        with self.assertRaises(ManifestError) as ctx:
+            manifest.resolve_env(b, {"GH_TOKEN": "secret"}, ask=None)
+        self.assertEqual(
+            str(ctx.exception),
+            f"{project_file}: bottles.dev: bottle 'dev' is defined or changed by the project manifest and "
+            f"asks for host secrets ($GH_TOKEN): answer yes when asked, or pass --trust-project if you "
+            f"trust {project_file}",
+        )
+        self.assertEqual(manifest.resolve_env(b, {"GH_TOKEN": "secret"}, ask=None, trust_project=True),
+                         {"GH": "secret"})
+
+    def test_untrusted_bottle_ssh_keys_are_refused_without_trust(self):
+        key = self.project / "key"
+        key.write_text("K")
+        project_file = self.write(self.project, {"bottles": {"new": {"ssh": [
+            {"Host": "h", "Hostname": "h.example", "IdentityFile": "key", "KnownHostKey": HOST_KEY}]}},
+            "agents": {"new": {"bottle": "new"}}})
+        with self.assertRaisesRegex(ManifestError, r"asks for host secrets \(" + str(key) + r"\)"):
+            manifest.resolve_env(self.load().bottles["new"], {}, ask=None)
+        self.assertIn(str(project_file), str(self.load().bottles["new"].files))
+
+    def test_untrusted_bottle_with_only_literals_needs_no_trust(self):
+        self.write(self.project, {"bottles": {"web": {"env": {"A": "1"}}}, "agents": {"web": {"bottle": "web"}}})
+        self.assertEqual(manifest.resolve_env(self.load().bottles["web"], {}, ask=None), {"A": "1"})
+
+    def test_project_may_not_set_image(self):
+        f = self.write(self.project, {"image": {"base": "evil:latest"}})
+        self.assertManifestError(
+            f"{f}: image: image settings are only read from the home manifest "
+            f"({self.home / 'claude-bottle.json'}): move them there")
+
+
+class ResolveEnvTest(ManifestCase):
+    def bottle(self, env):
+        self.write(self.home, {"bottles": {"b": {"env": env}}})
+        return self.load().bottles["b"]
+
+    def test_host_variable_copied(self):
+        self.assertEqual(manifest.resolve_env(self.bottle({"X": "${HOSTX}"}), {"HOSTX": "v"}, None), {"X": "v"})
+
+    def test_unset_host_variable_is_an_error(self):
+        f = self.home / "claude-bottle.json"
+        with self.assertRaises(ManifestError) as ctx:
+            manifest.resolve_env(self.bottle({"X": "${HOSTX}"}), {}, None)
+        self.assertEqual(str(ctx.exception),
+                         f"{f}: bottles.b.env.X: host variable $HOSTX is not set: export it, or change the value")
+
+    def test_prompt_asks_with_the_message(self):
+        asked = []
+        values = manifest.resolve_env(self.bottle({"PIN": "?Your PIN"}), {}, lambda q: asked.append(q) or "1234")
+        self.assertEqual(values, {"PIN": "1234"})
+        self.assertEqual(asked, ["Your PIN (PIN): "])
+
+    def test_prompt_without_a_terminal_is_an_error(self):
+        f = self.home / "claude-bottle.json"
+        with self.assertRaises(ManifestError) as ctx:
+            manifest.resolve_env(self.bottle({"PIN": "?Your PIN"}), {}, None)
+        self.assertEqual(str(ctx.exception), f"{f}: bottles.b.env.PIN: PIN is asked for at launch, but there "
+                         "is no terminal to ask on: run interactively, or set the value in the manifest")
+
+
+class BadInputTest(ManifestCase):
+    """Each message names the file, the field path and what is wrong."""
+
+    def test_malformed_json_gives_line_and_column(self):
+        f = self.write(self.home, '{\n  "agents": {\n    "a": {"bottle": "default",}\n  }\n}\n')
+        self.assertManifestError(f"{f}: line 3, column 31: invalid JSON: Expecting property name enclosed in double quotes")
+
+    def test_unknown_top_level_key(self):
+        f = self.write(self.home, {"agent": {}})
+        self.assertManifestError(f"{f}: agent: unknown key 'agent' (expected one of: $schema, agents, bottles, image, version)")
+
+    def test_unknown_nested_key(self):
+        f = self.write(self.home, {"bottles": {"dev": {"egress": {"allow": ["x.com"]}}}})
+        self.assertManifestError(f"{f}: bottles.dev.egress.allow: unknown key 'allow' (expected one of: allowlist)")
+
+    def test_wrong_type(self):
+        f = self.write(self.home, {"bottles": {"dev": {"egress": {"allowlist": "github.com"}}}})
+        self.assertManifestError(f"{f}: bottles.dev.egress.allowlist: must be a list, not a string")
+
+    def test_wrong_type_of_env_value(self):
+        f = self.write(self.home, {"bottles": {"dev": {"env": {"N": 3}}}})
+        self.assertManifestError(f"{f}: bottles.dev.env.N: must be a string, not a whole number")
+
+    def test_invalid_host_name(self):
+        f = self.write(self.home, {"bottles": {"dev": {"egress": {"allowlist": ["a.com", "b.com", "https://c.com/x"]}}}})
+        self.assertManifestError(
+            f"{f}: bottles.dev.egress.allowlist[2]: 'https://c.com/x': not a host name: use a name like "
+            "github.com, or *.github.com for it and all its subdomains (no scheme, port or path)")
+
+    def test_bare_wildcard_is_not_a_host_name(self):
+        f = self.write(self.home, {"bottles": {"dev": {"egress": {"allowlist": ["*"]}}}})
+        with self.assertRaises(ManifestError) as ctx:
+            self.load()
+        self.assertTrue(str(ctx.exception).startswith(f"{f}: bottles.dev.egress.allowlist[0]: '*': not a host name"))
+
+    def test_agent_without_bottle_key(self):
+        f = self.write(self.home, {"agents": {"a": {"prompt": "x"}}})
+        self.assertManifestError(f"{f}: agents.a: missing required key 'bottle'")
+
+    def test_agent_whose_bottle_does_not_exist(self):
+        f = self.write(self.home, {"agents": {"a": {"bottle": "nope"}}})
+        self.assertManifestError(
+            f"{f}: agents.a.bottle: no bottle named 'nope' (bottles: default): "
+            'define it under "bottles" or pick an existing one')
+
+    def test_skill_directory_that_does_not_exist(self):
+        f = self.write(self.home, {"agents": {"a": {"bottle": "default", "skills": ["ghost"]}}})
+        skills = self.home / ".claude" / "skills"
+        self.assertManifestError(
+            f"{f}: agents.a.skills[0]: no skill directory 'ghost' (looked for {skills / 'ghost'}): "
+            f"name a directory under {skills} or give a path relative to the manifest")
+
+    def test_skill_directory_without_skill_md(self):
+        (self.project / "s").mkdir()
+        f = self.write(self.project, {"agents": {"a": {"bottle": "default", "skills": ["./s"]}}})
+        self.assertManifestError(f"{f}: agents.a.skills[0]: skill directory {self.project / 's'} has no SKILL.md")
+
+    def test_missing_identity_file(self):
+        f = self.write(self.home, {"bottles": {"b": {"ssh": [
+            {"Host": "gh", "Hostname": "github.com", "IdentityFile": "~/.ssh/none", "KnownHostKey": HOST_KEY}]}}})
+        self.assertManifestError(
+            f"{f}: bottles.b.ssh[0].IdentityFile: no such key file {self.home / '.ssh/none'}: "
+            "point IdentityFile at an existing private key")
+
+    def test_malformed_known_host_key(self):
+        (self.home / "k").write_text("k")
+        f = self.write(self.home, {"bottles": {"b": {"ssh": [
+            {"Host": "gh", "Hostname": "github.com", "IdentityFile": "k", "KnownHostKey": "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"}]}}})
+        self.assertManifestError(
+            f"{f}: bottles.b.ssh[0].KnownHostKey: not a valid ssh-rsa public key: copy the key from "
+            "ssh-keyscan or the server's /etc/ssh/ssh_host_*_key.pub")
+
+    def test_missing_known_host_key(self):
+        (self.home / "k").write_text("k")
+        f = self.write(self.home, {"bottles": {"b": {"ssh": [{"Host": "gh", "Hostname": "github.com", "IdentityFile": "k"}]}}})
+        self.assertManifestError(f"{f}: bottles.b.ssh[0]: missing required key 'KnownHostKey'")
+
+    def test_port_out_of_range(self):
+        (self.home / "k").write_text("k")
+        f = self.write(self.home, {"bottles": {"b": {"ssh": [
+            {"Host": "gh", "Hostname": "github.com", "Port": 70000, "IdentityFile": "k", "KnownHostKey": HOST_KEY}]}}})
+        self.assertManifestError(f"{f}: bottles.b.ssh[0].Port: 70000 is out of range (1 to 65535)")
+
+    def test_bad_agent_name(self):
+        f = self.write(self.home, {"agents": {"my agent": {"bottle": "default"}}})
+        self.assertManifestError(
+            f'{f}: agents["my agent"]: invalid name \'my agent\': names are 1 to 63 letters, digits, '
+            "'.', '_' or '-', starting with a letter or digit")
+
+    def test_bad_env_name(self):
+        f = self.write(self.home, {"bottles": {"b": {"env": {"1X": "v"}}}})
+        self.assertManifestError(
+            f"{f}: bottles.b.env.1X: invalid name '1X': not an environment variable name: use letters, "
+            "digits and '_', not starting with a digit")
+
+    def test_reserved_env_name(self):
+        f = self.write(self.home, {"bottles": {"b": {"env": {"HTTPS_PROXY": "http://x"}}}})
+        self.assertManifestError(f"{f}: bottles.b.env.HTTPS_PROXY: 'HTTPS_PROXY' is set by claude-bottle itself: "
+                                 "remove it from the manifest")
+
+    def test_partial_host_reference(self):
+        f = self.write(self.home, {"bottles": {"b": {"env": {"X": "pre-${HOME}"}}}})
+        self.assertManifestError(f'{f}: bottles.b.env.X: to copy a host variable the value must be exactly '
+                                 '"${NAME}"; literal values cannot contain "${"')
+
+    def test_wrong_version(self):
+        f = self.write(self.home, {"version": 2})
+        self.assertManifestError(f"{f}: version: this claude-bottle reads manifest version 1")
+
+    def test_top_level_not_an_object(self):
+        f = self.write(self.home, "[]")
+        self.assertManifestError(f"{f}: (top level): must be an object, not a list")
+
+    def test_several_errors_are_all_reported(self):
+        f = self.write(self.home, {"bottles": {"b": {"egress": {"allowlist": [1]}}}, "agents": {"a": {}}})
+        err = self.assertManifestError(
+            f"{f}: agents.a: missing required key 'bottle'\n"
+            f"{f}: bottles.b.egress.allowlist[0]: must be a string, not a whole number")
+        self.assertEqual(err.file, f)
+
+    def test_unreadable_ca_cert_setting(self):
+        f = self.write(self.home, {"image": {"ca_cert": "nope.pem"}})
+        self.assertManifestError(
+            f"{f}: image.ca_cert: cannot read CA certificate file {self.home / 'nope.pem'}: No such file or directory")
+
+    def test_ca_cert_env_that_is_not_pem(self):
+        bad = self.home / "bad.pem"
+        bad.write_text("hello")
+        self.env["CLAUDE_BOTTLE_CA_CERT"] = str(bad)
+        self.assertManifestError(
+            f"CLAUDE_BOTTLE_CA_CERT: {bad} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+
+    def test_bad_claude_code_version_env(self):
+        self.env["CLAUDE_BOTTLE_CLAUDE_CODE_VERSION"] = "latest"
+        self.assertManifestError(
+            "CLAUDE_BOTTLE_CLAUDE_CODE_VERSION: 'latest' is not a Claude Code version like 2.1.332")
+
+
+class ImageSettingsTest(ManifestCase):
+    def test_environment_overrides_home_manifest(self):
+        pem = self.home / "ca.pem"
+        pem.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+        self.write(self.home, {"image": {"base": "debian:trixie-slim", "claude_code_version": "2.0.0",
+                                         "ca_cert": "ca.pem"}})
+        m = self.load()
+        self.assertEqual((m.image.base, m.image.claude_code_version, m.image.ca_cert),
+                         ("debian:trixie-slim", "2.0.0", pem))
+        self.env["CLAUDE_BOTTLE_BASE_IMAGE"] = "debian:bookworm"
+        self.env["CLAUDE_BOTTLE_CLAUDE_CODE_VERSION"] = "2.1.0"
+        m = self.load()
+        self.assertEqual((m.image.base, m.image.claude_code_version), ("debian:bookworm", "2.1.0"))
+
+
+if __name__ == "__main__":
+    unittest.main()
