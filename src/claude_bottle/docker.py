@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator, Mapping
 
 import docker
@@ -16,6 +17,7 @@ import docker.errors
 from .errors import DockerUnavailable, ImageBuildError
 
 LABEL_PREFIX = "org.claude-bottle."
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class Engine:
@@ -65,7 +67,7 @@ class Engine:
                     f"building {tag} failed: {detail.strip()}"
                     + (f"\nlast build output:\n{tail}" if tail else "")
                 )
-            text = chunk.get("stream") or chunk.get("status") or ""
+            text = _ANSI.sub("", chunk.get("stream") or chunk.get("status") or "")
             if text:
                 recent.append(text)
                 del recent[:-50]

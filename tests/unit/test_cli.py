@@ -154,3 +154,19 @@ class BuildTest(CliCase):
         self.assertTrue(r.stderr.startswith(
             f"Error: Docker daemon not reachable at {self.env['DOCKER_HOST']}: start Docker or set DOCKER_HOST"),
             r.stderr)
+
+
+class ReadmeTest(unittest.TestCase):
+    """The README's manifest example is valid against the published schema."""
+
+    def test_readme_manifest_example_validates(self):
+        import re
+
+        import jsonschema
+
+        from claude_bottle import manifest
+
+        text = (ROOT / "README.md").read_text()
+        example = json.loads(re.search(r"```json\n(.*?)```", text, re.S).group(1))
+        jsonschema.Draft202012Validator(manifest.schema()).validate(example)
+        jsonschema.Draft202012Validator.check_schema(manifest.schema())
