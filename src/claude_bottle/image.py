@@ -54,7 +54,7 @@ class ImageSpec:
             for name, data in self.files:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
-                info.mode = 0o644
+                info.mode = 0o755 if data.startswith(b"#!") else 0o644  # scripts run in the image
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
