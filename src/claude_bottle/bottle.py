@@ -1,19 +1,42 @@
-"""A bottle's launch plan: what `start` will create for one agent, decided before anything exists.
+"""A bottle: its launch plan, the container it runs in, and what goes into it at start.
 
 The plan is plain data (shown by the preflight and by `start --dry-run`) and
-names every Docker object the bottle gets, so later steps only carry it out.
+names every Docker object the bottle gets. The bottle container has no network
+at all; its only way out is the proxy socket its sidecar's relay listens on.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import secrets
+import shlex
+import socket
+import tarfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from . import egress, image, pins
+from .docker import LABEL_PREFIX, ContainerSpec
 from .manifest import Agent, Bottle, Manifest
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
+CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
+
+LABEL_BOTTLE = LABEL_PREFIX + "bottle"
+LABEL_AGENT = LABEL_PREFIX + "agent"
+LABEL_ROLE = LABEL_PREFIX + "role"
+LABEL_OWNER = LABEL_PREFIX + "owner"
+DETACHED = "detached"
+
+PROXY_DIR = "/run/claude-bottle/proxy"
+PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
+SECRETS_DIR = "/run/claude-bottle/secrets"
+PROXY_PORT = 3128  # on the bottle's loopback
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+DEFAULT_MEMORY = "4g"
+DEFAULT_PIDS = 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,10 @@ class Names:
     @property
     def proxy_volume(self) -> str:
         return f"cb-{self.bottle}-proxy"
+
+    @property
+    def config_volume(self) -> str:
+        return f"cb-{self.bottle}-config"
 
 
 def new_bottle_name(agent: str) -> str:
@@ -83,11 +110,13 @@ class LaunchPlan:
             "containers": [
                 {"name": n.container, "role": "bottle", "image": self.image.tag, "network": "none",
                  "user": image.BOTTLE_USER},
-                {"name": n.sidecar, "role": "sidecar", "image": pins.PIPELOCK_IMAGE, "network": n.egress_network},
-                {"name": n.relay, "role": "relay", "image": self.image.tag, "network": f"container:{n.sidecar}"},
+                {"name": n.relay, "role": "relay", "image": self.image.tag, "network": n.egress_network},
+                {"name": n.sidecar, "role": "sidecar", "image": pins.PIPELOCK_IMAGE,
+                 "network": f"container:{n.relay}"},
             ],
             "networks": [{"name": n.egress_network, "role": "egress"}],
-            "volumes": [{"name": n.proxy_volume, "role": "proxy-socket"}],
+            "volumes": [{"name": n.proxy_volume, "role": "proxy-socket"},
+                        {"name": n.config_volume, "role": "sidecar-config", "tmpfs": True}],
             "sidecar": {"name": n.sidecar, "image": pins.PIPELOCK_IMAGE},
             "env": [{"name": v.name, "source": v.kind, "from": v.source if v.kind == "host" else None}
                     for v in self.bottle.env],
@@ -118,3 +147,114 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str]) -> Lau
 
 def _str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------- Docker objects
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process a bottle's objects belong to; when it is gone, they are leftovers."""
+
+    host: str
+    pid: int
+    started: str  # the process's start time where the OS tells it, so a reused pid is not mistaken for it
+
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}:{self.started}"
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
+
+    @classmethod
+    def parse(cls, label: str) -> Owner | None:
+        parts = label.split(":")
+        if len(parts) < 3 or not parts[-2].isdigit():
+            return None
+        return cls(":".join(parts[:-2]), int(parts[-2]), parts[-1])
+
+    def alive(self) -> bool:
+        """Whether this owner still runs; owners on other hosts are assumed alive."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return process_start(self.pid) == self.started
+
+
+def process_start(pid: int) -> str:
+    """Start time of `pid` in clock ticks since boot (Linux), or "" where /proc has no answer."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def labels(plan: LaunchPlan, role: str, owner: str) -> dict[str, str]:
+    return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_ROLE: role, LABEL_OWNER: owner}
+
+
+def proxy_environment() -> dict[str, str]:
+    """Every HTTP client in the bottle goes through the sidecar; only loopback is direct."""
+    env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
+    return env | {k.lower(): v for k, v in env.items()}
+
+
+def bottle_container(plan: LaunchPlan, owner: str, memory: str = DEFAULT_MEMORY,
+                     pids: int = DEFAULT_PIDS) -> ContainerSpec:
+    """The bottle: no network, no capabilities, no privilege gain, and a loopback port
+    forwarded to the sidecar's socket. Its main process is that forwarder."""
+    return ContainerSpec(
+        name=plan.names.container,
+        image=plan.image.tag,
+        command=("socat", f"TCP-LISTEN:{PROXY_PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{PROXY_SOCKET}"),
+        labels=labels(plan, "bottle", owner),
+        user=f"{image.BOTTLE_UID}:{image.BOTTLE_UID}",
+        network_mode="none",
+        hostname=plan.name,
+        working_dir=image.WORKSPACE,
+        environment=proxy_environment(),
+        mem_limit=memory,
+        pids_limit=pids,
+        volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
+        tmpfs={SECRETS_DIR: f"size=1m,mode=0700,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID}"},
+    )
+
+
+def secrets_file(values: Mapping[str, str]) -> bytes:
+    """The bottle's secret environment as `export NAME='value'` lines for bottle-exec to source."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items()).encode()
+
+
+def write_secrets_command() -> list[str]:
+    """Reads the secrets file from stdin into the bottle's tmpfs (never a command-line argument)."""
+    return ["sh", "-c", f"umask 077 && cat > {SECRETS_DIR}/env"]
+
+
+def agent_files(agent: Agent) -> bytes:
+    """A tar, to extract at /, of the agent's skills and prompt in the bottle user's home."""
+    home = image.BOTTLE_HOME.lstrip("/")
+    buf = io.BytesIO()
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if not (info.isfile() or info.isdir() or info.issym()):
+            return None
+        info.uid = info.gid = image.BOTTLE_UID
+        info.uname = info.gname = image.BOTTLE_USER
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for skill in agent.skills:
+            tar.add(skill.path, arcname=f"{home}/.claude/skills/{skill.name}", filter=owned)
+        if agent.prompt:
+            data = agent.prompt.encode()
+            info = owned(tarfile.TarInfo(f"{home}/.config/claude-bottle/prompt.md"))
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -130,8 +130,8 @@ def start(agent: str, dry_run: bool, as_json: bool, trust_project: bool) -> None
     state = {True: "present", False: "will be built", None: "unknown (Docker not reachable)"}[present]
     click.echo(f"image:    {plan.image.tag} ({state})")
     n = plan.names
-    click.echo(f"creates:  containers {n.container}, {n.sidecar}, {n.relay}; "
-               f"network {n.egress_network}; volume {n.proxy_volume}")
+    click.echo(f"creates:  containers {n.container}, {n.relay}, {n.sidecar}; "
+               f"network {n.egress_network}; volumes {n.proxy_volume}, {n.config_volume}")
     click.echo("dry run: nothing was created")
 
 

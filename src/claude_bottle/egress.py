@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from .docker import ContainerSpec
 from .manifest import Bottle
 
 
@@ -43,3 +44,27 @@ def summary(hosts: tuple[AllowedHost, ...], shown: int = 3) -> str:
     more = f" +{len(hosts) - shown} more" if len(hosts) > shown else ""
     noun = "host" if len(hosts) == 1 else "hosts"
     return f"{len(hosts)} {noun} allowed ({', '.join(names)}{more})"
+
+
+# ---------------------------------------------------------------- the path out
+
+# pipelock listens here inside the network namespace the relay owns.
+SIDECAR_PORT = 8888
+
+
+def relay_container(name: str, image_tag: str, network: str, proxy_volume: str, proxy_dir: str,
+                    labels: dict[str, str], uid: int) -> ContainerSpec:
+    """The relay owns the sidecar's network namespace (the sidecar joins it) and turns the
+    proxy socket, the bottle's only way out, into a connection to the sidecar's port."""
+    return ContainerSpec(
+        name=name,
+        image=image_tag,
+        command=("socat", f"UNIX-LISTEN:{proxy_dir}/proxy.sock,fork,mode=666,unlink-early",
+                 f"TCP:127.0.0.1:{SIDECAR_PORT}"),
+        labels=labels,
+        user=f"{uid}:{uid}",
+        network_mode=network,
+        mem_limit="64m",
+        pids_limit=256,
+        volumes=((proxy_volume, proxy_dir, False),),
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import docker as docker_sdk
 
 from claude_bottle import docker, image, manifest
+from claude_bottle.docker import ContainerSpec  # noqa: F401  (re-exported for tests)
 from claude_bottle.errors import DockerUnavailable
 
 # Every object a test creates carries this label, so the suite can prove it removed them all.

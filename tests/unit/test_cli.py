@@ -111,7 +111,7 @@ class StartDryRunTest(CliCase):
         self.assertEqual(plan["image"]["present"], None)
         self.assertRegex(plan["image"]["tag"], r"^claude-bottle:[0-9a-f]{16}$")
         self.assertEqual([c["name"] for c in plan["containers"]],
-                         [f"cb-{name}", f"cb-{name}-sidecar", f"cb-{name}-relay"])
+                         [f"cb-{name}", f"cb-{name}-relay", f"cb-{name}-sidecar"])
         self.assertEqual(plan["containers"][0]["network"], "none")
         self.assertEqual(plan["networks"], [{"name": f"cb-{name}-egress", "role": "egress"}])
         self.assertEqual(plan["sidecar"]["image"], "ghcr.io/luckypipewrench/pipelock:2.3.0")

@@ -1,0 +1,261 @@
+"""From inside a real bottle container: the proxy socket is the only way out, and secrets stay off disk.
+
+The sidecar here is a plain listener in the relay's network namespace, standing
+where pipelock will (pipelock itself cannot be built on our machines yet); what
+is under test is the bottle container and the path to its sidecar, which are
+the product's own.
+"""
+
+import http.server
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from claude_bottle import bottle, cleanup, egress, image, manifest
+
+from . import support
+
+LISTENER_REPLY = "reply-from-the-sidecar-side"
+
+
+class HostService:
+    """An HTTP server on the Docker host, listening on all interfaces, as a user's dev server would."""
+
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"host-service-reached"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def host_addresses() -> set[str]:
+    """Every IPv4 address of the Docker host: its interfaces (docker0 and bridges included)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    addrs = {line.split()[3].split("/")[0] for line in out.splitlines()}
+    return {a for a in addrs if not ipaddress.ip_address(a).is_loopback}
+
+
+class TestBottle:
+    """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
+    plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
+
+    def __init__(self, agent="default", owner="test"):
+        with tempfile.TemporaryDirectory() as empty:
+            m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
+        self.plan = bottle.plan(m, agent, {})
+        n = self.plan.names
+        self.name = self.plan.name
+        e = support.engine()
+        lab = {**bottle.labels(self.plan, "", owner), support.TEST_LABEL: support.RUN_ID}
+        try:
+            e.create_volume(n.proxy_volume, {**lab, bottle.LABEL_ROLE: "proxy-socket"})
+            e.create_network(n.egress_network, {**lab, bottle.LABEL_ROLE: "egress"})
+            relay = egress.relay_container(n.relay, support.bottle_image(), n.egress_network, n.proxy_volume,
+                                           bottle.PROXY_DIR, {**lab, bottle.LABEL_ROLE: "relay"}, image.BOTTLE_UID)
+            e.create_container(relay)
+            e.start_container(n.relay)
+            listener = support.ContainerSpec(
+                name=n.sidecar, image=support.bottle_image(), labels={**lab, bottle.LABEL_ROLE: "sidecar"},
+                user="1000:1000", network_mode=f"container:{n.relay}",
+                command=("socat", f"TCP-LISTEN:{egress.SIDECAR_PORT},fork,reuseaddr",
+                         f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"))
+            e.create_container(listener)
+            e.start_container(n.sidecar)
+            spec = bottle.bottle_container(self.plan, owner)
+            e.create_container(support.dataclasses.replace(spec, labels={**spec.labels, **lab,
+                                                                          bottle.LABEL_ROLE: "bottle"}))
+            e.start_container(n.container)
+        except BaseException:
+            self.remove()
+            raise
+
+    def sh(self, script: str, stdin: bytes | None = None) -> tuple[int, str]:
+        code, out = support.engine().exec(self.plan.names.container, ["bottle-exec", "sh", "-c", script],
+                                          stdin=stdin)
+        return code, out.decode(errors="replace")
+
+    def ip_of(self, container: str, network: str) -> str:
+        info = support.engine().inspect_container(container)
+        return info["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def remove(self):
+        cleanup.remove(support.engine(), cleanup.of_bottle(support.engine(), self.name))
+
+
+class IsolationTest(support.IntegrationTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.host = HostService()
+        cls.a = TestBottle()
+        cls.b = TestBottle()
+        # Control: an --internal network container DOES reach the host service. If this ever
+        # stops holding, the probes below would pass for the wrong reason.
+        cls.internal = support.sdk().networks.create(f"cb-test-internal-{support.RUN_ID}", internal=True,
+                                                     labels=support.labels())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.a.remove()
+        cls.b.remove()
+        cls.internal.remove()
+        cls.host.close()
+        super().tearDownClass()
+
+    def curl_direct(self, url: str) -> tuple[int, str]:
+        return self.a.sh(f"curl -sS -m 3 --noproxy '*' {url}")
+
+    def test_the_proxy_port_leads_to_the_sidecar(self):
+        code, out = self.a.sh("curl -sS -m 5 http://anything.example/")
+        self.assertEqual((code, out.strip()), (0, LISTENER_REPLY))
+
+    def test_only_loopback_exists(self):
+        code, out = self.a.sh("ls /sys/class/net; cat /proc/net/route | wc -l; cat /proc/net/if_inet6")
+        self.assertEqual(code, 0, out)
+        lines = out.split()
+        self.assertEqual(lines[0], "lo")
+        self.assertEqual(lines[1], "1")  # the routing table's header and no route
+        self.assertTrue(all(not line.strip() or line.endswith("lo") for line in out.splitlines()[2:]), out)
+
+    def test_host_service_reachable_from_plain_internal_network(self):
+        gateway = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        code, out = support.run(support.bottle_image(), ["curl", "-sS", "-m", "5",
+                                                         f"http://{gateway}:{self.host.port}/"],
+                                network=self.internal.name)
+        self.assertEqual((code, out), (0, "host-service-reached"))
+
+    def test_docker_host_unreachable_at_every_address(self):
+        egress_gateway = support.sdk().networks.get(self.a.plan.names.egress_network) \
+            .attrs["IPAM"]["Config"][0]["Gateway"]
+        addresses = host_addresses() | {egress_gateway, "172.17.0.1"}
+        for addr in sorted(addresses):
+            with self.subTest(addr):
+                code, out = self.curl_direct(f"http://{addr}:{self.host.port}/")
+                self.assertNotEqual(code, 0)
+                self.assertNotIn("host-service-reached", out)
+
+    def test_outside_ip_unreachable(self):
+        for url in ("https://203.0.113.80/", "http://1.1.1.1/"):
+            with self.subTest(url):
+                code, out = self.curl_direct(url)
+                self.assertNotEqual(code, 0)
+                self.assertIn("Couldn't connect", out)
+
+    def test_metadata_and_ipv6_unreachable(self):
+        for url in ("http://169.254.169.254/latest/meta-data/", "-g http://[2606:4700:4700::1111]/",
+                    "-g http://[fd00::1]/"):
+            with self.subTest(url):
+                code, out = self.curl_direct(url)
+                self.assertNotEqual(code, 0, out)
+
+    def test_dns_resolution_fails(self):
+        code, out = self.a.sh("getent hosts registry.npmjs.org; getent hosts github.com")
+        self.assertNotEqual(code, 0)
+        self.assertEqual(out.strip(), "")
+
+    def test_other_bottle_and_its_sidecar_unreachable(self):
+        n = self.b.plan.names
+        relay_ip = self.b.ip_of(n.relay, n.egress_network)
+        code, out = self.curl_direct(f"http://{relay_ip}:{egress.SIDECAR_PORT}/")
+        self.assertNotEqual(code, 0)
+        self.assertNotIn(LISTENER_REPLY, out)
+        code, out = self.a.sh(f"ls {bottle.PROXY_DIR}")
+        self.assertEqual(out.split(), ["proxy.sock"])  # its own socket only
+
+    def test_bottle_container_is_hardened(self):
+        info = support.engine().inspect_container(self.a.plan.names.container)
+        hc = info["HostConfig"]
+        self.assertEqual(hc["NetworkMode"], "none")
+        self.assertEqual(hc["CapDrop"], ["ALL"])
+        self.assertEqual(hc["SecurityOpt"], ["no-new-privileges"])
+        self.assertTrue(hc["Init"])
+        self.assertEqual(hc["Memory"], 4 * 1024**3)
+        self.assertEqual(hc["PidsLimit"], bottle.DEFAULT_PIDS)
+        self.assertEqual(info["Config"]["User"], "1000:1000")
+        code, out = self.a.sh("grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
+                              f"touch {bottle.PROXY_DIR}/x 2>&1")
+        self.assertIn("CapEff:\t0000000000000000", out)
+        self.assertIn("NoNewPrivs:\t1", out)
+        self.assertIn("Read-only file system", out)
+
+
+class SecretsTest(support.IntegrationTest):
+    """The token and env values reach the bottle's processes but no command line, inspect or Docker's disk."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.token = "sk-ant-oat01-" + secrets.token_urlsafe(40)
+        cls.value = "env-" + secrets.token_hex(16)
+        cls.b = TestBottle()
+        data = bottle.secrets_file({bottle.CLAUDE_TOKEN_VARIABLE: cls.token, "DB_PASSWORD": cls.value,
+                                    "QUOTED": "it's $HOME `x`\nline2"})
+        code, out = support.engine().exec(cls.b.plan.names.container, bottle.write_secrets_command(), stdin=data)
+        assert code == 0, out
+        # A long-running process holding the secrets, so the scans below see a live bottle.
+        cls.sleeper = subprocess.Popen(["docker", "exec", cls.b.plan.names.container, "bottle-exec", "sleep", "30"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sleeper.kill()
+        cls.sleeper.wait()
+        cls.b.remove()
+        super().tearDownClass()
+
+    def test_values_arrive_in_the_bottle(self):
+        code, out = self.b.sh('printf "%s|%s|%s" "$CLAUDE_CODE_OAUTH_TOKEN" "$DB_PASSWORD" "$QUOTED"')
+        self.assertEqual((code, out), (0, f"{self.token}|{self.value}|it's $HOME `x`\nline2"))
+
+    def test_secrets_file_is_private_to_the_bottle_user(self):
+        code, out = self.b.sh(f"stat -c '%U %a' {bottle.SECRETS_DIR}/env {bottle.SECRETS_DIR}; "
+                              f"grep {bottle.SECRETS_DIR} /proc/mounts")
+        lines = out.splitlines()
+        self.assertEqual(lines[:2], ["claude 600", "claude 700"])
+        self.assertTrue(lines[2].split()[2] == "tmpfs", out)
+
+    def test_not_in_docker_inspect(self):
+        for found in cleanup.of_bottle(support.engine(), self.b.name):
+            if found.kind == "container":
+                dump = json.dumps(support.engine().inspect_container(found.name))
+                self.assertNotIn(self.token, dump)
+                self.assertNotIn(self.value, dump)
+
+    def test_not_on_any_command_line(self):
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    cmdline = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                self.assertNotIn(self.token.encode(), cmdline, proc)
+                self.assertNotIn(self.value.encode(), cmdline, proc)
+
+    def test_not_in_dockers_disk_state(self):
+        root = support.sdk().info()["DockerRootDir"]
+        if not os.access(root, os.R_OK):
+            self.skipTest(f"cannot read {root} (needs root on the Docker host)")
+        for needle in (self.token, self.value):
+            out = subprocess.run(["grep", "-rlF", "--binary-files=text", "-e", needle, root],
+                                 capture_output=True, text=True)
+            self.assertEqual(out.stdout, "", f"{needle[:12]}… found on disk")
+            self.assertEqual(out.returncode, 1, out.stderr)  # 1: searched everything, found nothing

@@ -1,0 +1,169 @@
+import io
+import os
+import shlex
+import socket
+import subprocess
+import tarfile
+import tempfile
+import unittest
+from pathlib import Path
+
+from claude_bottle import bottle, cleanup, egress, manifest
+from claude_bottle.docker import Found
+
+
+def make_plan(agent: manifest.Agent | None = None, b: manifest.Bottle | None = None) -> bottle.LaunchPlan:
+    m = manifest.Manifest(
+        agents={"dev": agent or manifest.Agent("dev", "dev")},
+        bottles={"dev": b or manifest.Bottle("dev")},
+        image=manifest.ImageSettings(),
+        files=(),
+    )
+    return bottle.plan(m, "dev", {})
+
+
+class BottleContainerTest(unittest.TestCase):
+    def test_exact_create_payload(self):
+        plan = make_plan()
+        n = plan.names
+        spec = bottle.bottle_container(plan, "host:1:2")
+        self.assertEqual(spec.create_kwargs(), {
+            "image": plan.image.tag,
+            "command": ["socat", "TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr",
+                        "UNIX-CONNECT:/run/claude-bottle/proxy/proxy.sock"],
+            "name": n.container,
+            "labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
+                       "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2"},
+            "user": "1000:1000",
+            "hostname": plan.name,
+            "working_dir": "/workspace",
+            "environment": {
+                "HTTP_PROXY": "http://127.0.0.1:3128", "HTTPS_PROXY": "http://127.0.0.1:3128",
+                "NO_PROXY": "localhost,127.0.0.1,::1", "http_proxy": "http://127.0.0.1:3128",
+                "https_proxy": "http://127.0.0.1:3128", "no_proxy": "localhost,127.0.0.1,::1"},
+            "detach": True,
+            "host_config": {
+                "network_mode": "none",
+                "cap_drop": ["ALL"],
+                "security_opt": ["no-new-privileges"],
+                "init": True,
+                "mem_limit": "4g",
+                "pids_limit": 1024,
+                "mounts": [{"Type": "volume", "Source": n.proxy_volume, "Target": "/run/claude-bottle/proxy",
+                            "ReadOnly": True}],
+                "tmpfs": {"/run/claude-bottle/secrets": "size=1m,mode=0700,uid=1000,gid=1000"},
+            },
+        })
+
+    def test_no_secret_in_the_payload(self):
+        b = manifest.Bottle("dev", env=(manifest.EnvVar("X", "literal", "literal-secret", "f"),))
+        spec = bottle.bottle_container(make_plan(b=b), "o")
+        self.assertNotIn("literal-secret", repr(spec.create_kwargs()))
+
+    def test_relay_payload(self):
+        spec = egress.relay_container("r", "img", "net", "vol", "/run/p", {"l": "1"}, 1000)
+        kw = spec.create_kwargs()
+        self.assertEqual(kw["command"], ["socat", "UNIX-LISTEN:/run/p/proxy.sock,fork,mode=666,unlink-early",
+                                         "TCP:127.0.0.1:8888"])
+        self.assertEqual(kw["host_config"]["network_mode"], "net")
+        self.assertEqual(kw["host_config"]["mounts"][0]["ReadOnly"], False)
+
+
+class SecretsFileTest(unittest.TestCase):
+    def test_values_survive_the_shell(self):
+        values = {"A": "plain", "B": "it's $HOME `id` \\ \"q\"", "C": "line1\nline2", "D": ""}
+        script = bottle.secrets_file(values).decode() + 'printf "%s\\0" "$A" "$B" "$C" "$D"'
+        out = subprocess.run(["sh", "-c", script], capture_output=True, env={}, check=True).stdout
+        self.assertEqual(out.split(b"\0")[:-1], [v.encode() for v in values.values()])
+
+    def test_write_command_carries_no_value(self):
+        self.assertEqual(bottle.write_secrets_command(),
+                         ["sh", "-c", "umask 077 && cat > /run/claude-bottle/secrets/env"])
+
+
+class AgentFilesTest(unittest.TestCase):
+    def test_skills_and_prompt_land_in_the_bottle_home(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            skill = Path(tmp, "review")
+            (skill / "refs").mkdir(parents=True)
+            (skill / "SKILL.md").write_text("---\nname: review\n---\n")
+            (skill / "refs" / "a.md").write_text("A")
+            agent = manifest.Agent("dev", "dev", (manifest.Skill("review", skill),), "Be brief.")
+            data = bottle.agent_files(agent)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            self.assertEqual(sorted(members), [
+                "home/claude/.claude/skills/review", "home/claude/.claude/skills/review/SKILL.md",
+                "home/claude/.claude/skills/review/refs", "home/claude/.claude/skills/review/refs/a.md",
+                "home/claude/.config/claude-bottle/prompt.md"])
+            self.assertTrue(all(m.uid == 1000 and m.gid == 1000 for m in members.values()))
+            self.assertEqual(tar.extractfile("home/claude/.config/claude-bottle/prompt.md").read(), b"Be brief.")
+
+
+class OwnerTest(unittest.TestCase):
+    def test_current_process_is_alive(self):
+        me = bottle.Owner.current()
+        self.assertEqual(bottle.Owner.parse(me.label()), me)
+        self.assertTrue(me.alive())
+
+    def test_ended_process_is_dead(self):
+        p = subprocess.Popen(["true"])
+        started = bottle.process_start(p.pid)
+        p.wait()
+        self.assertFalse(bottle.Owner(socket.gethostname(), p.pid, started).alive())
+
+    def test_reused_pid_is_dead(self):
+        self.assertFalse(bottle.Owner(socket.gethostname(), os.getpid(), "1").alive())
+
+    def test_other_hosts_are_assumed_alive(self):
+        self.assertTrue(bottle.Owner("elsewhere.example", 999999, "1").alive())
+
+    def test_unparseable_owner(self):
+        self.assertIsNone(bottle.Owner.parse("detached"))
+        self.assertEqual(bottle.Owner.parse("my:host:12:345"), bottle.Owner("my:host", 12, "345"))
+
+
+class FakeEngine:
+    """Our own boundary: the Engine methods cleanup uses, over a list of objects."""
+
+    def __init__(self, objects):
+        self.objects = list(objects)
+        self.removed = []
+
+    def find(self, labels):
+        key, value = next(iter(labels.items()))
+        return [o for o in self.objects if key in o.labels and (not value or o.labels[key] == value)]
+
+    def _remove(self, kind, name):
+        self.removed.append((kind, name))
+        self.objects = [o for o in self.objects if (o.kind, o.name) != (kind, name)]
+
+    def remove_container(self, name):
+        self._remove("container", name)
+
+    def remove_network(self, name):
+        self._remove("network", name)
+
+    def remove_volume(self, name):
+        self._remove("volume", name)
+
+
+class CleanupTest(unittest.TestCase):
+    def obj(self, kind, name, bottle_name, owner):
+        return Found(kind, name, {bottle.LABEL_BOTTLE: bottle_name, bottle.LABEL_OWNER: owner})
+
+    def test_dead_sessions_only(self):
+        me = bottle.Owner.current().label()
+        dead = f"{socket.gethostname()}:999999999:1"
+        engine = FakeEngine([
+            self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
+            self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me),
+            self.obj("container", "c-det", "det", bottle.DETACHED),
+        ])
+        cleanup.remove(engine, cleanup.of_dead_sessions(engine))
+        self.assertEqual(engine.removed, [("container", "c-dead"), ("network", "n-dead"), ("volume", "v-dead")])
+        self.assertEqual(sorted(o.name for o in engine.objects), ["c-det", "c-live"])
+
+    def test_of_bottle(self):
+        engine = FakeEngine([self.obj("container", "a", "x", "d"), self.obj("container", "b", "y", "d")])
+        self.assertEqual([o.name for o in cleanup.of_bottle(engine, "y")], ["b"])
