@@ -13,12 +13,14 @@ import secrets
 import shlex
 import socket
 import tarfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import egress, image, pins
-from .docker import LABEL_PREFIX, ContainerSpec
+from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
+from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
@@ -28,6 +30,7 @@ LABEL_BOTTLE = LABEL_PREFIX + "bottle"
 LABEL_AGENT = LABEL_PREFIX + "agent"
 LABEL_ROLE = LABEL_PREFIX + "role"
 LABEL_OWNER = LABEL_PREFIX + "owner"
+LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
 DETACHED = "detached"
 
 PROXY_DIR = "/run/claude-bottle/proxy"
@@ -35,6 +38,8 @@ PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
 SECRETS_DIR = "/run/claude-bottle/secrets"
 PROXY_PORT = 3128  # on the bottle's loopback
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+# pipelock's config and the secrets it blocks live in memory only.
+CONFIG_TMPFS = f"size=1m,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID},mode=0700"
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 
@@ -197,7 +202,8 @@ def process_start(pid: int) -> str:
 
 
 def labels(plan: LaunchPlan, role: str, owner: str) -> dict[str, str]:
-    return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_ROLE: role, LABEL_OWNER: owner}
+    return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_CONFIG: plan.bottle.name,
+            LABEL_ROLE: role, LABEL_OWNER: owner}
 
 
 def proxy_environment() -> dict[str, str]:
@@ -206,8 +212,7 @@ def proxy_environment() -> dict[str, str]:
     return env | {k.lower(): v for k, v in env.items()}
 
 
-def bottle_container(plan: LaunchPlan, owner: str, memory: str = DEFAULT_MEMORY,
-                     pids: int = DEFAULT_PIDS) -> ContainerSpec:
+def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     """The bottle: no network, no capabilities, no privilege gain, and a loopback port
     forwarded to the sidecar's socket. Its main process is that forwarder."""
     return ContainerSpec(
@@ -220,8 +225,8 @@ def bottle_container(plan: LaunchPlan, owner: str, memory: str = DEFAULT_MEMORY,
         hostname=plan.name,
         working_dir=image.WORKSPACE,
         environment=proxy_environment(),
-        mem_limit=memory,
-        pids_limit=pids,
+        mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
+        pids_limit=plan.bottle.pids or DEFAULT_PIDS,
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
         tmpfs={SECRETS_DIR: f"size=1m,mode=0700,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID}"},
     )
@@ -258,3 +263,78 @@ def agent_files(agent: Agent) -> bytes:
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def launch(engine: Engine, plan: LaunchPlan, secrets: Mapping[str, str], owner: str,
+           sidecar_image: str = pins.PIPELOCK_IMAGE, health_timeout: float = 30.0) -> None:
+    """Create the bottle, its relay and sidecar, and fill them; on any failure (Ctrl-C included)
+    remove whatever was made, by label, before the error goes on."""
+    n = plan.names
+    try:
+        engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
+        engine.create_volume(n.config_volume, labels(plan, "sidecar-config", owner), tmpfs_options=CONFIG_TMPFS)
+        engine.create_network(n.egress_network, labels(plan, "egress", owner))
+        engine.create_container(egress.relay_container(
+            n.relay, plan.image.tag, n.egress_network, labels(plan, "relay", owner), image.BOTTLE_UID,
+            n.proxy_volume, PROXY_DIR, n.config_volume))
+        engine.start_container(n.relay)
+        hosts = [h.host for h in plan.allowlist]
+        _check(engine.exec(n.relay, egress.write_sidecar_files_command(),
+                           stdin=egress.sidecar_files(hosts, secrets.values())), "writing the sidecar's configuration")
+        engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
+                                                         labels(plan, "sidecar", owner)))
+        engine.start_container(n.sidecar)
+        engine.create_container(bottle_container(plan, owner))
+        engine.put_archive(n.container, "/", agent_files(plan.agent))
+        engine.start_container(n.container)
+        _check(engine.exec(n.container, write_secrets_command(), stdin=secrets_file(secrets)),
+               "handing the bottle its environment")
+        _wait_healthy(engine, n.sidecar, health_timeout)
+    except BaseException:
+        teardown(engine, plan.name)
+        raise
+
+
+def ensure_sidecar_image(engine: Engine, ref: str) -> None:
+    """Pull the pinned pipelock image unless it is already here."""
+    if engine.image_exists(ref):
+        return
+    try:
+        engine.pull_image(ref)
+    except Exception as e:  # the SDK reports registry failures as several exception types
+        raise BottleError(
+            f"the egress sidecar image {ref} is not here and pulling it failed ({str(e).strip()[:200]}): "
+            "check your network, or on a machine without a registry build it with "
+            "scripts/offline-images.sh pipelock"
+        ) from None
+
+
+def teardown(engine: Engine, name: str) -> list[Found]:
+    """Remove every object of bottle `name`; what is already gone counts as removed."""
+    from . import cleanup
+
+    return cleanup.remove(engine, cleanup.of_bottle(engine, name))
+
+
+def _check(result: tuple[int, bytes], what: str) -> None:
+    code, out = result
+    if code != 0:
+        raise BottleError(f"{what} failed (exit {code}): {out.decode(errors='replace').strip()[-500:]}")
+
+
+def _wait_healthy(engine: Engine, sidecar: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = engine.inspect_container(sidecar)
+        if not info or not info["State"]["Running"]:
+            tail = b"".join(engine.logs(sidecar)).decode(errors="replace").strip().splitlines()[-10:]
+            raise BottleError("the egress sidecar (pipelock) stopped while starting:\n" + "\n".join(tail))
+        if engine.exec(sidecar, egress.health_command())[0] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise BottleError(f"the egress sidecar (pipelock) was not healthy after {timeout:.0f}s: "
+                              f"see `docker logs {sidecar}`")
+        time.sleep(0.05)

@@ -6,16 +6,20 @@ BottleError and leave as `Error: <message>` on stderr with the error's code.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
+import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
 import click
 
-from . import __version__, bottle, docker, egress, image, manifest
-from .errors import BottleError, DockerUnavailable
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins
+from .errors import BottleError, DockerUnavailable, Refused
 
 
 class _Group(click.Group):
@@ -109,32 +113,228 @@ def build(no_cache: bool) -> None:
 @click.argument("agent", default=manifest.DEFAULT_AGENT)
 @click.option("--dry-run", is_flag=True, help="Show the launch plan and exit; creates nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
+@click.option("-y", "--yes", is_flag=True, help="Launch without asking (needed when stdin is not a terminal).")
+@click.option("-d", "--detach", is_flag=True, help="Leave the bottle running without Claude; print its name.")
 @click.option("--trust-project", is_flag=True,
               help="Let bottles from ./claude-bottle.json use host variables and SSH keys.")
-def start(agent: str, dry_run: bool, as_json: bool, trust_project: bool) -> None:
-    """Start AGENT (default: the built-in `default` agent) in a new bottle."""
+def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, trust_project: bool) -> None:
+    """Start AGENT (default: the built-in `default` agent) in a new bottle and open Claude in it.
+
+    The bottle, its sidecar and everything made for them are removed when Claude
+    exits, on Ctrl-C, SIGTERM, SIGHUP or a closed terminal. The exit status is Claude's.
+    """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
     m = _load()
     plan = bottle.plan(m, agent, os.environ)
-    if not dry_run:
+    if dry_run:
+        _dry_run(plan, as_json)
+        return
+    token = os.environ.get(bottle.TOKEN_VARIABLE)
+    if not token:
         raise BottleError(
-            "launching bottles is not built yet: use --dry-run to see the plan "
-            "(bottles with an egress sidecar are the next milestone)"
+            f"{bottle.TOKEN_VARIABLE} is not set: run `claude setup-token` on this machine and "
+            f"export the token it prints as {bottle.TOKEN_VARIABLE}"
         )
+    interactive = sys.stdin.isatty()
+    _preflight(plan, err=True)
+    trust = trust_project or _confirm_untrusted(plan.bottle, interactive)
+    if not yes:
+        if not interactive:
+            raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
+                          "pass --yes to launch anyway")
+        if not click.confirm("launch this agent?", default=False, err=True):
+            raise Refused("not launched")
+    ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
+        if interactive else None
+    secrets = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
+    secrets[bottle.CLAUDE_TOKEN_VARIABLE] = token
+
+    engine = docker.connect()
+    cleanup.remove(engine, cleanup.of_dead_sessions(engine))
+    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
+    _build_if_missing(engine, plan.image)
+    owner = bottle.DETACHED if detach else bottle.Owner.current().label()
+    with _signals_raise():
+        try:
+            bottle.launch(engine, plan, secrets, owner)
+            if detach:
+                click.echo(plan.name)
+                return
+            code = engine.exec_interactive(plan.names.container, ["bottle-claude"], image.BOTTLE_USER,
+                                           image.WORKSPACE, tty=interactive and sys.stdout.isatty())
+        except _Interrupted as e:
+            code = 128 + e.signum
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            if not detach:
+                bottle.teardown(engine, plan.name)
+    sys.exit(code)
+
+
+def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     present = _image_present(plan.image.tag)
     if as_json:
         click.echo(json.dumps(plan.to_json(image_present=present), indent=2))
         return
-    _preflight(plan)
-    state = {True: "present", False: "will be built", None: "unknown (Docker not reachable)"}[present]
-    click.echo(f"image:    {plan.image.tag} ({state})")
+    _preflight(plan, image_state={True: "present", False: "will be built",
+                                  None: "unknown (Docker not reachable)"}[present])
     n = plan.names
     click.echo(f"creates:  containers {n.container}, {n.relay}, {n.sidecar}; "
                f"network {n.egress_network}; volumes {n.proxy_volume}, {n.config_volume}")
     click.echo("dry run: nothing was created")
 
 
+def _confirm_untrusted(b: manifest.Bottle, interactive: bool) -> bool:
+    """Ask before an untrusted bottle takes host variables or SSH keys; refuse when nobody can answer."""
+    if b.trusted or not (b.host_refs or b.ssh):
+        return False
+    if not interactive:
+        manifest.untrusted_secrets_check(b)
+    wants = [f"${v.source}" for v in b.host_refs] + [str(s.identity_file) for s in b.ssh]
+    click.echo(f"bottle '{b.name}' comes from {_source(b.files[-1])}, which you may not control, "
+               f"and asks for: {', '.join(wants)}", err=True)
+    if not click.confirm("give it these host secrets?", default=False, err=True):
+        raise Refused(f"not launched: bottle '{b.name}' may not have host secrets "
+                      "(pass --trust-project if you trust the project's manifest)")
+    return True
+
+
+def _build_if_missing(engine: docker.Engine, spec: image.ImageSpec) -> None:
+    first = True
+    for line in image.ensure(engine, spec):
+        if first:
+            click.echo(f"building {spec.tag} (first use; later starts reuse it)", err=True)
+            first = False
+        click.echo(line, nl=False, err=True)
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so teardown runs."""
+    def handler(signum, _frame):
+        raise _Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _running(engine: docker.Engine, name: str) -> str:
+    container = bottle.Names(name).container
+    info = engine.inspect_container(container)
+    if not info or not info["State"]["Running"]:
+        raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
+    return container
+
+
+@main.command()
+@click.argument("bottle_name", metavar="BOTTLE")
+def attach(bottle_name: str) -> None:
+    """Open Claude in the running BOTTLE (one started with --detach)."""
+    engine = docker.connect()
+    container = _running(engine, bottle_name)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, image.WORKSPACE, tty=tty))
+
+
+@main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("bottle_name", metavar="BOTTLE")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in BOTTLE as its user, with the environment Claude gets: exec BOTTLE -- CMD…"""
+    if command[:1] == ("--",):
+        command = command[1:]
+    if not command:
+        raise click.UsageError("name a command to run: exec BOTTLE -- CMD…")
+    engine = docker.connect()
+    container = _running(engine, bottle_name)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    sys.exit(engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
+                                     image.WORKSPACE, tty=tty))
+
+
+@main.command()
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
+def stop(bottle_names: tuple[str, ...]) -> None:
+    """Stop BOTTLEs and remove everything made for them."""
+    engine = docker.connect()
+    missing = []
+    for name in bottle_names:
+        if bottle.teardown(engine, name):
+            click.echo(f"stopped {name}")
+        else:
+            missing.append(name)
+    if missing:
+        raise BottleError(f"no bottle named {', '.join(repr(n) for n in missing)}: see `claude-bottle ps`")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the bottles as JSON.")
+def ps(as_json: bool) -> None:
+    """List bottles: name, agent, bottle, uptime, state."""
+    engine = docker.connect()
+    now = time.time()
+    rows = [
+        {"name": c.labels.get(bottle.LABEL_BOTTLE, ""), "agent": c.labels.get(bottle.LABEL_AGENT, ""),
+         "bottle": c.labels.get(bottle.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
+         "state": c.state, "detached": c.labels.get(bottle.LABEL_OWNER) == bottle.DETACHED}
+        for c in engine.find({bottle.LABEL_ROLE: "bottle"}) if c.kind == "container"
+    ]
+    rows.sort(key=lambda r: r["uptime_seconds"])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE")]
+           + [(r["name"], r["agent"], r["bottle"], _duration(r["uptime_seconds"]), r["state"]) for r in rows])
+
+
+@main.command("cleanup")
+def cleanup_() -> None:
+    """Remove every container, network and volume of claude-bottle, running or not."""
+    engine = docker.connect()
+    removed = cleanup.remove(engine, cleanup.everything(engine))
+    bottles = sorted({o.labels.get(bottle.LABEL_BOTTLE, "") for o in removed})
+    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {', '.join(bottles)}" if bottles else ""))
+
+
+@main.command()
+@click.argument("bottle_name", metavar="BOTTLE")
+@click.option("--egress", "show_egress", is_flag=True, help="What the sidecar allowed and blocked, per host.")
+@click.option("--json", "as_json", is_flag=True, help="With --egress: print the table as JSON.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (not with --egress).")
+def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> None:
+    """Show BOTTLE's own output, or with --egress what its sidecar allowed and blocked."""
+    if as_json and not show_egress:
+        raise click.UsageError("--json only goes with --egress")
+    if follow and show_egress:
+        raise click.UsageError("--follow does not go with --egress")
+    engine = docker.connect()
+    names = bottle.Names(bottle_name)
+    if not engine.inspect_container(names.container):
+        raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
+    if not show_egress:
+        for chunk in engine.logs(names.container, follow=follow):
+            click.echo(chunk, nl=False)
+        return
+    if not engine.inspect_container(names.sidecar):
+        raise BottleError(f"bottle '{bottle_name}' has no sidecar any more, so no egress log")
+    text = b"".join(engine.logs(names.sidecar)).decode(errors="replace")
+    rows = egress.report(text.splitlines())
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return
+    _table([("HOST", "DECISION", "COUNT", "REASON")]
+           + [(r.host, "allowed" if r.allowed else "BLOCKED", str(r.count), r.reason) for r in rows])
 def _image_present(tag: str) -> bool | None:
     try:
         return docker.connect().image_exists(tag)
@@ -142,17 +342,21 @@ def _image_present(tag: str) -> bool | None:
         return None
 
 
-def _preflight(plan: bottle.LaunchPlan) -> None:
+def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = "") -> None:
     a, b = plan.agent, plan.bottle
-    click.echo(f"agent:    {a.name} ({_source(a.file)})")
-    click.echo(f"bottle:   {plan.name} from {_describe_trust(b)}")
-    click.echo(f"env:      {_env_line(b)}")
-    click.echo(f"skills:   {', '.join(s.name for s in a.skills) or 'none'}")
-    click.echo(f"ssh:      {_ssh_line(b)}")
-    click.echo(f"egress:   {egress.summary(plan.allowlist)}")
-    click.echo(f"prompt:   {a.prompt_first_line or '(none)'}")
+    for line in (
+        f"agent:    {a.name} ({_source(a.file)})",
+        f"bottle:   {plan.name} from {_describe_trust(b)}",
+        f"image:    {plan.image.tag}" + (f" ({image_state})" if image_state else ""),
+        f"env:      {_env_line(b)}",
+        f"skills:   {', '.join(s.name for s in a.skills) or 'none'}",
+        f"ssh:      {_ssh_line(b)}",
+        f"egress:   {egress.summary(plan.allowlist)}",
+        f"prompt:   {a.prompt_first_line or '(none)'}",
+    ):
+        click.echo(line, err=err)
     if not plan.token_present:
-        click.echo(f"token:    {bottle.TOKEN_VARIABLE} is not set (run `claude setup-token` and export it)")
+        click.echo(f"token:    {bottle.TOKEN_VARIABLE} is not set (run `claude setup-token` and export it)", err=err)
 
 
 def _describe_trust(b: manifest.Bottle) -> str:
@@ -167,6 +371,14 @@ def _env_line(b: manifest.Bottle) -> str:
 
 def _ssh_line(b: manifest.Bottle) -> str:
     return ", ".join(f"{s.host} ({s.user + '@' if s.user else ''}{s.hostname}:{s.port})" for s in b.ssh) or "none"
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

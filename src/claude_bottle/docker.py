@@ -85,7 +85,7 @@ class Found:
     name: str
     labels: Mapping[str, str]
     state: str = ""  # containers: running, exited, created…
-    started_at: str = ""
+    created: int = 0  # containers: seconds since the epoch
 
 
 class Engine:
@@ -141,6 +141,10 @@ class Engine:
                 recent.append(text)
                 del recent[:-50]
                 yield text
+
+    def pull_image(self, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        self._api.pull(repository, tag=tag)
 
     def remove_image(self, ref: str) -> None:
         try:
@@ -232,7 +236,12 @@ class Engine:
             raise DockerUnavailable("the docker command is not installed: install the Docker CLI to attach")
         flags = ["-it"] if tty else ["-i"]
         cmd = [docker_cli, "--host", self.host, "exec", *flags, "-u", user, "-w", workdir, name, *argv]
-        return subprocess.call(cmd)
+        process = subprocess.Popen(cmd)
+        try:
+            return process.wait()
+        except BaseException:
+            process.terminate()
+            raise
 
     def logs(self, name: str, follow: bool = False) -> Iterator[bytes]:
         return self._api.logs(name, stream=True, follow=follow)
@@ -243,7 +252,7 @@ class Engine:
         """Containers (running or not), networks and volumes carrying all of `labels`."""
         flt = {"label": _label_filter(labels)}
         found = [
-            Found("container", c["Names"][0].lstrip("/"), c["Labels"] or {}, c["State"], str(c.get("Created", "")))
+            Found("container", c["Names"][0].lstrip("/"), c["Labels"] or {}, c["State"], int(c.get("Created", 0)))
             for c in self._api.containers(all=True, filters=flt)
         ]
         found += [Found("network", n["Name"], n.get("Labels") or {}) for n in self._api.networks(filters=flt)]

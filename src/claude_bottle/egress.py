@@ -1,11 +1,16 @@
-"""What a bottle may reach: the effective hostname allowlist behind its pipelock sidecar.
+"""A bottle's way out: its allowlist, the relay and pipelock sidecar, and what the sidecar decided.
 
 The allowlist is the union of Claude Code's own hosts (package data), the
-bottle's egress.allowlist and the host names of its SSH entries.
+bottle's egress.allowlist and the host names of its SSH entries. The relay owns
+the sidecar's network namespace and is reached only through the proxy socket.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -52,10 +57,11 @@ def summary(hosts: tuple[AllowedHost, ...], shown: int = 3) -> str:
 SIDECAR_PORT = 8888
 
 
-def relay_container(name: str, image_tag: str, network: str, proxy_volume: str, proxy_dir: str,
-                    labels: dict[str, str], uid: int) -> ContainerSpec:
+def relay_container(name: str, image_tag: str, network: str, labels: dict[str, str], uid: int,
+                    proxy_volume: str, proxy_dir: str, config_volume: str) -> ContainerSpec:
     """The relay owns the sidecar's network namespace (the sidecar joins it) and turns the
-    proxy socket, the bottle's only way out, into a connection to the sidecar's port."""
+    proxy socket, the bottle's only way out, into a connection to the sidecar's port. It
+    also writes the sidecar's configuration, since the sidecar's image has no shell."""
     return ContainerSpec(
         name=name,
         image=image_tag,
@@ -66,5 +72,137 @@ def relay_container(name: str, image_tag: str, network: str, proxy_volume: str, 
         network_mode=network,
         mem_limit="64m",
         pids_limit=256,
-        volumes=((proxy_volume, proxy_dir, False),),
+        volumes=((proxy_volume, proxy_dir, False), (config_volume, CONFIG_DIR, False)),
     )
+
+
+# ---------------------------------------------------------------- the sidecar
+
+CONFIG_DIR = "/etc/pipelock"
+CONFIG_FILE = f"{CONFIG_DIR}/pipelock.yaml"
+SECRETS_FILE = f"{CONFIG_DIR}/secrets.txt"
+# Away from the port the relay forwards, so the agent cannot read pipelock's metrics or stats.
+METRICS_LISTEN = "127.0.0.1:9464"
+# pipelock ignores shorter secrets (dlp.min_env_secret_length); we leave them out rather than
+# have it warn about them.
+MIN_SECRET_LENGTH = 16
+
+
+def pipelock_config(hosts: Sequence[str]) -> dict:
+    """pipelock's configuration for one bottle (schema of the pinned release, internal/config).
+
+    Strict mode enforces the allowlist; DLP keeps the built-in patterns and also blocks the
+    bottle's own secret values; URL and subdomain entropy checks stay on; tunnels and the
+    per-domain rate limit are raised so a long streamed answer and a busy agent get through."""
+    return {
+        "version": 1,
+        "mode": "strict",
+        "api_allowlist": list(hosts),
+        "fetch_proxy": {
+            "listen": f"127.0.0.1:{SIDECAR_PORT}",
+            "monitoring": {
+                "entropy_threshold": 4.5,
+                "subdomain_entropy_threshold": 4.0,
+                "max_requests_per_minute": 6000,
+            },
+        },
+        "forward_proxy": {"enabled": True, "max_tunnel_seconds": 6 * 3600, "idle_timeout_seconds": 1800},
+        "dlp": {
+            "include_defaults": True,
+            "scan_env": True,
+            "secrets_file": SECRETS_FILE,
+            "min_env_secret_length": MIN_SECRET_LENGTH,
+        },
+        "metrics_listen": METRICS_LISTEN,
+        "logging": {"format": "json", "output": "stdout", "include_allowed": True, "include_blocked": True},
+    }
+
+
+def sidecar_files(hosts: Sequence[str], secret_values: Iterable[str]) -> bytes:
+    """A tar of pipelock's config and secrets file, for the relay to unpack into the sidecar's tmpfs.
+
+    The config is JSON, which YAML parsers read as it is: no quoting rules to get wrong."""
+    lines = sorted({line.strip() for value in secret_values for line in value.splitlines()
+                    if len(line.strip()) >= MIN_SECRET_LENGTH})
+    files = {
+        "pipelock.yaml": json.dumps(pipelock_config(hosts), indent=2).encode() + b"\n",
+        "secrets.txt": "".join(f"{line}\n" for line in lines).encode(),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_sidecar_files_command() -> list[str]:
+    """Run in the relay: unpacks the tar on stdin into the sidecar's config tmpfs."""
+    return ["sh", "-c", f"umask 077 && tar -x -o -f - -C {CONFIG_DIR}"]
+
+
+def sidecar_container(name: str, image_ref: str, relay: str, config_volume: str,
+                      labels: dict[str, str]) -> ContainerSpec:
+    """pipelock in the relay's network namespace, reading its config from a tmpfs volume."""
+    return ContainerSpec(
+        name=name,
+        image=image_ref,
+        command=("run", "--config", CONFIG_FILE, "--listen", f"127.0.0.1:{SIDECAR_PORT}"),
+        labels=labels,
+        network_mode=f"container:{relay}",
+        mem_limit="256m",
+        pids_limit=256,
+        volumes=((config_volume, CONFIG_DIR, True),),
+    )
+
+
+def health_command() -> list[str]:
+    return ["/pipelock", "healthcheck", "--addr", f"127.0.0.1:{SIDECAR_PORT}"]
+
+
+# ---------------------------------------------------------------- what happened
+
+
+@dataclass(frozen=True)
+class Decision:
+    host: str
+    allowed: bool
+    reason: str
+    count: int
+
+
+def report(log_lines: Iterable[str]) -> list[Decision]:
+    """pipelock's JSON log turned into one row per (host, decision, reason), most frequent first."""
+    counts: dict[tuple[str, bool, str], int] = {}
+    for line in log_lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        event = entry.get("event")
+        if event == "tunnel_open":
+            key = (_host(entry.get("target", "")), True, "allowed")
+        elif event == "allowed":
+            key = (_host(entry.get("target") or entry.get("url", "")), True, "allowed")
+        elif event == "blocked":
+            scanner = entry.get("scanner", "")
+            reason = entry.get("reason", "blocked")
+            key = (_host(entry.get("target") or entry.get("url", "")), False,
+                   f"{scanner}: {reason}" if scanner and not reason.startswith(scanner) else reason)
+        else:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+    rows = [Decision(h, a, r, c) for (h, a, r), c in counts.items()]
+    return sorted(rows, key=lambda d: (-d.count, d.host))
+
+
+def _host(target: str) -> str:
+    """api.anthropic.com:443 or https://x.org/path -> the host name."""
+    if "://" in target:
+        target = target.split("://", 1)[1].split("/", 1)[0]
+    if target.startswith("["):
+        return target.split("]", 1)[0] + "]"
+    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target or "?"

@@ -71,6 +71,8 @@ class Bottle:
     allowlist: tuple[str, ...] = ()
     trusted: bool = True
     files: tuple[Path, ...] = ()
+    memory: str | None = None
+    pids: int | None = None
 
     @property
     def host_refs(self) -> tuple[EnvVar, ...]:
@@ -252,7 +254,9 @@ def _read_bottle(
         )
     _check_unique([s.host for s in ssh], path, f"{prefix}.ssh", "Host")
     allowlist = tuple(h.lower() for h in raw.get("egress", {}).get("allowlist", []))
-    return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,))
+    limits = raw.get("resources", {})
+    return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,),
+                  memory=limits.get("memory", "").lower() or None, pids=limits.get("pids"))
 
 
 def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
@@ -332,6 +336,8 @@ def _merge_bottle(base: Bottle, over: Bottle) -> Bottle:
         allowlist=_dedup(base.allowlist + over.allowlist),
         trusted=base.trusted and over.trusted,
         files=base.files + over.files,
+        memory=over.memory or base.memory,
+        pids=over.pids or base.pids,
     )
 
 
@@ -446,7 +452,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if v == "minLength":
         return f"{format_path(where)}: must not be empty"
     if v in ("minimum", "maximum"):
-        return f"{format_path(where)}: {error.instance} is out of range (1 to 65535)"
+        return (f"{format_path(where)}: {error.instance} is out of range "
+                f"({schema_.get('minimum')} to {schema_.get('maximum')})")
     if hint:
         return f"{format_path(where)}: {hint}"
     return f"{format_path(where)}: {error.message}"

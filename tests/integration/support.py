@@ -16,8 +16,8 @@ from pathlib import Path
 
 import docker as docker_sdk
 
-from claude_bottle import docker, image, manifest
-from claude_bottle.docker import ContainerSpec  # noqa: F401  (re-exported for tests)
+from claude_bottle import bottle, cleanup, docker, egress, image, manifest
+from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
 # Every object a test creates carries this label, so the suite can prove it removed them all.
@@ -101,3 +101,61 @@ class IntegrationTest(unittest.TestCase):
         left = leftovers()
         if left:
             raise AssertionError(f"{cls.__name__} left objects behind: {', '.join(left)}")
+
+
+LISTENER_REPLY = "reply-from-the-sidecar-side"
+
+
+class TestBottle:
+    """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
+    plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
+
+    def __init__(self, agent="default", owner="test", secrets: dict | None = None):
+        with tempfile.TemporaryDirectory() as empty:
+            m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
+        self.plan = bottle.plan(m, agent, {})
+        n = self.plan.names
+        self.name = self.plan.name
+        e = engine()
+        lab = {**bottle.labels(self.plan, "", owner), TEST_LABEL: RUN_ID}
+        try:
+            e.create_volume(n.proxy_volume, {**lab, bottle.LABEL_ROLE: "proxy-socket"})
+            e.create_volume(n.config_volume, {**lab, bottle.LABEL_ROLE: "sidecar-config"},
+                            tmpfs_options=bottle.CONFIG_TMPFS)
+            e.create_network(n.egress_network, {**lab, bottle.LABEL_ROLE: "egress"})
+            relay = egress.relay_container(n.relay, bottle_image(), n.egress_network,
+                                           {**lab, bottle.LABEL_ROLE: "relay"}, image.BOTTLE_UID,
+                                           n.proxy_volume, bottle.PROXY_DIR, n.config_volume)
+            e.create_container(relay)
+            e.start_container(n.relay)
+            listener = ContainerSpec(
+                name=n.sidecar, image=bottle_image(), labels={**lab, bottle.LABEL_ROLE: "sidecar"},
+                user="1000:1000", network_mode=f"container:{n.relay}",
+                command=("socat", f"TCP-LISTEN:{egress.SIDECAR_PORT},fork,reuseaddr",
+                         f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"))
+            e.create_container(listener)
+            e.start_container(n.sidecar)
+            spec = bottle.bottle_container(self.plan, owner)
+            e.create_container(dataclasses.replace(spec, labels={**spec.labels, **lab,
+                                                                          bottle.LABEL_ROLE: "bottle"}))
+            e.start_container(n.container)
+            if secrets:
+                code, out = e.exec(n.container, bottle.write_secrets_command(), stdin=bottle.secrets_file(secrets))
+                assert code == 0, out
+        except BaseException:
+            self.remove()
+            raise
+
+    def sh(self, script: str, stdin: bytes | None = None) -> tuple[int, str]:
+        code, out = engine().exec(self.plan.names.container, ["bottle-exec", "sh", "-c", script],
+                                          stdin=stdin)
+        return code, out.decode(errors="replace")
+
+    def ip_of(self, container: str, network: str) -> str:
+        info = engine().inspect_container(container)
+        return info["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+    def remove(self):
+        cleanup.remove(engine(), cleanup.of_bottle(engine(), self.name))
+
+

@@ -3,7 +3,7 @@
 The sidecar here is a plain listener in the relay's network namespace, standing
 where pipelock will (pipelock itself cannot be built on our machines yet); what
 is under test is the bottle container and the path to its sidecar, which are
-the product's own.
+the product's own (support.TestBottle builds them with the product's specs).
 """
 
 import http.server
@@ -13,15 +13,13 @@ import os
 import secrets
 import socket
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
-from claude_bottle import bottle, cleanup, egress, image, manifest
+from claude_bottle import bottle, cleanup, egress
 
 from . import support
 
-LISTENER_REPLY = "reply-from-the-sidecar-side"
 
 
 class HostService:
@@ -55,60 +53,13 @@ def host_addresses() -> set[str]:
     return {a for a in addrs if not ipaddress.ip_address(a).is_loopback}
 
 
-class TestBottle:
-    """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
-    plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
-
-    def __init__(self, agent="default", owner="test"):
-        with tempfile.TemporaryDirectory() as empty:
-            m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
-        self.plan = bottle.plan(m, agent, {})
-        n = self.plan.names
-        self.name = self.plan.name
-        e = support.engine()
-        lab = {**bottle.labels(self.plan, "", owner), support.TEST_LABEL: support.RUN_ID}
-        try:
-            e.create_volume(n.proxy_volume, {**lab, bottle.LABEL_ROLE: "proxy-socket"})
-            e.create_network(n.egress_network, {**lab, bottle.LABEL_ROLE: "egress"})
-            relay = egress.relay_container(n.relay, support.bottle_image(), n.egress_network, n.proxy_volume,
-                                           bottle.PROXY_DIR, {**lab, bottle.LABEL_ROLE: "relay"}, image.BOTTLE_UID)
-            e.create_container(relay)
-            e.start_container(n.relay)
-            listener = support.ContainerSpec(
-                name=n.sidecar, image=support.bottle_image(), labels={**lab, bottle.LABEL_ROLE: "sidecar"},
-                user="1000:1000", network_mode=f"container:{n.relay}",
-                command=("socat", f"TCP-LISTEN:{egress.SIDECAR_PORT},fork,reuseaddr",
-                         f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"))
-            e.create_container(listener)
-            e.start_container(n.sidecar)
-            spec = bottle.bottle_container(self.plan, owner)
-            e.create_container(support.dataclasses.replace(spec, labels={**spec.labels, **lab,
-                                                                          bottle.LABEL_ROLE: "bottle"}))
-            e.start_container(n.container)
-        except BaseException:
-            self.remove()
-            raise
-
-    def sh(self, script: str, stdin: bytes | None = None) -> tuple[int, str]:
-        code, out = support.engine().exec(self.plan.names.container, ["bottle-exec", "sh", "-c", script],
-                                          stdin=stdin)
-        return code, out.decode(errors="replace")
-
-    def ip_of(self, container: str, network: str) -> str:
-        info = support.engine().inspect_container(container)
-        return info["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-    def remove(self):
-        cleanup.remove(support.engine(), cleanup.of_bottle(support.engine(), self.name))
-
-
 class IsolationTest(support.IntegrationTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.host = HostService()
-        cls.a = TestBottle()
-        cls.b = TestBottle()
+        cls.a = support.TestBottle()
+        cls.b = support.TestBottle()
         # Control: an --internal network container DOES reach the host service. If this ever
         # stops holding, the probes below would pass for the wrong reason.
         cls.internal = support.sdk().networks.create(f"cb-test-internal-{support.RUN_ID}", internal=True,
@@ -127,7 +78,7 @@ class IsolationTest(support.IntegrationTest):
 
     def test_the_proxy_port_leads_to_the_sidecar(self):
         code, out = self.a.sh("curl -sS -m 5 http://anything.example/")
-        self.assertEqual((code, out.strip()), (0, LISTENER_REPLY))
+        self.assertEqual((code, out.strip()), (0, support.LISTENER_REPLY))
 
     def test_only_loopback_exists(self):
         code, out = self.a.sh("ls /sys/class/net; cat /proc/net/route | wc -l; cat /proc/net/if_inet6")
@@ -178,7 +129,7 @@ class IsolationTest(support.IntegrationTest):
         relay_ip = self.b.ip_of(n.relay, n.egress_network)
         code, out = self.curl_direct(f"http://{relay_ip}:{egress.SIDECAR_PORT}/")
         self.assertNotEqual(code, 0)
-        self.assertNotIn(LISTENER_REPLY, out)
+        self.assertNotIn(support.LISTENER_REPLY, out)
         code, out = self.a.sh(f"ls {bottle.PROXY_DIR}")
         self.assertEqual(out.split(), ["proxy.sock"])  # its own socket only
 
@@ -207,7 +158,7 @@ class SecretsTest(support.IntegrationTest):
         super().setUpClass()
         cls.token = "sk-ant-oat01-" + secrets.token_urlsafe(40)
         cls.value = "env-" + secrets.token_hex(16)
-        cls.b = TestBottle()
+        cls.b = support.TestBottle()
         data = bottle.secrets_file({bottle.CLAUDE_TOKEN_VARIABLE: cls.token, "DB_PASSWORD": cls.value,
                                     "QUOTED": "it's $HOME `x`\nline2"})
         code, out = support.engine().exec(cls.b.plan.names.container, bottle.write_secrets_command(), stdin=data)

@@ -11,6 +11,8 @@ from pathlib import Path
 from claude_bottle import bottle, cleanup, egress, manifest
 from claude_bottle.docker import Found
 
+from .fake_engine import FakeEngine
+
 
 def make_plan(agent: manifest.Agent | None = None, b: manifest.Bottle | None = None) -> bottle.LaunchPlan:
     m = manifest.Manifest(
@@ -33,6 +35,7 @@ class BottleContainerTest(unittest.TestCase):
                         "UNIX-CONNECT:/run/claude-bottle/proxy/proxy.sock"],
             "name": n.container,
             "labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
+                       "org.claude-bottle.config": "dev",
                        "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2"},
             "user": "1000:1000",
             "hostname": plan.name,
@@ -61,12 +64,14 @@ class BottleContainerTest(unittest.TestCase):
         self.assertNotIn("literal-secret", repr(spec.create_kwargs()))
 
     def test_relay_payload(self):
-        spec = egress.relay_container("r", "img", "net", "vol", "/run/p", {"l": "1"}, 1000)
+        spec = egress.relay_container("r", "img", "net", {"l": "1"}, 1000, "vol", "/run/p", "cfg")
         kw = spec.create_kwargs()
         self.assertEqual(kw["command"], ["socat", "UNIX-LISTEN:/run/p/proxy.sock,fork,mode=666,unlink-early",
                                          "TCP:127.0.0.1:8888"])
         self.assertEqual(kw["host_config"]["network_mode"], "net")
-        self.assertEqual(kw["host_config"]["mounts"][0]["ReadOnly"], False)
+        self.assertEqual(kw["host_config"]["mounts"], [
+            {"Type": "volume", "Source": "vol", "Target": "/run/p", "ReadOnly": False},
+            {"Type": "volume", "Source": "cfg", "Target": "/etc/pipelock", "ReadOnly": False}])
 
 
 class SecretsFileTest(unittest.TestCase):
@@ -123,31 +128,6 @@ class OwnerTest(unittest.TestCase):
         self.assertEqual(bottle.Owner.parse("my:host:12:345"), bottle.Owner("my:host", 12, "345"))
 
 
-class FakeEngine:
-    """Our own boundary: the Engine methods cleanup uses, over a list of objects."""
-
-    def __init__(self, objects):
-        self.objects = list(objects)
-        self.removed = []
-
-    def find(self, labels):
-        key, value = next(iter(labels.items()))
-        return [o for o in self.objects if key in o.labels and (not value or o.labels[key] == value)]
-
-    def _remove(self, kind, name):
-        self.removed.append((kind, name))
-        self.objects = [o for o in self.objects if (o.kind, o.name) != (kind, name)]
-
-    def remove_container(self, name):
-        self._remove("container", name)
-
-    def remove_network(self, name):
-        self._remove("network", name)
-
-    def remove_volume(self, name):
-        self._remove("volume", name)
-
-
 class CleanupTest(unittest.TestCase):
     def obj(self, kind, name, bottle_name, owner):
         return Found(kind, name, {bottle.LABEL_BOTTLE: bottle_name, bottle.LABEL_OWNER: owner})
@@ -155,15 +135,21 @@ class CleanupTest(unittest.TestCase):
     def test_dead_sessions_only(self):
         me = bottle.Owner.current().label()
         dead = f"{socket.gethostname()}:999999999:1"
-        engine = FakeEngine([
+        engine = self.engine([
             self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
             self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me),
             self.obj("container", "c-det", "det", bottle.DETACHED),
         ])
         cleanup.remove(engine, cleanup.of_dead_sessions(engine))
-        self.assertEqual(engine.removed, [("container", "c-dead"), ("network", "n-dead"), ("volume", "v-dead")])
-        self.assertEqual(sorted(o.name for o in engine.objects), ["c-det", "c-live"])
+        self.assertEqual([c for c in engine.calls if c[0].startswith("remove")],
+                         [("remove_container", "c-dead"), ("remove_network", "n-dead"), ("remove_volume", "v-dead")])
+        self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live"])
 
     def test_of_bottle(self):
-        engine = FakeEngine([self.obj("container", "a", "x", "d"), self.obj("container", "b", "y", "d")])
+        engine = self.engine([self.obj("container", "a", "x", "d"), self.obj("container", "b", "y", "d")])
         self.assertEqual([o.name for o in cleanup.of_bottle(engine, "y")], ["b"])
+
+    def engine(self, objects):
+        engine = FakeEngine()
+        engine.objects = {(o.kind, o.name): o for o in objects}
+        return engine

@@ -1,0 +1,184 @@
+"""ps, exec, attach, logs, stop, cleanup and start's removal of dead sessions, through the CLI's
+entry point, on real bottles (support.TestBottle) and a pseudo-terminal where a person would have one."""
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+from claude_bottle import bottle, cleanup
+
+from . import support
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "sk-ant-oat01-integration-" + "x" * 24
+ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b[\]P][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()=>][0-9A-Za-z]?")
+
+
+def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}, **kwargs)
+
+
+def _controlling_tty():
+    """As a login shell would: a new session whose controlling terminal is the pty (so resizes signal it)."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """A command on a pseudo-terminal of a given size; collects what it draws."""
+
+    def __init__(self, argv, rows=40, cols=120):
+        self.master, slave = pty.openpty()
+        self.resize(rows, cols)
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_controlling_tty,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "TERM": "xterm-256color"})
+        os.close(slave)
+        self.screen = b""
+
+    def resize(self, rows, cols):
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def read_until(self, predicate, timeout=60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = ANSI.sub(b"", self.screen).decode(errors="replace")
+            if predicate(text):
+                return text
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.screen += os.read(self.master, 65536)
+                except OSError:
+                    break
+        raise AssertionError(f"timed out; the screen so far:\n{ANSI.sub(b'', self.screen).decode(errors='replace')[-2000:]}")
+
+    def type(self, data: bytes):
+        os.write(self.master, data)
+
+    def wait(self, timeout=30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            os.close(self.master)
+
+
+class CommandsTest(support.IntegrationTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.b = support.TestBottle(secrets={bottle.CLAUDE_TOKEN_VARIABLE: TOKEN, "EXTRA": "extra-value"})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.b.remove()
+        super().tearDownClass()
+
+    def test_ps_lists_the_bottle(self):
+        out = cli("ps", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        rows = {r["name"]: r for r in json.loads(out.stdout)}
+        self.assertEqual(rows[self.b.name]["agent"], "default")
+        self.assertEqual(rows[self.b.name]["bottle"], "default")
+        self.assertEqual(rows[self.b.name]["state"], "running")
+        table = cli("ps").stdout.splitlines()
+        self.assertEqual(table[0].split(), ["NAME", "AGENT", "BOTTLE", "UPTIME", "STATE"])
+        self.assertTrue(any(line.startswith(self.b.name) and line.endswith("running") for line in table))
+
+    def test_exec_runs_as_the_bottle_user_with_claudes_environment(self):
+        out = cli("exec", self.b.name, "--", "sh", "-c", 'id -un; pwd; echo "$CLAUDE_CODE_OAUTH_TOKEN"; '
+                  'echo "$EXTRA"; echo "$HTTPS_PROXY"; exit 7')
+        self.assertEqual(out.returncode, 7, out.stderr)
+        self.assertEqual(out.stdout.split(), ["claude", "/workspace", TOKEN, "extra-value", bottle.PROXY_URL])
+
+    def test_exec_in_a_terminal_follows_its_size(self):
+        term = Terminal([sys.executable, "-m", "claude_bottle", "exec", self.b.name, "--",
+                         "sh", "-c", "sleep 1; stty size; read x; stty size"], rows=30, cols=100)
+        term.read_until(lambda s: "30 100" in s)
+        term.resize(50, 160)
+        time.sleep(0.5)
+        term.type(b"\r")
+        term.read_until(lambda s: "50 160" in s)
+        self.assertEqual(term.wait(), 0)
+
+    def test_attach_opens_claude_straight_into_the_session(self):
+        term = Terminal([sys.executable, "-m", "claude_bottle", "attach", self.b.name])
+        screen = term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""))
+        squeezed = screen.replace(" ", "").lower()
+        for first_run_question in ("trustthefiles", "choosethetextstyle", "selectloginmethod",
+                                   "yes,iaccept", "darkmode", "donotrustthisfolder"):
+            self.assertNotIn(first_run_question, squeezed)
+        term.type(b"\x03")
+        time.sleep(0.5)
+        term.type(b"\x03")
+        self.assertEqual(term.wait(), 0)
+        self.assertTrue(support.engine().inspect_container(self.b.plan.names.container)["State"]["Running"])
+
+    def test_logs_of_the_bottle(self):
+        out = cli("logs", self.b.name)
+        self.assertEqual((out.returncode, out.stderr), (0, ""))
+
+    def test_unknown_bottle(self):
+        for args in (["exec", "nope-000000", "--", "true"], ["attach", "nope-000000"]):
+            out = cli(*args)
+            self.assertEqual((out.returncode, out.stderr),
+                             (1, "Error: no running bottle named 'nope-000000': see `claude-bottle ps`\n"))
+        out = cli("stop", "nope-000000")
+        self.assertEqual((out.returncode, out.stderr),
+                         (1, "Error: no bottle named 'nope-000000': see `claude-bottle ps`\n"))
+
+
+class RemovalTest(support.IntegrationTest):
+    def test_stop_removes_every_object_of_the_bottle(self):
+        b = support.TestBottle()
+        keep = support.TestBottle()
+        try:
+            out = cli("stop", b.name)
+            self.assertEqual((out.returncode, out.stdout), (0, f"stopped {b.name}\n"), out.stderr)
+            self.assertEqual(cleanup.of_bottle(support.engine(), b.name), [])
+            self.assertEqual(len(cleanup.of_bottle(support.engine(), keep.name)), 6)
+        finally:
+            b.remove()
+            keep.remove()
+
+    def test_start_removes_leftovers_of_a_killed_session(self):
+        killed = subprocess.Popen(["sleep", "60"])
+        owner = bottle.Owner(socket.gethostname(), killed.pid, bottle.process_start(killed.pid)).label()
+        b = support.TestBottle(owner=owner)
+        killed.kill()  # the owning CLI dies without tearing down, as under SIGKILL
+        killed.wait()
+        live = support.TestBottle(owner=bottle.Owner.current().label())
+        try:
+            out = cli("start", "--yes", "--detach", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
+            started = out.stdout.strip()
+            self.assertEqual(cleanup.of_bottle(support.engine(), b.name), [])
+            self.assertEqual(len(cleanup.of_bottle(support.engine(), live.name)), 6)
+        finally:
+            b.remove()
+            live.remove()
+            if out.returncode == 0 and started:
+                cli("stop", started)
+
+    def test_cleanup_removes_everything_of_ours(self):
+        others = [o for o in cleanup.everything(support.engine()) if o.labels.get(support.TEST_LABEL) != support.RUN_ID]
+        if others:
+            self.skipTest(f"cleanup would also remove bottles that are not this test's: {others[0].name}, …")
+        bottles = [support.TestBottle(), support.TestBottle(owner=bottle.DETACHED)]
+        try:
+            out = cli("cleanup")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertTrue(out.stdout.startswith("removed 12 objects of 2 bottles: "), out.stdout)
+            self.assertEqual(cleanup.everything(support.engine()), [])
+        finally:
+            for b in bottles:
+                b.remove()

@@ -1,0 +1,112 @@
+"""A fake of claude_bottle.docker.Engine with the same methods, over in-memory objects.
+
+Unit tests use it in place of the real engine (our own boundary), to check what the
+core creates, with which labels, and that it removes all of it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+from claude_bottle.docker import ContainerSpec, Found
+
+
+class FakeEngine:
+    host = "unix:///fake.sock"
+
+    def __init__(self, images=(), fail_on=None, interactive=0):
+        self.images = set(images)
+        self.objects: dict[tuple[str, str], Found] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.calls: list[tuple] = []
+        self.stdin: dict[str, list[bytes]] = {}
+        self.archives: dict[str, bytes] = {}
+        self.fail_on = fail_on  # (method, name) -> raise there
+        self.interactive = interactive  # exit code, exception, or callable run at exec_interactive
+
+    def _record(self, method, name, *extra):
+        self.calls.append((method, name, *extra))
+        if self.fail_on == (method, name):
+            raise RuntimeError(f"injected failure in {method} {name}")
+
+    # images
+    def image_exists(self, ref):
+        return ref in self.images
+
+    def pull_image(self, ref):
+        self._record("pull_image", ref)
+        raise RuntimeError("no registry in unit tests")
+
+    def build_image(self, context, tag, buildargs, labels, nocache=False):
+        self._record("build_image", tag)
+        self.images.add(tag)
+        yield "Step 1/1\n"
+
+    # objects
+    def create_volume(self, name, labels, tmpfs_options=None):
+        self._record("create_volume", name, tmpfs_options)
+        self.objects[("volume", name)] = Found("volume", name, dict(labels))
+
+    def create_network(self, name, labels):
+        self._record("create_network", name)
+        self.objects[("network", name)] = Found("network", name, dict(labels))
+
+    def create_container(self, spec: ContainerSpec):
+        self._record("create_container", spec.name)
+        self.specs[spec.name] = spec
+        self.objects[("container", spec.name)] = Found("container", spec.name, dict(spec.labels), "created", 1)
+
+    def start_container(self, name):
+        self._record("start_container", name)
+        old = self.objects[("container", name)]
+        self.objects[("container", name)] = Found("container", name, old.labels, "running", old.created)
+
+    def remove_container(self, name):
+        self.calls.append(("remove_container", name))
+        self.objects.pop(("container", name), None)
+
+    def remove_network(self, name):
+        self.calls.append(("remove_network", name))
+        self.objects.pop(("network", name), None)
+
+    def remove_volume(self, name):
+        self.calls.append(("remove_volume", name))
+        self.objects.pop(("volume", name), None)
+
+    def inspect_container(self, name):
+        found = self.objects.get(("container", name))
+        if not found:
+            return None
+        return {"State": {"Running": found.state == "running"}, "Config": {"Labels": found.labels}}
+
+    def put_archive(self, name, path, tar):
+        self._record("put_archive", name)
+        self.archives[name] = tar
+
+    def exec(self, name, argv, user=None, stdin=None, workdir=None):
+        self._record("exec", name, tuple(argv))
+        if stdin is not None:
+            self.stdin.setdefault(name, []).append(stdin)
+        return 0, b""
+
+    def exec_interactive(self, name, argv, user, workdir, tty):
+        self._record("exec_interactive", name, tuple(argv))
+        if callable(self.interactive):
+            return self.interactive()
+        if isinstance(self.interactive, BaseException):
+            raise self.interactive
+        return self.interactive
+
+    def logs(self, name, follow=False):
+        return iter([b""])
+
+    def find(self, labels):
+        def match(o):
+            return all(k in o.labels and (not v or o.labels[k] == v) for k, v in labels.items())
+
+        return [o for o in self.objects.values() if match(o)]
+
+
+def tar_members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}

@@ -1,0 +1,240 @@
+"""launch/teardown and `start` against a fake engine: what is created, with which labels,
+and that every exit path (Claude's exit, Ctrl-C, SIGTERM, a failed step) removes it all."""
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from click.testing import CliRunner
+
+from claude_bottle import bottle, cli, egress, image, manifest, pins
+
+from .fake_engine import FakeEngine, tar_members
+
+TOKEN = "sk-ant-oat01-" + "t" * 40
+
+
+def make_plan(tmp: Path, data: dict | None = None, agent="default"):
+    if data is not None:
+        (tmp / "claude-bottle.json").write_text(json.dumps(data))
+    m = manifest.load(tmp, {"CLAUDE_BOTTLE_HOME": str(tmp)})
+    return bottle.plan(m, agent, {})
+
+
+class LaunchTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+        self.plan = make_plan(self.tmp, {"bottles": {"b": {"egress": {"allowlist": ["pypi.org"]}}},
+                                         "agents": {"a": {"bottle": "b", "prompt": "Hi"}}}, agent="a")
+        self.secrets = {"CLAUDE_CODE_OAUTH_TOKEN": TOKEN, "DB": "database-password-123"}
+
+    def launch(self, engine):
+        bottle.launch(engine, self.plan, self.secrets, "owner-x", health_timeout=0.5)
+
+    def test_creates_every_object_labelled(self):
+        engine = FakeEngine()
+        self.launch(engine)
+        n = self.plan.names
+        self.assertEqual(sorted(engine.objects), sorted([
+            ("volume", n.proxy_volume), ("volume", n.config_volume), ("network", n.egress_network),
+            ("container", n.relay), ("container", n.sidecar), ("container", n.container)]))
+        for obj in engine.objects.values():
+            self.assertEqual(obj.labels[bottle.LABEL_BOTTLE], self.plan.name)
+            self.assertEqual(obj.labels[bottle.LABEL_OWNER], "owner-x")
+            self.assertEqual(obj.labels[bottle.LABEL_AGENT], "a")
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "create_volume"], [None, bottle.CONFIG_TMPFS])
+
+    def test_order_relay_then_sidecar_then_bottle(self):
+        engine = FakeEngine()
+        self.launch(engine)
+        n = self.plan.names
+        starts = [c[1] for c in engine.calls if c[0] == "start_container"]
+        self.assertEqual(starts, [n.relay, n.sidecar, n.container])
+        self.assertEqual(engine.specs[n.sidecar].network_mode, f"container:{n.relay}")
+        self.assertEqual(engine.specs[n.sidecar].image, pins.PIPELOCK_IMAGE)
+
+    def test_secrets_travel_only_through_exec_stdin(self):
+        engine = FakeEngine()
+        self.launch(engine)
+        n = self.plan.names
+        everything_else = repr(engine.calls) + repr(engine.specs) + repr(engine.archives)
+        for value in self.secrets.values():
+            self.assertNotIn(value, everything_else)
+        bottle_env = engine.stdin[n.container][0].decode()
+        self.assertIn(f"export CLAUDE_CODE_OAUTH_TOKEN={TOKEN}\n", bottle_env)
+        sidecar = tar_members(engine.stdin[n.relay][0])
+        self.assertEqual(sidecar["secrets.txt"].decode().split(), sorted(self.secrets.values()))
+        config = json.loads(sidecar["pipelock.yaml"])
+        self.assertEqual(config["api_allowlist"], [h.host for h in egress.allowlist(self.plan.bottle)])
+
+    def test_agent_files_reach_the_bottle(self):
+        engine = FakeEngine()
+        self.launch(engine)
+        files = tar_members(engine.archives[self.plan.names.container])
+        self.assertEqual(files, {"home/claude/.config/claude-bottle/prompt.md": b"Hi"})
+
+    def test_any_failed_step_leaves_nothing(self):
+        n = self.plan.names
+        steps = [("create_volume", n.config_volume), ("create_network", n.egress_network),
+                 ("start_container", n.relay), ("create_container", n.sidecar), ("start_container", n.sidecar),
+                 ("put_archive", n.container), ("start_container", n.container)]
+        for step in steps:
+            with self.subTest(step):
+                engine = FakeEngine(fail_on=step)
+                with self.assertRaisesRegex(RuntimeError, "injected failure"):
+                    self.launch(engine)
+                self.assertEqual(engine.objects, {})
+
+    def test_sidecar_that_dies_is_reported_and_removed(self):
+        engine = FakeEngine()
+        real_start = engine.start_container
+
+        def start(name):
+            real_start(name)
+            if name == self.plan.names.sidecar:  # pipelock exits, e.g. on a config it rejects
+                engine.objects[("container", name)] = engine.objects[("container", name)].__class__(
+                    "container", name, engine.objects[("container", name)].labels, "exited", 1)
+
+        engine.start_container = start
+        with self.assertRaisesRegex(bottle.BottleError, "the egress sidecar \\(pipelock\\) stopped while starting"):
+            self.launch(engine)
+        self.assertEqual(engine.objects, {})
+
+    def test_sidecar_config(self):
+        config = egress.pipelock_config(["api.anthropic.com", "*.github.com"])
+        self.assertEqual(config["mode"], "strict")
+        self.assertEqual(config["api_allowlist"], ["api.anthropic.com", "*.github.com"])
+        self.assertTrue(config["forward_proxy"]["enabled"])
+        self.assertEqual(config["fetch_proxy"]["listen"], "127.0.0.1:8888")
+        self.assertTrue(config["dlp"]["include_defaults"])
+        self.assertEqual(config["dlp"]["secrets_file"], "/etc/pipelock/secrets.txt")
+        self.assertNotEqual(config["metrics_listen"].rsplit(":", 1)[1], "8888")
+        self.assertTrue(config["logging"]["include_allowed"])
+        self.assertGreaterEqual(config["fetch_proxy"]["monitoring"]["max_requests_per_minute"], 600)
+
+    def test_short_secrets_are_left_out_of_the_sidecar_file(self):
+        files = tar_members(egress.sidecar_files(["a.com"], ["short", "x" * 16, "two\n" + "y" * 20]))
+        self.assertEqual(files["secrets.txt"], b"xxxxxxxxxxxxxxxx\nyyyyyyyyyyyyyyyyyyyy\n")
+
+
+class StartCommandTest(unittest.TestCase):
+    """`start` through the CLI entry point with the fake engine in place of docker.connect()."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(tmp.name)
+        old = os.getcwd()
+        os.chdir(self.tmp)
+        self.addCleanup(os.chdir, old)
+        (self.tmp / "home").mkdir()
+        self.env = {"CLAUDE_BOTTLE_HOME": str(self.tmp / "home"), "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN,
+                    "CLAUDE_BOTTLE_CA_CERT": None}
+        self.spec_tag = image.spec(manifest.ImageSettings()).tag
+
+    def start(self, engine, *args, env=None):
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            return CliRunner().invoke(cli.main, ["start", *args], env={**self.env, **(env or {})})
+
+    def engine(self, **kw):
+        return FakeEngine(images={pins.PIPELOCK_IMAGE, self.spec_tag}, **kw)
+
+    def test_exit_status_is_claudes_and_everything_is_removed(self):
+        engine = self.engine(interactive=3)
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 3, r.output)
+        self.assertEqual(engine.objects, {})
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_interactive"], [("bottle-claude",)])
+        self.assertNotIn(TOKEN, r.output)
+
+    def test_ctrl_c_removes_everything(self):
+        engine = self.engine(interactive=KeyboardInterrupt())
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 130)
+        self.assertEqual(engine.objects, {})
+
+    def test_sigterm_and_sighup_remove_everything(self):
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signum):
+                def claude_session():
+                    os.kill(os.getpid(), signum)
+                    time.sleep(5)
+                    return 0
+
+                engine = self.engine(interactive=claude_session)
+                r = self.start(engine, "--yes")
+                self.assertEqual(r.exit_code, 128 + signum)
+                self.assertEqual(engine.objects, {})
+
+    def test_detach_prints_the_name_and_leaves_the_bottle(self):
+        engine = self.engine()
+        r = self.start(engine, "--yes", "--detach")
+        self.assertEqual(r.exit_code, 0, r.output)
+        name = r.stdout.strip()
+        self.assertRegex(name, r"^default-[0-9a-f]{6}$")
+        labels = {o.labels[bottle.LABEL_OWNER] for o in engine.objects.values()}
+        self.assertEqual(labels, {bottle.DETACHED})
+        self.assertNotIn("exec_interactive", [c[0] for c in engine.calls])
+
+    def test_leftovers_of_dead_sessions_are_removed_first(self):
+        engine = self.engine(interactive=0)
+        dead = f"{socket.gethostname()}:999999999:1"
+        engine.objects[("container", "cb-old")] = bottle.Found(
+            "container", "cb-old", {bottle.LABEL_BOTTLE: "old", bottle.LABEL_OWNER: dead}, "running", 1)
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn(("remove_container", "cb-old"), engine.calls)
+
+    def test_missing_token_creates_nothing(self):
+        engine = self.engine()
+        r = self.start(engine, "--yes", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": None})
+        self.assertEqual(r.exit_code, 1)
+        self.assertEqual(r.stderr, "Error: CLAUDE_BOTTLE_OAUTH_TOKEN is not set: run `claude setup-token` on this "
+                                   "machine and export the token it prints as CLAUDE_BOTTLE_OAUTH_TOKEN\n")
+        self.assertEqual(engine.calls, [])
+
+    def test_no_terminal_and_no_yes_is_refused_before_anything(self):
+        engine = self.engine()
+        r = self.start(engine)
+        self.assertEqual(r.exit_code, 6)
+        self.assertTrue(r.stderr.endswith("Error: stdin is not a terminal, so nobody can answer the launch "
+                                          "question: pass --yes to launch anyway\n"), r.stderr)
+        self.assertIn("egress:   4 hosts allowed", r.stderr)
+        self.assertEqual(engine.calls, [])
+
+    def test_untrusted_host_secrets_need_trust_project(self):
+        (self.tmp / "claude-bottle.json").write_text(json.dumps(
+            {"bottles": {"p": {"env": {"K": "${HOME_SECRET}"}}}, "agents": {"p": {"bottle": "p"}}}))
+        engine = self.engine(interactive=0)
+        r = self.start(engine, "p", "--yes", env={"HOME_SECRET": "from-the-host-0123456789"})
+        self.assertEqual(r.exit_code, 3)
+        self.assertIn("asks for host secrets ($HOME_SECRET)", r.stderr)
+        self.assertIn("UNTRUSTED", r.stderr)
+        self.assertEqual(engine.calls, [])
+        r = self.start(engine, "p", "--yes", "--trust-project", env={"HOME_SECRET": "from-the-host-0123456789"})
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn(b"export K=from-the-host-0123456789\n", b"".join(
+            b for v in engine.stdin.values() for b in v))
+
+    def test_missing_sidecar_image_creates_nothing(self):
+        engine = FakeEngine(images={self.spec_tag})
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 1)
+        self.assertIn(f"Error: the egress sidecar image {pins.PIPELOCK_IMAGE} is not here and pulling it failed",
+                      r.stderr)
+        self.assertIn("scripts/offline-images.sh pipelock", r.stderr)
+        self.assertEqual(engine.objects, {})
+
+    def test_missing_bottle_image_is_built_with_progress(self):
+        engine = FakeEngine(images={pins.PIPELOCK_IMAGE}, interactive=0)
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn(f"building {self.spec_tag} (first use; later starts reuse it)\nStep 1/1\n", r.stderr)
