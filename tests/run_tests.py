@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs claude-bottle's tests: `python3 tests/run_tests.py [unit|integration|all] [-v] [-k PATTERN]`.
+"""Runs claude-bottle's tests: `python3 tests/run_tests.py [unit|integration|all|pipelock] [-v] [-k PATTERN]`.
 
 Unit tests never touch Docker. Integration tests need a reachable Docker
 engine: without one they skip, except under CI=true, where they fail.
@@ -28,7 +28,8 @@ class _CountingResult(unittest.TextTestResult):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all"])
+    # "pipelock" needs the pinned pipelock image, which our machines cannot build yet; not part of "all".
+    parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all", "pipelock"])
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-k", dest="patterns", action="append", help="only tests whose name contains this")
     parser.add_argument("-x", "--failfast", action="store_true")

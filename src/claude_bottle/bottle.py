@@ -38,8 +38,8 @@ PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
 SECRETS_DIR = "/run/claude-bottle/secrets"
 PROXY_PORT = 3128  # on the bottle's loopback
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
-# pipelock's config and the secrets it blocks live in memory only.
-CONFIG_TMPFS = f"size=1m,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID},mode=0700"
+# pipelock's config, the secrets it blocks and its log live in memory only.
+CONFIG_TMPFS = f"size=32m,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID},mode=0700"
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 
@@ -285,7 +285,7 @@ def launch(engine: Engine, plan: LaunchPlan, secrets: Mapping[str, str], owner: 
         _check(engine.exec(n.relay, egress.write_sidecar_files_command(),
                            stdin=egress.sidecar_files(hosts, secrets.values())), "writing the sidecar's configuration")
         engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
-                                                         labels(plan, "sidecar", owner)))
+                                                         labels(plan, "sidecar", owner), image.BOTTLE_UID))
         engine.start_container(n.sidecar)
         engine.create_container(bottle_container(plan, owner))
         engine.put_archive(n.container, "/", agent_files(plan.agent))
@@ -310,6 +310,15 @@ def ensure_sidecar_image(engine: Engine, ref: str) -> None:
             "check your network, or on a machine without a registry build it with "
             "scripts/offline-images.sh pipelock"
         ) from None
+
+
+def egress_log(engine: Engine, name: str) -> list[str]:
+    """The sidecar's log lines for bottle `name`, with the bottle's secret values redacted."""
+    code, out = engine.exec(Names(name).relay, egress.read_log_command())
+    if code != 0:
+        raise BottleError(f"reading the egress log of '{name}' failed: {out.decode(errors='replace').strip()}")
+    log, _, secrets_text = out.decode(errors="replace").partition("\0")
+    return egress.redact(log, secrets_text.splitlines()).splitlines()
 
 
 def teardown(engine: Engine, name: str) -> list[Found]:

@@ -326,10 +326,10 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         for chunk in engine.logs(names.container, follow=follow):
             click.echo(chunk, nl=False)
         return
-    if not engine.inspect_container(names.sidecar):
-        raise BottleError(f"bottle '{bottle_name}' has no sidecar any more, so no egress log")
-    text = b"".join(engine.logs(names.sidecar)).decode(errors="replace")
-    rows = egress.report(text.splitlines())
+    relay = engine.inspect_container(names.relay)
+    if not relay or not relay["State"]["Running"]:
+        raise BottleError(f"bottle '{bottle_name}' has no running sidecar, so no egress log")
+    rows = egress.report(bottle.egress_log(engine, bottle_name))
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ def relay_container(name: str, image_tag: str, network: str, labels: dict[str, s
 CONFIG_DIR = "/etc/pipelock"
 CONFIG_FILE = f"{CONFIG_DIR}/pipelock.yaml"
 SECRETS_FILE = f"{CONFIG_DIR}/secrets.txt"
+# In the same tmpfs: an agent can put a secret into a host name it asks for, and pipelock logs
+# the host names it blocks, so the log must not reach Docker's on-disk container logs.
+LOG_FILE = f"{CONFIG_DIR}/egress.log"
 # Away from the port the relay forwards, so the agent cannot read pipelock's metrics or stats.
 METRICS_LISTEN = "127.0.0.1:9464"
 # pipelock ignores shorter secrets (dlp.min_env_secret_length); we leave them out rather than
@@ -114,7 +118,8 @@ def pipelock_config(hosts: Sequence[str]) -> dict:
             "min_env_secret_length": MIN_SECRET_LENGTH,
         },
         "metrics_listen": METRICS_LISTEN,
-        "logging": {"format": "json", "output": "stdout", "include_allowed": True, "include_blocked": True},
+        "logging": {"format": "json", "output": "file", "file": LOG_FILE,
+                    "include_allowed": True, "include_blocked": True},
     }
 
 
@@ -143,17 +148,19 @@ def write_sidecar_files_command() -> list[str]:
 
 
 def sidecar_container(name: str, image_ref: str, relay: str, config_volume: str,
-                      labels: dict[str, str]) -> ContainerSpec:
-    """pipelock in the relay's network namespace, reading its config from a tmpfs volume."""
+                      labels: dict[str, str], uid: int) -> ContainerSpec:
+    """pipelock in the relay's network namespace, with its config and log on a tmpfs volume. It runs
+    as the user who owns them (its image would run it as root, which it does not need)."""
     return ContainerSpec(
         name=name,
         image=image_ref,
         command=("run", "--config", CONFIG_FILE, "--listen", f"127.0.0.1:{SIDECAR_PORT}"),
         labels=labels,
+        user=f"{uid}:{uid}",
         network_mode=f"container:{relay}",
         mem_limit="256m",
         pids_limit=256,
-        volumes=((config_volume, CONFIG_DIR, True),),
+        volumes=((config_volume, CONFIG_DIR, False),),
     )
 
 
@@ -172,6 +179,18 @@ class Decision:
     count: int
 
 
+def read_log_command() -> list[str]:
+    """Run in the relay: the sidecar's log, then a NUL, then the secret values to redact from it."""
+    return ["sh", "-c", f"cat {LOG_FILE} 2>/dev/null; printf '\\0'; cat {SECRETS_FILE}"]
+
+
+def redact(text: str, secret_values: Iterable[str]) -> str:
+    """Replace every secret value (in any letter case: host names are lowered) with [secret]."""
+    for value in sorted((v for v in secret_values if v), key=len, reverse=True):
+        text = re.sub(re.escape(value), "[secret]", text, flags=re.IGNORECASE)
+    return text
+
+
 def report(log_lines: Iterable[str]) -> list[Decision]:
     """pipelock's JSON log turned into one row per (host, decision, reason), most frequent first."""
     counts: dict[tuple[str, bool, str], int] = {}
@@ -183,10 +202,10 @@ def report(log_lines: Iterable[str]) -> list[Decision]:
         if not isinstance(entry, dict):
             continue
         event = entry.get("event")
-        if event == "tunnel_open":
+        if event == "tunnel_open":  # an allowed CONNECT
             key = (_host(entry.get("target", "")), True, "allowed")
-        elif event == "allowed":
-            key = (_host(entry.get("target") or entry.get("url", "")), True, "allowed")
+        elif event == "forward_http":  # an allowed plain-HTTP request
+            key = (_host(entry.get("url", "")), True, "allowed")
         elif event == "blocked":
             scanner = entry.get("scanner", "")
             reason = entry.get("reason", "blocked")
@@ -203,6 +222,6 @@ def _host(target: str) -> str:
     """api.anthropic.com:443 or https://x.org/path -> the host name."""
     if "://" in target:
         target = target.split("://", 1)[1].split("/", 1)[0]
-    if target.startswith("["):
+    if target.startswith("[") and ":" in target.split("]", 1)[0]:  # [IPv6]:port
         return target.split("]", 1)[0] + "]"
     return target.rsplit(":", 1)[0] if target.count(":") == 1 else target or "?"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -159,3 +160,20 @@ class TestBottle:
         cleanup.remove(engine(), cleanup.of_bottle(engine(), self.name))
 
 
+
+
+def found_on_docker_disk(needle: str) -> list[str]:
+    """Files under Docker's root directory, on its own filesystem, that contain `needle`.
+
+    Other mounts below it are left out: the overlay views of running containers (their
+    writable layers are searched where they are stored) and the tmpfs volumes that hold
+    secrets in memory, which is where they are meant to be."""
+    root = sdk().info()["DockerRootDir"]
+    if not os.access(root, os.R_OK):
+        raise unittest.SkipTest(f"cannot read {root} (needs root on the Docker host)")
+    files = subprocess.run(["find", root, "-xdev", "-type", "f", "-print0"], capture_output=True, check=True).stdout
+    out = subprocess.run(["xargs", "-0", "-r", "grep", "-lF", "--binary-files=text", "-e", needle],
+                         input=files, capture_output=True)
+    if out.returncode not in (0, 1, 123):  # 123: grep found nothing in some batch
+        raise AssertionError(out.stderr.decode(errors="replace"))
+    return out.stdout.decode().splitlines()

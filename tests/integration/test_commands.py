@@ -38,11 +38,12 @@ def _controlling_tty():
 class Terminal:
     """A command on a pseudo-terminal of a given size; collects what it draws."""
 
-    def __init__(self, argv, rows=40, cols=120):
+    def __init__(self, argv, rows=40, cols=120, env=None, cwd=None):
         self.master, slave = pty.openpty()
         self.resize(rows, cols)
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_controlling_tty,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "TERM": "xterm-256color"})
+                                     cwd=cwd, env={**(env or os.environ), "PYTHONPATH": str(ROOT / "src"),
+                                                   "TERM": "xterm-256color"})
         os.close(slave)
         self.screen = b""
 

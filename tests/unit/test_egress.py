@@ -30,24 +30,35 @@ class AllowlistTest(unittest.TestCase):
 
 
 class ReportTest(unittest.TestCase):
-    """pipelock's JSON log lines (shapes from its audit logger) become one row per host, decision and reason."""
+    """pipelock's JSON log lines (as the pinned release writes them) become one row per host, decision, reason."""
 
     LINES = [
-        '{"level":"info","component":"pipelock","event":"tunnel_open","target":"api.anthropic.com:443","request_id":"req-1"}',
-        '{"level":"info","component":"pipelock","event":"tunnel_close","target":"api.anthropic.com:443","total_bytes":10}',
-        '{"level":"info","component":"pipelock","event":"tunnel_open","target":"api.anthropic.com:443","request_id":"req-2"}',
-        '{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"evil.example:443",'
-        '"scanner":"allowlist","reason":"domain not in allowlist: evil.example","message":"request blocked"}',
-        '{"level":"warn","component":"pipelock","event":"blocked","method":"GET","url":"http://pypi.org/x?k=AKIA",'
-        '"scanner":"dlp","reason":"DLP match: AWS Access Key"}',
-        'not json at all',
-        '{"level":"info","message":"listening"}',
+        '{"level":"info","component":"pipelock","event":"startup","listen":"127.0.0.1:8888","mode":"strict"}',
+        '{"level":"info","component":"pipelock","event":"tunnel_open","target":"registry.npmjs.org:443",'
+        '"client_ip":"127.0.0.1","request_id":"req-1","agent":"anonymous","message":"tunnel opened"}',
+        '{"level":"info","component":"pipelock","event":"tunnel_close","target":"registry.npmjs.org:443",'
+        '"total_bytes":22476,"duration_ms":187.7,"message":"tunnel closed"}',
+        '{"level":"info","component":"pipelock","event":"forward_http","method":"GET",'
+        '"url":"http://registry.npmjs.org/is-number","status_code":404}',
+        '{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT",'
+        '"target":"[secret].registry.npmjs.org:443","scanner":"allowlist",'
+        '"reason":"domain not in allowlist: [secret].registry.npmjs.org","message":"request blocked"}',
+        '{"level":"warn","component":"pipelock","event":"blocked","method":"GET",'
+        '"url":"http://registry.npmjs.org/is-number?k=[redacted]","scanner":"dlp","reason":"known secret leak detected"}',
+        '{"level":"warn","component":"pipelock","event":"blocked","method":"CONNECT","target":"[2001:db8::1]:443",'
+        '"scanner":"ssrf","reason":"ssrf: internal address"}',
+        "not json at all",
     ]
 
     def test_rows(self):
         rows = egress.report(self.LINES)
         self.assertEqual([(r.host, r.allowed, r.reason, r.count) for r in rows], [
-            ("api.anthropic.com", True, "allowed", 2),
-            ("evil.example", False, "allowlist: domain not in allowlist: evil.example", 1),
-            ("pypi.org", False, "dlp: DLP match: AWS Access Key", 1),
+            ("registry.npmjs.org", True, "allowed", 2),
+            ("[2001:db8::1]", False, "ssrf: internal address", 1),
+            ("[secret].registry.npmjs.org", False, "allowlist: domain not in allowlist: [secret].registry.npmjs.org", 1),
+            ("registry.npmjs.org", False, "dlp: known secret leak detected", 1),
         ])
+
+    def test_redact_ignores_case(self):
+        self.assertEqual(egress.redact("x dk-AbCdEf0123456789 y dk-abcdef0123456789.host", ["dk-AbCdEf0123456789"]),
+                         "x [secret] y [secret].host")

@@ -1,0 +1,191 @@
+"""End to end with the real pipelock sidecar: `start` through the CLI, attacks from inside the bottle.
+
+Needs the pinned pipelock image (ghcr.io/luckypipewrench/pipelock:<pin>). Our machines cannot build it
+(the Go module proxy refuses pipelock), so this suite is not part of `all`: run it with
+`python3 tests/run_tests.py pipelock` where the image exists. Reaches registry.npmjs.org through the
+sidecar, the one outside host our machines can reach.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from claude_bottle import bottle, cleanup, egress, pins
+
+from ..integration import support
+from ..integration.test_commands import Terminal
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED = "registry.npmjs.org"
+TOKEN = "sk-ant-oat01-" + secrets.token_urlsafe(40)
+
+
+def setUpModule():
+    support.engine()
+    if not support.engine().image_exists(pins.PIPELOCK_IMAGE):
+        raise AssertionError(f"{pins.PIPELOCK_IMAGE} is not here: build it with scripts/offline-images.sh pipelock")
+
+
+class Project:
+    """A project directory with a manifest, and the CLI run from it."""
+
+    def __init__(self, manifest: dict, env: dict):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        (self.dir / "home").mkdir()
+        (self.dir / "home" / "claude-bottle.json").write_text(json.dumps(manifest))
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(self.dir / "home"),
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, **env}
+
+    def cli(self, *args, timeout=180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "claude_bottle", *args], cwd=self.dir, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def argv(self, *args) -> list[str]:
+        return [sys.executable, "-m", "claude_bottle", *args]
+
+
+class SidecarConfigTest(support.IntegrationTest):
+    def test_pipelock_accepts_the_generated_config(self):
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "pipelock.yaml").write_bytes(b"")
+            import io
+            import tarfile
+
+            tar = egress.sidecar_files(["api.anthropic.com", "*.github.com", ALLOWED], [TOKEN, "x" * 20])
+            tarfile.open(fileobj=io.BytesIO(tar)).extractall(d)
+            code, out = support.run(pins.PIPELOCK_IMAGE, ["check", "--config", egress.CONFIG_FILE],
+                                    volumes={d: {"bind": egress.CONFIG_DIR, "mode": "ro"}})
+        self.assertEqual(code, 0, out)
+        self.assertIn("Config validation: OK", out)
+        self.assertIn("Mode:           strict", out)
+
+
+class EgressTest(support.IntegrationTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.deploy_key = "dk-" + secrets.token_hex(16)
+        cls.project = Project({"bottles": {"reg": {"env": {"DEPLOY_KEY": "${DEPLOY_KEY}"},
+                                                   "egress": {"allowlist": [ALLOWED]}}},
+                               "agents": {"reg": {"bottle": "reg"}}}, {"DEPLOY_KEY": cls.deploy_key})
+        out = cls.project.cli("start", "reg", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def sh(self, script):
+        out = self.project.cli("exec", self.name, "--", "sh", "-c", script)
+        return out.returncode, out.stdout + out.stderr
+
+    def test_allowed_host_over_https(self):
+        code, out = self.sh(f"curl -sS -m 30 -o /dev/null -w '%{{http_code}}' https://{ALLOWED}/is-number")
+        self.assertEqual((code, out), (0, "200"))
+
+    def test_other_host_gets_pipelocks_403(self):
+        code, out = self.sh("curl -sS -m 30 -i -p -x $HTTPS_PROXY https://pypi.org/ 2>&1 | head -1; "
+                            "curl -sS -m 30 -o /dev/null https://pypi.org/ 2>&1")
+        self.assertIn("403", out)
+        self.assertIn("CONNECT tunnel failed, response 403", out)
+
+    def test_dlp_blocks_credentials_and_the_bottles_secrets_in_urls(self):
+        for what, url in (("aws key", f"http://{ALLOWED}/x?k=AKIAIOSFODNN7EXAMPLE"),
+                          ("env secret", f"http://{ALLOWED}/x?k=$DEPLOY_KEY"),
+                          ("oauth token", f"http://{ALLOWED}/x/$CLAUDE_CODE_OAUTH_TOKEN")):
+            with self.subTest(what):
+                code, out = self.sh(f"curl -sS -m 30 -w ' %{{http_code}}' \"{url}\"")
+                self.assertTrue(out.endswith(" 403"), out)
+                self.assertIn("blocked", out)
+
+    def test_secret_in_a_subdomain_is_blocked_and_never_shown(self):
+        code, out = self.sh(f"curl -sS -m 30 https://$DEPLOY_KEY.{ALLOWED}/ 2>&1")
+        self.assertIn("response 403", out)
+        report = self.project.cli("logs", self.name, "--egress", "--json")
+        self.assertEqual(report.returncode, 0, report.stderr)
+        self.assertNotIn(self.deploy_key, report.stdout)
+        rows = json.loads(report.stdout)
+        self.assertIn(f"[secret].{ALLOWED}", [r["host"] for r in rows if not r["allowed"]])
+
+    def test_sidecar_admin_endpoints_are_out_of_reach(self):
+        code, out = self.sh(f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' {bottle.PROXY_URL}/metrics; "
+                            f"curl -sS -m 10 -o /dev/null -w ' %{{http_code}}' {bottle.PROXY_URL}/stats")
+        self.assertEqual(out, "404 404")
+
+    def test_egress_report_names_host_and_rule(self):
+        self.sh(f"curl -sS -m 30 -o /dev/null https://{ALLOWED}/; curl -sS -m 30 https://example.org/ 2>&1")
+        out = self.project.cli("logs", self.name, "--egress")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, rf"{ALLOWED}\s+allowed")
+        self.assertRegex(out.stdout, r"example\.org\s+BLOCKED\s+\d+\s+allowlist: domain not in allowlist: example\.org")
+
+    def test_token_is_nowhere_on_disk_inspect_or_command_lines(self):
+        for found in cleanup.of_bottle(support.engine(), self.name):
+            if found.kind == "container":
+                self.assertNotIn(TOKEN, json.dumps(support.engine().inspect_container(found.name)))
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    self.assertNotIn(TOKEN.encode(), (proc / "cmdline").read_bytes())
+                except OSError:
+                    pass
+        for needle in (TOKEN, self.deploy_key):
+            self.assertEqual(support.found_on_docker_disk(needle), [])
+
+
+class InteractiveSessionTest(support.IntegrationTest):
+    def setUp(self):
+        self.project = Project({}, {})
+        self.addCleanup(self.project.tmp.cleanup)
+
+    def bottles(self):
+        return {o.labels[bottle.LABEL_BOTTLE] for o in cleanup.everything(support.engine())}
+
+    def start_session(self):
+        before = self.bottles()
+        term = Terminal(self.project.argv("start", "--yes"), env=self.project.env, cwd=self.project.dir)
+        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=90)
+        new = self.bottles() - before
+        self.assertEqual(len(new), 1)
+        return term, new.pop()
+
+    def test_start_exit_removes_everything(self):
+        term, name = self.start_session()
+        term.type(b"\x03")
+        time.sleep(0.5)
+        term.type(b"\x03")
+        self.assertEqual(term.wait(60), 0)
+        self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
+
+    def test_sigterm_and_closed_terminal_remove_everything(self):
+        for how in ("sigterm", "hangup"):
+            with self.subTest(how):
+                term, name = self.start_session()
+                if how == "sigterm":
+                    term.proc.send_signal(signal.SIGTERM)
+                    self.assertEqual(term.wait(60), 128 + signal.SIGTERM)
+                else:
+                    os.close(term.master)  # the terminal goes away: the session gets SIGHUP
+                    term.proc.wait(60)
+                self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
+
+    def test_sigkill_leftovers_go_at_the_next_cleanup(self):
+        term, name = self.start_session()
+        term.proc.kill()
+        term.proc.wait(30)
+        os.close(term.master)
+        self.assertNotEqual(cleanup.of_bottle(support.engine(), name), [])
+        out = self.project.cli("cleanup")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
