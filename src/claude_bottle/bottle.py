@@ -8,30 +8,22 @@ at all; its only way out is the proxy socket its sidecar's relay listens on.
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import shlex
-import socket
 import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from . import egress, image, pins
-from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
+from . import cleanup, egress, image, pins
+from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE
+from .docker import ContainerSpec, Engine, Found
 from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
 CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
 
-LABEL_BOTTLE = LABEL_PREFIX + "bottle"
-LABEL_AGENT = LABEL_PREFIX + "agent"
-LABEL_ROLE = LABEL_PREFIX + "role"
-LABEL_OWNER = LABEL_PREFIX + "owner"
-LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
-DETACHED = "detached"
 
 PROXY_DIR = "/run/claude-bottle/proxy"
 PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
@@ -157,50 +149,6 @@ def _str(value: object) -> str | None:
 # ---------------------------------------------------------------- Docker objects
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The process a bottle's objects belong to; when it is gone, they are leftovers."""
-
-    host: str
-    pid: int
-    started: str  # the process's start time where the OS tells it, so a reused pid is not mistaken for it
-
-    def label(self) -> str:
-        return f"{self.host}:{self.pid}:{self.started}"
-
-    @classmethod
-    def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
-
-    @classmethod
-    def parse(cls, label: str) -> Owner | None:
-        parts = label.split(":")
-        if len(parts) < 3 or not parts[-2].isdigit():
-            return None
-        return cls(":".join(parts[:-2]), int(parts[-2]), parts[-1])
-
-    def alive(self) -> bool:
-        """Whether this owner still runs; owners on other hosts are assumed alive."""
-        if self.host != socket.gethostname():
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return process_start(self.pid) == self.started
-
-
-def process_start(pid: int) -> str:
-    """Start time of `pid` in clock ticks since boot (Linux), or "" where /proc has no answer."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def labels(plan: LaunchPlan, role: str, owner: str) -> dict[str, str]:
     return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_CONFIG: plan.bottle.name,
             LABEL_ROLE: role, LABEL_OWNER: owner}
@@ -323,8 +271,6 @@ def egress_log(engine: Engine, name: str) -> list[str]:
 
 def teardown(engine: Engine, name: str) -> list[Found]:
     """Remove every object of bottle `name`; what is already gone counts as removed."""
-    from . import cleanup
-
     return cleanup.remove(engine, cleanup.of_bottle(engine, name))
 
 

@@ -1,10 +1,68 @@
-"""Finds claude-bottle's Docker objects by label and removes them: one bottle's, those of
-sessions whose owner process is gone, or all of them. Containers go before networks and volumes."""
+"""The labels every object of a bottle carries, who owns it, and finding and removing such objects:
+one bottle's, those of sessions whose owner process is gone, or all of them.
+Containers go before networks and volumes."""
 
 from __future__ import annotations
 
-from .bottle import DETACHED, LABEL_BOTTLE, LABEL_OWNER, Owner
-from .docker import Engine, Found
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .docker import LABEL_PREFIX, Engine, Found
+
+LABEL_BOTTLE = LABEL_PREFIX + "bottle"
+LABEL_AGENT = LABEL_PREFIX + "agent"
+LABEL_ROLE = LABEL_PREFIX + "role"
+LABEL_OWNER = LABEL_PREFIX + "owner"
+LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
+DETACHED = "detached"  # owner of bottles started with --detach: they live until stop or cleanup
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process a bottle's objects belong to; when it is gone, they are leftovers."""
+
+    host: str
+    pid: int
+    started: str  # the process's start time where the OS tells it, so a reused pid is not mistaken for it
+
+    def label(self) -> str:
+        return f"{self.host}:{self.pid}:{self.started}"
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
+
+    @classmethod
+    def parse(cls, label: str) -> Owner | None:
+        parts = label.split(":")
+        if len(parts) < 3 or not parts[-2].isdigit():
+            return None
+        return cls(":".join(parts[:-2]), int(parts[-2]), parts[-1])
+
+    def alive(self) -> bool:
+        """Whether this owner still runs; owners on other hosts are assumed alive."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return process_start(self.pid) == self.started
+
+
+def process_start(pid: int) -> str:
+    """Start time of `pid` in clock ticks since boot (Linux), or "" where /proc has no answer."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
 
 _ORDER = {"container": 0, "network": 1, "volume": 2}
 

@@ -154,7 +154,7 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
     cleanup.remove(engine, cleanup.of_dead_sessions(engine))
     bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
     _build_if_missing(engine, plan.image)
-    owner = bottle.DETACHED if detach else bottle.Owner.current().label()
+    owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
         try:
             bottle.launch(engine, plan, secrets, owner)
@@ -285,10 +285,10 @@ def ps(as_json: bool) -> None:
     engine = docker.connect()
     now = time.time()
     rows = [
-        {"name": c.labels.get(bottle.LABEL_BOTTLE, ""), "agent": c.labels.get(bottle.LABEL_AGENT, ""),
-         "bottle": c.labels.get(bottle.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
-         "state": c.state, "detached": c.labels.get(bottle.LABEL_OWNER) == bottle.DETACHED}
-        for c in engine.find({bottle.LABEL_ROLE: "bottle"}) if c.kind == "container"
+        {"name": c.labels.get(cleanup.LABEL_BOTTLE, ""), "agent": c.labels.get(cleanup.LABEL_AGENT, ""),
+         "bottle": c.labels.get(cleanup.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
+         "state": c.state, "detached": c.labels.get(cleanup.LABEL_OWNER) == cleanup.DETACHED}
+        for c in engine.find({cleanup.LABEL_ROLE: "bottle"}) if c.kind == "container"
     ]
     rows.sort(key=lambda r: r["uptime_seconds"])
     if as_json:
@@ -303,7 +303,7 @@ def cleanup_() -> None:
     """Remove every container, network and volume of claude-bottle, running or not."""
     engine = docker.connect()
     removed = cleanup.remove(engine, cleanup.everything(engine))
-    bottles = sorted({o.labels.get(bottle.LABEL_BOTTLE, "") for o in removed})
+    bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in removed})
     click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {', '.join(bottles)}" if bottles else ""))
 
 

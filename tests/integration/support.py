@@ -120,17 +120,17 @@ class TestBottle:
         e = engine()
         lab = {**bottle.labels(self.plan, "", owner), TEST_LABEL: RUN_ID}
         try:
-            e.create_volume(n.proxy_volume, {**lab, bottle.LABEL_ROLE: "proxy-socket"})
-            e.create_volume(n.config_volume, {**lab, bottle.LABEL_ROLE: "sidecar-config"},
+            e.create_volume(n.proxy_volume, {**lab, cleanup.LABEL_ROLE: "proxy-socket"})
+            e.create_volume(n.config_volume, {**lab, cleanup.LABEL_ROLE: "sidecar-config"},
                             tmpfs_options=bottle.CONFIG_TMPFS)
-            e.create_network(n.egress_network, {**lab, bottle.LABEL_ROLE: "egress"})
+            e.create_network(n.egress_network, {**lab, cleanup.LABEL_ROLE: "egress"})
             relay = egress.relay_container(n.relay, bottle_image(), n.egress_network,
-                                           {**lab, bottle.LABEL_ROLE: "relay"}, image.BOTTLE_UID,
+                                           {**lab, cleanup.LABEL_ROLE: "relay"}, image.BOTTLE_UID,
                                            n.proxy_volume, bottle.PROXY_DIR, n.config_volume)
             e.create_container(relay)
             e.start_container(n.relay)
             listener = ContainerSpec(
-                name=n.sidecar, image=bottle_image(), labels={**lab, bottle.LABEL_ROLE: "sidecar"},
+                name=n.sidecar, image=bottle_image(), labels={**lab, cleanup.LABEL_ROLE: "sidecar"},
                 user="1000:1000", network_mode=f"container:{n.relay}",
                 command=("socat", f"TCP-LISTEN:{egress.SIDECAR_PORT},fork,reuseaddr",
                          f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"))
@@ -138,7 +138,7 @@ class TestBottle:
             e.start_container(n.sidecar)
             spec = bottle.bottle_container(self.plan, owner)
             e.create_container(dataclasses.replace(spec, labels={**spec.labels, **lab,
-                                                                          bottle.LABEL_ROLE: "bottle"}))
+                                                                          cleanup.LABEL_ROLE: "bottle"}))
             e.start_container(n.container)
             if secrets:
                 code, out = e.exec(n.container, bottle.write_secrets_command(), stdin=bottle.secrets_file(secrets))
@@ -177,3 +177,16 @@ def found_on_docker_disk(needle: str) -> list[str]:
     if out.returncode not in (0, 1, 123):  # 123: grep found nothing in some batch
         raise AssertionError(out.stderr.decode(errors="replace"))
     return out.stdout.decode().splitlines()
+
+
+def found_on_command_lines(needle: str) -> list[str]:
+    """The processes on this host (bottles' included) whose command line contains `needle`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle.encode() in (proc / "cmdline").read_bytes():
+                    found.append(proc.name)
+            except OSError:
+                pass  # the process ended while we looked
+    return found

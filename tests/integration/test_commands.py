@@ -154,11 +154,11 @@ class RemovalTest(support.IntegrationTest):
 
     def test_start_removes_leftovers_of_a_killed_session(self):
         killed = subprocess.Popen(["sleep", "60"])
-        owner = bottle.Owner(socket.gethostname(), killed.pid, bottle.process_start(killed.pid)).label()
+        owner = cleanup.Owner(socket.gethostname(), killed.pid, cleanup.process_start(killed.pid)).label()
         b = support.TestBottle(owner=owner)
         killed.kill()  # the owning CLI dies without tearing down, as under SIGKILL
         killed.wait()
-        live = support.TestBottle(owner=bottle.Owner.current().label())
+        live = support.TestBottle(owner=cleanup.Owner.current().label())
         try:
             out = cli("start", "--yes", "--detach", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
             started = out.stdout.strip()
@@ -174,7 +174,7 @@ class RemovalTest(support.IntegrationTest):
         others = [o for o in cleanup.everything(support.engine()) if o.labels.get(support.TEST_LABEL) != support.RUN_ID]
         if others:
             self.skipTest(f"cleanup would also remove bottles that are not this test's: {others[0].name}, …")
-        bottles = [support.TestBottle(), support.TestBottle(owner=bottle.DETACHED)]
+        bottles = [support.TestBottle(), support.TestBottle(owner=cleanup.DETACHED)]
         try:
             out = cli("cleanup")
             self.assertEqual(out.returncode, 0, out.stderr)

@@ -1,6 +1,5 @@
 import io
 import os
-import shlex
 import socket
 import subprocess
 import tarfile
@@ -107,38 +106,38 @@ class AgentFilesTest(unittest.TestCase):
 
 class OwnerTest(unittest.TestCase):
     def test_current_process_is_alive(self):
-        me = bottle.Owner.current()
-        self.assertEqual(bottle.Owner.parse(me.label()), me)
+        me = cleanup.Owner.current()
+        self.assertEqual(cleanup.Owner.parse(me.label()), me)
         self.assertTrue(me.alive())
 
     def test_ended_process_is_dead(self):
         p = subprocess.Popen(["true"])
-        started = bottle.process_start(p.pid)
+        started = cleanup.process_start(p.pid)
         p.wait()
-        self.assertFalse(bottle.Owner(socket.gethostname(), p.pid, started).alive())
+        self.assertFalse(cleanup.Owner(socket.gethostname(), p.pid, started).alive())
 
     def test_reused_pid_is_dead(self):
-        self.assertFalse(bottle.Owner(socket.gethostname(), os.getpid(), "1").alive())
+        self.assertFalse(cleanup.Owner(socket.gethostname(), os.getpid(), "1").alive())
 
     def test_other_hosts_are_assumed_alive(self):
-        self.assertTrue(bottle.Owner("elsewhere.example", 999999, "1").alive())
+        self.assertTrue(cleanup.Owner("elsewhere.example", 999999, "1").alive())
 
     def test_unparseable_owner(self):
-        self.assertIsNone(bottle.Owner.parse("detached"))
-        self.assertEqual(bottle.Owner.parse("my:host:12:345"), bottle.Owner("my:host", 12, "345"))
+        self.assertIsNone(cleanup.Owner.parse("detached"))
+        self.assertEqual(cleanup.Owner.parse("my:host:12:345"), cleanup.Owner("my:host", 12, "345"))
 
 
 class CleanupTest(unittest.TestCase):
     def obj(self, kind, name, bottle_name, owner):
-        return Found(kind, name, {bottle.LABEL_BOTTLE: bottle_name, bottle.LABEL_OWNER: owner})
+        return Found(kind, name, {cleanup.LABEL_BOTTLE: bottle_name, cleanup.LABEL_OWNER: owner})
 
     def test_dead_sessions_only(self):
-        me = bottle.Owner.current().label()
+        me = cleanup.Owner.current().label()
         dead = f"{socket.gethostname()}:999999999:1"
         engine = self.engine([
             self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
             self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me),
-            self.obj("container", "c-det", "det", bottle.DETACHED),
+            self.obj("container", "c-det", "det", cleanup.DETACHED),
         ])
         cleanup.remove(engine, cleanup.of_dead_sessions(engine))
         self.assertEqual([c for c in engine.calls if c[0].startswith("remove")],

@@ -13,7 +13,8 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from claude_bottle import bottle, cli, egress, image, manifest, pins
+from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins
+from claude_bottle.docker import Found
 
 from .fake_engine import FakeEngine, tar_members
 
@@ -47,9 +48,9 @@ class LaunchTest(unittest.TestCase):
             ("volume", n.proxy_volume), ("volume", n.config_volume), ("network", n.egress_network),
             ("container", n.relay), ("container", n.sidecar), ("container", n.container)]))
         for obj in engine.objects.values():
-            self.assertEqual(obj.labels[bottle.LABEL_BOTTLE], self.plan.name)
-            self.assertEqual(obj.labels[bottle.LABEL_OWNER], "owner-x")
-            self.assertEqual(obj.labels[bottle.LABEL_AGENT], "a")
+            self.assertEqual(obj.labels[cleanup.LABEL_BOTTLE], self.plan.name)
+            self.assertEqual(obj.labels[cleanup.LABEL_OWNER], "owner-x")
+            self.assertEqual(obj.labels[cleanup.LABEL_AGENT], "a")
         self.assertEqual([c[2] for c in engine.calls if c[0] == "create_volume"], [None, bottle.CONFIG_TMPFS])
 
     def test_order_relay_then_sidecar_then_bottle(self):
@@ -180,15 +181,15 @@ class StartCommandTest(unittest.TestCase):
         self.assertEqual(r.exit_code, 0, r.output)
         name = r.stdout.strip()
         self.assertRegex(name, r"^default-[0-9a-f]{6}$")
-        labels = {o.labels[bottle.LABEL_OWNER] for o in engine.objects.values()}
-        self.assertEqual(labels, {bottle.DETACHED})
+        labels = {o.labels[cleanup.LABEL_OWNER] for o in engine.objects.values()}
+        self.assertEqual(labels, {cleanup.DETACHED})
         self.assertNotIn("exec_interactive", [c[0] for c in engine.calls])
 
     def test_leftovers_of_dead_sessions_are_removed_first(self):
         engine = self.engine(interactive=0)
         dead = f"{socket.gethostname()}:999999999:1"
-        engine.objects[("container", "cb-old")] = bottle.Found(
-            "container", "cb-old", {bottle.LABEL_BOTTLE: "old", bottle.LABEL_OWNER: dead}, "running", 1)
+        engine.objects[("container", "cb-old")] = Found(
+            "container", "cb-old", {cleanup.LABEL_BOTTLE: "old", cleanup.LABEL_OWNER: dead}, "running", 1)
         r = self.start(engine, "--yes")
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertIn(("remove_container", "cb-old"), engine.calls)
