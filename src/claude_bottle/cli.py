@@ -188,13 +188,12 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
 
 def _confirm_untrusted(b: manifest.Bottle, interactive: bool) -> bool:
     """Ask before an untrusted bottle takes host variables or SSH keys; refuse when nobody can answer."""
-    if b.trusted or not (b.host_refs or b.ssh):
+    if b.trusted or not b.host_secrets:
         return False
     if not interactive:
         manifest.untrusted_secrets_check(b)
-    wants = [f"${v.source}" for v in b.host_refs] + [str(s.identity_file) for s in b.ssh]
     click.echo(f"bottle '{b.name}' comes from {_source(b.files[-1])}, which you may not control, "
-               f"and asks for: {', '.join(wants)}", err=True)
+               f"and asks for: {', '.join(b.host_secrets)}", err=True)
     if not click.confirm("give it these host secrets?", default=False, err=True):
         raise Refused(f"not launched: bottle '{b.name}' may not have host secrets "
                       "(pass --trust-project if you trust the project's manifest)")

@@ -78,6 +78,11 @@ class Bottle:
     def host_refs(self) -> tuple[EnvVar, ...]:
         return tuple(v for v in self.env if v.kind == "host")
 
+    @property
+    def host_secrets(self) -> list[str]:
+        """What the bottle would take from the host: variables it copies and SSH key files."""
+        return [f"${v.source}" for v in self.host_refs] + [str(s.identity_file) for s in self.ssh]
+
 
 @dataclass(frozen=True)
 class Skill:
@@ -401,7 +406,7 @@ def resolve_env(
 
 def untrusted_secrets_check(bottle: Bottle) -> None:
     """Refuse what an untrusted bottle would take from the host: variables and SSH keys."""
-    wants = [f"${v.source}" for v in bottle.host_refs] + [str(s.identity_file) for s in bottle.ssh]
+    wants = bottle.host_secrets
     if wants:
         raise ManifestError(
             f"bottle '{bottle.name}' is defined or changed by the project manifest and asks for host "
