@@ -14,15 +14,19 @@ import tarfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from . import cleanup, egress, image, pins
+from . import cleanup, egress, image, pins, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE
-from .docker import ContainerSpec, Engine, Found
+from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest
+from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
 CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
+LABEL_RESULTS_REPO = LABEL_PREFIX + "results-repo"  # where a bottle's work goes back to
+LABEL_RESULTS_BRANCH = LABEL_PREFIX + "results-branch"
 
 
 PROXY_DIR = "/run/claude-bottle/proxy"
@@ -82,6 +86,8 @@ class LaunchPlan:
     claude_code_version: str
     allowlist: tuple[egress.AllowedHost, ...]
     token_present: bool
+    workspace: Workspace | None = None  # copied in; a git repository's work comes back as a branch
+    mount: Path | None = None  # bind-mounted read-write at /workspace: the user's explicit opt-in
 
     @property
     def names(self) -> Names:
@@ -123,15 +129,29 @@ class LaunchPlan:
             "allowlist": [asdict(h) for h in self.allowlist],
             "prompt": {"length": len(self.agent.prompt), "first_line": self.agent.prompt_first_line},
             "token": {"variable": TOKEN_VARIABLE, "present": self.token_present},
+            "workspace": None if self.workspace is None else {
+                "path": str(self.workspace.path), "git": self.workspace.is_git,
+                "results_branch": self.workspace.branch},
+            "mount": _str(self.mount),
         }
 
 
-def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str]) -> LaunchPlan:
+def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], workspace_dir: Path | None = None,
+         results: bool = True, mount: Path | None = None) -> LaunchPlan:
     """Decide everything about a launch of `agent_name`; reads files, creates nothing."""
     agent = manifest.agent(agent_name)
     bottle = manifest.bottle_of(agent)
+    name = new_bottle_name(agent.name)
+    if workspace_dir is not None and mount is not None:
+        raise BottleError("--workspace and --mount both fill /workspace: choose one")
+    if mount is not None:
+        mount = mount.expanduser().resolve()
+        if not mount.is_dir():
+            raise BottleError(f"--mount {mount}: no such directory: name an existing folder to mount")
     return LaunchPlan(
-        name=new_bottle_name(agent.name),
+        name=name,
+        workspace=workspace.inspect(workspace_dir, agent.name, name, results) if workspace_dir else None,
+        mount=mount,
         agent=agent,
         bottle=bottle,
         image=image.spec(manifest.image),
@@ -163,11 +183,14 @@ def proxy_environment() -> dict[str, str]:
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     """The bottle: no network, no capabilities, no privilege gain, and a loopback port
     forwarded to the sidecar's socket. Its main process is that forwarder."""
+    extra = {}
+    if plan.workspace and plan.workspace.branch:  # so `stop` can bring a detached bottle's work back
+        extra = {LABEL_RESULTS_REPO: str(plan.workspace.git_root), LABEL_RESULTS_BRANCH: plan.workspace.branch}
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,
         command=("socat", f"TCP-LISTEN:{PROXY_PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{PROXY_SOCKET}"),
-        labels=labels(plan, "bottle", owner),
+        labels=labels(plan, "bottle", owner) | extra,
         user=f"{image.BOTTLE_UID}:{image.BOTTLE_UID}",
         network_mode="none",
         hostname=plan.name,
@@ -176,6 +199,7 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
         mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
         pids_limit=plan.bottle.pids or DEFAULT_PIDS,
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
+        binds=((str(plan.mount), image.WORKSPACE, False),) if plan.mount else (),
         tmpfs={SECRETS_DIR: f"size=1m,mode=0700,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID}"},
     )
 
@@ -267,6 +291,16 @@ def egress_log(engine: Engine, name: str) -> list[str]:
         raise BottleError(f"reading the egress log of '{name}' failed: {out.decode(errors='replace').strip()}")
     log, _, secrets_text = out.decode(errors="replace").partition("\0")
     return egress.redact(log, secrets_text.splitlines()).splitlines()
+
+
+def results_of(engine: Engine, name: str) -> Workspace | None:
+    """Where a running bottle's work goes back to, from its labels (None: nowhere)."""
+    info = engine.inspect_container(Names(name).container)
+    found = (info or {}).get("Config", {}).get("Labels") or {}
+    if LABEL_RESULTS_BRANCH not in found:
+        return None
+    repo = Path(found[LABEL_RESULTS_REPO])
+    return Workspace(repo, repo, found[LABEL_RESULTS_BRANCH])
 
 
 def teardown(engine: Engine, name: str) -> list[Found]:

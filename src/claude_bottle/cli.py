@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, workspace
 from .errors import BottleError, DockerUnavailable, Refused
 
 
@@ -117,16 +117,26 @@ def build(no_cache: bool) -> None:
 @click.option("-d", "--detach", is_flag=True, help="Leave the bottle running without Claude; print its name.")
 @click.option("--trust-project", is_flag=True,
               help="Let bottles from ./claude-bottle.json use host variables and SSH keys.")
-def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, trust_project: bool) -> None:
+@click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
+              help="Copy DIR into /workspace (honouring .gitignore); a git repository's work comes back as a branch.")
+@click.option("--no-results", is_flag=True, help="With --workspace: bring nothing back.")
+@click.option("--mount", type=click.Path(path_type=Path),
+              help="Bind-mount DIR read-write at /workspace instead: the agent changes your files directly.")
+def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, trust_project: bool,
+          workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
     """Start AGENT (default: the built-in `default` agent) in a new bottle and open Claude in it.
 
     The bottle, its sidecar and everything made for them are removed when Claude
     exits, on Ctrl-C, SIGTERM, SIGHUP or a closed terminal. The exit status is Claude's.
+    With --workspace on a git repository, the agent's commits and uncommitted
+    changes come back first as branch bottle/<agent>/<bottle>.
     """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
+    if no_results and not workspace_dir:
+        raise click.UsageError("--no-results only goes with --workspace")
     m = _load()
-    plan = bottle.plan(m, agent, os.environ)
+    plan = bottle.plan(m, agent, os.environ, workspace_dir, results=not no_results, mount=mount)
     if dry_run:
         _dry_run(plan, as_json)
         return
@@ -156,21 +166,48 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
     _build_if_missing(engine, plan.image)
     owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
+        copied = False
         try:
             bottle.launch(engine, plan, secrets, owner)
+            if plan.workspace:
+                workspace.copy_in(engine, plan.names.container, plan.workspace, _copy_progress)
+                copied = True
             if detach:
                 click.echo(plan.name)
                 return
             code = engine.exec_interactive(plan.names.container, ["bottle-claude"], image.BOTTLE_USER,
                                            image.WORKSPACE, tty=interactive and sys.stdout.isatty())
-        except _Interrupted as e:
-            code = 128 + e.signum
-        except KeyboardInterrupt:
-            code = 130
+        except (_Interrupted, KeyboardInterrupt) as e:
+            if detach:  # stopped before it was handed over: do not leave it behind
+                bottle.teardown(engine, plan.name)
+            code = 128 + e.signum if isinstance(e, _Interrupted) else 130
+        except BaseException:
+            if detach:  # a detached bottle that failed to fill is of no use: do not leave it
+                bottle.teardown(engine, plan.name)
+            raise
         finally:
             if not detach:
-                bottle.teardown(engine, plan.name)
+                try:
+                    if copied:
+                        _bring_back(engine, plan.name, plan.workspace)
+                finally:
+                    bottle.teardown(engine, plan.name)
     sys.exit(code)
+
+
+def _copy_progress(done: int, total: int) -> None:
+    click.echo(f"\rcopying workspace: {done}/{total} files", nl=done == total, err=True)
+
+
+def _bring_back(engine: docker.Engine, name: str, ws: workspace.Workspace | None) -> None:
+    if ws is None or not ws.branch:
+        return
+    commits = workspace.bring_back(engine, bottle.Names(name).container, ws)
+    if commits:
+        click.echo(f"results: {commits} new commit{'s' if commits != 1 else ''} on branch {ws.branch} "
+                   f"in {ws.git_root}", err=True)
+    else:
+        click.echo("results: no changes, no branch made", err=True)
 
 
 def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
@@ -265,10 +302,14 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
 def stop(bottle_names: tuple[str, ...]) -> None:
-    """Stop BOTTLEs and remove everything made for them."""
+    """Stop BOTTLEs and remove everything made for them (a workspace's work comes back first)."""
     engine = docker.connect()
     missing = []
     for name in bottle_names:
+        try:
+            _bring_back(engine, name, bottle.results_of(engine, name))
+        except BottleError as e:
+            click.echo(f"Error: {e} (stopping {name} anyway)", err=True)
         if bottle.teardown(engine, name):
             click.echo(f"stopped {name}")
         else:
@@ -354,6 +395,14 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
         f"prompt:   {a.prompt_first_line or '(none)'}",
     ):
         click.echo(line, err=err)
+    ws = plan.workspace
+    if ws:
+        back = (f"results come back as branch {ws.branch}" if ws.branch else
+                "nothing comes back (--no-results)" if ws.is_git else "not a git repository: nothing comes back")
+        click.echo(f"workspace: {ws.path} copied in; {back}", err=err)
+    if plan.mount:
+        click.echo(f"mount:    {plan.mount} read-write at {image.WORKSPACE}: "
+                   "WARNING: the agent changes these files on your machine", err=err)
     if not plan.token_present:
         click.echo(f"token:    {bottle.TOKEN_VARIABLE} is not set (run `claude setup-token` and export it)", err=err)
 

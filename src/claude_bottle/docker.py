@@ -47,6 +47,7 @@ class ContainerSpec:
     mem_limit: str | None = None
     pids_limit: int | None = None
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume name, mount path, read only)
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (host folder, mount path, read only)
     tmpfs: Mapping[str, str] = field(default_factory=dict)  # mount path -> mount options
 
     def create_kwargs(self) -> dict:
@@ -71,6 +72,9 @@ class ContainerSpec:
                 "mounts": [
                     {"Type": "volume", "Source": src, "Target": dst, "ReadOnly": ro}
                     for src, dst, ro in self.volumes
+                ] + [
+                    {"Type": "bind", "Source": src, "Target": dst, "ReadOnly": ro}
+                    for src, dst, ro in self.binds
                 ],
                 "tmpfs": dict(self.tmpfs),
             },
@@ -211,6 +215,11 @@ class Engine:
 
     def put_archive(self, name: str, path: str, tar: bytes) -> None:
         self._api.put_archive(name, path, tar)
+
+    def get_archive(self, name: str, path: str) -> bytes:
+        """`path` in the container, as a tar."""
+        stream, _ = self._api.get_archive(name, path)
+        return b"".join(stream)
 
     def exec(self, name: str, argv: Sequence[str], user: str | None = None, stdin: bytes | None = None,
              workdir: str | None = None) -> tuple[int, bytes]:

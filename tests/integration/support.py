@@ -21,6 +21,7 @@ from claude_bottle import bottle, cleanup, docker, egress, image, manifest
 from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
+ROOT = Path(__file__).resolve().parents[2]
 # Every object a test creates carries this label, so the suite can prove it removed them all.
 TEST_LABEL = "org.claude-bottle.test"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -111,10 +112,10 @@ class TestBottle:
     """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
     plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
 
-    def __init__(self, agent="default", owner="test", secrets: dict | None = None):
+    def __init__(self, agent="default", owner="test", secrets: dict | None = None, workspace_dir: Path | None = None):
         with tempfile.TemporaryDirectory() as empty:
             m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
-        self.plan = bottle.plan(m, agent, {})
+        self.plan = bottle.plan(m, agent, {}, workspace_dir)
         n = self.plan.names
         self.name = self.plan.name
         e = engine()

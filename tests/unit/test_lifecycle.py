@@ -126,7 +126,7 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(files["secrets.txt"], b"xxxxxxxxxxxxxxxx\nyyyyyyyyyyyyyyyyyyyy\n")
 
 
-class StartCommandTest(unittest.TestCase):
+class StartCase(unittest.TestCase):
     """`start` through the CLI entry point with the fake engine in place of docker.connect()."""
 
     def setUp(self):
@@ -148,6 +148,8 @@ class StartCommandTest(unittest.TestCase):
     def engine(self, **kw):
         return FakeEngine(images={pins.PIPELOCK_IMAGE, self.spec_tag}, **kw)
 
+
+class StartCommandTest(StartCase):
     def test_exit_status_is_claudes_and_everything_is_removed(self):
         engine = self.engine(interactive=3)
         r = self.start(engine, "--yes")
@@ -239,3 +241,36 @@ class StartCommandTest(unittest.TestCase):
         r = self.start(engine, "--yes")
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertIn(f"building {self.spec_tag} (first use; later starts reuse it)\nStep 1/1\n", r.stderr)
+
+
+class WorkspaceOptionsTest(StartCase):
+    def test_no_results_needs_workspace(self):
+        r = self.start(self.engine(), "--yes", "--no-results")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("Error: --no-results only goes with --workspace", r.stderr)
+
+    def test_missing_workspace_folder(self):
+        r = self.start(self.engine(), "--yes", "--workspace", str(self.tmp / "nope"))
+        self.assertEqual((r.exit_code, r.stderr), (1, f"Error: --workspace {self.tmp / 'nope'}: no such directory: "
+                                                      "name an existing folder to copy into the bottle\n"))
+
+    def test_workspace_and_mount_exclude_each_other(self):
+        r = self.start(self.engine(), "--yes", "--workspace", str(self.tmp), "--mount", str(self.tmp))
+        self.assertEqual((r.exit_code, r.stderr),
+                         (1, "Error: --workspace and --mount both fill /workspace: choose one\n"))
+
+    def test_mount_is_a_read_write_bind_and_the_preflight_warns(self):
+        engine = self.engine(interactive=0)
+        r = self.start(engine, "--yes", "--mount", str(self.tmp))
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn(f"mount:    {self.tmp.resolve()} read-write at /workspace: WARNING: the agent changes these "
+                      "files on your machine", r.stderr)
+        spec = next(s for s in engine.specs.values() if s.labels[cleanup.LABEL_ROLE] == "bottle")
+        self.assertEqual(spec.binds, ((str(self.tmp.resolve()), "/workspace", False),))
+
+    def test_dry_run_shows_the_workspace(self):
+        (self.tmp / "proj").mkdir()
+        r = self.start(self.engine(), "--dry-run", "--json", "--workspace", str(self.tmp / "proj"))
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(json.loads(r.stdout)["workspace"],
+                         {"path": str((self.tmp / "proj").resolve()), "git": False, "results_branch": None})
