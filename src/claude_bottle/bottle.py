@@ -240,11 +240,17 @@ def agent_files(agent: Agent) -> bytes:
 # ---------------------------------------------------------------- lifecycle
 
 
-def launch(engine: Engine, plan: LaunchPlan, secrets: Mapping[str, str], owner: str,
+def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str, owner: str,
            sidecar_image: str = pins.PIPELOCK_IMAGE, health_timeout: float = 30.0) -> None:
     """Create the bottle, its relay and sidecar, and fill them; on any failure (Ctrl-C included)
-    remove whatever was made, by label, before the error goes on."""
+    remove whatever was made, by label, before the error goes on.
+
+    `env` holds the bottle's variables with their values; the sidecar blocks the token and the
+    values that came from the host or were asked for."""
     n = plan.names
+    secrets = {**env, CLAUDE_TOKEN_VARIABLE: token}
+    blocked = [env[name] for name in plan.bottle.secret_names] + [token]
+    hosts = [h.host for h in egress.allowlist(plan.bottle, env.get("ANTHROPIC_BASE_URL"))]
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         engine.create_volume(n.config_volume, labels(plan, "sidecar-config", owner), tmpfs_options=CONFIG_TMPFS)
@@ -253,9 +259,9 @@ def launch(engine: Engine, plan: LaunchPlan, secrets: Mapping[str, str], owner: 
             n.relay, plan.image.tag, n.egress_network, labels(plan, "relay", owner), image.BOTTLE_UID,
             n.proxy_volume, PROXY_DIR, n.config_volume))
         engine.start_container(n.relay)
-        hosts = [h.host for h in plan.allowlist]
         _check(engine.exec(n.relay, egress.write_sidecar_files_command(),
-                           stdin=egress.sidecar_files(hosts, secrets.values())), "writing the sidecar's configuration")
+                           stdin=egress.sidecar_files(hosts, blocked, plan.bottle.private_hosts)),
+               "writing the sidecar's configuration")
         engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
                                                          labels(plan, "sidecar", owner), image.BOTTLE_UID))
         engine.start_container(n.sidecar)

@@ -109,20 +109,30 @@ def build(no_cache: bool) -> None:
     click.echo(spec.tag)
 
 
+def _launch_options(f):
+    """The options `start` and `run` share."""
+    for option in reversed([
+        click.option("-y", "--yes", is_flag=True, help="Launch without asking (needed when stdin is not a terminal)."),
+        click.option("--trust-project", is_flag=True,
+                     help="Let bottles from ./claude-bottle.json use host variables and SSH keys."),
+        click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
+                     help="Copy DIR into /workspace (honouring .gitignore); a git repository's work comes back "
+                          "as a branch."),
+        click.option("--no-results", is_flag=True, help="With --workspace: bring nothing back."),
+        click.option("--mount", type=click.Path(path_type=Path),
+                     help="Bind-mount DIR read-write at /workspace instead: the agent changes your files directly."),
+    ]):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("agent", default=manifest.DEFAULT_AGENT)
 @click.option("--dry-run", is_flag=True, help="Show the launch plan and exit; creates nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
-@click.option("-y", "--yes", is_flag=True, help="Launch without asking (needed when stdin is not a terminal).")
 @click.option("-d", "--detach", is_flag=True, help="Leave the bottle running without Claude; print its name.")
-@click.option("--trust-project", is_flag=True,
-              help="Let bottles from ./claude-bottle.json use host variables and SSH keys.")
-@click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
-              help="Copy DIR into /workspace (honouring .gitignore); a git repository's work comes back as a branch.")
-@click.option("--no-results", is_flag=True, help="With --workspace: bring nothing back.")
-@click.option("--mount", type=click.Path(path_type=Path),
-              help="Bind-mount DIR read-write at /workspace instead: the agent changes your files directly.")
-def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, trust_project: bool,
+@_launch_options
+def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, trust_project: bool,
           workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
     """Start AGENT (default: the built-in `default` agent) in a new bottle and open Claude in it.
 
@@ -133,13 +143,44 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
     """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
-    if no_results and not workspace_dir:
-        raise click.UsageError("--no-results only goes with --workspace")
-    m = _load()
-    plan = bottle.plan(m, agent, os.environ, workspace_dir, results=not no_results, mount=mount)
+    plan = _plan(agent, workspace_dir, no_results, mount)
     if dry_run:
         _dry_run(plan, as_json)
         return
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    sys.exit(_launch(plan, yes, trust_project, detach, ["bottle-claude"], tty=tty, stdin=True))
+
+
+@main.command("run")
+@click.argument("agent")
+@click.argument("prompt")
+@click.option("--output-format", type=click.Choice(["text", "json", "stream-json"]), default="text",
+              show_default=True, help="Passed to claude -p.")
+@_launch_options
+def run_headless(agent: str, prompt: str, output_format: str, yes: bool, trust_project: bool,
+        workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
+    """Run AGENT headless on PROMPT in a fresh bottle (claude -p), streaming its output.
+
+    The bottle is removed afterwards (a workspace's work comes back first) and
+    the exit status is Claude's.
+    """
+    plan = _plan(agent, workspace_dir, no_results, mount)
+    argv = ["bottle-claude", "-p", prompt, "--output-format", output_format]
+    if output_format == "stream-json":
+        argv.append("--verbose")  # claude -p requires it for stream-json
+    sys.exit(_launch(plan, yes, trust_project, False, argv, tty=False, stdin=False))
+
+
+def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path | None) -> bottle.LaunchPlan:
+    if no_results and not workspace_dir:
+        raise click.UsageError("--no-results only goes with --workspace")
+    return bottle.plan(_load(), agent, os.environ, workspace_dir, results=not no_results, mount=mount)
+
+
+def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: bool, argv: list[str],
+            tty: bool, stdin: bool) -> int:
+    """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
+    down on every way out; returns the exit status to leave with."""
     token = os.environ.get(bottle.TOKEN_VARIABLE)
     if not token:
         raise BottleError(
@@ -157,8 +198,7 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
             raise Refused("not launched")
     ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
         if interactive else None
-    secrets = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
-    secrets[bottle.CLAUDE_TOKEN_VARIABLE] = token
+    env = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
 
     engine = docker.connect()
     cleanup.remove(engine, cleanup.of_dead_sessions(engine))
@@ -168,19 +208,19 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
     with _signals_raise():
         copied = False
         try:
-            bottle.launch(engine, plan, secrets, owner)
+            bottle.launch(engine, plan, env, token, owner)
             if plan.workspace:
                 workspace.copy_in(engine, plan.names.container, plan.workspace, _copy_progress)
                 copied = True
             if detach:
                 click.echo(plan.name)
-                return
-            code = engine.exec_interactive(plan.names.container, ["bottle-claude"], image.BOTTLE_USER,
-                                           image.WORKSPACE, tty=interactive and sys.stdout.isatty())
+                return 0
+            return engine.exec_interactive(plan.names.container, argv, image.BOTTLE_USER, image.WORKSPACE,
+                                           tty=tty, stdin=stdin)
         except (_Interrupted, KeyboardInterrupt) as e:
             if detach:  # stopped before it was handed over: do not leave it behind
                 bottle.teardown(engine, plan.name)
-            code = 128 + e.signum if isinstance(e, _Interrupted) else 130
+            return 128 + e.signum if isinstance(e, _Interrupted) else 130
         except BaseException:
             if detach:  # a detached bottle that failed to fill is of no use: do not leave it
                 bottle.teardown(engine, plan.name)
@@ -192,7 +232,6 @@ def start(agent: str, dry_run: bool, as_json: bool, yes: bool, detach: bool, tru
                         _bring_back(engine, plan.name, plan.workspace)
                 finally:
                     bottle.teardown(engine, plan.name)
-    sys.exit(code)
 
 
 def _copy_progress(done: int, total: int) -> None:
@@ -280,7 +319,8 @@ def attach(bottle_name: str) -> None:
     engine = docker.connect()
     container = _running(engine, bottle_name)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, image.WORKSPACE, tty=tty))
+    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, image.WORKSPACE, tty=tty,
+                                     stdin=True))
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -296,7 +336,7 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
     container = _running(engine, bottle_name)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     sys.exit(engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
-                                     image.WORKSPACE, tty=tty))
+                                     image.WORKSPACE, tty=tty, stdin=True))
 
 
 @main.command()
@@ -395,6 +435,9 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
         f"prompt:   {a.prompt_first_line or '(none)'}",
     ):
         click.echo(line, err=err)
+    if b.private_hosts:
+        click.echo(f"private:  {', '.join(b.private_hosts)} (reachable on private addresses, past the "
+                   "sidecar's SSRF protection)", err=err)
     ws = plan.workspace
     if ws:
         back = (f"results come back as branch {ws.branch}" if ws.branch else

@@ -237,13 +237,14 @@ class Engine:
             sock.close()
         return self._api.exec_inspect(exec_id)["ExitCode"], out
 
-    def exec_interactive(self, name: str, argv: Sequence[str], user: str, workdir: str, tty: bool) -> int:
-        """Run a command with the user's terminal attached, through the docker CLI (raw mode, resize,
-        signals). The arguments carry no secrets; the engine is the one this Engine talks to."""
+    def exec_interactive(self, name: str, argv: Sequence[str], user: str, workdir: str, tty: bool,
+                         stdin: bool) -> int:
+        """Run a command with our terminal (or stdin and stdout) attached, through the docker CLI (raw
+        mode, resize, signals). The arguments carry no secrets; the engine is the one this Engine talks to."""
         docker_cli = shutil.which("docker")
         if docker_cli is None:
             raise DockerUnavailable("the docker command is not installed: install the Docker CLI to attach")
-        flags = ["-it"] if tty else ["-i"]
+        flags = (["-i"] if stdin else []) + (["-t"] if tty else [])
         cmd = [docker_cli, "--host", self.host, "exec", *flags, "-u", user, "-w", workdir, name, *argv]
         process = subprocess.Popen(cmd)
         try:

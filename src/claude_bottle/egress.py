@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from ipaddress import ip_address
+from urllib.parse import urlsplit
 
 from .docker import ContainerSpec
 from .manifest import Bottle
@@ -32,10 +34,15 @@ def claude_code_hosts() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 
-def allowlist(bottle: Bottle) -> tuple[AllowedHost, ...]:
-    """Every host the bottle may reach, each once, with the first reason it is there."""
+def allowlist(bottle: Bottle, api_base_url: str | None = None) -> tuple[AllowedHost, ...]:
+    """Every host the bottle may reach, each once, with the first reason it is there.
+    `api_base_url` is ANTHROPIC_BASE_URL's value once known (a literal is known at once)."""
     entries = [AllowedHost(h, "Claude Code") for h in claude_code_hosts()]
+    base_url = api_base_url or bottle.literal("ANTHROPIC_BASE_URL")
+    if base_url and urlsplit(base_url).hostname:
+        entries.append(AllowedHost(urlsplit(base_url).hostname.lower(), "ANTHROPIC_BASE_URL"))
     entries += [AllowedHost(h, "egress.allowlist") for h in bottle.allowlist]
+    entries += [AllowedHost(h, "egress.private_hosts") for h in bottle.private_hosts]
     entries += [AllowedHost(s.hostname, f"ssh {s.host}") for s in bottle.ssh]
     seen: dict[str, AllowedHost] = {}
     for entry in entries:
@@ -92,13 +99,16 @@ METRICS_LISTEN = "127.0.0.1:9464"
 MIN_SECRET_LENGTH = 16
 
 
-def pipelock_config(hosts: Sequence[str]) -> dict:
+def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[str] = ()) -> dict:
     """pipelock's configuration for one bottle (schema of the pinned release, internal/config).
 
     Strict mode enforces the allowlist; DLP keeps the built-in patterns and also blocks the
     bottle's own secret values; URL and subdomain entropy checks stay on; tunnels and the
-    per-domain rate limit are raised so a long streamed answer and a busy agent get through."""
-    return {
+    per-domain rate limit are raised so a long streamed answer and a busy agent get through.
+    `private_hosts` pass the SSRF protection: names as trusted domains, addresses as /32s."""
+    ips = [h for h in private_hosts if _is_ip(h)]
+    names = [h for h in private_hosts if not _is_ip(h)]
+    config = {
         "version": 1,
         "mode": "strict",
         "api_allowlist": list(hosts),
@@ -121,16 +131,29 @@ def pipelock_config(hosts: Sequence[str]) -> dict:
         "logging": {"format": "json", "output": "file", "file": LOG_FILE,
                     "include_allowed": True, "include_blocked": True},
     }
+    if names:
+        config["trusted_domains"] = names
+    if ips:
+        config["ssrf"] = {"ip_allowlist": [f"{ip}/32" for ip in ips]}
+    return config
 
 
-def sidecar_files(hosts: Sequence[str], secret_values: Iterable[str]) -> bytes:
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def sidecar_files(hosts: Sequence[str], secret_values: Iterable[str], private_hosts: Sequence[str] = ()) -> bytes:
     """A tar of pipelock's config and secrets file, for the relay to unpack into the sidecar's tmpfs.
 
     The config is JSON, which YAML parsers read as it is: no quoting rules to get wrong."""
     lines = sorted({line.strip() for value in secret_values for line in value.splitlines()
                     if len(line.strip()) >= MIN_SECRET_LENGTH})
     files = {
-        "pipelock.yaml": json.dumps(pipelock_config(hosts), indent=2).encode() + b"\n",
+        "pipelock.yaml": json.dumps(pipelock_config(hosts, private_hosts), indent=2).encode() + b"\n",
         "secrets.txt": "".join(f"{line}\n" for line in lines).encode(),
     }
     buf = io.BytesIO()

@@ -31,6 +31,7 @@ MANIFEST_VERSION = 1
 RESERVED_ENV = frozenset(
     {"CLAUDE_CODE_OAUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
 )
+NOT_SECRET = frozenset({"ANTHROPIC_BASE_URL"})
 _HOST_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -73,10 +74,20 @@ class Bottle:
     files: tuple[Path, ...] = ()
     memory: str | None = None
     pids: int | None = None
+    private_hosts: tuple[str, ...] = ()
 
     @property
     def host_refs(self) -> tuple[EnvVar, ...]:
         return tuple(v for v in self.env if v.kind == "host")
+
+    @property
+    def secret_names(self) -> list[str]:
+        """Variables whose values the sidecar blocks in requests: those from the host or asked for.
+        An API endpoint is not a secret, and blocking it would block every call to it."""
+        return [v.name for v in self.env if v.kind != "literal" and v.name not in NOT_SECRET]
+
+    def literal(self, name: str) -> str | None:
+        return next((v.source for v in self.env if v.name == name and v.kind == "literal"), None)
 
     @property
     def host_secrets(self) -> list[str]:
@@ -260,8 +271,10 @@ def _read_bottle(
     _check_unique([s.host for s in ssh], path, f"{prefix}.ssh", "Host")
     allowlist = tuple(h.lower() for h in raw.get("egress", {}).get("allowlist", []))
     limits = raw.get("resources", {})
+    private = tuple(h.lower() for h in raw.get("egress", {}).get("private_hosts", []))
     return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,),
-                  memory=limits.get("memory", "").lower() or None, pids=limits.get("pids"))
+                  memory=limits.get("memory", "").lower() or None, pids=limits.get("pids"),
+                  private_hosts=_dedup(private))
 
 
 def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
@@ -343,6 +356,7 @@ def _merge_bottle(base: Bottle, over: Bottle) -> Bottle:
         files=base.files + over.files,
         memory=over.memory or base.memory,
         pids=over.pids or base.pids,
+        private_hosts=_dedup(base.private_hosts + over.private_hosts),
     )
 
 

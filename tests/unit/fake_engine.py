@@ -89,7 +89,7 @@ class FakeEngine:
             self.stdin.setdefault(name, []).append(stdin)
         return 0, b""
 
-    def exec_interactive(self, name, argv, user, workdir, tty):
+    def exec_interactive(self, name, argv, user, workdir, tty, stdin):
         self._record("exec_interactive", name, tuple(argv))
         if callable(self.interactive):
             return self.interactive()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from claude_bottle import __version__, cli
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ["list", "info", "build", "start"]
+COMMANDS = ["list", "info", "build", "start", "run", "attach", "exec", "stop", "ps", "cleanup", "logs"]
 
 
 class CliCase(unittest.TestCase):

@@ -33,12 +33,15 @@ class LaunchTest(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.tmp = Path(tmp.name)
-        self.plan = make_plan(self.tmp, {"bottles": {"b": {"egress": {"allowlist": ["pypi.org"]}}},
+        self.plan = make_plan(self.tmp, {"bottles": {"b": {"env": {"DB": "${DB}", "MODE": "literal-mode-value"},
+                                                           "egress": {"allowlist": ["pypi.org"]}}},
                                          "agents": {"a": {"bottle": "b", "prompt": "Hi"}}}, agent="a")
+        self.env = {"DB": "database-password-123", "MODE": "literal-mode-value"}
         self.secrets = {"CLAUDE_CODE_OAUTH_TOKEN": TOKEN, "DB": "database-password-123"}
 
-    def launch(self, engine):
-        bottle.launch(engine, self.plan, self.secrets, "owner-x", health_timeout=0.5)
+    def launch(self, engine, plan=None, env=None):
+        bottle.launch(engine, plan or self.plan, self.env if env is None else env, TOKEN, "owner-x",
+                      health_timeout=0.5)
 
     def test_creates_every_object_labelled(self):
         engine = FakeEngine()
@@ -71,7 +74,9 @@ class LaunchTest(unittest.TestCase):
             self.assertNotIn(value, everything_else)
         bottle_env = engine.stdin[n.container][0].decode()
         self.assertIn(f"export CLAUDE_CODE_OAUTH_TOKEN={TOKEN}\n", bottle_env)
+        self.assertIn("export MODE=literal-mode-value\n", bottle_env)
         sidecar = tar_members(engine.stdin[n.relay][0])
+        # Literal values are configuration, not secrets: only host-copied ones and the token are blocked.
         self.assertEqual(sidecar["secrets.txt"].decode().split(), sorted(self.secrets.values()))
         config = json.loads(sidecar["pipelock.yaml"])
         self.assertEqual(config["api_allowlist"], [h.host for h in egress.allowlist(self.plan.bottle)])
@@ -81,6 +86,21 @@ class LaunchTest(unittest.TestCase):
         self.launch(engine)
         files = tar_members(engine.archives[self.plan.names.container])
         self.assertEqual(files, {"home/claude/.config/claude-bottle/prompt.md": b"Hi"})
+
+    def test_api_base_url_and_private_hosts_reach_the_sidecar(self):
+        plan = make_plan(self.tmp, {"bottles": {"g": {
+            "env": {"ANTHROPIC_BASE_URL": "${GW}"},
+            "egress": {"private_hosts": ["gateway.corp.internal", "10.1.2.3"]}}},
+            "agents": {"g": {"bottle": "g"}}}, agent="g")
+        engine = FakeEngine()
+        self.launch(engine, plan, {"ANTHROPIC_BASE_URL": "https://LLM.corp.example:8443/v1"})
+        sidecar = tar_members(engine.stdin[plan.names.relay][0])
+        config = json.loads(sidecar["pipelock.yaml"])
+        self.assertIn("llm.corp.example", config["api_allowlist"])
+        self.assertIn("gateway.corp.internal", config["api_allowlist"])
+        self.assertEqual(config["trusted_domains"], ["gateway.corp.internal"])
+        self.assertEqual(config["ssrf"], {"ip_allowlist": ["10.1.2.3/32"]})
+        self.assertNotIn(b"llm.corp", sidecar["secrets.txt"])
 
     def test_any_failed_step_leaves_nothing(self):
         n = self.plan.names
@@ -274,3 +294,30 @@ class WorkspaceOptionsTest(StartCase):
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertEqual(json.loads(r.stdout)["workspace"],
                          {"path": str((self.tmp / "proj").resolve()), "git": False, "results_branch": None})
+
+
+class RunCommandTest(StartCase):
+    def run_cli(self, engine, *args):
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            return CliRunner().invoke(cli.main, ["run", *args], env=self.env)
+
+    def test_headless_claude_gets_the_prompt_and_its_status_passes_through(self):
+        engine = self.engine(interactive=4)
+        r = self.run_cli(engine, "default", "fix the tests", "--yes")
+        self.assertEqual(r.exit_code, 4, r.output)
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_interactive"],
+                         [("bottle-claude", "-p", "fix the tests", "--output-format", "text")])
+        self.assertEqual(engine.objects, {})
+
+    def test_stream_json_adds_verbose(self):
+        engine = self.engine(interactive=0)
+        r = self.run_cli(engine, "default", "hi", "--yes", "--output-format", "stream-json")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_interactive"][0][-2:],
+                         ("stream-json", "--verbose"))
+
+    def test_needs_yes_without_a_terminal(self):
+        engine = self.engine()
+        r = self.run_cli(engine, "default", "hi")
+        self.assertEqual(r.exit_code, 6)
+        self.assertEqual(engine.calls, [])

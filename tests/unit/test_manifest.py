@@ -192,7 +192,7 @@ class BadInputTest(ManifestCase):
 
     def test_unknown_nested_key(self):
         f = self.write(self.home, {"bottles": {"dev": {"egress": {"allow": ["x.com"]}}}})
-        self.assertManifestError(f"{f}: bottles.dev.egress.allow: unknown key 'allow' (expected one of: allowlist)")
+        self.assertManifestError(f"{f}: bottles.dev.egress.allow: unknown key 'allow' (expected one of: allowlist, private_hosts)")
 
     def test_wrong_type(self):
         f = self.write(self.home, {"bottles": {"dev": {"egress": {"allowlist": "github.com"}}}})

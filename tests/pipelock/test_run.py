@@ -1,0 +1,157 @@
+"""`run` end to end: the real Claude Code in a real bottle, through the real sidecar, talking to a
+scripted stand-in for the Anthropic Messages API (no internet), reached as a private host."""
+
+import http.server
+import json
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from claude_bottle import cleanup
+
+from ..integration import support
+from ..integration.test_workspace import git, make_repo
+from .test_sidecar import Project, setUpModule  # noqa: F401  (needs the pipelock image)
+
+GREETING = "Hello from the stand-in."
+COMMIT = ("cd /workspace && echo agent > agent.txt && git add agent.txt && "
+          "git commit -q -m 'agent: add agent.txt' && echo committed")
+
+
+class MessagesApi:
+    """Answers /v1/messages as Claude Code calls it (streaming and not): text, or a Bash tool call when
+    the prompt asks to commit, or a 400 when it asks to fail."""
+
+    def __init__(self):
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                api.requests.append(self.path)
+                if "count_tokens" in self.path:
+                    return self.reply_json({"input_tokens": 10})
+                prompt = json.dumps(body.get("messages", [])[:1])
+                last = body.get("messages", [{}])[-1]
+                tool_result = next((c for c in last.get("content", []) if isinstance(c, dict)
+                                    and c.get("type") == "tool_result"), None) if last.get("role") == "user" else None
+                if "please fail" in prompt:
+                    return self.reply_json({"type": "error", "error": {"type": "invalid_request_error",
+                                                                       "message": "scripted failure"}}, 400)
+                if "please commit" in prompt and tool_result is None:
+                    block = {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {}}
+                    return self.reply(body, block, json.dumps({"command": COMMIT, "description": "commit"}),
+                                      "tool_use")
+                text = f"Tool said: {json.dumps(tool_result.get('content'))}" if tool_result else GREETING
+                return self.reply(body, {"type": "text", "text": ""}, text, "end_turn")
+
+            def reply_json(self, data, status=200):
+                raw = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def reply(self, body, block, payload, stop):
+                message = {"id": "msg_01", "type": "message", "role": "assistant", "model": body.get("model"),
+                           "content": [], "stop_reason": None, "stop_sequence": None,
+                           "usage": {"input_tokens": 10, "output_tokens": 1}}
+                if not body.get("stream"):
+                    done = dict(block, **({"text": payload} if block["type"] == "text"
+                                          else {"input": json.loads(payload)}))
+                    return self.reply_json(dict(message, content=[done], stop_reason=stop))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                delta = ({"type": "text_delta", "text": payload} if block["type"] == "text"
+                         else {"type": "input_json_delta", "partial_json": payload})
+                for event, data in (
+                    ("message_start", {"type": "message_start", "message": message}),
+                    ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+                    ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
+                    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                       "usage": {"output_tokens": 5}}),
+                    ("message_stop", {"type": "message_stop"}),
+                ):
+                    self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+
+        self.requests = []
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RunTest(support.IntegrationTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.api = MessagesApi()
+        # The Docker host's bridge address: private, so the bottle must name it as a private host.
+        host = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        cls.project = Project({"bottles": {"gw": {
+            "env": {"ANTHROPIC_BASE_URL": f"http://{host}:{cls.api.port}"},
+            "egress": {"private_hosts": [host]}}},
+            "agents": {"coder": {"bottle": "gw", "prompt": "You are a test agent."}}}, {})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.api.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def test_output_streams_back_and_nothing_is_left(self):
+        before = cleanup.everything(support.engine())
+        out = self.project.cli("run", "coder", "say hi", "--yes")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), GREETING)
+        self.assertIn("private:  ", out.stderr)
+        self.assertEqual(cleanup.everything(support.engine()), before)
+        self.assertTrue(any(p.startswith("/v1/messages") for p in self.api.requests))
+
+    def test_json_output_format_passes_through(self):
+        out = self.project.cli("run", "coder", "say hi", "--yes", "--output-format", "json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["result"], GREETING)
+
+    def test_claudes_failure_is_the_exit_status(self):
+        out = self.project.cli("run", "coder", "please fail", "--yes")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("scripted failure", out.stdout + out.stderr)
+
+    def test_tool_call_commits_and_the_work_comes_back_as_a_branch(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(Path(tmp))
+            status = git(repo, "status", "--porcelain")
+            out = self.project.cli("run", "coder", "please commit", "--yes", "--workspace", str(repo))
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("committed", out.stdout)
+            branches = git(repo, "branch", "--list", "bottle/coder/*", "--format=%(refname:short)").split()
+            self.assertEqual(len(branches), 1)
+            self.assertIn(f"results: 1 new commit on branch {branches[0]} in {repo}", out.stderr)
+            self.assertEqual(git(repo, "show", f"{branches[0]}:agent.txt"), "agent\n")
+            self.assertEqual(git(repo, "status", "--porcelain"), status)
+            self.assertEqual(git(repo, "branch", "--show-current"), "main\n")
+
+    def test_three_parallel_runs_on_one_repository_each_get_a_branch(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(Path(tmp))
+            with ThreadPoolExecutor(3) as pool:
+                outs = list(pool.map(lambda _: self.project.cli("run", "coder", "please commit", "--yes",
+                                                                "--workspace", str(repo)), range(3)))
+            self.assertEqual([o.returncode for o in outs], [0, 0, 0], [o.stderr for o in outs])
+            branches = git(repo, "branch", "--list", "bottle/coder/*", "--format=%(refname:short)").split()
+            self.assertEqual(len(set(branches)), 3)
+            for b in branches:
+                self.assertEqual(git(repo, "log", "-1", "--format=%s", b), "agent: add agent.txt\n")
