@@ -3,7 +3,6 @@ scripted stand-in for the Anthropic Messages API (no internet), reached as a pri
 
 import http.server
 import json
-import subprocess
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +12,14 @@ from claude_bottle import cleanup
 
 from ..integration import support
 from ..integration.test_workspace import git, make_repo
-from .test_sidecar import Project, setUpModule  # noqa: F401  (needs the pipelock image)
+from . import test_sidecar
+from .test_sidecar import Project
 
 GREETING = "Hello from the stand-in."
+
+
+def setUpModule():
+    test_sidecar.setUpModule()  # needs the pipelock image
 COMMIT = ("cd /workspace && echo agent > agent.txt && git add agent.txt && "
           "git commit -q -m 'agent: add agent.txt' && echo committed")
 
