@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, workspace
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, tasks, workspace
 from .errors import BottleError, DockerUnavailable, Refused
 
 
@@ -153,22 +153,72 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
 
 @main.command("run")
 @click.argument("agent")
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("--output-format", type=click.Choice(["text", "json", "stream-json"]), default="text",
               show_default=True, help="Passed to claude -p.")
+@click.option("--tasks", "tasks_file", type=click.Path(path_type=Path),
+              help="Run every task in FILE (a prompt per line, or JSON lines with prompt and workspace), "
+                   "a bottle each.")
+@click.option("--parallel", type=click.IntRange(1, 64),
+              help="With --tasks: how many bottles at once (default: from this machine's cores and memory).")
 @_launch_options
-def run_headless(agent: str, prompt: str, output_format: str, yes: bool, trust_project: bool,
-        workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
+def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file: Path | None,
+                 parallel: int | None, yes: bool, trust_project: bool, workspace_dir: Path | None,
+                 no_results: bool, mount: Path | None) -> None:
     """Run AGENT headless on PROMPT in a fresh bottle (claude -p), streaming its output.
 
     The bottle is removed afterwards (a workspace's work comes back first) and
-    the exit status is Claude's.
+    the exit status is Claude's. With --tasks, each task gets its own bottle, at
+    most --parallel at once; a summary table follows, and the exit status is 1
+    if any task failed.
     """
+    if (prompt is None) == (tasks_file is None):
+        raise click.UsageError("give a PROMPT or --tasks FILE, not both")
+    if parallel and not tasks_file:
+        raise click.UsageError("--parallel only goes with --tasks")
+    if tasks_file:
+        if mount:
+            raise click.UsageError("--mount does not go with --tasks: parallel bottles would share one folder")
+        sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
+                            no_results))
     plan = _plan(agent, workspace_dir, no_results, mount)
+    sys.exit(_launch(plan, yes, trust_project, False, _claude_p(prompt, output_format), tty=False, stdin=False))
+
+
+def _claude_p(prompt: str, output_format: str) -> list[str]:
     argv = ["bottle-claude", "-p", prompt, "--output-format", output_format]
     if output_format == "stream-json":
         argv.append("--verbose")  # claude -p requires it for stream-json
-    sys.exit(_launch(plan, yes, trust_project, False, argv, tty=False, stdin=False))
+    return argv
+
+
+def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format: str, yes: bool,
+               trust_project: bool, workspace_dir: Path | None, no_results: bool) -> int:
+    task_list = tasks.read(tasks_file, workspace_dir)
+    plans = [_plan(agent, t.workspace, no_results, None) for t in task_list]
+    parallel = parallel or tasks.default_parallelism()
+    click.echo(f"tasks:    {len(task_list)} from {tasks_file}, {parallel} at a time", err=True)
+    env, token, _ = _consent_and_prepare(plans[0], yes, trust_project)
+
+    def done(r: tasks.Result) -> None:
+        click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
+        click.echo(r.output, nl=not r.output.endswith("\n"))
+
+    with _signals_raise():
+        try:
+            results = tasks.run_all(plans, task_list, env, token, parallel,
+                                    lambda t: _claude_p(t.prompt, output_format), done)
+        except _Interrupted as e:
+            return 128 + e.signum
+        except KeyboardInterrupt:
+            return 130
+    rows = [("TASK", "BOTTLE", "EXIT", "DURATION", "BRANCH")]
+    for r in results:
+        first = r.task.prompt.splitlines()[0]
+        rows.append((f"{r.index}: {first[:40]}{'…' if len(first) > 40 else ''}", r.bottle, str(r.exit_status),
+                     f"{r.seconds:.1f}s", r.branch or "-"))
+    _table(rows)
+    return 1 if any(r.exit_status for r in results) else 0
 
 
 def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path | None) -> bottle.LaunchPlan:
@@ -181,29 +231,7 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
             tty: bool, stdin: bool) -> int:
     """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
     down on every way out; returns the exit status to leave with."""
-    token = os.environ.get(bottle.TOKEN_VARIABLE)
-    if not token:
-        raise BottleError(
-            f"{bottle.TOKEN_VARIABLE} is not set: run `claude setup-token` on this machine and "
-            f"export the token it prints as {bottle.TOKEN_VARIABLE}"
-        )
-    interactive = sys.stdin.isatty()
-    _preflight(plan, err=True)
-    trust = trust_project or _confirm_untrusted(plan.bottle, interactive)
-    if not yes:
-        if not interactive:
-            raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
-                          "pass --yes to launch anyway")
-        if not click.confirm("launch this agent?", default=False, err=True):
-            raise Refused("not launched")
-    ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
-        if interactive else None
-    env = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
-
-    engine = docker.connect()
-    cleanup.remove(engine, cleanup.of_dead_sessions(engine))
-    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
-    _build_if_missing(engine, plan.image)
+    env, token, engine = _consent_and_prepare(plan, yes, trust_project)
     owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
         copied = False
@@ -232,6 +260,36 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
                         _bring_back(engine, plan.name, plan.workspace)
                 finally:
                     bottle.teardown(engine, plan.name)
+
+
+def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
+                         ) -> tuple[dict[str, str], str, docker.Engine]:
+    """Token, preflight, the user's yes, the env values; then an engine with leftovers of dead
+    sessions gone and both images present. Nothing is created before the user's answer."""
+    token = os.environ.get(bottle.TOKEN_VARIABLE)
+    if not token:
+        raise BottleError(
+            f"{bottle.TOKEN_VARIABLE} is not set: run `claude setup-token` on this machine and "
+            f"export the token it prints as {bottle.TOKEN_VARIABLE}"
+        )
+    interactive = sys.stdin.isatty()
+    _preflight(plan, err=True)
+    trust = trust_project or _confirm_untrusted(plan.bottle, interactive)
+    if not yes:
+        if not interactive:
+            raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
+                          "pass --yes to launch anyway")
+        if not click.confirm("launch this agent?", default=False, err=True):
+            raise Refused("not launched")
+    ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
+        if interactive else None
+    env = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
+
+    engine = docker.connect()
+    cleanup.remove(engine, cleanup.of_dead_sessions(engine))
+    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
+    _build_if_missing(engine, plan.image)
+    return env, token, engine
 
 
 def _copy_progress(done: int, total: int) -> None:

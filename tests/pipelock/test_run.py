@@ -159,3 +159,18 @@ class RunTest(support.IntegrationTest):
             self.assertEqual(len(set(branches)), 3)
             for b in branches:
                 self.assertEqual(git(repo, "log", "-1", "--format=%s", b), "agent: add agent.txt\n")
+
+    def test_tasks_file_in_parallel_with_a_summary(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(Path(tmp))
+            f = Path(tmp, "tasks.txt")
+            f.write_text("say hi\n" + json.dumps({"prompt": "please commit", "workspace": "repo"}) + "\nplease fail\n")
+            out = self.project.cli("run", "coder", "--tasks", str(f), "--parallel", "2", "--yes")
+            self.assertEqual(out.returncode, 1, out.stderr)  # one task failed
+            summary = out.stdout[out.stdout.index("TASK"):].splitlines()
+            self.assertEqual(len(summary), 4)
+            self.assertRegex(summary[1], r"^1: say hi\s+coder-\w{6}\s+0\s")
+            branch = git(repo, "branch", "--list", "bottle/coder/*", "--format=%(refname:short)").strip()
+            self.assertRegex(summary[2], rf"^2: please commit\s+coder-\w{{6}}\s+0\s+\S+\s+{branch}$")
+            self.assertNotRegex(summary[3], r"\s0\s")
+            self.assertIn(GREETING, out.stdout)

@@ -1,0 +1,102 @@
+import json
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from click.testing import CliRunner
+
+from claude_bottle import cli, tasks
+from claude_bottle.errors import BottleError
+
+from .fake_engine import FakeEngine
+from .test_lifecycle import StartCase
+
+
+class ReadTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+
+    def read(self, text, default=None):
+        f = self.dir / "tasks.txt"
+        f.write_text(text)
+        return tasks.read(f, default)
+
+    def test_lines_and_json_lines(self):
+        got = self.read('# comment\nfix the build\n\n{"prompt": "add tests", "workspace": "repo"}\n', Path("/w"))
+        self.assertEqual(got, [tasks.Task("fix the build", Path("/w")), tasks.Task("add tests", self.dir / "repo")])
+
+    def test_errors_name_file_and_line(self):
+        f = self.dir / "tasks.txt"
+        for text, message in (
+            ('ok\n{"prompt": 3}\n', f'{f}:2: a JSON task is {{"prompt": "…", "workspace": "DIR"}} with a non-empty prompt'),
+            ('{"prompt": "x", "model": "y"}\n', f'{f}:1: a JSON task is {{"prompt": "…", "workspace": "DIR"}} with a '
+                                                "non-empty prompt; unknown key 'model'"),
+            ("{nope\n", f"{f}:1: invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+            ("\n# only comments\n", f"--tasks {f}: no tasks in it (one prompt per line)"),
+        ):
+            with self.subTest(text):
+                with self.assertRaises(BottleError) as ctx:
+                    self.read(text)
+                self.assertEqual(str(ctx.exception), message)
+
+    def test_default_parallelism_fits_the_machine(self):
+        with mock.patch("os.cpu_count", return_value=2), mock.patch("os.sysconf", side_effect=[4096, 6 * 1024**3 // 4096]):
+            self.assertEqual(tasks.default_parallelism(), 2)
+        with mock.patch("os.cpu_count", return_value=16), mock.patch("os.sysconf", side_effect=[4096, 8 * 1024**3 // 4096]):
+            self.assertEqual(tasks.default_parallelism(), 2)  # memory, not cores, is the limit
+        with mock.patch("os.cpu_count", return_value=4), mock.patch("os.sysconf", side_effect=[4096, 1024**3 // 4096]):
+            self.assertEqual(tasks.default_parallelism(), 1)
+
+
+class ConcurrencyEngine(FakeEngine):
+    """Records how many tasks run at once; a task's exit status comes from its prompt."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lock = threading.Lock()
+        self.running = self.peak = 0
+
+    def exec(self, name, argv, user=None, stdin=None, workdir=None):
+        if argv[:1] != ["bottle-claude"]:
+            return super().exec(name, argv, user, stdin, workdir)
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        prompt = argv[2]
+        return (3 if "fail" in prompt else 0), f"answer to {prompt}\n".encode()
+
+
+class RunTasksCommandTest(StartCase):
+    def run_cli(self, engine, *args):
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            return CliRunner().invoke(cli.main, ["run", *args], env=self.env)
+
+    def test_tasks_run_at_most_parallel_at_once_and_are_summarised(self):
+        f = self.tmp / "tasks.txt"
+        f.write_text("".join(f"task {i}\n" for i in range(5)) + json.dumps({"prompt": "please fail"}) + "\n")
+        engine = ConcurrencyEngine(images=self.engine().images)
+        r = self.run_cli(engine, "default", "--tasks", str(f), "--parallel", "2", "--yes")
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertEqual(engine.peak, 2)
+        self.assertEqual(engine.objects, {})
+        self.assertIn("tasks:    6 from", r.stderr)
+        lines = r.stdout.splitlines()
+        summary = lines[lines.index(next(line for line in lines if line.startswith("TASK"))):]
+        self.assertEqual([row.split()[0] for row in summary], ["TASK", "1:", "2:", "3:", "4:", "5:", "6:"])
+        self.assertRegex(summary[6], r"^6: please fail\s+default-[0-9a-f]{6}\s+3\s+\d+\.\ds\s+-$")
+        self.assertIn("answer to task 3", r.stdout)
+
+    def test_prompt_or_tasks(self):
+        r = self.run_cli(self.engine(), "default", "--yes")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("give a PROMPT or --tasks FILE, not both", r.stderr)
+        r = self.run_cli(self.engine(), "default", "hi", "--parallel", "2", "--yes")
+        self.assertIn("--parallel only goes with --tasks", r.stderr)
