@@ -10,7 +10,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, tasks, workspace
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, runs, tasks, workspace
 from .errors import BottleError, DockerUnavailable, Refused
 
 
@@ -161,9 +163,11 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
                    "a bottle each.")
 @click.option("--parallel", type=click.IntRange(1, 64),
               help="With --tasks: how many bottles at once (default: from this machine's cores and memory).")
+@click.option("-d", "--detach", is_flag=True,
+              help="Return at once with the bottle's name; see ps, logs -f, wait and rm.")
 @_launch_options
 def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file: Path | None,
-                 parallel: int | None, yes: bool, trust_project: bool, workspace_dir: Path | None,
+                 parallel: int | None, detach: bool, yes: bool, trust_project: bool, workspace_dir: Path | None,
                  no_results: bool, mount: Path | None) -> None:
     """Run AGENT headless on PROMPT in a fresh bottle (claude -p), streaming its output.
 
@@ -177,12 +181,15 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
     if parallel and not tasks_file:
         raise click.UsageError("--parallel only goes with --tasks")
     if tasks_file:
+        if detach:
+            raise click.UsageError("--detach does not go with --tasks")
         if mount:
             raise click.UsageError("--mount does not go with --tasks: parallel bottles would share one folder")
         sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
                             no_results))
     plan = _plan(agent, workspace_dir, no_results, mount)
-    sys.exit(_launch(plan, yes, trust_project, False, _claude_p(prompt, output_format), tty=False, stdin=False))
+    sys.exit(_launch(plan, yes, trust_project, detach, _claude_p(prompt, output_format), tty=False, stdin=False,
+                     supervised=detach))
 
 
 def _claude_p(prompt: str, output_format: str) -> list[str]:
@@ -228,9 +235,10 @@ def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path 
 
 
 def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: bool, argv: list[str],
-            tty: bool, stdin: bool) -> int:
+            tty: bool, stdin: bool, supervised: bool = False) -> int:
     """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
-    down on every way out; returns the exit status to leave with."""
+    down on every way out; returns the exit status to leave with. A `supervised` detached bottle runs
+    `argv` under a background process that records its output and tears the bottle down after."""
     env, token, engine = _consent_and_prepare(plan, yes, trust_project)
     owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
@@ -241,6 +249,8 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
                 workspace.copy_in(engine, plan.names.container, plan.workspace, _copy_progress)
                 copied = True
             if detach:
+                if supervised:
+                    _supervise_in_background(plan, argv)
                 click.echo(plan.name)
                 return 0
             return engine.exec_interactive(plan.names.container, argv, image.BOTTLE_USER, image.WORKSPACE,
@@ -290,6 +300,43 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
     bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
     _build_if_missing(engine, plan.image)
     return env, token, engine
+
+
+def _supervise_in_background(plan: bottle.LaunchPlan, argv: list[str]) -> None:
+    """Record the run and leave a process behind that outlives this one (own session, no terminal)."""
+    runs.create(os.environ, plan.name, {"agent": plan.agent.name, "bottle": plan.bottle.name,
+                                        "started": time.time(), "prompt": argv[2] if len(argv) > 2 else ""})
+    subprocess.Popen([sys.executable, "-m", "claude_bottle", "_supervise", plan.name, "--", *argv],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+
+
+@main.command("_supervise", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(name: str, argv: tuple[str, ...]) -> None:
+    """Runs a detached run's command, records its output and status, brings work back, removes the bottle."""
+    run = runs.get(os.environ, name)
+    if run is None:
+        raise BottleError(f"no record of run '{name}'")
+    argv = argv[1:] if argv[:1] == ("--",) else argv
+    engine = docker.connect()
+    container = bottle.Names(name).container
+    with run.output.open("ab") as sink:
+        try:
+            code = engine.exec_stream(container, argv, image.BOTTLE_USER, image.WORKSPACE, sink)
+            ws = bottle.results_of(engine, name)
+            if ws:
+                commits = workspace.bring_back(engine, container, ws)
+                sink.write(f"\nresults: {commits} new commit(s) on branch {ws.branch} in {ws.git_root}\n".encode()
+                           if commits else b"\nresults: no changes, no branch made\n")
+        except Exception as e:  # the record must end with a status whatever happened
+            sink.write(f"\nError: {e}\n".encode())
+            code = tasks.COULD_NOT_RUN
+        finally:
+            bottle.teardown(engine, name)
+    if run.folder.is_dir():  # cleanup may have removed the record meanwhile
+        run.finish(code)
 
 
 def _copy_progress(done: int, total: int) -> None:
@@ -419,30 +466,75 @@ def stop(bottle_names: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the bottles as JSON.")
 def ps(as_json: bool) -> None:
-    """List bottles: name, agent, bottle, uptime, state."""
+    """List bottles and detached runs: name, agent, bottle, uptime, state (a finished run: its exit status)."""
     engine = docker.connect()
     now = time.time()
-    rows = [
-        {"name": c.labels.get(cleanup.LABEL_BOTTLE, ""), "agent": c.labels.get(cleanup.LABEL_AGENT, ""),
-         "bottle": c.labels.get(cleanup.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
-         "state": c.state, "detached": c.labels.get(cleanup.LABEL_OWNER) == cleanup.DETACHED}
+    rows = {
+        c.labels.get(cleanup.LABEL_BOTTLE, ""): {
+            "name": c.labels.get(cleanup.LABEL_BOTTLE, ""), "agent": c.labels.get(cleanup.LABEL_AGENT, ""),
+            "bottle": c.labels.get(cleanup.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
+            "state": c.state, "detached": c.labels.get(cleanup.LABEL_OWNER) == cleanup.DETACHED,
+            "exit_status": None}
         for c in engine.find({cleanup.LABEL_ROLE: "bottle"}) if c.kind == "container"
-    ]
-    rows.sort(key=lambda r: r["uptime_seconds"])
+    }
+    for run in runs.all_runs(os.environ):
+        meta, status = run.meta, run.exit_status
+        row = rows.setdefault(run.name, {
+            "name": run.name, "agent": meta.get("agent", ""), "bottle": meta.get("bottle", ""),
+            "uptime_seconds": max(0, int(now - meta.get("started", now))), "state": "gone", "detached": True,
+            "exit_status": None})
+        if status is not None:
+            row.update(state=f"exited ({status})", exit_status=status)
+    ordered = sorted(rows.values(), key=lambda r: r["uptime_seconds"])
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(ordered, indent=2))
         return
     _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE")]
-           + [(r["name"], r["agent"], r["bottle"], _duration(r["uptime_seconds"]), r["state"]) for r in rows])
+           + [(r["name"], r["agent"], r["bottle"], _duration(r["uptime_seconds"]), r["state"]) for r in ordered])
+
+
+@main.command("wait")
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
+def wait_(bottle_names: tuple[str, ...]) -> None:
+    """Wait until detached runs finish; exit 1 if any failed."""
+    records = []
+    for name in bottle_names:
+        run = runs.get(os.environ, name)
+        if run is None:
+            raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
+        records.append(run)
+    failed = False
+    for run in records:
+        while run.exit_status is None:
+            time.sleep(0.2)
+        click.echo(f"{run.name}: exit {run.exit_status}")
+        failed |= run.exit_status != 0
+    sys.exit(1 if failed else 0)
+
+
+@main.command("rm")
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
+def rm(bottle_names: tuple[str, ...]) -> None:
+    """Remove finished detached runs: their output and result."""
+    for name in bottle_names:
+        run = runs.get(os.environ, name)
+        if run is None:
+            raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
+        runs.remove(run)
+        click.echo(f"removed {name}")
 
 
 @main.command("cleanup")
 def cleanup_() -> None:
-    """Remove every container, network and volume of claude-bottle, running or not."""
+    """Remove every container, network and volume of claude-bottle, running or not, and every run's record."""
     engine = docker.connect()
     removed = cleanup.remove(engine, cleanup.everything(engine))
     bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in removed})
-    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {', '.join(bottles)}" if bottles else ""))
+    records = runs.all_runs(os.environ)
+    for run in records:
+        shutil.rmtree(run.folder, ignore_errors=True)
+    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {', '.join(bottles)}" if bottles else "")
+               + (f"; {len(records)} run records" if records else ""))
 
 
 @main.command()
@@ -456,6 +548,12 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         raise click.UsageError("--json only goes with --egress")
     if follow and show_egress:
         raise click.UsageError("--follow does not go with --egress")
+    run = runs.get(os.environ, bottle_name)
+    if run is not None and not show_egress:  # a detached run: Claude's output, kept on the host
+        chunks = run.follow() if follow else iter([run.output.read_bytes()])
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
     engine = docker.connect()
     names = bottle.Names(bottle_name)
     if not engine.inspect_container(names.container):

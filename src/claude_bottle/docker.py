@@ -237,6 +237,19 @@ class Engine:
             sock.close()
         return self._api.exec_inspect(exec_id)["ExitCode"], out
 
+    def exec_stream(self, name: str, argv: Sequence[str], user: str, workdir: str, sink) -> int:
+        """Run a command, writing its output to the binary file `sink` as it comes; returns its
+        exit status (137 when the container went away under it)."""
+        exec_id = self._api.exec_create(name, list(argv), user=user, workdir=workdir)["Id"]
+        for chunk in self._api.exec_start(exec_id, stream=True):
+            sink.write(chunk)
+            sink.flush()
+        try:
+            code = self._api.exec_inspect(exec_id)["ExitCode"]
+        except docker.errors.NotFound:
+            code = None
+        return 137 if code is None else code
+
     def exec_interactive(self, name: str, argv: Sequence[str], user: str, workdir: str, tty: bool,
                          stdin: bool) -> int:
         """Run a command with our terminal (or stdin and stdout) attached, through the docker CLI (raw

@@ -174,3 +174,23 @@ class RunTest(support.IntegrationTest):
             self.assertRegex(summary[2], rf"^2: please commit\s+coder-\w{{6}}\s+0\s+\S+\s+{branch}$")
             self.assertNotRegex(summary[3], r"\s0\s")
             self.assertIn(GREETING, out.stdout)
+
+    def test_detached_runs_ps_logs_wait_rm(self):
+        project = self.project
+        started = [project.cli("run", "coder", prompt, "--yes", "--detach") for prompt in ("say hi", "please fail")]
+        self.assertEqual([o.returncode for o in started], [0, 0], [o.stderr for o in started])
+        ok, bad = (o.stdout.strip() for o in started)
+        follow = project.cli("logs", ok, "-f")  # returns once the run has finished
+        self.assertEqual((follow.returncode, follow.stdout.strip()), (0, GREETING))
+        waited = project.cli("wait", ok, bad)
+        self.assertEqual(waited.returncode, 1)
+        self.assertEqual(waited.stdout.splitlines()[0], f"{ok}: exit 0")
+        self.assertRegex(waited.stdout.splitlines()[1], rf"^{bad}: exit [1-9]\d*$")
+        for name in (ok, bad):  # finished: the sidecar, network and bottle are gone, the record stays
+            self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
+        rows = {r["name"]: r for r in json.loads(project.cli("ps", "--json").stdout)}
+        self.assertEqual((rows[ok]["state"], rows[ok]["exit_status"]), ("exited (0)", 0))
+        self.assertNotEqual(rows[bad]["exit_status"], 0)
+        self.assertIn("scripted failure", project.cli("logs", bad).stdout)
+        self.assertEqual(project.cli("rm", ok, bad).returncode, 0)
+        self.assertNotIn(ok, project.cli("ps").stdout)
