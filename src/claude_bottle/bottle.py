@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cleanup, egress, image, pins, workspace
+from . import cleanup, egress, image, pins, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE
 from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
@@ -195,7 +195,7 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
         network_mode="none",
         hostname=plan.name,
         working_dir=image.WORKSPACE,
-        environment=proxy_environment(),
+        environment=proxy_environment() | ({"SSH_AUTH_SOCK": ssh.AGENT_SOCKET} if plan.bottle.ssh else {}),
         mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
         pids_limit=plan.bottle.pids or DEFAULT_PIDS,
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
@@ -241,12 +241,13 @@ def agent_files(agent: Agent) -> bytes:
 
 
 def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str, owner: str,
-           sidecar_image: str = pins.PIPELOCK_IMAGE, health_timeout: float = 30.0) -> None:
+           ssh_keys: Mapping[str, bytes] | None = None, sidecar_image: str = pins.PIPELOCK_IMAGE,
+           health_timeout: float = 30.0) -> None:
     """Create the bottle, its relay and sidecar, and fill them; on any failure (Ctrl-C included)
     remove whatever was made, by label, before the error goes on.
 
     `env` holds the bottle's variables with their values; the sidecar blocks the token and the
-    values that came from the host or were asked for."""
+    values that came from the host or were asked for. `ssh_keys` (by Host) go to the bottle's agent."""
     n = plan.names
     secrets = {**env, CLAUDE_TOKEN_VARIABLE: token}
     blocked = [env[name] for name in plan.bottle.secret_names] + [token]
@@ -270,6 +271,8 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         engine.start_container(n.container)
         _check(engine.exec(n.container, write_secrets_command(), stdin=secrets_file(secrets)),
                "handing the bottle its environment")
+        if plan.bottle.ssh:
+            ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys or {}, PROXY_PORT)
         _wait_healthy(engine, n.sidecar, health_timeout)
     except BaseException:
         teardown(engine, plan.name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, runs, tasks, workspace
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, runs, ssh, tasks, workspace
 from .errors import BottleError, DockerUnavailable, Refused
 
 
@@ -205,7 +205,7 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
     plans = [_plan(agent, t.workspace, no_results, None) for t in task_list]
     parallel = parallel or tasks.default_parallelism()
     click.echo(f"tasks:    {len(task_list)} from {tasks_file}, {parallel} at a time", err=True)
-    env, token, _ = _consent_and_prepare(plans[0], yes, trust_project)
+    env, token, keys, _ = _consent_and_prepare(plans[0], yes, trust_project)
 
     def done(r: tasks.Result) -> None:
         click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
@@ -213,7 +213,7 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
 
     with _signals_raise():
         try:
-            results = tasks.run_all(plans, task_list, env, token, parallel,
+            results = tasks.run_all(plans, task_list, env, token, keys, parallel,
                                     lambda t: _claude_p(t.prompt, output_format), done)
         except _Interrupted as e:
             return 128 + e.signum
@@ -239,12 +239,12 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
     """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
     down on every way out; returns the exit status to leave with. A `supervised` detached bottle runs
     `argv` under a background process that records its output and tears the bottle down after."""
-    env, token, engine = _consent_and_prepare(plan, yes, trust_project)
+    env, token, keys, engine = _consent_and_prepare(plan, yes, trust_project)
     owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
         copied = False
         try:
-            bottle.launch(engine, plan, env, token, owner)
+            bottle.launch(engine, plan, env, token, owner, keys)
             if plan.workspace:
                 workspace.copy_in(engine, plan.names.container, plan.workspace, _copy_progress)
                 copied = True
@@ -273,7 +273,7 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
 
 
 def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
-                         ) -> tuple[dict[str, str], str, docker.Engine]:
+                         ) -> tuple[dict[str, str], str, dict[str, bytes], docker.Engine]:
     """Token, preflight, the user's yes, the env values; then an engine with leftovers of dead
     sessions gone and both images present. Nothing is created before the user's answer."""
     token = os.environ.get(bottle.TOKEN_VARIABLE)
@@ -294,12 +294,13 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
     ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
         if interactive else None
     env = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
+    keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
 
     engine = docker.connect()
     cleanup.remove(engine, cleanup.of_dead_sessions(engine))
     bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
     _build_if_missing(engine, plan.image)
-    return env, token, engine
+    return env, token, keys, engine
 
 
 def _supervise_in_background(plan: bottle.LaunchPlan, argv: list[str]) -> None:

@@ -81,13 +81,13 @@ def default_parallelism() -> int:
 
 
 def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], env: Mapping[str, str], token: str,
-            parallel: int, argv_for: Callable[[Task], list[str]],
+            ssh_keys: Mapping[str, bytes], parallel: int, argv_for: Callable[[Task], list[str]],
             done: Callable[[Result], None] = lambda r: None) -> list[Result]:
     """Run each task in its own bottle, `parallel` at a time; every bottle is removed when its task
     ends. Interrupted (Ctrl-C, SIGTERM), it removes the bottles of every task before re-raising."""
     results: list[Result] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(_run_one, i, plan, task, env, token, argv_for(task))
+        futures = [pool.submit(_run_one, i, plan, task, env, token, ssh_keys, argv_for(task))
                    for i, (plan, task) in enumerate(zip(plans, tasks), 1)]
         try:
             for future in as_completed(futures):
@@ -104,11 +104,11 @@ def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], env: Mapping[str,
 
 
 def _run_one(index: int, plan: bottle.LaunchPlan, task: Task, env: Mapping[str, str], token: str,
-             argv: list[str]) -> Result:
+             ssh_keys: Mapping[str, bytes], argv: list[str]) -> Result:
     began = time.monotonic()
     try:
         engine = docker.connect()  # one connection per thread
-        bottle.launch(engine, plan, env, token, cleanup.Owner.current().label())
+        bottle.launch(engine, plan, env, token, cleanup.Owner.current().label(), ssh_keys)
         try:
             branch = None
             if plan.workspace:
