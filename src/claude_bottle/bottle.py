@@ -13,6 +13,7 @@ import shlex
 import tarfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -256,27 +257,45 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         engine.create_volume(n.config_volume, labels(plan, "sidecar-config", owner), tmpfs_options=CONFIG_TMPFS)
         engine.create_network(n.egress_network, labels(plan, "egress", owner))
+        # The relay first: a new volume takes its folder's owner from the first container that mounts it.
         engine.create_container(egress.relay_container(
             n.relay, plan.image.tag, n.egress_network, labels(plan, "relay", owner), image.BOTTLE_UID,
             n.proxy_volume, PROXY_DIR, n.config_volume))
-        engine.start_container(n.relay)
-        _check(engine.exec(n.relay, egress.write_sidecar_files_command(),
-                           stdin=egress.sidecar_files(hosts, blocked, plan.bottle.private_hosts)),
-               "writing the sidecar's configuration")
-        engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
-                                                         labels(plan, "sidecar", owner), image.BOTTLE_UID))
-        engine.start_container(n.sidecar)
-        engine.create_container(bottle_container(plan, owner))
-        engine.put_archive(n.container, "/", agent_files(plan.agent))
-        engine.start_container(n.container)
-        _check(engine.exec(n.container, write_secrets_command(), stdin=secrets_file(secrets)),
-               "handing the bottle its environment")
-        if plan.bottle.ssh:
-            ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys or {}, PROXY_PORT)
+        # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
+        # Leaving the pool waits for both, so nothing is created after the teardown below.
+        with ThreadPoolExecutor(2) as pool:
+            steps = [
+                pool.submit(_start_sidecar, engine.clone(), plan, owner, sidecar_image,
+                            egress.sidecar_files(hosts, blocked, plan.bottle.private_hosts)),
+                pool.submit(_fill_bottle, engine.clone(), plan, owner, secrets_file(secrets), ssh_keys or {}),
+            ]
+            for step in steps:
+                step.result()
         _wait_healthy(engine, n.sidecar, health_timeout)
     except BaseException:
         teardown(engine, plan.name)
         raise
+
+
+def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, sidecar_image: str, files: bytes) -> None:
+    n = plan.names
+    engine.start_container(n.relay)
+    _check(engine.exec(n.relay, egress.write_sidecar_files_command(), stdin=files),
+           "writing the sidecar's configuration")
+    engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
+                                                     labels(plan, "sidecar", owner), image.BOTTLE_UID))
+    engine.start_container(n.sidecar)
+
+
+def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, env_file: bytes,
+                 ssh_keys: Mapping[str, bytes]) -> None:
+    n = plan.names
+    engine.create_container(bottle_container(plan, owner))
+    engine.put_archive(n.container, "/", agent_files(plan.agent))
+    engine.start_container(n.container)
+    _check(engine.exec(n.container, write_secrets_command(), stdin=env_file), "handing the bottle its environment")
+    if plan.bottle.ssh:
+        ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys, PROXY_PORT)
 
 
 def ensure_sidecar_image(engine: Engine, ref: str) -> None:

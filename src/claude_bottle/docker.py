@@ -95,10 +95,15 @@ class Found:
 class Engine:
     """A connection to one Docker engine."""
 
-    def __init__(self, client: docker.DockerClient, host: str):
+    def __init__(self, client: docker.DockerClient, host: str, environ: Mapping[str, str]):
         self._client = client
         self._api = client.api
         self.host = host
+        self._environ = environ
+
+    def clone(self) -> Engine:
+        """Another connection to the same engine, for use from another thread."""
+        return Engine(docker.from_env(environment=dict(self._environ), timeout=120), self.host, self._environ)
 
     # -- images
 
@@ -300,7 +305,7 @@ def connect(environ: Mapping[str, str] | None = None) -> Engine:
         raise DockerUnavailable(
             f"Docker daemon not reachable at {where}: start Docker or set DOCKER_HOST ({_short(e)})"
         ) from None
-    return Engine(client, environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    return Engine(client, environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", dict(environ))
 
 
 def _short(e: Exception) -> str:

@@ -29,6 +29,9 @@ class FakeEngine:
         if self.fail_on == (method, name):
             raise RuntimeError(f"injected failure in {method} {name}")
 
+    def clone(self):
+        return self
+
     # images
     def image_exists(self, ref):
         return ref in self.images

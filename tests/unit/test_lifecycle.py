@@ -61,7 +61,10 @@ class LaunchTest(unittest.TestCase):
         self.launch(engine)
         n = self.plan.names
         starts = [c[1] for c in engine.calls if c[0] == "start_container"]
-        self.assertEqual(starts, [n.relay, n.sidecar, n.container])
+        self.assertEqual(sorted(starts), sorted([n.relay, n.sidecar, n.container]))
+        self.assertLess(starts.index(n.relay), starts.index(n.sidecar))  # the sidecar joins the relay's namespace
+        creates = [c[1] for c in engine.calls if c[0] == "create_container"]
+        self.assertEqual(creates[0], n.relay)  # first to mount the new volumes
         self.assertEqual(engine.specs[n.sidecar].network_mode, f"container:{n.relay}")
         self.assertEqual(engine.specs[n.sidecar].image, pins.PIPELOCK_IMAGE)
 

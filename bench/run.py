@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""claude-bottle's performance against plain Docker, measured in one run on a real engine.
+
+    python3 bench/run.py [--runs N] [--json FILE]
+
+Each figure is the median of N runs after a warm-up, with min and max, beside
+its baseline measured the same way in the same run; the ratio is what to
+compare across machines. Needs the bottle image (claude-bottle build) and the
+pinned pipelock image. Prints a table and writes the same figures as JSON
+(bench/results/latest.json by default). Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import docker as docker_sdk  # noqa: E402
+
+from claude_bottle import cleanup, docker, image, manifest  # noqa: E402
+
+LABEL = {"org.claude-bottle.bench": "1"}
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True, env=env,
+                          cwd=env["CLAUDE_BOTTLE_HOME"], check=True)
+
+
+def timed(fn) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def summary(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+class Bench:
+    def __init__(self, runs: int):
+        self.runs = runs
+        self.client = docker_sdk.from_env(timeout=300)
+        self.engine = docker.connect()
+        self.tmp = tempfile.TemporaryDirectory()
+        home = Path(self.tmp.name)
+        settings = manifest.load(home, {**os.environ, "CLAUDE_BOTTLE_HOME": str(home)}).image
+        self.image = image.spec(settings).tag
+        if not self.engine.image_exists(self.image):
+            raise SystemExit(f"bench: build the bottle image first (claude-bottle build): {self.image} is missing")
+        self.gateway = self.client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        self.home = home
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(home),
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": "sk-ant-oat01-" + "b" * 40}
+        self.figures: dict[str, dict] = {}
+
+    def write_manifest(self, data: dict) -> None:
+        (self.home / "claude-bottle.json").write_text(json.dumps(data))
+
+    def record(self, name: str, ours: list[float], baseline: list[float], unit: str = "s") -> None:
+        o, b = summary(ours), summary(baseline)
+        self.figures[name] = {"unit": unit, "claude_bottle": o, "baseline": b,
+                              "ratio": o["median"] / b["median"] if b["median"] else None}
+        print(f"{name:<42} {o['median']:>9.3f}{unit:<3} [{o['min']:.3f}-{o['max']:.3f}]   "
+              f"{b['median']:>9.3f}{unit:<3} [{b['min']:.3f}-{b['max']:.3f}]   x{self.figures[name]['ratio']:.2f}",
+              flush=True)
+
+    # -- start, stop, parallel start
+
+    def start_bottle(self) -> str:
+        name = cli("start", "--yes", "--detach", env=self.env).stdout.strip()
+        cli("exec", name, "--", "true", env=self.env)
+        return name
+
+    def start_plain(self) -> str:
+        """The floor: the docker CLI doing the least it can with the same image."""
+        cid = subprocess.run(["docker", "run", "-d", "--label", "org.claude-bottle.bench=1", "--network", "none",
+                              self.image, "sleep", "infinity"], capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(["docker", "exec", cid, "true"], check=True)
+        return cid
+
+    @staticmethod
+    def stop_plain(cid: str) -> None:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
+
+    def start_and_stop(self) -> None:
+        starts, stops, base_starts, base_stops = [], [], [], []
+        for i in range(self.runs + 1):
+            holder = {}
+            s = timed(lambda: holder.setdefault("n", self.start_bottle()))
+            t = timed(lambda: cli("stop", holder["n"], env=self.env))
+            bs = timed(lambda: holder.setdefault("c", self.start_plain()))
+            bt = timed(lambda: self.stop_plain(holder["c"]))
+            if i:  # the first round warms caches
+                starts.append(s), stops.append(t), base_starts.append(bs), base_stops.append(bt)
+        self.record("warm start: start --detach + exec true", starts, base_starts)
+        self.record("stop: every object gone", stops, base_stops)
+
+    def parallel_start(self) -> None:
+        for n in (1, 4, 8, 16):
+            ours, base = [], []
+            for _ in range(max(1, self.runs // 2)):
+                with ThreadPoolExecutor(n) as pool:
+                    t = time.perf_counter()
+                    names = list(pool.map(lambda _: self.start_bottle(), range(n)))
+                    ours.append(time.perf_counter() - t)
+                    list(pool.map(lambda name: cli("stop", name, env=self.env), names))
+                    t = time.perf_counter()
+                    ids = list(pool.map(lambda _: self.start_plain(), range(n)))
+                    base.append(time.perf_counter() - t)
+                    list(pool.map(self.stop_plain, ids))
+            self.record(f"parallel start of {n}: all ready", ours, base)
+
+    # -- memory
+
+    def memory(self) -> None:
+        name = self.start_bottle()
+        plain = self.client.containers.run(self.image, ["sleep", "infinity"], detach=True, labels=LABEL,
+                                           network_mode="none")
+        try:
+            time.sleep(5)
+            objs = [o for o in cleanup.of_bottle(self.engine, name) if o.kind == "container"]
+            ours = [sum(self._rss(o.name) for o in objs) / 2**20]
+            sidecar = [self._rss(f"cb-{name}-sidecar") / 2**20]
+            base = [self._rss(plain.name) / 2**20]
+        finally:
+            cli("stop", name, env=self.env)
+            plain.remove(force=True)
+        self.record("memory at idle: bottle+relay+sidecar", ours, base, "MiB")
+        self.figures["memory of the sidecar alone"] = {"unit": "MiB", "claude_bottle": summary(sidecar)}
+        print(f"{'  of which the pipelock sidecar':<42} {sidecar[0]:>9.1f}MiB")
+
+    def _rss(self, container: str) -> float:
+        stats = self.client.containers.get(container).stats(stream=False)["memory_stats"]
+        return stats.get("usage", 0) - stats.get("stats", {}).get("total_inactive_file", 0)
+
+    # -- the proxy hop
+
+    def proxy(self) -> None:
+        server = _LocalHttps()
+        try:
+            host = self.gateway
+            self.write_manifest({"bottles": {"b": {"egress": {"private_hosts": [host]}}},
+                                 "agents": {"a": {"bottle": "b"}}})
+            name = cli("start", "a", "--yes", "--detach", env=self.env).stdout.strip()
+            direct = self.client.containers.run(self.image, ["sleep", "infinity"], detach=True, labels=LABEL)
+            try:
+                url = f"https://{host}:{server.port}"
+                loop = (f"for i in $(seq 1000); do curl -sk -o /dev/null -w '%{{time_total}}\\n' {url}/small; done")
+                ours = self._latencies(lambda: cli("exec", name, "--", "sh", "-c", loop, env=self.env).stdout)
+                base = self._latencies(lambda: direct.exec_run(["sh", "-c", loop]).output.decode())
+                self.record("request latency p50 (1000 small HTTPS)", [ours[0]], [base[0]], "ms")
+                self.record("request latency p99", [ours[1]], [base[1]], "ms")
+                dl = f"curl -sk -o /dev/null -w '%{{speed_download}}' {url}/large"
+                ours_tp, base_tp = [], []
+                for _ in range(self.runs):
+                    ours_tp.append(float(cli("exec", name, "--", "sh", "-c", dl, env=self.env).stdout) / 2**20)
+                    base_tp.append(float(direct.exec_run(["sh", "-c", dl]).output) / 2**20)
+                self.record(f"throughput, one {server.large_mib} MiB download", ours_tp, base_tp, "MiB/s")
+            finally:
+                cli("stop", name, env=self.env)
+                direct.remove(force=True)
+                self.write_manifest({})
+        finally:
+            server.close()
+
+    @staticmethod
+    def _latencies(run) -> tuple[float, float]:
+        samples = sorted(float(x) * 1000 for x in run().split())
+        return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+
+
+class _LocalHttps:
+    """A small HTTPS server on all interfaces: /small answers 2 bytes, /large a big body."""
+
+    large_mib = 256
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        key, cert = Path(self.dir.name, "k.pem"), Path(self.dir.name, "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bench",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        chunk = b"x" * (1 << 20)
+        large = self.large_mib
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                size = large << 20 if self.path == "/large" else 2
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if size == 2:
+                    self.wfile.write(b"ok")
+                else:
+                    for _ in range(large):
+                        self.wfile.write(chunk)
+
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.dir.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+    bench = Bench(args.runs)
+    print(f"{'figure':<42} {'claude-bottle':>26}   {'baseline':>26}   ratio")
+    try:
+        bench.start_and_stop()
+        bench.parallel_start()
+        bench.memory()
+        bench.proxy()
+    finally:
+        for c in bench.client.containers.list(all=True, filters={"label": "org.claude-bottle.bench"}):
+            c.remove(force=True)
+        bench.tmp.cleanup()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": {"cores": os.cpu_count()}, "figures": bench.figures}, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
