@@ -321,23 +321,7 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
     if run is None:
         raise BottleError(f"no record of run '{name}'")
     argv = argv[1:] if argv[:1] == ("--",) else argv
-    engine = docker.connect()
-    container = bottle.Names(name).container
-    with run.output.open("ab") as sink:
-        try:
-            code = engine.exec_stream(container, argv, image.BOTTLE_USER, image.WORKSPACE, sink)
-            ws = bottle.results_of(engine, name)
-            if ws:
-                commits = workspace.bring_back(engine, container, ws)
-                sink.write(f"\nresults: {commits} new commit(s) on branch {ws.branch} in {ws.git_root}\n".encode()
-                           if commits else b"\nresults: no changes, no branch made\n")
-        except Exception as e:  # the record must end with a status whatever happened
-            sink.write(f"\nError: {e}\n".encode())
-            code = tasks.COULD_NOT_RUN
-        finally:
-            bottle.teardown(engine, name)
-    if run.folder.is_dir():  # cleanup may have removed the record meanwhile
-        run.finish(code)
+    runs.supervise(docker.connect(), run, list(argv))
 
 
 def _copy_progress(done: int, total: int) -> None:

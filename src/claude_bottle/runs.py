@@ -15,8 +15,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import bottle, image, workspace
+from .docker import Engine
 from .errors import BottleError
 from .manifest import home_dir
+from .tasks import COULD_NOT_RUN
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,26 @@ def remove(run: Run) -> None:
     if run.exit_status is None:
         raise BottleError(f"run '{run.name}' is still running: stop it first (claude-bottle stop {run.name})")
     shutil.rmtree(run.folder)
+
+
+def supervise(engine: Engine, run: Run, argv: list[str]) -> int:
+    """Run a detached run's command in its bottle, appending the output to the record as it comes;
+    bring a workspace's work back; remove the bottle and everything made for it; then write the exit
+    status (so a finished status means the bottle is gone)."""
+    container = bottle.Names(run.name).container
+    with run.output.open("ab") as sink:
+        try:
+            code = engine.exec_stream(container, argv, image.BOTTLE_USER, image.WORKSPACE, sink)
+            ws = bottle.results_of(engine, run.name)
+            if ws:
+                commits = workspace.bring_back(engine, container, ws)
+                sink.write(f"\nresults: {commits} new commit(s) on branch {ws.branch} in {ws.git_root}\n".encode()
+                           if commits else b"\nresults: no changes, no branch made\n")
+        except Exception as e:  # the record must end with a status whatever happened
+            sink.write(f"\nError: {e}\n".encode())
+            code = COULD_NOT_RUN
+        finally:
+            bottle.teardown(engine, run.name)
+    if run.folder.is_dir():  # cleanup may have removed the record meanwhile
+        run.finish(code)
+    return code
