@@ -191,3 +191,19 @@ def found_on_command_lines(needle: str) -> list[str]:
             except OSError:
                 pass  # the process ended while we looked
     return found
+
+
+class Server:
+    """An HTTP server of the test's on all host interfaces, in a thread, with a free port."""
+
+    def __init__(self, handler):
+        import http.server
+        import threading
+
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import secrets
 import subprocess
-import threading
 
 from claude_bottle import bottle, cleanup, egress
 
@@ -19,7 +18,7 @@ from . import support
 
 
 
-class HostService:
+class HostService(support.Server):
     """An HTTP server on the Docker host, listening on all interfaces, as a user's dev server would."""
 
     def __init__(self):
@@ -34,13 +33,7 @@ class HostService:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def host_addresses() -> set[str]:

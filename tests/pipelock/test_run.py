@@ -4,7 +4,6 @@ scripted stand-in for the Anthropic Messages API (no internet), reached as a pri
 import http.server
 import json
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +23,7 @@ COMMIT = ("cd /workspace && echo agent > agent.txt && git add agent.txt && "
           "git commit -q -m 'agent: add agent.txt' && echo committed")
 
 
-class MessagesApi:
+class MessagesApi(support.Server):
     """Answers /v1/messages as Claude Code calls it (streaming and not): text, or a Bash tool call when
     the prompt asks to commit, or a 400 when it asks to fail."""
 
@@ -88,13 +87,7 @@ class MessagesApi:
                     self.wfile.flush()
 
         self.requests = []
-        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 class RunTest(support.IntegrationTest):
