@@ -114,6 +114,9 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[str] = ()) -> 
         "api_allowlist": list(hosts),
         "fetch_proxy": {
             "listen": f"127.0.0.1:{SIDECAR_PORT}",
+            # Plain-HTTP answers (an http:// gateway) are read whole, to be scanned, within this
+            # many seconds; its default of 30 cut long streamed answers.
+            "timeout_seconds": 1800,
             "monitoring": {
                 "entropy_threshold": 4.5,
                 "subdomain_entropy_threshold": 4.0,

@@ -11,9 +11,9 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from claude_bottle import bottle, cleanup, egress, pins
@@ -183,3 +183,66 @@ class InteractiveSessionTest(support.IntegrationTest):
         out = self.project.cli("cleanup")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
+
+
+class SlowStreamTest(support.IntegrationTest):
+    """A long answer that trickles in while the client says nothing must not be cut by the sidecar
+    (pipelock's defaults: 120 s idle, measured per direction, and 300 s per tunnel)."""
+
+    SECONDS = 150
+
+    def test_slow_stream_over_https_and_plain_http(self):
+        import http.server
+        import ssl
+        import threading
+
+        seconds = self.SECONDS
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(seconds // 10))
+                self.end_headers()
+                for _ in range(seconds // 10):
+                    self.wfile.write(b".")
+                    self.wfile.flush()
+                    time.sleep(10)
+
+        with tempfile.TemporaryDirectory() as d:
+            key, cert = Path(d, "k.pem"), Path(d, "c.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                            "/CN=slow", "-keyout", key, "-out", cert], check=True, capture_output=True)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            servers = [support.Server(Handler), support.Server(Handler)]
+            servers[0].server.socket = ctx.wrap_socket(servers[0].server.socket, server_side=True)
+        host = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        project = Project({"bottles": {"b": {"egress": {"private_hosts": [host]}}}, "agents": {"a": {"bottle": "b"}}}, {})
+        try:
+            name = project.cli("start", "a", "--yes", "--detach").stdout.strip()
+            urls = [f"https://{host}:{servers[0].port}/", f"http://{host}:{servers[1].port}/"]
+            results = {}
+
+            def fetch(url):
+                results[url] = project.cli("exec", name, "--", "curl", "-sSk", "-m", str(seconds + 60), url,
+                                           timeout=seconds + 120)
+
+            threads = [threading.Thread(target=fetch, args=(u,)) for u in urls]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for url in urls:
+                with self.subTest(url):
+                    self.assertEqual((results[url].returncode, results[url].stdout), (0, "." * (seconds // 10)),
+                                     results[url].stderr)
+        finally:
+            project.cli("stop", name)
+            for s in servers:
+                s.close()
+            project.tmp.cleanup()

@@ -143,6 +143,8 @@ class LaunchTest(unittest.TestCase):
         self.assertNotEqual(config["metrics_listen"].rsplit(":", 1)[1], "8888")
         self.assertTrue(config["logging"]["include_allowed"])
         self.assertGreaterEqual(config["fetch_proxy"]["monitoring"]["max_requests_per_minute"], 600)
+        self.assertGreaterEqual(config["fetch_proxy"]["timeout_seconds"], 600)
+        self.assertGreaterEqual(config["forward_proxy"]["idle_timeout_seconds"], 600)
 
     def test_short_secrets_are_left_out_of_the_sidecar_file(self):
         files = tar_members(egress.sidecar_files(["a.com"], ["short", "x" * 16, "two\n" + "y" * 20]))
