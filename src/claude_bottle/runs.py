@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bottle, image, workspace
+from . import bottle, cleanup, image, workspace
 from .docker import Engine
 from .errors import BottleError
 from .manifest import home_dir
@@ -40,11 +40,19 @@ class Run:
 
     @property
     def exit_status(self) -> int | None:
-        """None while Claude runs."""
+        """None while Claude runs; COULD_NOT_RUN if the process supervising it died without an answer
+        (so `wait` cannot hang on a run nobody will finish)."""
         try:
             return int((self.folder / "status").read_text())
         except (OSError, ValueError):
-            return None
+            pass
+        try:
+            supervisor = cleanup.Owner.parse((self.folder / "supervisor").read_text().strip())
+        except OSError:
+            return None  # not started yet
+        if supervisor is not None and not supervisor.alive() and not (self.folder / "status").exists():
+            return COULD_NOT_RUN
+        return None
 
     def finish(self, status: int) -> None:
         tmp = self.folder / "status.tmp"
@@ -103,6 +111,7 @@ def supervise(engine: Engine, run: Run, argv: list[str]) -> int:
     """Run a detached run's command in its bottle, appending the output to the record as it comes;
     bring a workspace's work back; remove the bottle and everything made for it; then write the exit
     status (so a finished status means the bottle is gone)."""
+    (run.folder / "supervisor").write_text(cleanup.Owner.current().label())
     container = bottle.Names(run.name).container
     with run.output.open("ab") as sink:
         try:

@@ -46,3 +46,19 @@ class RunsTest(unittest.TestCase):
         run.finish(3)
         runs.remove(run)
         self.assertIsNone(runs.get(self.env, "c-1"))
+
+    def test_a_run_whose_supervisor_died_counts_as_failed(self):
+        import socket
+        import subprocess
+
+        from claude_bottle import cleanup
+
+        run = runs.create(self.env, "d-1", {})
+        self.assertIsNone(run.exit_status)  # handed over, supervisor not yet started
+        p = subprocess.Popen(["sleep", "30"])
+        (run.folder / "supervisor").write_text(cleanup.Owner(socket.gethostname(), p.pid,
+                                                             cleanup.process_start(p.pid)).label())
+        self.assertIsNone(run.exit_status)  # still supervised
+        p.kill()
+        p.wait()
+        self.assertEqual(run.exit_status, runs.COULD_NOT_RUN)
