@@ -221,11 +221,7 @@ def agent_files(agent: Agent) -> bytes:
     buf = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isfile() or info.isdir() or info.issym()):
-            return None
-        info.uid = info.gid = image.BOTTLE_UID
-        info.uname = info.gname = image.BOTTLE_USER
-        return info
+        return image.owned(info) if info.isfile() or info.isdir() or info.issym() else None
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for skill in agent.skills:

@@ -96,7 +96,6 @@ class Engine:
     """A connection to one Docker engine."""
 
     def __init__(self, client: docker.DockerClient, host: str, environ: Mapping[str, str]):
-        self._client = client
         self._api = client.api
         self.host = host
         self._environ = environ
@@ -160,12 +159,6 @@ class Engine:
             self._api.remove_image(ref, force=True)
         except docker.errors.ImageNotFound:
             pass
-
-    def images(self, labels: Mapping[str, str]) -> list[dict]:
-        return self._api.images(filters={"label": _label_filter(labels)})
-
-    def tag_image(self, ref: str, repository: str, tag: str) -> None:
-        self._api.tag(ref, repository, tag)
 
 
     # -- networks and volumes

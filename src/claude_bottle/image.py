@@ -59,6 +59,13 @@ class ImageSpec:
         return buf.getvalue()
 
 
+def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A tar entry as the bottle's user's (files we copy in must not land as root's)."""
+    info.uid = info.gid = BOTTLE_UID
+    info.uname = info.gname = BOTTLE_USER
+    return info
+
+
 def spec(settings: ImageSettings) -> ImageSpec:
     """The image that `settings` describe; reads the CA file, touches nothing else."""
     context = resources.files(__package__).joinpath("image_context")

@@ -25,7 +25,6 @@ from .errors import ManifestError
 MANIFEST_NAME = "claude-bottle.json"
 DEFAULT_AGENT = "default"
 DEFAULT_BOTTLE = "default"
-MANIFEST_VERSION = 1
 
 # Set by claude-bottle itself; a manifest that sets them would break the bottle or its egress.
 RESERVED_ENV = frozenset(

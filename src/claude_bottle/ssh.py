@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from .docker import Engine
 from .errors import BottleError
-from .image import BOTTLE_HOME, BOTTLE_UID, BOTTLE_USER
+from .image import BOTTLE_HOME, BOTTLE_USER, owned
 from .manifest import SshHost
 
 AGENT_SOCKET = "/run/claude-bottle/secrets/agent.sock"
@@ -75,9 +75,7 @@ def files(hosts: Sequence[SshHost], proxy_port: int) -> bytes:
             info.size, info.mode = len(text.encode()), 0o600
             entries.append((info, io.BytesIO(text.encode())))
         for info, data in entries:
-            info.uid = info.gid = BOTTLE_UID
-            info.uname = info.gname = BOTTLE_USER
-            tar.addfile(info, data)
+            tar.addfile(owned(info), data)
     return buf.getvalue()
 
 

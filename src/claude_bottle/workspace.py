@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .docker import Engine
 from .errors import BottleError
-from .image import BOTTLE_UID, BOTTLE_USER, WORKSPACE
+from .image import BOTTLE_USER, WORKSPACE, owned
 
 STAGING = "/tmp/claude-bottle-workspace"  # in the bottle, while the copy is unpacked
 GIT_IDENTITY = ("claude-bottle", "claude-bottle@localhost")
@@ -69,18 +69,18 @@ def copy_in(engine: Engine, container: str, ws: Workspace,
     with tarfile.open(fileobj=buf, mode="w") as tar:
         # Folders first, owned by the bottle user: the engine would create missing ones as root.
         for folder in sorted({p for rel in listed for p in rel.parents if str(p) != "."}):
-            info = _owned(tarfile.TarInfo(f"tree/{folder}"))
+            info = owned(tarfile.TarInfo(f"tree/{folder}"))
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for i, rel in enumerate(listed, 1):
-            tar.add(ws.path / rel, arcname=f"tree/{rel}", recursive=False, filter=_owned)
+            tar.add(ws.path / rel, arcname=f"tree/{rel}", recursive=False, filter=owned)
             if i % 500 == 0 or i == len(listed):
                 progress(i, len(listed))
         if ws.is_git:
             with tempfile.TemporaryDirectory() as tmp:
                 bundle = Path(tmp, "repo.bundle")
                 _git(ws.path, "bundle", "create", str(bundle), "HEAD")
-                tar.add(bundle, arcname="repo.bundle", filter=_owned)
+                tar.add(bundle, arcname="repo.bundle", filter=owned)
                 head = _git(ws.path, "rev-parse", "HEAD").strip()
     engine.exec(container, ["mkdir", "-p", f"{STAGING}/tree"], user=BOTTLE_USER)
     engine.put_archive(container, STAGING, buf.getvalue())
@@ -136,12 +136,6 @@ def _unpack_git_script(ws: Workspace, head: str) -> str:
         "git diff --cached --quiet || git commit -q -m 'claude-bottle: uncommitted changes on the host at start'; "
         f"git tag claude-bottle/base {head}; git tag claude-bottle/start"
     )
-
-
-def _owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = BOTTLE_UID
-    info.uname = info.gname = BOTTLE_USER
-    return info
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> str:
