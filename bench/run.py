@@ -62,7 +62,7 @@ class Bench:
         self.image = image.spec(settings).tag
         if not self.engine.image_exists(self.image):
             raise SystemExit(f"bench: build the bottle image first (claude-bottle build): {self.image} is missing")
-        self.gateway = self.client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        self.gateway = self.engine.host_address()
         self.home = home
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(home),
                     "CLAUDE_BOTTLE_OAUTH_TOKEN": "sk-ant-oat01-" + "b" * 40}

@@ -7,6 +7,7 @@ unit tests can stand a fake with the same methods in its place.
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import re
 import shutil
@@ -162,6 +163,21 @@ class Engine:
 
 
     # -- networks and volumes
+
+    def host_address(self) -> str:
+        """The Docker host's address on the default bridge, where containers reach the host's services.
+
+        A freshly started engine records only the bridge's subnet, not its gateway (docker0 still has
+        it): then the gateway is the subnet's first address, as the engine assigns it."""
+        config = (self._api.inspect_network("bridge").get("IPAM") or {}).get("Config") or []
+        for entry in config:
+            if entry.get("Gateway"):
+                return entry["Gateway"].split("/")[0]
+        for entry in config:
+            subnet = ipaddress.ip_network(entry.get("Subnet", ""), strict=False) if entry.get("Subnet") else None
+            if subnet is not None and subnet.version == 4:
+                return str(next(subnet.hosts()))
+        raise DockerUnavailable("the Docker engine's default bridge network has no IPv4 subnet")
 
     def create_network(self, name: str, labels: Mapping[str, str]) -> None:
         self._api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker as docker_sdk
 
-from claude_bottle import bottle, cleanup, docker, egress, image, manifest
+from claude_bottle import bottle, cleanup, docker, egress, image, manifest, pins
 from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
@@ -27,13 +27,32 @@ TEST_LABEL = "org.claude-bottle.test"
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+def missing(what: str) -> BaseException:
+    """What a test raises when a real part it needs is not here: a skip on a laptop, a failure in CI."""
+    if os.environ.get("CI") == "true":
+        return AssertionError(f"CI=true needs {what}")
+    return unittest.SkipTest(what)
+
+
 def engine() -> docker.Engine:
     try:
         return _engine()
     except DockerUnavailable as e:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(f"CI=true needs a Docker engine for the integration tests: {e}") from None
-        raise unittest.SkipTest(str(e)) from None
+        raise missing(f"a Docker engine for the integration tests: {e}") from None
+
+
+def sidecar_image() -> str:
+    """The pinned pipelock image, which the sidecar tests run for real."""
+    if not engine().image_exists(pins.PIPELOCK_IMAGE):
+        raise missing(f"the sidecar image {pins.PIPELOCK_IMAGE}: build it with scripts/offline-images.sh pipelock "
+                      "--pipelock-source FILE (see the README)")
+    return pins.PIPELOCK_IMAGE
+
+
+@functools.cache
+def host_address() -> str:
+    """Where a container reaches services on the Docker host (the default bridge's gateway)."""
+    return engine().host_address()
 
 
 @functools.cache
@@ -112,12 +131,14 @@ class TestBottle:
     """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
     plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
 
-    def __init__(self, agent="default", owner="test", secrets: dict | None = None, workspace_dir: Path | None = None):
+    def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None, workspace_dir: Path | None = None):
         with tempfile.TemporaryDirectory() as empty:
             m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
         self.plan = bottle.plan(m, agent, {}, workspace_dir)
         n = self.plan.names
         self.name = self.plan.name
+        # Labelled as a live session of this process, so nobody's `start` takes it for a dead one's.
+        owner = owner or cleanup.Owner.current().label()
         e = engine()
         lab = {**bottle.labels(self.plan, "", owner), TEST_LABEL: RUN_ID}
         try:

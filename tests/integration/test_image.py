@@ -1,4 +1,7 @@
+import hashlib
+import os
 import subprocess
+import tarfile
 import tempfile
 import unittest
 from pathlib import Path
@@ -136,7 +139,48 @@ class OfflineImagesScriptTest(support.IntegrationTest):
         out = subprocess.run([str(ROOT / "scripts" / "offline-images.sh"), "nginx"],
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 1)
-        self.assertEqual(out.stderr, "offline-images: error: unknown image 'nginx': choose base or pipelock\n")
+        self.assertEqual(out.stderr, "offline-images: error: unknown argument 'nginx': name base and/or pipelock, "
+                                     "optionally with --pipelock-source FILE\n")
+
+    def test_a_source_archive_that_is_not_the_pinned_one_is_refused(self):
+        with tempfile.TemporaryDirectory() as d:
+            fake = Path(d, "pipelock.tar.gz")
+            fake.write_bytes(b"not pipelock")
+            digest = hashlib.sha256(fake.read_bytes()).hexdigest()
+            for args, env in (([ "pipelock", "--pipelock-source", str(fake)], {}),
+                              (["pipelock"], {"PIPELOCK_SOURCE": str(fake)})):
+                with self.subTest(args=args, env=env):
+                    out = subprocess.run([str(ROOT / "scripts" / "offline-images.sh"), *args], capture_output=True,
+                                         text=True, timeout=60, env={**os.environ, **env})
+                    self.assertEqual(out.returncode, 1)
+                    self.assertEqual(out.stderr, (
+                        f"offline-images: error: --pipelock-source {fake}: sha256 is {digest}, but pipelock "
+                        f"{pins.PIPELOCK_VERSION}'s source archive has {pins.PIPELOCK_SOURCE_SHA256} (pinned in "
+                        f"src/claude_bottle/pins.py): use the unchanged archive of v{pins.PIPELOCK_VERSION} (git "
+                        f"archive --prefix=pipelock-{pins.PIPELOCK_VERSION}/ v{pins.PIPELOCK_VERSION}, gzipped)\n"))
+
+    def test_the_sidecar_image_is_made_as_the_official_one(self):
+        ref = support.sidecar_image()
+        config = support.sdk().images.get(ref).attrs["Config"]
+        self.assertEqual(config["Entrypoint"], ["/pipelock"])
+        self.assertEqual(config["Cmd"], ["run", "--listen", "0.0.0.0:8888"])
+        self.assertEqual(config["Healthcheck"]["Test"], ["CMD", "/pipelock", "healthcheck"])
+        code, out = support.run(ref, ["version"])
+        self.assertEqual(code, 0, out)
+        self.assertIn(f"pipelock version {pins.PIPELOCK_VERSION}", out)
+        # Nothing but the CA bundle and the binary: scratch, as upstream's.
+        container = support.sdk().containers.create(ref, labels=support.labels())
+        try:
+            with tempfile.TemporaryFile() as tar_file:
+                for chunk in container.export():
+                    tar_file.write(chunk)
+                tar_file.seek(0)
+                names = sorted(m.name for m in tarfile.open(fileobj=tar_file).getmembers() if m.isfile())
+        finally:
+            container.remove(force=True)
+        added_by_docker = {".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"}
+        self.assertEqual([n for n in names if n not in added_by_docker],
+                         ["etc/ssl/certs/ca-certificates.crt", "pipelock"])
 
 
 def _make_ca_and_server_cert(d: Path, server: str) -> None:

@@ -1,9 +1,9 @@
 """From inside a real bottle container: the proxy socket is the only way out, and secrets stay off disk.
 
 The sidecar here is a plain listener in the relay's network namespace, standing
-where pipelock will (pipelock itself cannot be built on our machines yet); what
-is under test is the bottle container and the path to its sidecar, which are
-the product's own (support.TestBottle builds them with the product's specs).
+where pipelock runs (test_sidecar attacks the real one); what is under test is
+the bottle container and the path to its sidecar, which are the product's own
+(support.TestBottle builds them with the product's specs).
 """
 
 import http.server
@@ -79,11 +79,16 @@ class IsolationTest(support.IntegrationTest):
         self.assertTrue(all(not line.strip() or line.endswith("lo") for line in out.splitlines()[2:]), out)
 
     def test_host_service_reachable_from_plain_internal_network(self):
-        gateway = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        gateway = support.host_address()
         code, out = support.run(support.bottle_image(), ["curl", "-sS", "-m", "5",
                                                          f"http://{gateway}:{self.host.port}/"],
                                 network=self.internal.name)
         self.assertEqual((code, out), (0, "host-service-reached"))
+
+    def test_host_address_is_the_bridge_gateway_even_on_a_fresh_engine(self):
+        bridge = support.sdk().networks.get("bridge").attrs["Options"].get("com.docker.network.bridge.name", "docker0")
+        out = subprocess.run(["ip", "-o", "-4", "addr", "show", bridge], capture_output=True, text=True, check=True)
+        self.assertEqual(support.engine().host_address(), out.stdout.split()[3].split("/")[0])
 
     def test_docker_host_unreachable_at_every_address(self):
         egress_gateway = support.sdk().networks.get(self.a.plan.names.egress_network) \

@@ -1,9 +1,7 @@
 """End to end with the real pipelock sidecar: `start` through the CLI, attacks from inside the bottle.
 
-Needs the pinned pipelock image (ghcr.io/luckypipewrench/pipelock:<pin>). Our machines cannot build it
-(the Go module proxy refuses pipelock), so this suite is not part of `all`: run it with
-`python3 tests/run_tests.py pipelock` where the image exists. Reaches registry.npmjs.org through the
-sidecar, the one outside host our machines can reach.
+Needs the pinned pipelock image (scripts/offline-images.sh builds it from source). Reaches
+registry.npmjs.org through the sidecar, the one outside host our machines can reach.
 """
 
 import json
@@ -18,8 +16,8 @@ from pathlib import Path
 
 from claude_bottle import bottle, cleanup, egress, pins
 
-from ..integration import support
-from ..integration.test_commands import Terminal
+from . import support
+from .test_commands import Terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = "registry.npmjs.org"
@@ -27,9 +25,7 @@ TOKEN = "sk-ant-oat01-" + secrets.token_urlsafe(40)
 
 
 def setUpModule():
-    support.engine()
-    if not support.engine().image_exists(pins.PIPELOCK_IMAGE):
-        raise AssertionError(f"{pins.PIPELOCK_IMAGE} is not here: build it with scripts/offline-images.sh pipelock")
+    support.sidecar_image()
 
 
 class Project:
@@ -221,7 +217,7 @@ class SlowStreamTest(support.IntegrationTest):
             ctx.load_cert_chain(cert, key)
             servers = [support.Server(Handler), support.Server(Handler)]
             servers[0].server.socket = ctx.wrap_socket(servers[0].server.socket, server_side=True)
-        host = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        host = support.host_address()
         project = Project({"bottles": {"b": {"egress": {"private_hosts": [host]}}}, "agents": {"a": {"bottle": "b"}}}, {})
         try:
             name = project.cli("start", "a", "--yes", "--detach").stdout.strip()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from claude_bottle import cleanup
 
-from ..integration import support
-from ..integration.test_workspace import git, make_repo
+from . import support
+from .test_workspace import git, make_repo
 from . import test_sidecar
 from .test_sidecar import Project
 
@@ -96,7 +96,7 @@ class RunTest(support.IntegrationTest):
         super().setUpClass()
         cls.api = MessagesApi()
         # The Docker host's bridge address: private, so the bottle must name it as a private host.
-        host = support.sdk().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        host = support.host_address()
         cls.project = Project({"bottles": {"gw": {
             "env": {"ANTHROPIC_BASE_URL": f"http://{host}:{cls.api.port}"},
             "egress": {"private_hosts": [host]}}},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from claude_bottle import cleanup
 
-from ..integration import support
+from . import support
 from . import test_sidecar
 from .test_sidecar import Project
 
@@ -37,7 +37,7 @@ class GitOverSshTest(support.IntegrationTest):
         client = support.sdk()
         cls.server_image, _ = client.images.build(fileobj=io.BytesIO(SERVER_DOCKERFILE), tag=f"cb-test-sshd:{support.RUN_ID}",
                                                   labels=support.labels(), rm=True)
-        cls.gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        cls.gateway = support.host_address()
         cls.server = client.containers.run(cls.server_image.id, detach=True, labels=support.labels(),
                                            ports={"22/tcp": (cls.gateway, None)})
         cls.server.put_archive("/home/git/.ssh", _tar("authorized_keys", (d / "id_bottle.pub").read_bytes()))
