@@ -8,6 +8,7 @@ at all; its only way out is the proxy socket its sidecar's relay listens on.
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import shlex
 import tarfile
@@ -21,7 +22,7 @@ from . import cleanup, egress, image, pins, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE
 from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
-from .manifest import Agent, Bottle, Manifest
+from .manifest import Agent, Bottle, Manifest, ProjectShare, Refusal, refused
 from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
@@ -89,14 +90,29 @@ class LaunchPlan:
     token_present: bool
     workspace: Workspace | None = None  # copied in; a git repository's work comes back as a branch
     mount: Path | None = None  # bind-mounted read-write at /workspace: the user's explicit opt-in
+    project: ProjectShare | None = None  # what the project file wrote of this launch
+    refusals: tuple[Refusal, ...] = ()  # what it asks for that an untrusted project file may not have
 
     @property
     def names(self) -> Names:
         return Names(self.name)
 
+    def check_trust(self) -> None:
+        """Refuse the launch if it would give an untrusted project file what it may not have."""
+        if self.refusals:
+            raise refused(self.project.file, self.agent.name, self.refusals)
+
+    def from_project(self, host: egress.AllowedHost) -> bool:
+        """Whether the project file put `host` on the allowlist."""
+        p = self.project
+        return p is not None and (host.host in p.allowlist or host.host in p.private_hosts
+                                  or (host.reason == "ANTHROPIC_BASE_URL" and "ANTHROPIC_BASE_URL" in p.env)
+                                  or (host.reason.startswith("ssh ") and host.reason[4:] in p.ssh))
+
     def to_json(self, image_present: bool | None = None) -> dict:
         """The plan as JSON-ready data: names, kinds and sources, never a secret value."""
         n = self.names
+        p = self.project
         return {
             "bottle": n.bottle,
             "agent": {"name": self.agent.name, "file": _str(self.agent.file)},
@@ -122,13 +138,19 @@ class LaunchPlan:
             "volumes": [{"name": n.proxy_volume, "role": "proxy-socket"},
                         {"name": n.config_volume, "role": "sidecar-config", "tmpfs": True}],
             "sidecar": {"name": n.sidecar, "image": pins.PIPELOCK_IMAGE},
-            "env": [{"name": v.name, "source": v.kind, "from": v.source if v.kind == "host" else None}
-                    for v in self.bottle.env],
-            "skills": [{"name": s.name, "path": str(s.path)} for s in self.agent.skills],
-            "ssh": [{"host": s.host, "hostname": s.hostname, "port": s.port, "user": s.user}
-                    for s in self.bottle.ssh],
-            "allowlist": [asdict(h) for h in self.allowlist],
-            "prompt": {"length": len(self.agent.prompt), "first_line": self.agent.prompt_first_line},
+            "project": None if p is None else {
+                "file": str(p.file), "trusted": p.trusted_by or False, "agent": p.agent, "replaces": p.replaces,
+                "bottle": p.bottle},
+            "env": [{"name": v.name, "source": v.kind, "from": v.source if v.kind == "host" else None,
+                     "project": v.name in p.env if p else False} for v in self.bottle.env],
+            "skills": [{"name": s.name, "path": str(s.path), "project": bool(p and p.agent)}
+                       for s in self.agent.skills],
+            "ssh": [{"host": s.host, "hostname": s.hostname, "port": s.port, "user": s.user,
+                     "project": s.host in p.ssh if p else False} for s in self.bottle.ssh],
+            "allowlist": [asdict(h) | {"project": self.from_project(h)} for h in self.allowlist],
+            "refusals": [{"field": r.field, "reason": r.reason} for r in self.refusals],
+            "prompt": {"length": len(self.agent.prompt), "lines": self.agent.prompt_lines,
+                       "first_line": self.agent.prompt_first_line, "project": bool(p and p.agent)},
             "token": {"variable": TOKEN_VARIABLE, "present": self.token_present},
             "workspace": None if self.workspace is None else {
                 "path": str(self.workspace.path), "git": self.workspace.is_git,
@@ -160,6 +182,8 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         claude_code_version=manifest.image.claude_code_version,
         allowlist=egress.allowlist(bottle),
         token_present=bool(environ.get(TOKEN_VARIABLE)),
+        project=manifest.share(agent),
+        refusals=tuple(manifest.refusals(agent)),
     )
 
 
@@ -215,22 +239,53 @@ def write_secrets_command() -> list[str]:
     return ["sh", "-c", f"umask 077 && cat > {SECRETS_DIR}/env"]
 
 
-def agent_files(agent: Agent) -> bytes:
-    """A tar, to extract at /, of the agent's skills and prompt in the bottle user's home."""
+# Claude Code reads these settings before any other and lets nothing outrank them: the place to pin what a
+# workspace's own .claude/settings.json (which a cloned repository writes) could otherwise change.
+MANAGED_SETTINGS = "/etc/claude-code/managed-settings.json"
+# The variables that send Claude Code's token elsewhere or swap its credential, pinned to what the manifest
+# gives them (or to Claude Code's defaults), and the settings that run a program to fetch a credential.
+PINNED_ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_CUSTOM_HEADERS")
+CREDENTIAL_HELPERS = ("apiKeyHelper",)
+
+
+def managed_settings(bottle: Bottle, env: Mapping[str, str]) -> dict:
+    """Claude Code's managed settings for this bottle. A variable whose value is a secret is left to the
+    process environment (the file lands on Docker's disk); the others are pinned to their value."""
+    pinned = {"ANTHROPIC_BASE_URL": "https://api.anthropic.com", "ANTHROPIC_AUTH_TOKEN": "",
+              "ANTHROPIC_API_KEY": "", "ANTHROPIC_CUSTOM_HEADERS": ""} | proxy_environment()
+    secret = set(bottle.secret_names)
+    for name in PINNED_ENV:
+        if name in secret:
+            del pinned[name]
+        elif name in env:
+            pinned[name] = env[name]
+    return {helper: "" for helper in CREDENTIAL_HELPERS} | {"env": pinned}
+
+
+def bottle_files(agent: Agent, bottle: Bottle, env: Mapping[str, str]) -> bytes:
+    """A tar, to extract at /, of the agent's skills and prompt in the bottle user's home, and Claude
+    Code's managed settings (root's: the agent cannot change them)."""
     home = image.BOTTLE_HOME.lstrip("/")
     buf = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         return image.owned(info) if info.isfile() or info.isdir() or info.issym() else None
 
+    def add(path: str, data: bytes, info_filter=owned) -> None:
+        info = info_filter(tarfile.TarInfo(path))
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for skill in agent.skills:
             tar.add(skill.path, arcname=f"{home}/.claude/skills/{skill.name}", filter=owned)
         if agent.prompt:
-            data = agent.prompt.encode()
-            info = owned(tarfile.TarInfo(f"{home}/.config/claude-bottle/prompt.md"))
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
+            add(f"{home}/.config/claude-bottle/prompt.md", agent.prompt.encode())
+        folder = tarfile.TarInfo(MANAGED_SETTINGS.lstrip("/").rsplit("/", 1)[0])  # root's, as tar entries are
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        settings = json.dumps(managed_settings(bottle, env), indent=2).encode()
+        add(MANAGED_SETTINGS.lstrip("/"), settings, info_filter=lambda info: info)
     return buf.getvalue()
 
 
@@ -263,7 +318,8 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
             steps = [
                 pool.submit(_start_sidecar, engine.clone(), plan, owner, sidecar_image,
                             egress.sidecar_files(hosts, blocked, plan.bottle.private_hosts)),
-                pool.submit(_fill_bottle, engine.clone(), plan, owner, secrets_file(secrets), ssh_keys or {}),
+                pool.submit(_fill_bottle, engine.clone(), plan, owner, bottle_files(plan.agent, plan.bottle, env),
+                            secrets_file(secrets), ssh_keys or {}),
             ]
             for step in steps:
                 step.result()
@@ -283,11 +339,11 @@ def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, sidecar_image: 
     engine.start_container(n.sidecar)
 
 
-def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, env_file: bytes,
+def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, env_file: bytes,
                  ssh_keys: Mapping[str, bytes]) -> None:
     n = plan.names
     engine.create_container(bottle_container(plan, owner))
-    engine.put_archive(n.container, "/", agent_files(plan.agent))
+    engine.put_archive(n.container, "/", files)
     engine.start_container(n.container)
     _check(engine.exec(n.container, write_secrets_command(), stdin=env_file), "handing the bottle its environment")
     if plan.bottle.ssh:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from pathlib import Path
 import click
 
 from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, runs, ssh, tasks, workspace
-from .errors import BottleError, DockerUnavailable, Refused
+from .errors import BottleError, DockerUnavailable, ManifestError, Refused
+from .terminal import visible, visible_bytes
 
 
 class _Group(click.Group):
@@ -33,7 +35,8 @@ class _Group(click.Group):
         except BottleError as e:
             if os.environ.get("CLAUDE_BOTTLE_DEBUG"):
                 traceback.print_exc()
-            click.echo(f"Error: {e}", err=True)
+            # Messages quote manifests, labels and bottle output: nothing in them may drive the terminal.
+            click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -42,14 +45,32 @@ class _Group(click.Group):
 def main() -> None:
     """Run Claude Code with full permissions in disposable, egress-filtered Docker containers.
 
-    Agents and bottles come from ~/claude-bottle.json and ./claude-bottle.json;
+    Agents and bottles come from ~/claude-bottle.json and the project's
+    claude-bottle.json (in this folder or above it, up to the repository's root);
     without either, the built-in `default` agent runs with Claude Code's hosts only.
+    A project file is untrusted until you allow it with `claude-bottle trust`.
     Set CLAUDE_BOTTLE_DEBUG=1 to see tracebacks.
     """
 
 
-def _load() -> manifest.Manifest:
-    return manifest.load(Path.cwd(), os.environ)
+def _manifest_options(f):
+    """--manifest and --no-project: which project file the command reads, kept for `_load`."""
+    @click.option("--manifest", "manifest_file", type=click.Path(path_type=Path, dir_okay=False),
+                  help="Read this project manifest instead of looking for claude-bottle.json.")
+    @click.option("--no-project", is_flag=True, help="Read no project manifest: only your home one.")
+    @functools.wraps(f)
+    def wrapper(*args, manifest_file: Path | None, no_project: bool, **kwargs):
+        if manifest_file and no_project:
+            raise click.UsageError("--manifest and --no-project do not go together")
+        click.get_current_context().meta["claude_bottle.manifest"] = (manifest_file, no_project)
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def _load(trust_project: bool = False) -> manifest.Manifest:
+    manifest_file, no_project = click.get_current_context().meta.get("claude_bottle.manifest", (None, False))
+    return manifest.load(Path.cwd(), os.environ, manifest_file=manifest_file, no_project=no_project,
+                         trust_project=trust_project)
 
 
 def _source(path: Path | None) -> str:
@@ -67,35 +88,71 @@ def _bottle_label(b: manifest.Bottle) -> str:
 
 
 @main.command("list")
+@_manifest_options
 def list_agents() -> None:
     """List agents and the bottles they run in."""
     m = _load()
     rows = [("AGENT", "BOTTLE", "DEFINED IN")]
     for name in sorted(m.agents):
         a = m.agents[name]
-        rows.append((name, _bottle_label(m.bottle_of(a)), _source(a.file)))
+        where = _source(a.file)
+        if m.agent_from_project(a) and not m.project.trusted:
+            where += " (not trusted)"
+        rows.append((name, _bottle_label(m.bottle_of(a)), where))
     _table(rows)
 
 
 @main.command()
 @click.argument("agent")
+@_manifest_options
 def info(agent: str) -> None:
-    """Show what AGENT gets: bottle, env names, skills, SSH hosts, allowed hosts, prompt."""
-    m = _load()
-    a = m.agent(agent)
-    b = m.bottle_of(a)
-    hosts = egress.allowlist(b)
-    click.echo(f"agent:   {a.name} ({_source(a.file)})")
-    click.echo(f"bottle:  {_describe_trust(b)}")
-    click.echo(f"env:     {_env_line(b)}")
-    click.echo(f"skills:  {', '.join(f'{s.name} ({s.path})' for s in a.skills) or 'none'}")
-    click.echo(f"ssh:     {_ssh_line(b)}")
-    click.echo(f"egress:  {len(hosts)} hosts allowed")
-    width = max(len(h.host) for h in hosts)
-    for h in hosts:
-        click.echo(f"         {h.host.ljust(width)}  {h.reason}")
-    prompt = f"{len(a.prompt)} characters; first line: {a.prompt_first_line}" if a.prompt else "none"
-    click.echo(f"prompt:  {prompt}")
+    """Show what AGENT gets: bottle, env names, skills, SSH hosts, every allowed host, the whole prompt."""
+    _preflight(bottle.plan(_load(), agent, os.environ), full=True)
+
+
+@main.command("trust")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-y", "--yes", is_flag=True, help="Allow without asking.")
+@click.option("--revoke", is_flag=True, help="Withdraw the allowance instead.")
+def trust_(file: Path | None, yes: bool, revoke: bool) -> None:
+    """Allow the project's claude-bottle.json (or FILE), exactly as it is now.
+
+    Shows everything the file asks for first. Until you allow it, a project file
+    cannot reach your host's secrets or redirect your token; any change to it
+    makes it untrusted again. --revoke withdraws the allowance.
+    """
+    path = (file or manifest.find_project(Path.cwd()))
+    if path is None:
+        raise BottleError(f"no {manifest.MANIFEST_NAME} here or above (up to the repository's root): "
+                          "name the file to trust")
+    path = path.absolute()
+    store = manifest.trust_store(os.environ)
+    if revoke:
+        if not store.revoke(path):
+            raise BottleError(f"{path} was not allowed: nothing to revoke")
+        click.echo(f"revoked: {visible(str(path))} is untrusted again")
+        return
+    m = manifest.load(Path.cwd(), os.environ, manifest_file=path)
+    p = m.project
+    if p is None:  # the home manifest itself: always trusted
+        raise BottleError(f"{path} is your home manifest, which is always trusted")
+    if p.trusted:
+        click.echo(f"already allowed: {visible(str(path))} (sha256 {p.digest[:16]}…)")
+        return
+    click.echo(f"{visible(str(path))} (sha256 {p.digest[:16]}…) asks for:", err=True)
+    affected = [a for a in m.agents.values() if m.share(a) is not None]
+    for a in sorted(affected, key=lambda a: a.name):
+        click.echo("", err=True)
+        _preflight(bottle.plan(m, a.name, os.environ), err=True, full=True)
+    for name in sorted(set(p.bottles) - {a.bottle for a in affected}):
+        click.echo(f"\nbottle {visible(name)}: defined here, used by no agent", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Refused("stdin is not a terminal, so nobody can answer: pass --yes to allow it anyway")
+        if not click.confirm("\nallow this file, exactly as it is now?", default=False, err=True):
+            raise Refused("not allowed")
+    store.allow(path, p.digest)
+    click.echo(f"allowed: {visible(str(path))}; any change to it makes it untrusted again")
 
 
 @main.command()
@@ -107,16 +164,17 @@ def build(no_cache: bool) -> None:
     engine = docker.connect()
     click.echo(f"building {spec.tag} (base {m.image.base}, Claude Code {m.image.claude_code_version})", err=True)
     for line in image.build(engine, spec, nocache=no_cache):
-        click.echo(line, nl=False, err=True)
+        click.echo(visible(line, newlines=True), nl=False, err=True)
     click.echo(spec.tag)
 
 
 def _launch_options(f):
     """The options `start` and `run` share."""
+    f = _manifest_options(f)
     for option in reversed([
         click.option("-y", "--yes", is_flag=True, help="Launch without asking (needed when stdin is not a terminal)."),
         click.option("--trust-project", is_flag=True,
-                     help="Let bottles from ./claude-bottle.json use host variables and SSH keys."),
+                     help="Trust the project's claude-bottle.json for this run only (see `claude-bottle trust`)."),
         click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
                      help="Copy DIR into /workspace (honouring .gitignore); a git repository's work comes back "
                           "as a branch."),
@@ -145,12 +203,12 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
     """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
-    plan = _plan(agent, workspace_dir, no_results, mount)
+    plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
     if dry_run:
         _dry_run(plan, as_json)
         return
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(_launch(plan, yes, trust_project, detach, ["bottle-claude"], tty=tty, stdin=True))
+    sys.exit(_launch(plan, yes, detach, ["bottle-claude"], tty=tty, stdin=True))
 
 
 @main.command("run")
@@ -187,8 +245,8 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
             raise click.UsageError("--mount does not go with --tasks: parallel bottles would share one folder")
         sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
                             no_results))
-    plan = _plan(agent, workspace_dir, no_results, mount)
-    sys.exit(_launch(plan, yes, trust_project, detach, _claude_p(prompt, output_format), tty=False, stdin=False,
+    plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
+    sys.exit(_launch(plan, yes, detach, _claude_p(prompt, output_format), tty=False, stdin=False,
                      supervised=detach))
 
 
@@ -202,14 +260,16 @@ def _claude_p(prompt: str, output_format: str) -> list[str]:
 def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format: str, yes: bool,
                trust_project: bool, workspace_dir: Path | None, no_results: bool) -> int:
     task_list = tasks.read(tasks_file, workspace_dir)
-    plans = [_plan(agent, t.workspace, no_results, None) for t in task_list]
+    plans = [_plan(agent, t.workspace, no_results, None, trust_project) for t in task_list]
     parallel = parallel or tasks.default_parallelism()
     click.echo(f"tasks:    {len(task_list)} from {tasks_file}, {parallel} at a time", err=True)
-    env, token, keys, _ = _consent_and_prepare(plans[0], yes, trust_project)
+    env, token, keys, _ = _consent_and_prepare(plans[0], yes)
 
     def done(r: tasks.Result) -> None:
         click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
-        click.echo(r.output, nl=not r.output.endswith("\n"))
+        _bottle_output(r.output.encode())
+        if not r.output.endswith("\n"):
+            click.echo()
 
     with _signals_raise():
         try:
@@ -228,18 +288,19 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
     return 1 if any(r.exit_status for r in results) else 0
 
 
-def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path | None) -> bottle.LaunchPlan:
+def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path | None,
+          trust_project: bool) -> bottle.LaunchPlan:
     if no_results and not workspace_dir:
         raise click.UsageError("--no-results only goes with --workspace")
-    return bottle.plan(_load(), agent, os.environ, workspace_dir, results=not no_results, mount=mount)
+    return bottle.plan(_load(trust_project), agent, os.environ, workspace_dir, results=not no_results, mount=mount)
 
 
-def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: bool, argv: list[str],
+def _launch(plan: bottle.LaunchPlan, yes: bool, detach: bool, argv: list[str],
             tty: bool, stdin: bool, supervised: bool = False) -> int:
     """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
     down on every way out; returns the exit status to leave with. A `supervised` detached bottle runs
     `argv` under a background process that records its output and tears the bottle down after."""
-    env, token, keys, engine = _consent_and_prepare(plan, yes, trust_project)
+    env, token, keys, engine = _consent_and_prepare(plan, yes)
     owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
     with _signals_raise():
         copied = False
@@ -272,10 +333,11 @@ def _launch(plan: bottle.LaunchPlan, yes: bool, trust_project: bool, detach: boo
                     bottle.teardown(engine, plan.name)
 
 
-def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
+def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool
                          ) -> tuple[dict[str, str], str, dict[str, bytes], docker.Engine]:
-    """Token, preflight, the user's yes, the env values; then an engine with leftovers of dead
-    sessions gone and both images present. Nothing is created before the user's answer."""
+    """Token, preflight, every check that needs no secret, the user's yes, the env values; then an
+    engine with leftovers of dead sessions gone and both images present. Nothing is created, and no
+    secret read, before the user's answer."""
     token = os.environ.get(bottle.TOKEN_VARIABLE)
     if not token:
         raise BottleError(
@@ -284,7 +346,8 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
         )
     interactive = sys.stdin.isatty()
     _preflight(plan, err=True)
-    trust = trust_project or _confirm_untrusted(plan.bottle, interactive)
+    plan.check_trust()
+    manifest.check_env(plan.bottle, os.environ, can_ask=interactive)
     if not yes:
         if not interactive:
             raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
@@ -293,7 +356,7 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool, trust_project: bool
             raise Refused("not launched")
     ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
         if interactive else None
-    env = manifest.resolve_env(plan.bottle, os.environ, ask, trust_project=trust)
+    env = manifest.resolve_env(plan.bottle, os.environ, ask)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
 
     engine = docker.connect()
@@ -343,6 +406,7 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     present = _image_present(plan.image.tag)
     if as_json:
         click.echo(json.dumps(plan.to_json(image_present=present), indent=2))
+        plan.check_trust()
         return
     _preflight(plan, image_state={True: "present", False: "will be built",
                                   None: "unknown (Docker not reachable)"}[present])
@@ -350,20 +414,9 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     click.echo(f"creates:  containers {n.container}, {n.relay}, {n.sidecar}; "
                f"network {n.egress_network}; volumes {n.proxy_volume}, {n.config_volume}")
     click.echo("dry run: nothing was created")
-
-
-def _confirm_untrusted(b: manifest.Bottle, interactive: bool) -> bool:
-    """Ask before an untrusted bottle takes host variables or SSH keys; refuse when nobody can answer."""
-    if b.trusted or not b.host_secrets:
-        return False
-    if not interactive:
-        manifest.untrusted_secrets_check(b)
-    click.echo(f"bottle '{b.name}' comes from {_source(b.files[-1])}, which you may not control, "
-               f"and asks for: {', '.join(b.host_secrets)}", err=True)
-    if not click.confirm("give it these host secrets?", default=False, err=True):
-        raise Refused(f"not launched: bottle '{b.name}' may not have host secrets "
-                      "(pass --trust-project if you trust the project's manifest)")
-    return True
+    # What `start` would refuse, found without reading a secret or creating anything.
+    plan.check_trust()
+    manifest.check_env(plan.bottle, os.environ, can_ask=sys.stdin.isatty())
 
 
 def _build_if_missing(engine: docker.Engine, spec: image.ImageSpec) -> None:
@@ -372,7 +425,7 @@ def _build_if_missing(engine: docker.Engine, spec: image.ImageSpec) -> None:
         if first:
             click.echo(f"building {spec.tag} (first use; later starts reuse it)", err=True)
             first = False
-        click.echo(line, nl=False, err=True)
+        click.echo(visible(line, newlines=True), nl=False, err=True)
 
 
 class _Interrupted(BaseException):
@@ -439,9 +492,9 @@ def stop(bottle_names: tuple[str, ...]) -> None:
         try:
             _bring_back(engine, name, bottle.results_of(engine, name))
         except BottleError as e:
-            click.echo(f"Error: {e} (stopping {name} anyway)", err=True)
+            click.echo(f"Error: {visible(str(e), newlines=True)} (stopping {visible(name)} anyway)", err=True)
         if bottle.teardown(engine, name):
-            click.echo(f"stopped {name}")
+            click.echo(f"stopped {visible(name)}")
         else:
             missing.append(name)
     if missing:
@@ -492,7 +545,7 @@ def wait_(bottle_names: tuple[str, ...]) -> None:
     for run in records:
         while run.exit_status is None:
             time.sleep(0.2)
-        click.echo(f"{run.name}: exit {run.exit_status}")
+        click.echo(f"{visible(run.name)}: exit {run.exit_status}")
         failed |= run.exit_status != 0
     sys.exit(1 if failed else 0)
 
@@ -506,7 +559,7 @@ def rm(bottle_names: tuple[str, ...]) -> None:
         if run is None:
             raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
         runs.remove(run)
-        click.echo(f"removed {name}")
+        click.echo(f"removed {visible(name)}")
 
 
 @main.command("cleanup")
@@ -518,7 +571,7 @@ def cleanup_() -> None:
     records = runs.all_runs(os.environ)
     for run in records:
         shutil.rmtree(run.folder, ignore_errors=True)
-    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {', '.join(bottles)}" if bottles else "")
+    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {visible(', '.join(bottles))}" if bottles else "")
                + (f"; {len(records)} run records" if records else ""))
 
 
@@ -537,7 +590,7 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
     if run is not None and not show_egress:  # a detached run: Claude's output, kept on the host
         chunks = run.follow() if follow else iter([run.output.read_bytes()])
         for chunk in chunks:
-            click.echo(chunk, nl=False)
+            _bottle_output(chunk)
         return
     engine = docker.connect()
     names = bottle.Names(bottle_name)
@@ -545,7 +598,7 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
     if not show_egress:
         for chunk in engine.logs(names.container, follow=follow):
-            click.echo(chunk, nl=False)
+            _bottle_output(chunk)
         return
     relay = engine.inspect_container(names.relay)
     if not relay or not relay["State"]["Running"]:
@@ -556,6 +609,8 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         return
     _table([("HOST", "DECISION", "COUNT", "REASON")]
            + [(r.host, "allowed" if r.allowed else "BLOCKED", str(r.count), r.reason) for r in rows])
+
+
 def _image_present(tag: str) -> bool | None:
     try:
         return docker.connect().image_exists(tag)
@@ -563,46 +618,93 @@ def _image_present(tag: str) -> bool | None:
         return None
 
 
-def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = "") -> None:
-    a, b = plan.agent, plan.bottle
-    for line in (
-        f"agent:    {a.name} ({_source(a.file)})",
-        f"bottle:   {plan.name} from {_describe_trust(b)}",
-        f"image:    {plan.image.tag}" + (f" ({image_state})" if image_state else ""),
-        f"env:      {_env_line(b)}",
-        f"skills:   {', '.join(s.name for s in a.skills) or 'none'}",
-        f"ssh:      {_ssh_line(b)}",
-        f"egress:   {egress.summary(plan.allowlist)}",
-        f"prompt:   {a.prompt_first_line or '(none)'}",
-    ):
-        click.echo(line, err=err)
+PROMPT_SHOWN_LINES = 20  # a longer project prompt is summarised, with the command that shows it whole
+
+
+def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = "", full: bool = False) -> None:
+    """What the bottle will get, one item per line where the project file wrote any of it; lines the
+    project file wrote are marked `+` in the left margin. Every value is made visible (no raw control
+    characters or escape sequences), so what the terminal draws is what the manifests say."""
+    a, b, p = plan.agent, plan.bottle, plan.project
+    rows: list[tuple[bool, str, str]] = []  # (written by the project file, label, text)
+
+    def add(label: str, text: str, marked: bool = False) -> None:
+        rows.append((marked, label, text))
+
+    if p is not None:
+        state = (f"trusted ({p.trusted_by})" if p.trusted_by else
+                 "NOT TRUSTED: `claude-bottle trust` shows all it asks for and allows it")
+        add("project", f"{_source(p.file)}, {state}; lines marked + come from it", True)
+    add("agent", f"{a.name} ({_source(a.file)})" + (f"; REPLACES {p.replaces}" if p and p.replaces else ""),
+        bool(p and p.agent))
+    add("bottle", f"{plan.name} from {_describe_trust(b)}" if not full else _describe_trust(b), bool(p and p.bottle))
+    if not full:
+        add("image", f"{plan.image.tag}" + (f" ({image_state})" if image_state else ""))
+    for i, v in enumerate(b.env or [None]):
+        add("env" if i == 0 else "", "none" if v is None else _env_item(v), bool(v and p and v.name in p.env))
+    for i, s in enumerate(a.skills or [None]):
+        add("skills" if i == 0 else "", "none" if s is None else f"{s.name} ({s.path})", bool(s and p and p.agent))
+    for i, h in enumerate(b.ssh or [None]):
+        add("ssh" if i == 0 else "", "none" if h is None else
+            f"{h.host} ({h.user + '@' if h.user else ''}{h.hostname}:{h.port}, key {h.identity_file})",
+            bool(h and p and h.host in p.ssh))
+    if full or not b.trusted or any(plan.from_project(h) for h in plan.allowlist):
+        # Every host, when a project file had a say in them: a short summary could hide `*.com`.
+        add("egress", f"{len(plan.allowlist)} hosts allowed:")
+        width = max(len(h.host) for h in plan.allowlist)
+        for h in plan.allowlist:
+            add("", f"  {h.host.ljust(width)}  {h.reason}", plan.from_project(h))
+    else:
+        add("egress", egress.summary(plan.allowlist))
     if b.private_hosts:
-        click.echo(f"private:  {', '.join(b.private_hosts)} (reachable on private addresses, past the "
-                   "sidecar's SSRF protection)", err=err)
+        add("private", f"{', '.join(b.private_hosts)} (reachable on private addresses, past the sidecar's SSRF "
+                       "protection)", bool(p and p.private_hosts))
+    _prompt_rows(a, add, whole=full or bool(p and p.agent), marked=bool(p and p.agent),
+                 limit=None if full else PROMPT_SHOWN_LINES)
     ws = plan.workspace
     if ws:
         back = (f"results come back as branch {ws.branch}" if ws.branch else
                 "nothing comes back (--no-results)" if ws.is_git else "not a git repository: nothing comes back")
-        click.echo(f"workspace: {ws.path} copied in; {back}", err=err)
+        add("workspace", f"{ws.path} copied in; {back}")
     if plan.mount:
-        click.echo(f"mount:    {plan.mount} read-write at {image.WORKSPACE}: "
-                   "WARNING: the agent changes these files on your machine", err=err)
-    if not plan.token_present:
-        click.echo(f"token:    {bottle.TOKEN_VARIABLE} is not set (run `claude setup-token` and export it)", err=err)
+        add("mount", f"{plan.mount} read-write at {image.WORKSPACE}: WARNING: the agent changes these files on "
+                     "your machine")
+    if not plan.token_present and not full:
+        add("token", f"{bottle.TOKEN_VARIABLE} is not set (run `claude setup-token` and export it)")
+    marks = any(marked for marked, _, _ in rows)
+    for marked, label, text in rows:
+        gutter = ("+ " if marked else "  ") if marks else ""
+        click.echo(f"{gutter}{(label + ':') if label else '':<10}{visible(text)}", err=err)
+
+
+def _prompt_rows(a: manifest.Agent, add, whole: bool, marked: bool, limit: int | None) -> None:
+    """The prompt: in full (as far as PROMPT_SHOWN_LINES) when it is the project's or asked for, else its
+    first line; a project's prompt is every line the agent will be told, so a second line cannot hide."""
+    lines = a.lines()
+    if not lines:
+        add("prompt", "(none)")
+    elif whole and (limit is None or len(lines) <= limit):
+        add("prompt", f"{len(lines)} line{'s' if len(lines) != 1 else ''}:", marked)
+        for line in lines:
+            add("", f"| {line}", marked)
+    elif whole:
+        add("prompt", f"{len(lines)} lines, first: {a.prompt_first_line}; read it whole with "
+                      f"`claude-bottle info {a.name}`", marked)
+    else:
+        add("prompt", a.prompt_first_line + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""))
+
+
+def _env_item(v: manifest.EnvVar) -> str:
+    if v.kind == "literal" and manifest.routes_token(v.name):
+        # Not a secret, and the user must see where their token would go.
+        return f"{v.name} = {v.source} (routes Claude Code's requests or credentials)"
+    return f"{v.name} ({v.describe()})"
 
 
 def _describe_trust(b: manifest.Bottle) -> str:
     if b.trusted:
         return f"{b.name} ({', '.join(_source(f) for f in b.files) or 'built-in'})"
     return f"{b.name} (UNTRUSTED: defined or changed by {_source(b.files[-1])})"
-
-
-def _env_line(b: manifest.Bottle) -> str:
-    return ", ".join(f"{v.name} ({v.describe()})" for v in b.env) or "none"
-
-
-def _ssh_line(b: manifest.Bottle) -> str:
-    return ", ".join(f"{s.host} ({s.user + '@' if s.user else ''}{s.hostname}:{s.port})" for s in b.ssh) or "none"
 
 
 def _duration(seconds: int) -> str:
@@ -614,9 +716,18 @@ def _duration(seconds: int) -> str:
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
+    rows = [tuple(visible(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _bottle_output(data: bytes) -> None:
+    """What a bottle printed: as it is into a file or a pipe, with its control characters made visible
+    on a terminal, which would otherwise obey them (the agent writes this text)."""
+    out = click.get_binary_stream("stdout")
+    out.write(visible_bytes(data) if out.isatty() else data)
+    out.flush()
 
 
 def run() -> None:

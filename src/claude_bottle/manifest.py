@@ -1,14 +1,17 @@
 """Reads claude-bottle.json (home and project) into frozen dataclasses.
 
-Owns the format, its validation and error messages, the home/project merge and
-the trust rule (a bottle the project file touches is untrusted), and the three
-kinds of env value. Reading never resolves a secret: see `resolve_env`.
+Owns the format, its validation and error messages, finding the project file,
+the home/project merge, what an untrusted project file may not do (reach a
+host secret, redirect the user's token, replace or reuse what the home file
+defines), and the three kinds of env value. Reading never resolves a secret:
+see `resolve_env`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -16,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 
-from . import pins
+from . import pins, trust
 from .errors import ManifestError
 
 MANIFEST_NAME = "claude-bottle.json"
@@ -31,6 +35,35 @@ RESERVED_ENV = frozenset(
     {"CLAUDE_CODE_OAUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
 )
 NOT_SECRET = frozenset({"ANTHROPIC_BASE_URL"})
+# Variables that change where Claude Code sends its requests and the user's token, which credential or
+# provider it uses, which CAs, proxies and name resolution it trusts, or where it reads its settings: Claude
+# Code's own list of sensitive names (read from its 2.1.332 binary), widened to whole prefixes. Only the
+# home manifest, or a project file the user allowed, may set them.
+_TOKEN_ROUTING = re.compile("|".join([
+    r"ANTHROPIC_\w+",
+    r"_?CLAUDE_CODE_\w*BASE_URL", r"CLAUDE_CODE_USE_\w+", r"CLAUDE_CODE_SKIP_\w+_AUTH", r"CLAUDE_CODE_SIMPLE",
+    r"CLAUDE_CODE_\w*(OAUTH|HOST_AUTH|FEDERATION|FILE_DESCRIPTOR)\w*", r"CLAUDE_CODE_\w*_TOKEN(_\w+)?",
+    r"CLAUDE_CODE_API_KEY\w*",
+    r"CLAUDE_CODE_(CUSTOM_OAUTH_URL|GATEWAY_\w+|HOST_\w+|PROVIDER_MANAGED_BY_HOST|REMOTE\w*|RUNNER_MODEL_SOCKET)",
+    r"CLAUDE_CODE_(MODEL_CATALOG_URL|EXTRA_BODY|EXTRA_METADATA|DISABLE_REDIRECT_CHECK|ENABLE_TELEMETRY)",
+    r"CLAUDE_CODE_(\w*CERT\w*|CLIENT_\w+|PROXY_\w*|HTTPS?_PROXY|(EN|DIS)ABLE_(PROXY|HTTPS)_\w*)",
+    r"CLAUDE_CODE_(MANAGED_SETTINGS_PATH|REMOTE_SETTINGS_PATH|DISABLE_ADMIN_ENV_UNION|MOCK_REMOTE_SETTINGS)",
+    r"CLAUDE_(BRIDGE|LOCAL)_\w+", r"CLAUDE_\w*BRIDGE\w*_URL", r"CLAUDE_SESSION_INGRESS_TOKEN_FILE",
+    r"SESSION_INGRESS_URL", r"CLAUDE_CONFIG_DIR", r"CLAUDE_SECURESTORAGE_CONFIG_DIR", r"USE_(LOCAL|STAGING)_OAUTH",
+    r"LOCAL_BRIDGE", r"(?i:(HTTPS?|ALL|NO|GRPC)_PROXY)", r"NPM_CONFIG_\w*PROXY",
+    r"SSL_CERT_(DIR|FILE)", r"NODE_EXTRA_CA_CERTS", r"NODE_TLS_\w+", r"NODE_OPTIONS", r"NODE_USE_ENV_PROXY",
+    r"BUN_\w+", r"CURL_CA_BUNDLE", r"REQUESTS_CA_BUNDLE", r"AWS_CA_BUNDLE",
+    r"HOSTALIASES", r"LOCALDOMAIN", r"RES_OPTIONS", r"LD_PRELOAD", r"LD_LIBRARY_PATH", r"HOME", r"XDG_CONFIG_HOME",
+    r"OTEL_\w+",
+]))
+
+
+def routes_token(name: str) -> bool:
+    """Whether setting `name` can send Claude Code's requests or the user's token elsewhere, or swap its
+    credential (see _TOKEN_ROUTING)."""
+    return _TOKEN_ROUTING.fullmatch(name) is not None
+
+
 _HOST_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -43,6 +76,7 @@ class EnvVar:
     kind: str
     source: str = field(repr=False)
     field_path: str
+    file: Path | None = None
 
     def describe(self) -> str:
         """How the value arrives, without the value."""
@@ -61,6 +95,7 @@ class SshHost:
     port: int
     identity_file: Path
     known_host_key: str
+    field_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +133,7 @@ class Bottle:
 class Skill:
     name: str
     path: Path
+    field_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +146,16 @@ class Agent:
 
     @property
     def prompt_first_line(self) -> str:
-        return next((line.strip() for line in self.prompt.splitlines() if line.strip()), "")
+        return next((line.strip() for line in self.lines() if line.strip()), "")
+
+    @property
+    def prompt_lines(self) -> int:
+        return len(self.lines())
+
+    def lines(self) -> list[str]:
+        """The prompt's lines, split at newlines only: a carriage return or other separator inside
+        a line stays in it (and is shown escaped), as Claude reads it."""
+        return self.prompt.removesuffix("\n").split("\n") if self.prompt else []
 
 
 @dataclass(frozen=True)
@@ -121,11 +166,54 @@ class ImageSettings:
 
 
 @dataclass(frozen=True)
+class Project:
+    """The project's manifest: where it is, what exactly it says, and whether the user allowed that."""
+
+    path: Path
+    digest: str  # sha256 of the bytes that were read and parsed
+    trusted_by: str  # "claude-bottle trust", "--trust-project", or "" while untrusted
+    bottles: Mapping[str, Bottle]  # as this file alone defines them
+    agents: Mapping[str, Agent]
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.trusted_by)
+
+
+@dataclass(frozen=True)
+class ProjectShare:
+    """What of one launch the project file wrote: shown, marked, in the preflight."""
+
+    file: Path
+    trusted_by: str
+    agent: bool  # the agent (its prompt and skills) is the project's
+    replaces: str | None  # "the built-in agent 'default'" and the like, when the project's agent replaces one
+    bottle: bool  # the project defines or changes the bottle
+    env: frozenset[str] = frozenset()
+    ssh: frozenset[str] = frozenset()
+    allowlist: frozenset[str] = frozenset()
+    private_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Something an untrusted project file asks for that it may not have."""
+
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     agents: Mapping[str, Agent]
     bottles: Mapping[str, Bottle]
     image: ImageSettings
     files: tuple[Path, ...]
+    project: Project | None = None
+    # What the built-in and home manifests define, by name: the file, or None for a built-in one.
+    home_agents: Mapping[str, Path | None] = field(default_factory=dict)
+    home_bottles: Mapping[str, Path | None] = field(default_factory=dict)
+    skills_dir: Path | None = None
 
     def agent(self, name: str) -> Agent:
         try:
@@ -134,11 +222,105 @@ class Manifest:
             known = ", ".join(sorted(self.agents)) or "none"
             where = ", ".join(map(str, self.files)) or "no manifest found"
             raise ManifestError(
-                f"no agent named '{name}' (agents: {known}; read from {where})"
+                f"no agent named '{name}'{did_you_mean(name, self.agents)} (agents: {known}; read from {where})"
             ) from None
 
     def bottle_of(self, agent: Agent) -> Bottle:
         return self.bottles[agent.bottle]
+
+    # -- what came from the project file
+
+    def agent_from_project(self, agent: Agent) -> bool:
+        return self.project is not None and agent.name in self.project.agents
+
+    def project_part(self, bottle: Bottle) -> Bottle | None:
+        """What the project file says about `bottle`, if anything."""
+        return None if self.project is None else self.project.bottles.get(bottle.name)
+
+    def share(self, agent: Agent) -> ProjectShare | None:
+        """What the project file contributes to launching `agent` (None: nothing)."""
+        p = self.project
+        if p is None:
+            return None
+        mine = p.bottles.get(agent.bottle)
+        from_project = agent.name in p.agents
+        if not from_project and mine is None:
+            return None
+        replaced = self.home_agents.get(agent.name, False) if from_project else False
+        return ProjectShare(
+            file=p.path, trusted_by=p.trusted_by, agent=from_project,
+            replaces=None if replaced is False else f"{_whose(replaced)} agent '{agent.name}'",
+            bottle=mine is not None,
+            env=frozenset(v.name for v in mine.env) if mine else frozenset(),
+            ssh=frozenset(s.host for s in mine.ssh) if mine else frozenset(),
+            allowlist=frozenset(mine.allowlist) if mine else frozenset(),
+            private_hosts=frozenset(mine.private_hosts) if mine else frozenset(),
+        )
+
+    def refusals(self, agent: Agent) -> list[Refusal]:
+        """What launching `agent` would take from an untrusted project file that it may not have:
+        host secrets, a redirected token, private networks, a home agent or bottle replaced or reused,
+        skills from outside the project's folder. Empty when there is no project file or it is trusted."""
+        p = self.project
+        if p is None or p.trusted:
+            return []
+        found: list[Refusal] = []
+        bottle = self.bottle_of(agent)
+        mine = p.bottles.get(bottle.name)
+        if self.agent_from_project(agent):
+            if agent.name in self.home_agents:
+                found.append(Refusal(f"agents.{agent.name}",
+                                     f"replaces {_whose(self.home_agents[agent.name])} agent '{agent.name}'"))
+            if mine is None and bottle.host_secrets:
+                found.append(Refusal(f"agents.{agent.name}.bottle",
+                                     f"puts a project agent in your home bottle '{bottle.name}', which takes host "
+                                     f"secrets ({', '.join(bottle.host_secrets)})"))
+            found += [Refusal(s.field_path, f"skill {s.path} is outside the project's folder "
+                                            f"({p.path.parent}) and {self.skills_dir}")
+                      for s in agent.skills if not _inside(s.path, p.path.parent, self.skills_dir)]
+        if mine is not None:
+            if bottle.name in self.home_bottles:
+                found.append(Refusal(f"bottles.{bottle.name}",
+                                     f"changes {_whose(self.home_bottles[bottle.name])} bottle '{bottle.name}'"))
+            for v in mine.env:
+                if v.kind == "host":
+                    found.append(Refusal(v.field_path, f"copies the host variable ${v.source}"))
+                if routes_token(v.name):
+                    found.append(Refusal(v.field_path, "changes where Claude Code sends your token, or which "
+                                                       "credential it uses"))
+            found += [Refusal(f"{s.field_path}.IdentityFile", f"reads your SSH key {s.identity_file}")
+                      for s in mine.ssh]
+            if mine.private_hosts:
+                found.append(Refusal(f"bottles.{bottle.name}.egress.private_hosts",
+                                     f"opens private addresses past the sidecar's SSRF protection "
+                                     f"({', '.join(mine.private_hosts)})"))
+        return found
+
+
+
+def refused(file: Path, agent: str, refusals: list[Refusal] | tuple[Refusal, ...]) -> ManifestError:
+    """The error for launching `agent` with what an untrusted project `file` may not have."""
+    lines = [f"{file}: {r.field}: {r.reason}" for r in refusals]
+    return ManifestError(
+        f"the project file is not trusted, and agent '{agent}' would use what it asks for:\n"
+        + "\n".join(lines) + "\n"
+        "If you trust this file, run `claude-bottle trust` (it shows everything the file asks for first), "
+        "or pass --trust-project for this run; to use only your home manifest, pass --no-project."
+    )
+
+
+def _whose(file: Path | None) -> str:
+    return "the built-in" if file is None else "your home"
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _inside(path: Path, *folders: Path | None) -> bool:
+    real = path.resolve()
+    return any(folder is not None and real.is_relative_to(folder.resolve()) for folder in folders)
 
 
 # ---------------------------------------------------------------- locations
@@ -154,23 +336,66 @@ def skills_dir(environ: Mapping[str, str]) -> Path:
     return home_dir(environ) / ".claude" / "skills"
 
 
+def state_dir(environ: Mapping[str, str]) -> Path:
+    """Where claude-bottle keeps what it must remember (allowed project files, detached runs)."""
+    state = environ.get("XDG_STATE_HOME")
+    base = Path(state) if state and not environ.get("CLAUDE_BOTTLE_HOME") else home_dir(environ) / ".local" / "state"
+    return base / "claude-bottle"
+
+
+def trust_store(environ: Mapping[str, str]) -> trust.Store:
+    return trust.Store(state_dir(environ))
+
+
+def find_project(cwd: Path) -> Path | None:
+    """The project's manifest: in `cwd` or, inside a git repository, the nearest folder above it up to
+    the repository's root (as git finds its own files). Outside a repository only `cwd` counts."""
+    cwd = cwd.absolute()
+    folders = [cwd, *cwd.parents]
+    root = next((d for d in folders if (d / ".git").exists()), None)
+    for d in folders[: folders.index(root) + 1] if root else [cwd]:
+        if (d / MANIFEST_NAME).is_file():
+            return d / MANIFEST_NAME
+    return None
+
+
 # ---------------------------------------------------------------- loading
 
 
-def load(cwd: Path, environ: Mapping[str, str]) -> Manifest:
-    """Read the home and project manifests (either may be absent) and merge them over the built-in default."""
+def load(cwd: Path, environ: Mapping[str, str], manifest_file: Path | None = None, no_project: bool = False,
+         trust_project: bool = False) -> Manifest:
+    """Read the home manifest and the project's (`manifest_file`, else the one found from `cwd`; none
+    with `no_project`) and merge them over the built-in default. The project file is trusted if the
+    user allowed exactly this content (`claude-bottle trust`) or passed `trust_project`."""
     home_file = home_dir(environ) / MANIFEST_NAME
-    project_file = cwd / MANIFEST_NAME
     layers: list[_Layer] = [_builtin_layer()]
     files: list[Path] = []
     if home_file.is_file():
         layers.append(_read_layer(home_file, environ, project=False))
         files.append(home_file)
-    if project_file.is_file() and not (files and project_file.resolve() == home_file.resolve()):
-        layers.append(_read_layer(project_file, environ, project=True))
-        files.append(project_file)
-    manifest = _merge(layers, tuple(files))
-    return replace(manifest, image=_image_settings(manifest.image, environ))
+    project = None
+    if manifest_file is not None:
+        project_file = manifest_file.expanduser().absolute()
+        if not project_file.is_file():
+            raise ManifestError("no such file: name an existing claude-bottle.json", field=f"--manifest {project_file}")
+    else:
+        project_file = None if no_project else find_project(cwd)
+    if files and project_file is not None and project_file.resolve() == home_file.resolve():
+        project_file = None  # the home manifest, found again from a folder at home
+    try:
+        if project_file is not None:
+            layer = _read_layer(project_file, environ, project=True)
+            trusted_by = ("--trust-project" if trust_project else
+                          "claude-bottle trust" if trust_store(environ).is_allowed(project_file, layer.digest) else "")
+            project = Project(project_file, layer.digest, trusted_by, dict(layer.bottles), dict(layer.agents))
+            layers.append(layer)
+            files.append(project_file)
+        manifest = _merge(layers, tuple(files), project)
+    except ManifestError as e:
+        if project_file is None or e.file != project_file or manifest_file is not None:
+            raise
+        raise ManifestError(f"{e}\n(to use only your home manifest meanwhile, pass --no-project)") from None
+    return replace(manifest, image=_image_settings(manifest.image, environ), skills_dir=skills_dir(environ))
 
 
 @dataclass
@@ -181,6 +406,7 @@ class _Layer:
     agents: dict[str, Agent]
     image: ImageSettings | None
     bottle_refs: dict[str, str]  # agent name -> field path of its "bottle", for errors
+    digest: str = ""
 
 
 def _builtin_layer() -> _Layer:
@@ -195,8 +421,10 @@ def _builtin_layer() -> _Layer:
 
 
 def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer:
+    # Read once: the content that is parsed is the content whose digest the trust check compares.
     try:
-        text = path.read_text(encoding="utf-8")
+        raw_bytes = path.read_bytes()
+        text = raw_bytes.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ManifestError(f"cannot read: {e}", path) from None
     try:
@@ -238,6 +466,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         agents=agents,
         image=image,
         bottle_refs={name: f"agents.{name}.bottle" for name in agents},
+        digest=trust.digest(raw_bytes),
     )
 
 
@@ -265,6 +494,7 @@ def _read_bottle(
                 port=entry.get("Port", 22),
                 identity_file=key_file,
                 known_host_key=entry["KnownHostKey"],
+                field_path=where,
             )
         )
     _check_unique([s.host for s in ssh], path, f"{prefix}.ssh", "Host")
@@ -280,19 +510,33 @@ def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
     if name in RESERVED_ENV:
         raise ManifestError(f"'{name}' is set by claude-bottle itself: remove it from the manifest", path, where)
     if value.startswith("??"):
-        return EnvVar(name, "literal", value[1:], where)
+        return EnvVar(name, "literal", value[1:], where, path)
     if value.startswith("?"):
-        return EnvVar(name, "prompt", value[1:].strip() or f"Value for {name}", where)
+        return EnvVar(name, "prompt", value[1:].strip() or f"Value for {name}", where, path)
     match = _HOST_REF.match(value)
     if match:
-        return EnvVar(name, "host", match.group(1), where)
+        return EnvVar(name, "host", match.group(1), where, path)
     if "${" in value:
         raise ManifestError(
             'to copy a host variable the value must be exactly "${NAME}"; literal values cannot contain "${"',
             path,
             where,
         )
-    return EnvVar(name, "literal", value, where)
+    if name.endswith("_BASE_URL"):
+        _check_url(value, path, where)
+    return EnvVar(name, "literal", value, where, path)
+
+
+def _check_url(value: str, path: Path, where: str) -> None:
+    """An API endpoint: http(s)://host[:port][/path], nothing a terminal or a URL parser could misread."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises for a port that is not a number in range
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or not value.isprintable() or " " in value:
+        raise ManifestError("not a URL: use http://host[:port][/path] or https://…", path, where)
 
 
 def _read_agent(name: str, raw: dict, path: Path, base_dir: Path, environ: Mapping[str, str]) -> Agent:
@@ -312,18 +556,25 @@ def _read_agent(name: str, raw: dict, path: Path, base_dir: Path, environ: Mappi
             )
         if not (skill_path / "SKILL.md").is_file():
             raise ManifestError(f"skill directory {skill_path} has no SKILL.md", path, where)
-        skills.append(Skill(skill_path.name, skill_path))
+        skills.append(Skill(skill_path.name, skill_path, where))
     _check_unique([s.name for s in skills], path, f"agents.{name}.skills", "skill directory name")
     return Agent(name, raw["bottle"], tuple(skills), raw.get("prompt", ""), path)
 
 
-def _merge(layers: list[_Layer], files: tuple[Path, ...]) -> Manifest:
+def _merge(layers: list[_Layer], files: tuple[Path, ...], project: Project | None) -> Manifest:
     bottles: dict[str, Bottle] = {}
     agents: dict[str, Agent] = {}
     refs: dict[str, tuple[Path | None, str]] = {}
+    home_agents: dict[str, Path | None] = {}
+    home_bottles: dict[str, Path | None] = {}
     image = ImageSettings()
     for layer in layers:
+        if not layer.project:
+            home_agents.update(dict.fromkeys(layer.agents, layer.file))
+            home_bottles.update(dict.fromkeys(layer.bottles, layer.file))
         for name, b in layer.bottles.items():
+            if layer.project and project is not None and project.trusted:
+                b = replace(b, trusted=True)
             bottles[name] = _merge_bottle(bottles[name], b) if name in bottles else b
         for name, a in layer.agents.items():
             agents[name] = a
@@ -334,12 +585,13 @@ def _merge(layers: list[_Layer], files: tuple[Path, ...]) -> Manifest:
         if agent.bottle not in bottles:
             file, where = refs[name]
             raise ManifestError(
-                f"no bottle named '{agent.bottle}' (bottles: {', '.join(sorted(bottles))}): "
-                "define it under \"bottles\" or pick an existing one",
+                f"no bottle named '{agent.bottle}'{did_you_mean(agent.bottle, bottles)} (bottles: "
+                f"{', '.join(sorted(bottles))}): define it under \"bottles\" or pick an existing one",
                 file,
                 where,
             )
-    return Manifest(agents=agents, bottles=bottles, image=image, files=files)
+    return Manifest(agents=agents, bottles=bottles, image=image, files=files, project=project,
+                    home_agents=home_agents, home_bottles=home_bottles)
 
 
 def _merge_bottle(base: Bottle, over: Bottle) -> Bottle:
@@ -383,51 +635,31 @@ def _image_settings(from_manifest: ImageSettings, environ: Mapping[str, str]) ->
 # ---------------------------------------------------------------- secrets
 
 
-def resolve_env(
-    bottle: Bottle,
-    environ: Mapping[str, str],
-    ask: Callable[[str], str] | None,
-    trust_project: bool = False,
-) -> dict[str, str]:
-    """The bottle's variables with their values. `ask` reads hidden input, or is None when
-    nobody can answer. Host references and SSH keys of an untrusted bottle need `trust_project`."""
-    if not bottle.trusted and not trust_project:
-        untrusted_secrets_check(bottle)
+def check_env(bottle: Bottle, environ: Mapping[str, str], can_ask: bool) -> None:
+    """Everything `resolve_env` would refuse, found without reading a single value: host variables
+    that are not set, and questions with nobody to answer them."""
+    for var in bottle.env:
+        if var.kind == "host" and var.source not in environ:
+            raise ManifestError(f"host variable ${var.source} is not set: export it, or change the value",
+                                var.file, var.field_path)
+        if var.kind == "prompt" and not can_ask:
+            raise ManifestError(f"{var.name} is asked for at launch, but there is no terminal to ask on: "
+                                "run interactively, or set the value in the manifest", var.file, var.field_path)
+
+
+def resolve_env(bottle: Bottle, environ: Mapping[str, str], ask: Callable[[str], str] | None) -> dict[str, str]:
+    """The bottle's variables with their values. `ask` reads hidden input, or is None when nobody can
+    answer. Whether the project file may have them at all is `Manifest.check_launch`'s to say."""
+    check_env(bottle, environ, ask is not None)
     values: dict[str, str] = {}
     for var in bottle.env:
         if var.kind == "literal":
             values[var.name] = var.source
         elif var.kind == "host":
-            if var.source not in environ:
-                raise ManifestError(
-                    f"host variable ${var.source} is not set: export it, or change the value",
-                    bottle.files[-1] if bottle.files else None,
-                    var.field_path,
-                )
             values[var.name] = environ[var.source]
         else:
-            if ask is None:
-                raise ManifestError(
-                    f"{var.name} is asked for at launch, but there is no terminal to ask on: "
-                    "run interactively, or set the value in the manifest",
-                    bottle.files[-1] if bottle.files else None,
-                    var.field_path,
-                )
             values[var.name] = ask(f"{var.source} ({var.name}): ")
     return values
-
-
-def untrusted_secrets_check(bottle: Bottle) -> None:
-    """Refuse what an untrusted bottle would take from the host: variables and SSH keys."""
-    wants = bottle.host_secrets
-    if wants:
-        raise ManifestError(
-            f"bottle '{bottle.name}' is defined or changed by the project manifest and asks for host "
-            f"secrets ({', '.join(wants)}): answer yes when asked, or pass --trust-project if you trust "
-            f"{bottle.files[-1]}",
-            bottle.files[-1],
-            f"bottles.{bottle.name}",
-        )
 
 
 # ---------------------------------------------------------------- validation

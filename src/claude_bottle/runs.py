@@ -18,7 +18,7 @@ from pathlib import Path
 from . import bottle, cleanup, image, workspace
 from .docker import Engine
 from .errors import BottleError
-from .manifest import home_dir
+from .manifest import state_dir
 from .tasks import COULD_NOT_RUN
 
 
@@ -76,9 +76,7 @@ class Run:
 
 
 def root(environ: Mapping[str, str]) -> Path:
-    state = environ.get("XDG_STATE_HOME")
-    base = Path(state) if state and not environ.get("CLAUDE_BOTTLE_HOME") else home_dir(environ) / ".local" / "state"
-    return base / "claude-bottle" / "runs"
+    return state_dir(environ) / "runs"
 
 
 def create(environ: Mapping[str, str], name: str, meta: dict) -> Run:

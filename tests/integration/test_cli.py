@@ -10,6 +10,7 @@ from pathlib import Path
 from . import support
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_PROJECT_HINT = "(to use only your home manifest meanwhile, pass --no-project)"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 BAD_MANIFESTS = {
@@ -68,7 +69,8 @@ class BadInputCreatesNothingTest(support.IntegrationTest):
                         env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(home),
                              "CLAUDE_BOTTLE_OAUTH_TOKEN": "sk-ant-oat01-test"})
                     expected = message.format(dir=project, home=home)
-                    self.assertEqual((out.returncode, out.stderr, out.stdout), (3, f"Error: {f}: {expected}\n", ""))
+                    self.assertEqual((out.returncode, out.stderr, out.stdout),
+                                     (3, f"Error: {f}: {expected}\n{NO_PROJECT_HINT}\n", ""))
                     self.assertEqual(tree(Path(tmp)), files_before)
                     self.assertEqual(docker_state(), docker_before)
 

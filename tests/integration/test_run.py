@@ -37,6 +37,7 @@ class MessagesApi(support.Server):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 api.requests.append(self.path)
+                api.authorization.append(self.headers.get("Authorization", ""))
                 if "count_tokens" in self.path:
                     return self.reply_json({"input_tokens": 10})
                 prompt = json.dumps(body.get("messages", [])[:1])
@@ -87,6 +88,7 @@ class MessagesApi(support.Server):
                     self.wfile.flush()
 
         self.requests = []
+        self.authorization = []
         super().__init__(Handler)
 
 

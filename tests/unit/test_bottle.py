@@ -85,23 +85,38 @@ class SecretsFileTest(unittest.TestCase):
                          ["sh", "-c", "umask 077 && cat > /run/claude-bottle/secrets/env"])
 
 
-class AgentFilesTest(unittest.TestCase):
-    def test_skills_and_prompt_land_in_the_bottle_home(self):
+class BottleFilesTest(unittest.TestCase):
+    def test_skills_and_prompt_land_in_the_bottle_home_and_settings_are_roots(self):
         with tempfile.TemporaryDirectory() as tmp:
             skill = Path(tmp, "review")
             (skill / "refs").mkdir(parents=True)
             (skill / "SKILL.md").write_text("---\nname: review\n---\n")
             (skill / "refs" / "a.md").write_text("A")
             agent = manifest.Agent("dev", "dev", (manifest.Skill("review", skill),), "Be brief.")
-            data = bottle.agent_files(agent)
+            data = bottle.bottle_files(agent, manifest.Bottle("dev"), {})
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = {m.name: m for m in tar.getmembers()}
             self.assertEqual(sorted(members), [
+                "etc/claude-code", "etc/claude-code/managed-settings.json",
                 "home/claude/.claude/skills/review", "home/claude/.claude/skills/review/SKILL.md",
                 "home/claude/.claude/skills/review/refs", "home/claude/.claude/skills/review/refs/a.md",
                 "home/claude/.config/claude-bottle/prompt.md"])
-            self.assertTrue(all(m.uid == 1000 and m.gid == 1000 for m in members.values()))
+            self.assertTrue(all(m.uid == 1000 and m.gid == 1000 for n, m in members.items() if n.startswith("home/")))
+            self.assertTrue(all(m.uid == 0 and m.gid == 0 for n, m in members.items() if n.startswith("etc/")))
             self.assertEqual(tar.extractfile("home/claude/.config/claude-bottle/prompt.md").read(), b"Be brief.")
+
+    def test_managed_settings_pin_where_the_token_goes(self):
+        plain = bottle.managed_settings(manifest.Bottle("b"), {})
+        self.assertEqual(plain["apiKeyHelper"], "")
+        self.assertEqual({k: plain["env"][k] for k in bottle.PINNED_ENV},
+                         {"ANTHROPIC_BASE_URL": "https://api.anthropic.com", "ANTHROPIC_AUTH_TOKEN": "",
+                          "ANTHROPIC_API_KEY": "", "ANTHROPIC_CUSTOM_HEADERS": ""})
+        self.assertEqual(plain["env"]["HTTPS_PROXY"], bottle.PROXY_URL)
+        gateway = manifest.Bottle("g", env=(manifest.EnvVar("ANTHROPIC_BASE_URL", "host", "GW", "x"),
+                                            manifest.EnvVar("ANTHROPIC_AUTH_TOKEN", "host", "GWKEY", "y")))
+        pinned = bottle.managed_settings(gateway, {"ANTHROPIC_BASE_URL": "https://gw.corp", "ANTHROPIC_AUTH_TOKEN": "s3"})
+        self.assertEqual(pinned["env"]["ANTHROPIC_BASE_URL"], "https://gw.corp")
+        self.assertNotIn("ANTHROPIC_AUTH_TOKEN", pinned["env"])  # a secret: not written to the bottle's disk
 
 
 class OwnerTest(unittest.TestCase):

@@ -76,7 +76,7 @@ class ListAndInfoTest(CliCase):
             "AGENT    BOTTLE           DEFINED IN",
             "default  default          built-in",
             f"dev      dev (untrusted)  {home_file}",
-            "fix      default          ./claude-bottle.json",
+            "fix      default          ./claude-bottle.json (not trusted)",
         ])
 
     def test_info_shows_names_never_values(self):
@@ -87,10 +87,13 @@ class ListAndInfoTest(CliCase):
         r = self.invoke("info", "dev", env={"SECRET_HOST_VAR": "host-secret-value"})
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertNotIn("secret-value", r.output)
-        self.assertIn("env:     API (from host $SECRET_HOST_VAR), LIT (set in manifest), ASK (asked at launch)", r.stdout)
-        self.assertIn("egress:  5 hosts allowed", r.stdout)
-        self.assertIn("pypi.org             egress.allowlist", r.stdout)
-        self.assertIn("prompt:  28 characters; first line: Review the code.", r.stdout)
+        self.assertIn("env:      API (from host $SECRET_HOST_VAR)\n"
+                      "          LIT (set in manifest)\n"
+                      "          ASK (asked at launch)\n", r.stdout)
+        self.assertIn("egress:   5 hosts allowed:\n", r.stdout)
+        self.assertIn("            pypi.org             egress.allowlist\n", r.stdout)
+        self.assertTrue(r.stdout.endswith("prompt:   3 lines:\n          | \n          | Review the code.\n"
+                                          "          | Then stop.\n"), r.stdout)
 
     def test_info_unknown_agent(self):
         r = self.invoke("info", "ghost")
@@ -115,9 +118,10 @@ class StartDryRunTest(CliCase):
         self.assertEqual(plan["containers"][0]["network"], "none")
         self.assertEqual(plan["networks"], [{"name": f"cb-{name}-egress", "role": "egress"}])
         self.assertEqual(plan["sidecar"]["image"], "ghcr.io/luckypipewrench/pipelock:2.3.0")
-        self.assertEqual(plan["env"], [{"name": "A", "source": "host", "from": "HOSTA"}])
+        self.assertEqual(plan["env"], [{"name": "A", "source": "host", "from": "HOSTA", "project": False}])
         self.assertEqual([h["host"] for h in plan["allowlist"]][-1], "pypi.org")
-        self.assertEqual(plan["prompt"], {"length": 5, "first_line": "Hello"})
+        self.assertEqual(plan["prompt"], {"length": 5, "lines": 1, "first_line": "Hello", "project": False})
+        self.assertEqual((plan["project"], plan["refusals"]), (None, []))
         self.assertEqual(plan["token"], {"variable": "CLAUDE_BOTTLE_OAUTH_TOKEN", "present": False})
 
     def test_dry_run_names_differ_per_run(self):
@@ -143,7 +147,8 @@ class StartDryRunTest(CliCase):
         r = self.invoke("start", "a", "--dry-run")
         self.assertEqual(r.exit_code, 3)
         self.assertEqual(r.stderr, f"Error: {f}: agents.a.bottle: no bottle named 'nope' (bottles: default): "
-                                   'define it under "bottles" or pick an existing one\n')
+                                   'define it under "bottles" or pick an existing one\n'
+                                   "(to use only your home manifest meanwhile, pass --no-project)\n")
         self.assertEqual(r.stdout, "")
 
 

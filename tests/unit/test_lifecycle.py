@@ -88,7 +88,10 @@ class LaunchTest(unittest.TestCase):
         engine = FakeEngine()
         self.launch(engine)
         files = tar_members(engine.archives[self.plan.names.container])
-        self.assertEqual(files, {"home/claude/.config/claude-bottle/prompt.md": b"Hi"})
+        self.assertEqual(sorted(files), ["etc/claude-code/managed-settings.json",
+                                         "home/claude/.config/claude-bottle/prompt.md"])
+        self.assertEqual(files["home/claude/.config/claude-bottle/prompt.md"], b"Hi")
+        self.assertNotIn(b"database-password-123", b"".join(files.values()))
 
     def test_api_base_url_and_private_hosts_reach_the_sidecar(self):
         plan = make_plan(self.tmp, {"bottles": {"g": {
@@ -236,6 +239,7 @@ class StartCommandTest(StartCase):
         self.assertTrue(r.stderr.endswith("Error: stdin is not a terminal, so nobody can answer the launch "
                                           "question: pass --yes to launch anyway\n"), r.stderr)
         self.assertIn("egress:   4 hosts allowed", r.stderr)
+        self.assertNotIn("\x1b", r.stderr)
         self.assertEqual(engine.calls, [])
 
     def test_untrusted_host_secrets_need_trust_project(self):
@@ -244,7 +248,8 @@ class StartCommandTest(StartCase):
         engine = self.engine(interactive=0)
         r = self.start(engine, "p", "--yes", env={"HOME_SECRET": "from-the-host-0123456789"})
         self.assertEqual(r.exit_code, 3)
-        self.assertIn("asks for host secrets ($HOME_SECRET)", r.stderr)
+        self.assertIn("bottles.p.env.K: copies the host variable $HOME_SECRET", r.stderr)
+        self.assertIn("run `claude-bottle trust`", r.stderr)
         self.assertIn("UNTRUSTED", r.stderr)
         self.assertEqual(engine.calls, [])
         r = self.start(engine, "p", "--yes", "--trust-project", env={"HOME_SECRET": "from-the-host-0123456789"})

@@ -1,0 +1,42 @@
+"""Text on its way to the user's terminal: control characters and escape sequences made visible.
+
+A manifest, a container label or a bottle's output can hold bytes that a
+terminal obeys (move the cursor, rewrite a line, set the clipboard, reverse
+the text's direction). Everything the CLI shows that it did not write itself
+passes through `visible` first, so what the user reads is what is there.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0 and C1 controls, DEL, and the Unicode characters that change how text around them is drawn:
+# bidirectional overrides and isolates, zero-width characters, line and paragraph separators.
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def visible(text: str, newlines: bool = False) -> str:
+    """`text` with every character a terminal would act on written out as `\\x1b`, `\\u202e` and so on.
+
+    Tabs stay; newlines stay only where `newlines` allows several lines."""
+    keep = "\t\n" if newlines else "\t"
+
+    def escape(match: re.Match) -> str:
+        return match.group() if match.group() in keep else _escape_char(match.group())
+
+    out = _INVISIBLE.sub(escape, text)
+    # Other format characters (category Cf) can hide or reorder text too.
+    if any(unicodedata.category(c) == "Cf" for c in out):
+        out = "".join(_escape_char(c) if unicodedata.category(c) == "Cf" else c for c in out)
+    return out
+
+
+def visible_bytes(data: bytes) -> bytes:
+    """A bottle's output for a terminal: decoded leniently, made visible, lines kept."""
+    return visible(data.decode("utf-8", errors="replace"), newlines=True).encode()
