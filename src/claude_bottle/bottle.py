@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import sys
 import shlex
 import tarfile
 import time
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import cleanup, egress, image, pins, ssh, workspace
-from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE
+from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER
 from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest, ProjectShare, Refusal, refused
@@ -27,8 +28,6 @@ from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
 CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
-LABEL_RESULTS_REPO = LABEL_PREFIX + "results-repo"  # where a bottle's work goes back to
-LABEL_RESULTS_BRANCH = LABEL_PREFIX + "results-branch"
 
 
 PROXY_DIR = "/run/claude-bottle/proxy"
@@ -96,6 +95,11 @@ class LaunchPlan:
     @property
     def names(self) -> Names:
         return Names(self.name)
+
+    @property
+    def workdir(self) -> str:
+        """Where Claude starts: the workspace folder (a subfolder stays at its place in its repository)."""
+        return self.workspace.workdir if self.workspace else image.WORKSPACE
 
     def check_trust(self) -> None:
         """Refuse the launch if it would give an untrusted project file what it may not have."""
@@ -171,6 +175,7 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         mount = mount.expanduser().resolve()
         if not mount.is_dir():
             raise BottleError(f"--mount {mount}: no such directory: name an existing folder to mount")
+        _check_writable_by_bottle(mount)
     return LaunchPlan(
         name=name,
         workspace=workspace.inspect(workspace_dir, agent.name, name, results) if workspace_dir else None,
@@ -180,11 +185,24 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         image=image.spec(manifest.image),
         image_base=manifest.image.base,
         claude_code_version=manifest.image.claude_code_version,
-        allowlist=egress.allowlist(bottle),
+        allowlist=egress.allowlist(bottle, bottle.api_base_url(environ)),
         token_present=bool(environ.get(TOKEN_VARIABLE)),
         project=manifest.share(agent),
         refusals=tuple(manifest.refusals(agent)),
     )
+
+
+def _check_writable_by_bottle(folder: Path) -> None:
+    """A bind mount keeps the host's owners, and the bottle's user is uid 1000: refuse a folder it could
+    not write (Docker Desktop maps owners itself, so only Linux hosts are checked)."""
+    if not sys.platform.startswith("linux"):
+        return
+    st = folder.stat()
+    if st.st_uid == image.BOTTLE_UID or st.st_mode & 0o002 or (st.st_gid == image.BOTTLE_UID and st.st_mode & 0o020):
+        return
+    raise BottleError(f"--mount {folder}: owned by uid {st.st_uid}, so the bottle's user (uid {image.BOTTLE_UID}) "
+                      f"could not write to it: use --workspace (a copy whose work comes back), or give uid "
+                      f"{image.BOTTLE_UID} write access to the folder")
 
 
 def _str(value: object) -> str | None:
@@ -196,7 +214,7 @@ def _str(value: object) -> str | None:
 
 def labels(plan: LaunchPlan, role: str, owner: str) -> dict[str, str]:
     return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_CONFIG: plan.bottle.name,
-            LABEL_ROLE: role, LABEL_OWNER: owner}
+            LABEL_ROLE: role, LABEL_OWNER: owner, LABEL_USER: cleanup.current_user()}
 
 
 def proxy_environment() -> dict[str, str]:
@@ -208,18 +226,16 @@ def proxy_environment() -> dict[str, str]:
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     """The bottle: no network, no capabilities, no privilege gain, and a loopback port
     forwarded to the sidecar's socket. Its main process is that forwarder."""
-    extra = {}
-    if plan.workspace and plan.workspace.branch:  # so `stop` can bring a detached bottle's work back
-        extra = {LABEL_RESULTS_REPO: str(plan.workspace.git_root), LABEL_RESULTS_BRANCH: plan.workspace.branch}
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,
         command=("socat", f"TCP-LISTEN:{PROXY_PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{PROXY_SOCKET}"),
-        labels=labels(plan, "bottle", owner) | extra,
+        # The workspace's way back, so that any process (`stop`, a later `start`) can bring the work back.
+        labels=labels(plan, "bottle", owner) | workspace.labels(plan.workspace),
         user=f"{image.BOTTLE_UID}:{image.BOTTLE_UID}",
         network_mode="none",
         hostname=plan.name,
-        working_dir=image.WORKSPACE,
+        working_dir=image.WORKSPACE,  # a subfolder's workdir exists only once the workspace is copied in
         environment=proxy_environment() | ({"SSH_AUTH_SOCK": ssh.AGENT_SOCKET} if plan.bottle.ssh else {}),
         mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
         pids_limit=plan.bottle.pids or DEFAULT_PIDS,
@@ -303,7 +319,7 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
     n = plan.names
     secrets = {**env, CLAUDE_TOKEN_VARIABLE: token}
     blocked = [env[name] for name in plan.bottle.secret_names] + [token]
-    hosts = [h.host for h in egress.allowlist(plan.bottle, env.get("ANTHROPIC_BASE_URL"))]
+    hosts = [h.host for h in plan.allowlist]
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         engine.create_volume(n.config_volume, labels(plan, "sidecar-config", owner), tmpfs_options=CONFIG_TMPFS)
@@ -366,21 +382,35 @@ def ensure_sidecar_image(engine: Engine, ref: str) -> None:
 
 def egress_log(engine: Engine, name: str) -> list[str]:
     """The sidecar's log lines for bottle `name`, with the bottle's secret values redacted."""
-    code, out = engine.exec(Names(name).relay, egress.read_log_command())
+    code, out = engine.exec(Names(name).relay, egress.read_log_command(), timeout=30)
     if code != 0:
         raise BottleError(f"reading the egress log of '{name}' failed: {out.decode(errors='replace').strip()}")
     log, _, secrets_text = out.decode(errors="replace").partition("\0")
     return egress.redact(log, secrets_text.splitlines()).splitlines()
 
 
-def results_of(engine: Engine, name: str) -> Workspace | None:
-    """Where a running bottle's work goes back to, from its labels (None: nowhere)."""
-    info = engine.inspect_container(Names(name).container)
-    found = (info or {}).get("Config", {}).get("Labels") or {}
-    if LABEL_RESULTS_BRANCH not in found:
-        return None
-    repo = Path(found[LABEL_RESULTS_REPO])
-    return Workspace(repo, repo, found[LABEL_RESULTS_BRANCH])
+def out_of_memory(engine: Engine, name: str) -> bool:
+    """Whether the kernel killed a process of bottle `name` for its memory limit (Docker marks the container
+    only when its main process dies; the cgroup counts every kill)."""
+    state = engine.container(Names(name).container)
+    if state is None or state.oom_killed:
+        return state is not None
+    try:
+        _, out = engine.exec(Names(name).container, ["cat", "/sys/fs/cgroup/memory.events",
+                                                     "/sys/fs/cgroup/memory/memory.oom_control"], timeout=10)
+    except BottleError:
+        return False
+    return any(line.split()[:1] == ["oom_kill"] and line.split()[1:2] != ["0"]
+               for line in out.decode(errors="replace").splitlines())
+
+
+def stop_claude(engine: Engine, name: str) -> None:
+    """Ask Claude in bottle `name` to end (SIGTERM), so that its session finishes and brings the work back."""
+    try:
+        engine.exec(Names(name).container, ["pkill", "-TERM", "-f", "--", "--dangerously-skip-permissions"],
+                    user=image.BOTTLE_USER, timeout=10)
+    except BottleError:
+        pass  # already gone
 
 
 def teardown(engine: Engine, name: str) -> list[Found]:
@@ -397,8 +427,8 @@ def _check(result: tuple[int, bytes], what: str) -> None:
 def _wait_healthy(engine: Engine, sidecar: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        info = engine.inspect_container(sidecar)
-        if not info or not info["State"]["Running"]:
+        state = engine.container(sidecar)
+        if state is None or not state.running:
             tail = b"".join(engine.logs(sidecar)).decode(errors="replace").strip().splitlines()[-10:]
             raise BottleError("the egress sidecar (pipelock) stopped while starting:\n" + "\n".join(tail))
         if engine.exec(sidecar, egress.health_command())[0] == 0:

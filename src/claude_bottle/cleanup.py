@@ -1,92 +1,153 @@
 """The labels every object of a bottle carries, who owns it, and finding and removing such objects:
-one bottle's, those of sessions whose owner process is gone, or all of them.
-Containers go before networks and volumes."""
+one bottle's, those of sessions that ended without tearing down, a user's own, or all of them.
+Containers go before networks and volumes.
+
+A session's owner is a lock: the CLI process holds an flock on a file of its own while the session
+lives, and the label names that file. The kernel drops the lock when the process ends however it ends,
+so "can the lock be taken?" answers "is the session gone?" exactly, with no process ids to mistake
+across PID namespaces or reboots. A lock this host cannot open (another user's, another machine's)
+counts as held.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import workspace
 from .docker import LABEL_PREFIX, Engine, Found
+from .errors import BottleError
 
 LABEL_BOTTLE = LABEL_PREFIX + "bottle"
 LABEL_AGENT = LABEL_PREFIX + "agent"
 LABEL_ROLE = LABEL_PREFIX + "role"
-LABEL_OWNER = LABEL_PREFIX + "owner"
+LABEL_OWNER = LABEL_PREFIX + "owner"  # the lock of the session that made it
+LABEL_USER = LABEL_PREFIX + "user"  # uid@host of the user who made it
 LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
-DETACHED = "detached"  # owner of bottles started with --detach: they live until stop or cleanup
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The process a bottle's objects belong to; when it is gone, they are leftovers."""
+def current_user() -> str:
+    return f"{os.getuid()}@{socket.gethostname()}"
 
-    host: str
-    pid: int
-    started: str  # the process's start time where the OS tells it, so a reused pid is not mistaken for it
+
+class SessionLock:
+    """A lock file held for as long as this process runs a session (or supervises a detached run)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, folder: Path) -> SessionLock:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{secrets.token_hex(8)}.lock"
+        # Not inherited by the processes we start (docker exec and the like), so it dies with us.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls(path, fd)
 
     def label(self) -> str:
-        return f"{self.host}:{self.pid}:{self.started}"
+        return owner_label(self.path)
 
-    @classmethod
-    def current(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
+    def release(self) -> None:
+        if self._fd >= 0:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
 
-    @classmethod
-    def parse(cls, label: str) -> Owner | None:
-        parts = label.split(":")
-        if len(parts) < 3 or not parts[-2].isdigit():
-            return None
-        return cls(":".join(parts[:-2]), int(parts[-2]), parts[-1])
+    def __enter__(self) -> SessionLock:
+        return self
 
-    def alive(self) -> bool:
-        """Whether this owner still runs; owners on other hosts are assumed alive."""
-        if self.host != socket.gethostname():
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return process_start(self.pid) == self.started
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
-def process_start(pid: int) -> str:
-    """Start time of `pid` in clock ticks since boot (Linux), or "" where /proc has no answer."""
+def owner_label(lock: Path) -> str:
+    return f"lock:{socket.gethostname()}:{lock}"
+
+
+def owner_alive(label: str) -> bool:
+    """Whether the session named by an owner label may still run. Only a lock of this host that can be
+    taken, or that is gone, is a session that has ended; anything else (another host's, another user's,
+    a label we do not understand) is left alone."""
+    kind, _, rest = label.partition(":")
+    host, _, path = rest.partition(":")
+    if kind != "lock" or host != socket.gethostname() or not path.startswith("/"):
+        return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # released: its session ended
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    Path(path).unlink(missing_ok=True)  # what a killed session left behind
+    return False
 
 
 _ORDER = {"container": 0, "network": 1, "volume": 2}
 
 
+def check_name(name: str) -> str:
+    """A bottle name as `stop`, `exec` and the others take it: refused before it reaches the engine or the
+    filesystem if it could match something else (empty: every bottle) or name a path."""
+    if not name or len(name) > 80 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name) \
+            or name.startswith((".", "-")):
+        raise BottleError(f"'{name}' is not a bottle name: names look like coder-1a2b3c (see `claude-bottle ps`)")
+    return name
+
+
 def of_bottle(engine: Engine, name: str) -> list[Found]:
-    return engine.find({LABEL_BOTTLE: name})
+    return engine.find({LABEL_BOTTLE: check_name(name)})
 
 
 def everything(engine: Engine) -> list[Found]:
     return engine.find({LABEL_BOTTLE: ""})
 
 
-def of_dead_sessions(engine: Engine) -> list[Found]:
-    """Objects whose owner process ended without tearing its bottle down (SIGKILL, a crash)."""
-    dead = []
-    for obj in everything(engine):
-        owner_label = obj.labels.get(LABEL_OWNER, "")
-        if owner_label == DETACHED:
+def of_user(engine: Engine, user: str | None = None) -> list[Found]:
+    return engine.find({LABEL_BOTTLE: "", LABEL_USER: user or current_user()})
+
+
+def holds_work(obj: Found) -> bool:
+    """Whether the bottle this object belongs to has a workspace whose work has not come back yet."""
+    return workspace.LABEL_REPO in obj.labels
+
+
+def of_dead_sessions(engine: Engine, detached: set[str]) -> tuple[list[Found], list[str]]:
+    """Objects of sessions that ended without tearing their bottle down (SIGKILL, a crash), and the names
+    of such bottles that are kept because they hold work not yet brought back. Detached bottles
+    (`detached`: their names) live on until `stop`."""
+    objects = everything(engine)
+    kept_work = {o.labels[LABEL_BOTTLE] for o in objects if o.kind == "container" and holds_work(o)}
+    dead, held = [], set()
+    alive: dict[str, bool] = {}
+    for obj in objects:
+        name = obj.labels.get(LABEL_BOTTLE, "")
+        owner = obj.labels.get(LABEL_OWNER, "")
+        if name in detached or not owner:
             continue
-        owner = Owner.parse(owner_label)
-        if owner is None or not owner.alive():
+        if owner not in alive:
+            alive[owner] = owner_alive(owner)
+        if alive[owner]:
+            continue
+        if name in kept_work:
+            held.add(name)
+        else:
             dead.append(obj)
-    return dead
+    return dead, sorted(held)
 
 
 def remove(engine: Engine, objects: list[Found]) -> list[Found]:

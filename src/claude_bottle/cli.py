@@ -6,12 +6,13 @@ BottleError and leave as `Error: <message>` on stderr with the error's code.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import functools
 import json
 import os
-import shutil
+import select
 import signal
 import subprocess
 import sys
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, pins, runs, ssh, tasks, workspace
+from . import __version__, bottle, cleanup, docker, egress, image, manifest, runs, session, ssh, status, tasks, workspace
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
-from .terminal import visible, visible_bytes
+from .terminal import visible
 
 
 class _Group(click.Group):
@@ -176,8 +177,8 @@ def _launch_options(f):
         click.option("--trust-project", is_flag=True,
                      help="Trust the project's claude-bottle.json for this run only (see `claude-bottle trust`)."),
         click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
-                     help="Copy DIR into /workspace (honouring .gitignore); a git repository's work comes back "
-                          "as a branch."),
+                     help="Copy DIR into /workspace (honouring .gitignore); its work comes back when the bottle "
+                          "ends (a repository's as a branch)."),
         click.option("--no-results", is_flag=True, help="With --workspace: bring nothing back."),
         click.option("--mount", type=click.Path(path_type=Path),
                      help="Bind-mount DIR read-write at /workspace instead: the agent changes your files directly."),
@@ -196,10 +197,10 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
           workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
     """Start AGENT (default: the built-in `default` agent) in a new bottle and open Claude in it.
 
-    The bottle, its sidecar and everything made for them are removed when Claude
-    exits, on Ctrl-C, SIGTERM, SIGHUP or a closed terminal. The exit status is Claude's.
-    With --workspace on a git repository, the agent's commits and uncommitted
-    changes come back first as branch bottle/<agent>/<bottle>.
+    When Claude exits (or on Ctrl-C, SIGTERM, SIGHUP or a closed terminal) the
+    workspace's work comes back first, then the bottle, its sidecar and
+    everything made for them are removed; if the work cannot come back, the
+    bottle is kept and you are told how to retry. The exit status is Claude's.
     """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
@@ -207,8 +208,17 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
     if dry_run:
         _dry_run(plan, as_json)
         return
+    secrets, engine = _consent(plan, yes)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(_launch(plan, yes, detach, ["bottle-claude"], tty=tty, stdin=True))
+    with _session_lock() as lock, _signals_raise():
+        s = _launch(engine, plan, secrets, lock)
+        if detach:
+            with s:  # finished at once if anything below fails
+                runs.create(os.environ, plan.name, _record(plan, "session"), lock.label())
+                s.detach()
+            click.echo(plan.name)
+            return
+        sys.exit(_run_and_finish(s, lambda: s.run_interactive(["bottle-claude"], tty=tty, stdin=True)))
 
 
 @main.command("run")
@@ -229,13 +239,15 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
                  no_results: bool, mount: Path | None) -> None:
     """Run AGENT headless on PROMPT in a fresh bottle (claude -p), streaming its output.
 
-    The bottle is removed afterwards (a workspace's work comes back first) and
-    the exit status is Claude's. With --tasks, each task gets its own bottle, at
-    most --parallel at once; a summary table follows, and the exit status is 1
-    if any task failed.
+    The workspace's work comes back, then the bottle is removed; the exit
+    status is Claude's. With --tasks, each task gets its own bottle, at most
+    --parallel at once; a summary table follows, and the exit status is 1 if
+    any task failed.
     """
-    if (prompt is None) == (tasks_file is None):
+    if prompt is not None and tasks_file is not None:
         raise click.UsageError("give a PROMPT or --tasks FILE, not both")
+    if prompt is None and tasks_file is None:
+        raise click.UsageError("give the PROMPT to run, or --tasks FILE")
     if parallel and not tasks_file:
         raise click.UsageError("--parallel only goes with --tasks")
     if tasks_file:
@@ -246,8 +258,16 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
         sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
                             no_results))
     plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
-    sys.exit(_launch(plan, yes, detach, _claude_p(prompt, output_format), tty=False, stdin=False,
-                     supervised=detach))
+    argv = _claude_p(prompt, output_format)
+    secrets, engine = _consent(plan, yes)
+    with _session_lock() as lock, _signals_raise():
+        s = _launch(engine, plan, secrets, lock)
+        if detach:
+            with s:  # finished at once if the hand-over fails
+                _hand_to_supervisor(s, plan, argv, lock)
+            click.echo(plan.name)
+            return
+        sys.exit(_run_and_finish(s, lambda: s.run_headless(argv, _OutputSink())))
 
 
 def _claude_p(prompt: str, output_format: str) -> list[str]:
@@ -257,13 +277,18 @@ def _claude_p(prompt: str, output_format: str) -> list[str]:
     return argv
 
 
+def _record(plan: bottle.LaunchPlan, kind: str, prompt: str = "") -> dict:
+    return {"agent": plan.agent.name, "bottle": plan.bottle.name, "started": time.time(), "kind": kind,
+            "prompt": prompt}
+
+
 def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format: str, yes: bool,
                trust_project: bool, workspace_dir: Path | None, no_results: bool) -> int:
     task_list = tasks.read(tasks_file, workspace_dir)
     plans = [_plan(agent, t.workspace, no_results, None, trust_project) for t in task_list]
     parallel = parallel or tasks.default_parallelism()
-    click.echo(f"tasks:    {len(task_list)} from {tasks_file}, {parallel} at a time", err=True)
-    env, token, keys, _ = _consent_and_prepare(plans[0], yes)
+    click.echo(f"tasks:    {len(task_list)} from {visible(str(tasks_file))}, {parallel} at a time", err=True)
+    secrets, engine = _consent(plans[0], yes)
 
     def done(r: tasks.Result) -> None:
         click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
@@ -271,9 +296,10 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
         if not r.output.endswith("\n"):
             click.echo()
 
-    with _signals_raise():
+    with _session_lock() as lock, _signals_raise():
+        _prepare(engine, plans[0])
         try:
-            results = tasks.run_all(plans, task_list, env, token, keys, parallel,
+            results = tasks.run_all(plans, task_list, secrets, lock.label(), parallel,
                                     lambda t: _claude_p(t.prompt, output_format), done)
         except _Interrupted as e:
             return 128 + e.signum
@@ -281,7 +307,7 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
             return 130
     rows = [("TASK", "BOTTLE", "EXIT", "DURATION", "BRANCH")]
     for r in results:
-        first = r.task.prompt.splitlines()[0]
+        first = (r.task.prompt.splitlines() or [""])[0]
         rows.append((f"{r.index}: {first[:40]}{'…' if len(first) > 40 else ''}", r.bottle, str(r.exit_status),
                      f"{r.seconds:.1f}s", r.branch or "-"))
     _table(rows)
@@ -295,49 +321,9 @@ def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path 
     return bottle.plan(_load(trust_project), agent, os.environ, workspace_dir, results=not no_results, mount=mount)
 
 
-def _launch(plan: bottle.LaunchPlan, yes: bool, detach: bool, argv: list[str],
-            tty: bool, stdin: bool, supervised: bool = False) -> int:
-    """Preflight, consent, launch, run `argv` in the bottle (unless detached), bring work back, tear
-    down on every way out; returns the exit status to leave with. A `supervised` detached bottle runs
-    `argv` under a background process that records its output and tears the bottle down after."""
-    env, token, keys, engine = _consent_and_prepare(plan, yes)
-    owner = cleanup.DETACHED if detach else cleanup.Owner.current().label()
-    with _signals_raise():
-        copied = False
-        try:
-            bottle.launch(engine, plan, env, token, owner, keys)
-            if plan.workspace:
-                workspace.copy_in(engine, plan.names.container, plan.workspace, _copy_progress)
-                copied = True
-            if detach:
-                if supervised:
-                    _supervise_in_background(plan, argv)
-                click.echo(plan.name)
-                return 0
-            return engine.exec_interactive(plan.names.container, argv, image.BOTTLE_USER, image.WORKSPACE,
-                                           tty=tty, stdin=stdin)
-        except (_Interrupted, KeyboardInterrupt) as e:
-            if detach:  # stopped before it was handed over: do not leave it behind
-                bottle.teardown(engine, plan.name)
-            return 128 + e.signum if isinstance(e, _Interrupted) else 130
-        except BaseException:
-            if detach:  # a detached bottle that failed to fill is of no use: do not leave it
-                bottle.teardown(engine, plan.name)
-            raise
-        finally:
-            if not detach:
-                try:
-                    if copied:
-                        _bring_back(engine, plan.name, plan.workspace)
-                finally:
-                    bottle.teardown(engine, plan.name)
-
-
-def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool
-                         ) -> tuple[dict[str, str], str, dict[str, bytes], docker.Engine]:
-    """Token, preflight, every check that needs no secret, the user's yes, the env values; then an
-    engine with leftovers of dead sessions gone and both images present. Nothing is created, and no
-    secret read, before the user's answer."""
+def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docker.Engine]:
+    """Token, preflight, every check that needs no secret (the engine included), the user's yes; then the
+    secrets. Nothing is created, and no secret read, before the answer."""
     token = os.environ.get(bottle.TOKEN_VARIABLE)
     if not token:
         raise BottleError(
@@ -348,6 +334,7 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool
     _preflight(plan, err=True)
     plan.check_trust()
     manifest.check_env(plan.bottle, os.environ, can_ask=interactive)
+    engine = docker.connect()
     if not yes:
         if not interactive:
             raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
@@ -358,48 +345,126 @@ def _consent_and_prepare(plan: bottle.LaunchPlan, yes: bool
         if interactive else None
     env = manifest.resolve_env(plan.bottle, os.environ, ask)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
-
-    engine = docker.connect()
-    cleanup.remove(engine, cleanup.of_dead_sessions(engine))
-    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
-    _build_if_missing(engine, plan.image)
-    return env, token, keys, engine
+    return session.Secrets(env, token, keys), engine
 
 
-def _supervise_in_background(plan: bottle.LaunchPlan, argv: list[str]) -> None:
-    """Record the run and leave a process behind that outlives this one (own session, no terminal)."""
-    runs.create(os.environ, plan.name, {"agent": plan.agent.name, "bottle": plan.bottle.name,
-                                        "started": time.time(), "prompt": argv[2] if len(argv) > 2 else ""})
-    subprocess.Popen([sys.executable, "-m", "claude_bottle", "_supervise", plan.name, "--", *argv],
-                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL)
+def _session_lock() -> cleanup.SessionLock:
+    return cleanup.SessionLock.acquire(manifest.state_dir(os.environ) / "sessions")
+
+
+def _prepare(engine: docker.Engine, plan: bottle.LaunchPlan) -> None:
+    first = True
+
+    def on_build(line: str) -> None:
+        nonlocal first
+        if first:
+            click.echo(f"building {plan.image.tag} (first use; later starts reuse it)", err=True)
+            first = False
+        click.echo(visible(line, newlines=True), nl=False, err=True)
+
+    for name in session.prepare(engine, plan, os.environ, on_build):
+        click.echo(f"note: bottle {name} of a session that ended without finishing holds work not brought back; "
+                   f"`claude-bottle stop {name}` brings it back", err=True)
+
+
+def _launch(engine: docker.Engine, plan: bottle.LaunchPlan, secrets: session.Secrets,
+            lock: cleanup.SessionLock) -> session.Session:
+    _prepare(engine, plan)
+    return session.Session.launch(engine, plan, secrets, lock.label(), _copy_progress)
+
+
+def _run_and_finish(s: session.Session, run_claude) -> int:
+    """Run Claude in the session, then finish it (work back, bottle gone) on every way out; the exit
+    status to leave with."""
+    try:
+        with s:
+            code = run_claude()
+    except _Interrupted as e:
+        code = 128 + e.signum
+    except KeyboardInterrupt:
+        code = 130
+    _report(s.ended)
+    return code
+
+
+def _report(ended: session.Ended | None) -> None:
+    if ended is None or ended.workspace is None or not ended.workspace.brings_back:
+        return
+    brought = ended.brought
+    if ended.discarded:
+        click.echo("results: discarded (--discard)", err=True)
+    elif ended.gone:
+        click.echo("results: the bottle was already gone", err=True)
+    elif brought is None:
+        return
+    elif brought.branch:
+        click.echo(f"results: {brought.commits} new commit{'s' if brought.commits != 1 else ''} on branch "
+                   f"{brought.branch} in {visible(str(ended.workspace.git_root))}", err=True)
+    elif brought.folder:
+        left_out = (f" (left out, as they point outside it: {visible(', '.join(brought.skipped))})"
+                    if brought.skipped else "")
+        click.echo(f"results: the changed workspace is in {visible(str(brought.folder))}{left_out}", err=True)
+    else:
+        click.echo("results: no changes, nothing to bring back", err=True)
+
+
+def _hand_to_supervisor(s: session.Session, plan: bottle.LaunchPlan, argv: list[str],
+                        lock: cleanup.SessionLock) -> None:
+    """Record the run and start the process that looks after it from now on (own session, no terminal);
+    it takes the record over before this one ends, or the run is finished here and reported failed."""
+    run = runs.create(os.environ, plan.name, _record(plan, "run", argv[2]), lock.label())
+    supervisor = subprocess.Popen([sys.executable, "-m", "claude_bottle", "_supervise", plan.name, "--", *argv],
+                                  start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+    ready = select.select([supervisor.stdout], [], [], SUPERVISOR_START_SECONDS)[0]
+    if ready and supervisor.stdout.readline() == b"ready\n":
+        s.detach()
+        return
+    supervisor.kill()
+    run.finish(runs.COULD_NOT_RUN)
+    raise BottleError(f"the process that looks after detached run {plan.name} did not start, so the run is "
+                      f"ended and its bottle removed (`claude-bottle rm {plan.name}` drops its record)")
+
+
+SUPERVISOR_START_SECONDS = 30
 
 
 @main.command("_supervise", hidden=True, context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def supervise(name: str, argv: tuple[str, ...]) -> None:
-    """Runs a detached run's command, records its output and status, brings work back, removes the bottle."""
+    """Looks after a detached run: runs its command, records its output, egress report and status, and
+    finishes its bottle (work back, then removed)."""
     run = runs.get(os.environ, name)
     if run is None:
         raise BottleError(f"no record of run '{name}'")
     argv = argv[1:] if argv[:1] == ("--",) else argv
-    runs.supervise(docker.connect(), run, list(argv))
+    with _session_lock() as lock:
+        run.set_owner(lock.label())
+        sys.stdout.buffer.write(b"ready\n")
+        sys.stdout.flush()
+        os.close(sys.stdout.fileno())
+        code = runs.COULD_NOT_RUN
+        with run.output.open("ab") as sink:
+            try:
+                engine = docker.connect()
+                with session.Session.resume(engine, name) as s:
+                    code = s.run_headless(list(argv), sink)
+                    session.keep_egress_log(engine, run)
+                brought = s.ended.brought if s.ended else None
+                if brought and brought.branch:
+                    sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}\n".encode())
+                elif brought and brought.folder:
+                    sink.write(f"\nresults: the changed workspace is in {brought.folder}\n".encode())
+            except BottleError as e:  # the record must end with a status whatever happened
+                sink.write(f"\nError: {e}\n".encode())
+                code = e.exit_code if isinstance(e, workspace.WorkNotBack) else runs.COULD_NOT_RUN
+        if run.folder.is_dir():  # `rm --force` or `cleanup` may have removed the record meanwhile
+            run.finish(code)
 
 
 def _copy_progress(done: int, total: int) -> None:
     click.echo(f"\rcopying workspace: {done}/{total} files", nl=done == total, err=True)
-
-
-def _bring_back(engine: docker.Engine, name: str, ws: workspace.Workspace | None) -> None:
-    if ws is None or not ws.branch:
-        return
-    commits = workspace.bring_back(engine, bottle.Names(name).container, ws)
-    if commits:
-        click.echo(f"results: {commits} new commit{'s' if commits != 1 else ''} on branch {ws.branch} "
-                   f"in {ws.git_root}", err=True)
-    else:
-        click.echo("results: no changes, no branch made", err=True)
 
 
 def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
@@ -419,15 +484,6 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     manifest.check_env(plan.bottle, os.environ, can_ask=sys.stdin.isatty())
 
 
-def _build_if_missing(engine: docker.Engine, spec: image.ImageSpec) -> None:
-    first = True
-    for line in image.ensure(engine, spec):
-        if first:
-            click.echo(f"building {spec.tag} (first use; later starts reuse it)", err=True)
-            first = False
-        click.echo(visible(line, newlines=True), nl=False, err=True)
-
-
 class _Interrupted(BaseException):
     def __init__(self, signum: int):
         self.signum = signum
@@ -435,24 +491,34 @@ class _Interrupted(BaseException):
 
 @contextlib.contextmanager
 def _signals_raise():
-    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so teardown runs."""
+    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so the session finishes."""
     def handler(signum, _frame):
         raise _Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+    except _Interrupted as e:  # what no one handled before: leave with the signal's status, no traceback
+        raise SystemExit(128 + e.signum) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
 
 
 def _running(engine: docker.Engine, name: str) -> str:
-    container = bottle.Names(name).container
-    info = engine.inspect_container(container)
-    if not info or not info["State"]["Running"]:
+    container = bottle.Names(cleanup.check_name(name)).container
+    state = engine.container(container)
+    if state is None or not state.running:
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
     return container
+
+
+def _workdir(engine: docker.Engine, container: str) -> str:
+    state = engine.container(container)
+    ws = workspace.from_labels(state.labels) if state else None
+    return ws.workdir if ws else image.WORKSPACE
 
 
 @main.command()
@@ -462,8 +528,8 @@ def attach(bottle_name: str) -> None:
     engine = docker.connect()
     container = _running(engine, bottle_name)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, image.WORKSPACE, tty=tty,
-                                     stdin=True))
+    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, _workdir(engine, container),
+                                     tty=tty, stdin=True))
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -479,56 +545,50 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
     container = _running(engine, bottle_name)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     sys.exit(engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
-                                     image.WORKSPACE, tty=tty, stdin=True))
+                                     _workdir(engine, container), tty=tty, stdin=True))
 
 
 @main.command()
 @click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
-def stop(bottle_names: tuple[str, ...]) -> None:
-    """Stop BOTTLEs and remove everything made for them (a workspace's work comes back first)."""
+@click.option("--discard", is_flag=True, help="Throw the workspace's work away instead of bringing it back.")
+def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
+    """Stop BOTTLEs: bring their workspace's work back, then remove everything made for them.
+
+    If the work cannot come back, the bottle is kept and the error says why;
+    --discard removes it without bringing anything back."""
+    for name in bottle_names:
+        cleanup.check_name(name)
     engine = docker.connect()
-    missing = []
+    missing, failed = [], None
     for name in bottle_names:
         try:
-            _bring_back(engine, name, bottle.results_of(engine, name))
+            with _signals_raise():
+                ended = session.stop(engine, os.environ, name, discard)
         except BottleError as e:
-            click.echo(f"Error: {visible(str(e), newlines=True)} (stopping {visible(name)} anyway)", err=True)
-        if bottle.teardown(engine, name):
-            click.echo(f"stopped {visible(name)}")
-        else:
+            click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
+            failed = failed or e
+            continue
+        if ended is None:
             missing.append(name)
+            continue
+        _report(ended)
+        click.echo(f"stopped {visible(name)}")
     if missing:
         raise BottleError(f"no bottle named {', '.join(repr(n) for n in missing)}: see `claude-bottle ps`")
+    if failed is not None:
+        sys.exit(failed.exit_code)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the bottles as JSON.")
 def ps(as_json: bool) -> None:
     """List bottles and detached runs: name, agent, bottle, uptime, state (a finished run: its exit status)."""
-    engine = docker.connect()
-    now = time.time()
-    rows = {
-        c.labels.get(cleanup.LABEL_BOTTLE, ""): {
-            "name": c.labels.get(cleanup.LABEL_BOTTLE, ""), "agent": c.labels.get(cleanup.LABEL_AGENT, ""),
-            "bottle": c.labels.get(cleanup.LABEL_CONFIG, ""), "uptime_seconds": max(0, int(now - c.created)),
-            "state": c.state, "detached": c.labels.get(cleanup.LABEL_OWNER) == cleanup.DETACHED,
-            "exit_status": None}
-        for c in engine.find({cleanup.LABEL_ROLE: "bottle"}) if c.kind == "container"
-    }
-    for run in runs.all_runs(os.environ):
-        meta, status = run.meta, run.exit_status
-        row = rows.setdefault(run.name, {
-            "name": run.name, "agent": meta.get("agent", ""), "bottle": meta.get("bottle", ""),
-            "uptime_seconds": max(0, int(now - meta.get("started", now))), "state": "gone", "detached": True,
-            "exit_status": None})
-        if status is not None:
-            row.update(state=f"exited ({status})", exit_status=status)
-    ordered = sorted(rows.values(), key=lambda r: r["uptime_seconds"])
+    rows = status.bottles(docker.connect(), os.environ)
     if as_json:
-        click.echo(json.dumps(ordered, indent=2))
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
         return
     _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE")]
-           + [(r["name"], r["agent"], r["bottle"], _duration(r["uptime_seconds"]), r["state"]) for r in ordered])
+           + [(r.name, r.agent, r.bottle, _duration(r.uptime_seconds), r.state) for r in rows])
 
 
 @main.command("wait")
@@ -538,41 +598,65 @@ def wait_(bottle_names: tuple[str, ...]) -> None:
     records = []
     for name in bottle_names:
         run = runs.get(os.environ, name)
-        if run is None:
+        if run is None or not run.is_run:
             raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
         records.append(run)
     failed = False
     for run in records:
-        while run.exit_status is None:
-            time.sleep(0.2)
-        click.echo(f"{visible(run.name)}: exit {run.exit_status}")
-        failed |= run.exit_status != 0
+        code = run.wait()
+        click.echo(f"{visible(run.name)}: exit {code}")
+        failed |= code != 0
     sys.exit(1 if failed else 0)
 
 
 @main.command("rm")
 @click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
 def rm(bottle_names: tuple[str, ...]) -> None:
-    """Remove finished detached runs: their output and result."""
+    """Remove finished detached runs: their output, egress report and result."""
     for name in bottle_names:
         run = runs.get(os.environ, name)
-        if run is None:
+        if run is None or not run.is_run:
             raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
         runs.remove(run)
         click.echo(f"removed {visible(name)}")
 
 
 @main.command("cleanup")
-def cleanup_() -> None:
-    """Remove every container, network and volume of claude-bottle, running or not, and every run's record."""
+@click.option("--all", "everyone", is_flag=True, help="Every user's bottles on this engine, not only yours.")
+@click.option("-y", "--yes", is_flag=True, help="Remove without asking.")
+def cleanup_(everyone: bool, yes: bool) -> None:
+    """Remove your bottles (with --all, everyone's) and everything made for them, running or not, and your
+    finished runs' records. A workspace's work is brought back first; a bottle whose work cannot come back is
+    kept and reported."""
     engine = docker.connect()
-    removed = cleanup.remove(engine, cleanup.everything(engine))
-    bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in removed})
+    objects = cleanup.everything(engine) if everyone else cleanup.of_user(engine)
+    bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in objects})
     records = runs.all_runs(os.environ)
+    if not bottles and not records:
+        click.echo("nothing to remove")
+        return
+    click.echo(f"will remove {len(bottles)} bottle{'s' if len(bottles) != 1 else ''}"
+               + (f": {visible(', '.join(bottles))}" if bottles else "")
+               + (f"; {len(records)} run record{'s' if len(records) != 1 else ''}" if records else ""), err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise Refused("stdin is not a terminal, so nobody can answer: pass --yes to remove them")
+        if not click.confirm("remove them?", default=False, err=True):
+            raise Refused("nothing removed")
+    kept = []
+    for name in bottles:
+        try:
+            ended = session.stop(engine, os.environ, name)
+            _report(ended)
+        except workspace.WorkNotBack as e:
+            click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
+            kept.append(name)
     for run in records:
-        shutil.rmtree(run.folder, ignore_errors=True)
-    click.echo(f"removed {len(removed)} objects of {len(bottles)} bottles" + (f": {visible(', '.join(bottles))}" if bottles else "")
-               + (f"; {len(records)} run records" if records else ""))
+        if run.name not in kept:
+            runs.remove(run, force=True)
+    click.echo(f"removed {len(bottles) - len(kept)} bottles" + (f"; kept {', '.join(kept)}" if kept else ""))
+    if kept:
+        sys.exit(workspace.WorkNotBack.exit_code)
 
 
 @main.command()
@@ -586,24 +670,30 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         raise click.UsageError("--json only goes with --egress")
     if follow and show_egress:
         raise click.UsageError("--follow does not go with --egress")
+    cleanup.check_name(bottle_name)
     run = runs.get(os.environ, bottle_name)
-    if run is not None and not show_egress:  # a detached run: Claude's output, kept on the host
+    if run is not None and run.is_run and not show_egress:  # Claude's output, kept on the host
         chunks = run.follow() if follow else iter([run.output.read_bytes()])
         for chunk in chunks:
             _bottle_output(chunk)
         return
     engine = docker.connect()
     names = bottle.Names(bottle_name)
-    if not engine.inspect_container(names.container):
-        raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
     if not show_egress:
+        if engine.container(names.container) is None:
+            raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
         for chunk in engine.logs(names.container, follow=follow):
             _bottle_output(chunk)
         return
-    relay = engine.inspect_container(names.relay)
-    if not relay or not relay["State"]["Running"]:
-        raise BottleError(f"bottle '{bottle_name}' has no running sidecar, so no egress log")
-    rows = egress.report(bottle.egress_log(engine, bottle_name))
+    relay = engine.container(names.relay)
+    if relay is not None and relay.running:
+        lines = bottle.egress_log(engine, bottle_name)
+    elif run is not None and run.egress_log.is_file():  # a finished run's, kept with its output
+        lines = run.egress_log.read_text().splitlines()
+    else:
+        raise BottleError(f"bottle '{bottle_name}' has no running sidecar and no kept egress log: see "
+                          "`claude-bottle ps`")
+    rows = egress.report(lines)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
@@ -664,7 +754,8 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
     ws = plan.workspace
     if ws:
         back = (f"results come back as branch {ws.branch}" if ws.branch else
-                "nothing comes back (--no-results)" if ws.is_git else "not a git repository: nothing comes back")
+                f"not a git repository: if anything in it changes, it comes back as a new folder {ws.results_dir}"
+                if ws.results_dir else "nothing comes back (--no-results)")
         add("workspace", f"{ws.path} copied in; {back}")
     if plan.mount:
         add("mount", f"{plan.mount} read-write at {image.WORKSPACE}: WARNING: the agent changes these files on "
@@ -722,12 +813,28 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+class _OutputSink:
+    """Where a bottle's output goes: our stdout, as it is into a file or a pipe, with its control
+    characters made visible on a terminal, which would otherwise obey them (the agent writes this text)."""
+
+    def __init__(self):
+        self.out = click.get_binary_stream("stdout")
+        self.terminal = self.out.isatty()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes) -> None:
+        if self.terminal:
+            data = visible(self.decoder.decode(data), newlines=True).encode()
+        self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def _bottle_output(data: bytes) -> None:
-    """What a bottle printed: as it is into a file or a pipe, with its control characters made visible
-    on a terminal, which would otherwise obey them (the agent writes this text)."""
-    out = click.get_binary_stream("stdout")
-    out.write(visible_bytes(data) if out.isatty() else data)
-    out.flush()
+    sink = _OutputSink()
+    sink.write(data)
+    sink.flush()
 
 
 def run() -> None:

@@ -1,11 +1,15 @@
 """The only module that talks to the Docker engine (through the Docker SDK for Python).
 
-Everything else asks an `Engine` for what it needs in the product's terms, so
-unit tests can stand a fake with the same methods in its place.
+Everything else asks an `Engine` for what it needs in the product's terms and
+gets small typed values back, so unit tests can stand a fake with the same
+methods in its place. Every failure of the engine, or of the connection to it,
+leaves this module as a DockerUnavailable with one readable line.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import ipaddress
 import os
@@ -13,15 +17,19 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import docker
 import docker.errors
 import docker.types
+import requests
+import urllib3
 from docker.utils.socket import frames_iter
 
-from .errors import DockerUnavailable, ImageBuildError
+from .errors import BottleError, DockerUnavailable, ImageBuildError
 
 LABEL_PREFIX = "org.claude-bottle."
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -69,6 +77,8 @@ class ContainerSpec:
                 "security_opt": list(self.security_opt),
                 "init": self.init,
                 "mem_limit": self.mem_limit,
+                # No swap beyond the limit: a bottle over its memory is stopped, not slowed to a crawl.
+                "memswap_limit": self.mem_limit,
                 "pids_limit": self.pids_limit,
                 "mounts": [
                     {"Type": "volume", "Source": src, "Target": dst, "ReadOnly": ro}
@@ -83,6 +93,26 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class ContainerState:
+    """What the engine says of one container, in our terms."""
+
+    name: str
+    running: bool
+    status: str  # created, running, exited, …
+    exit_code: int | None
+    oom_killed: bool
+    labels: Mapping[str, str]
+
+
+class ExecTimeout(BottleError):
+    """A command in a container did not finish in the time it was given."""
+
+
+class OutputTooLarge(BottleError):
+    """A container sent more than the host was prepared to take."""
+
+
+@dataclass(frozen=True)
 class Found:
     """One of our objects, as listed by label."""
 
@@ -93,6 +123,53 @@ class Found:
     created: int = 0  # containers: seconds since the epoch
 
 
+# Failures of the connection itself, as the SDK and the libraries under it raise them.
+_CONNECTION_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError,
+                      docker.errors.DockerException)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def _engine_failure(host: str, e: Exception) -> DockerUnavailable:
+    if isinstance(e, docker.errors.APIError):
+        return DockerUnavailable(f"the Docker engine at {host} refused: {_one_line(e.explanation or e)}")
+    return DockerUnavailable(f"lost the connection to the Docker engine at {host}: {_one_line(e) or type(e).__name__}")
+
+
+def _translated(method):
+    """Engine failures, and a lost connection, leave the Engine as DockerUnavailable: one line, exit 4."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except BottleError:
+                raise
+            except _CONNECTION_ERRORS as e:
+                raise _engine_failure(self.host, e) from None
+        return generator
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except BottleError:
+            raise
+        except _CONNECTION_ERRORS as e:
+            raise _engine_failure(self.host, e) from None
+    return call
+
+
+def _translate_errors(cls):
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, _translated(member))
+    return cls
+
+
+@_translate_errors
 class Engine:
     """A connection to one Docker engine."""
 
@@ -215,54 +292,113 @@ class Engine:
     def start_container(self, name: str) -> None:
         self._api.start(name)
 
-    def remove_container(self, name: str) -> None:
-        try:
-            self._api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
+    def remove_container(self, name: str, wait: float = 60.0) -> None:
+        """Remove `name`, running or not. Gone already, or being removed by someone else (409), counts as
+        removed once it has gone."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self._api.remove_container(name, force=True, v=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as e:
+                if e.status_code != 409 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
-    def inspect_container(self, name: str) -> dict | None:
+    def container(self, name: str) -> ContainerState | None:
         try:
-            return self._api.inspect_container(name)
+            info = self._api.inspect_container(name)
         except docker.errors.NotFound:
             return None
+        state = info.get("State") or {}
+        return ContainerState(
+            name=name, running=bool(state.get("Running")), status=state.get("Status", ""),
+            exit_code=state.get("ExitCode"), oom_killed=bool(state.get("OOMKilled")),
+            labels=(info.get("Config") or {}).get("Labels") or {})
 
     def put_archive(self, name: str, path: str, tar: bytes) -> None:
         self._api.put_archive(name, path, tar)
 
-    def get_archive(self, name: str, path: str) -> bytes:
-        """`path` in the container, as a tar."""
-        stream, _ = self._api.get_archive(name, path)
-        return b"".join(stream)
-
     def exec(self, name: str, argv: Sequence[str], user: str | None = None, stdin: bytes | None = None,
-             workdir: str | None = None) -> tuple[int, bytes]:
-        """Run a command in a running container; `stdin` is sent over the API connection (never an argument)."""
-        exec_id = self._api.exec_create(name, list(argv), stdin=stdin is not None, user=user or "",
-                                        workdir=workdir)["Id"]
-        sock = self._api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        try:
-            if stdin is not None:
-                raw.sendall(stdin)
-                raw.shutdown(socket.SHUT_WR)
-            out = b"".join(data for _, data in frames_iter(sock, tty=False))
-        finally:
-            sock.close()
-        return self._api.exec_inspect(exec_id)["ExitCode"], out
+             workdir: str | None = None, timeout: float | None = None) -> tuple[int, bytes]:
+        """Run a command in a running container; `stdin` is sent over the API connection (never an
+        argument). Returns its exit status and its output (stdout and stderr together)."""
+        out = bytearray()
+        code = self._exec(name, argv, user, workdir, stdin, timeout, out.extend, out.extend)
+        return code, bytes(out)
+
+    def exec_to(self, name: str, argv: Sequence[str], sink: BinaryIO, user: str | None = None,
+                workdir: str | None = None, timeout: float | None = None, limit: int | None = None
+                ) -> tuple[int, bytes]:
+        """Run a command, its stdout written to the binary file `sink` as it comes (at most `limit` bytes);
+        returns its exit status and its stderr."""
+        err = bytearray()
+        written = 0
+
+        def to_sink(data: bytes) -> None:
+            nonlocal written
+            written += len(data)
+            if limit is not None and written > limit:
+                raise OutputTooLarge(f"more than {limit // 2**20} MiB came out of `{' '.join(argv[:3])}`")
+            sink.write(data)
+
+        return self._exec(name, argv, user, workdir, None, timeout, to_sink, err.extend), bytes(err)
 
     def exec_stream(self, name: str, argv: Sequence[str], user: str, workdir: str, sink) -> int:
         """Run a command, writing its output to the binary file `sink` as it comes; returns its
         exit status (137 when the container went away under it)."""
-        exec_id = self._api.exec_create(name, list(argv), user=user, workdir=workdir)["Id"]
-        for chunk in self._api.exec_start(exec_id, stream=True):
-            sink.write(chunk)
+        def write(data: bytes) -> None:
+            sink.write(data)
             sink.flush()
+
         try:
-            code = self._api.exec_inspect(exec_id)["ExitCode"]
+            return self._exec(name, argv, user, workdir, None, None, write, write)
         except docker.errors.NotFound:
-            code = None
+            return 137
+
+    def _exec(self, name: str, argv: Sequence[str], user: str | None, workdir: str | None, stdin: bytes | None,
+              timeout: float | None, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> int:
+        exec_id = self._api.exec_create(name, list(argv), stdin=stdin is not None, user=user or "",
+                                        workdir=workdir)["Id"]
+        sock = self._api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        began = time.monotonic()
+        try:
+            if timeout is not None:
+                raw.settimeout(timeout)
+            if stdin is not None:
+                raw.sendall(stdin)
+                raw.shutdown(socket.SHUT_WR)
+            for stream, data in frames_iter(sock, tty=False):
+                (on_stderr if stream == 2 else on_stdout)(data)
+                if timeout is not None:
+                    left = timeout - (time.monotonic() - began)
+                    if left <= 0:
+                        raise TimeoutError
+                    raw.settimeout(left)
+        except (TimeoutError, socket.timeout):
+            raise ExecTimeout(f"`{' '.join(argv[:3])}` did not finish within {timeout:.0f} s") from None
+        finally:
+            sock.close()
+        code = None
+        for _ in range(50):  # the engine records the exit status a moment after the output ends
+            code = self._api.exec_inspect(exec_id).get("ExitCode")
+            if code is not None:
+                break
+            time.sleep(0.02)
         return 137 if code is None else code
+
+    def get_archive_to(self, name: str, path: str, sink: BinaryIO, limit: int | None = None) -> None:
+        """`path` in the container, as a tar written to `sink` (at most `limit` bytes)."""
+        stream, _ = self._api.get_archive(name, path)
+        written = 0
+        for chunk in stream:
+            written += len(chunk)
+            if limit is not None and written > limit:
+                raise OutputTooLarge(f"{path} in the bottle is larger than {limit // 2**20} MiB")
+            sink.write(chunk)
 
     def exec_interactive(self, name: str, argv: Sequence[str], user: str, workdir: str, tty: bool,
                          stdin: bool) -> int:
@@ -281,7 +417,7 @@ class Engine:
             raise
 
     def logs(self, name: str, follow: bool = False) -> Iterator[bytes]:
-        return self._api.logs(name, stream=True, follow=follow)
+        yield from self._api.logs(name, stream=True, follow=follow)
 
     # -- finding our objects
 

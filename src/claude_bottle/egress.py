@@ -35,12 +35,12 @@ def claude_code_hosts() -> tuple[str, ...]:
 
 
 def allowlist(bottle: Bottle, api_base_url: str | None = None) -> tuple[AllowedHost, ...]:
-    """Every host the bottle may reach, each once, with the first reason it is there.
-    `api_base_url` is ANTHROPIC_BASE_URL's value once known (a literal is known at once)."""
+    """Every host the bottle may reach, each once, with the first reason it is there: what the preflight
+    shows is what the sidecar is given. `api_base_url` is ANTHROPIC_BASE_URL's value."""
     entries = [AllowedHost(h, "Claude Code") for h in claude_code_hosts()]
     base_url = api_base_url or bottle.literal("ANTHROPIC_BASE_URL")
-    if base_url and urlsplit(base_url).hostname:
-        entries.append(AllowedHost(urlsplit(base_url).hostname.lower(), "ANTHROPIC_BASE_URL"))
+    if base_url and _hostname(base_url):
+        entries.append(AllowedHost(_hostname(base_url), "ANTHROPIC_BASE_URL"))
     entries += [AllowedHost(h, "egress.allowlist") for h in bottle.allowlist]
     entries += [AllowedHost(h, "egress.private_hosts") for h in bottle.private_hosts]
     entries += [AllowedHost(s.hostname, f"ssh {s.host}") for s in bottle.ssh]
@@ -48,6 +48,14 @@ def allowlist(bottle: Bottle, api_base_url: str | None = None) -> tuple[AllowedH
     for entry in entries:
         seen.setdefault(entry.host, entry)
     return tuple(seen.values())
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # a host variable's value is not checked like a manifest's literal
+        return None
+    return host.lower() if host else None
 
 
 def summary(hosts: tuple[AllowedHost, ...], shown: int = 3) -> str:

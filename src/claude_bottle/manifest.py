@@ -123,6 +123,13 @@ class Bottle:
     def literal(self, name: str) -> str | None:
         return next((v.source for v in self.env if v.name == name and v.kind == "literal"), None)
 
+    def api_base_url(self, environ: Mapping[str, str]) -> str | None:
+        """ANTHROPIC_BASE_URL as the bottle will get it (not a secret: the sidecar must know its host)."""
+        var = next((v for v in self.env if v.name == "ANTHROPIC_BASE_URL"), None)
+        if var is None:
+            return None
+        return var.source if var.kind == "literal" else environ.get(var.source)
+
     @property
     def host_secrets(self) -> list[str]:
         """What the bottle would take from the host: variables it copies and SSH key files."""
@@ -475,6 +482,7 @@ def _read_bottle(
 ) -> Bottle:
     prefix = f"bottles.{name}"
     env = tuple(_read_env(var, value, f"{prefix}.env.{var}", path) for var, value in raw.get("env", {}).items())
+    _api_base_url_is_known(env, path, prefix)
     ssh = []
     for i, entry in enumerate(raw.get("ssh", [])):
         where = f"{prefix}.ssh[{i}]"
@@ -491,7 +499,7 @@ def _read_bottle(
                 host=entry["Host"],
                 hostname=entry["Hostname"].lower(),
                 user=entry.get("User"),
-                port=entry.get("Port", 22),
+                port=_whole(entry.get("Port", 22), path, f"{where}.Port"),
                 identity_file=key_file,
                 known_host_key=entry["KnownHostKey"],
                 field_path=where,
@@ -502,11 +510,42 @@ def _read_bottle(
     limits = raw.get("resources", {})
     private = tuple(h.lower() for h in raw.get("egress", {}).get("private_hosts", []))
     return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,),
-                  memory=limits.get("memory", "").lower() or None, pids=limits.get("pids"),
+                  memory=_memory(limits.get("memory"), path, f"{prefix}.resources.memory"),
+                  pids=_whole(limits.get("pids"), path, f"{prefix}.resources.pids"),
                   private_hosts=_dedup(private))
 
 
+# Linux takes no single environment string longer than 128 KiB (MAX_ARG_STRLEN); every exec in the
+# bottle carries the bottle's variables, so a value must stay well below that.
+MAX_ENV_VALUE = 64 * 1024
+MIN_MEMORY = 64 * 2**20
+
+
+def check_env_value(name: str, value: str, file: Path | None, where: str) -> None:
+    if len(value.encode()) > MAX_ENV_VALUE:
+        raise ManifestError(f"the value of {name} is {len(value.encode())} bytes; the limit is {MAX_ENV_VALUE} "
+                            "(64 KiB): put large data in a file in the workspace instead", file, where)
+
+
+def _whole(value, path: Path, where: str) -> int | None:
+    """JSON Schema counts 2048.0 as an integer; Docker and ssh do not."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ManifestError(f"must be a whole number like {int(value)}, not {value}", path, where)
+
+
+def _memory(value: str | None, path: Path, where: str) -> str | None:
+    if value is None:
+        return None
+    units = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+    size = int(value[:-1] if value[-1:].isalpha() else value) * units[value[-1:].lower() if value[-1:].isalpha() else ""]
+    if size < MIN_MEMORY:
+        raise ManifestError(f"'{value}' is too little for Claude Code: give at least 64m", path, where)
+    return value.lower()
+
+
 def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
+    check_env_value(name, value, path, where)
     if name in RESERVED_ENV:
         raise ManifestError(f"'{name}' is set by claude-bottle itself: remove it from the manifest", path, where)
     if value.startswith("??"):
@@ -525,6 +564,14 @@ def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
     if name.endswith("_BASE_URL"):
         _check_url(value, path, where)
     return EnvVar(name, "literal", value, where, path)
+
+
+def _api_base_url_is_known(env: tuple[EnvVar, ...], path: Path, prefix: str) -> None:
+    """The sidecar's allowlist is settled before launch; an endpoint typed in at launch would come too late."""
+    for v in env:
+        if v.name == "ANTHROPIC_BASE_URL" and v.kind == "prompt":
+            raise ManifestError("an API endpoint cannot be asked for at launch: write it, or copy it from a "
+                                "host variable with \"${NAME}\"", path, v.field_path)
 
 
 def _check_url(value: str, path: Path, where: str) -> None:
@@ -659,6 +706,7 @@ def resolve_env(bottle: Bottle, environ: Mapping[str, str], ask: Callable[[str],
             values[var.name] = environ[var.source]
         else:
             values[var.name] = ask(f"{var.source} ({var.name}): ")
+        check_env_value(var.name, values[var.name], var.file, var.field_path)
     return values
 
 

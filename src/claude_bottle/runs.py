@@ -1,8 +1,9 @@
-"""Detached headless runs: their record on the host (output, exit status), kept until `rm` or `cleanup`.
+"""Detached bottles: what the host remembers of each one, in a private folder per bottle under the
+user's state folder, until `stop` (a detached session) or `rm` (a finished run).
 
-A detached run's bottle is removed as soon as Claude finishes; what the user
-asked for, the output and the result, stays in a private folder under the
-user's state directory, one folder per bottle.
+A record says the bottle lives on without its CLI (so no one takes it for a crashed session's), who
+looks after it (the lock of the process supervising a run), and for a run its output, exit status and
+egress report, kept after its bottle is gone.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bottle, cleanup, image, workspace
-from .docker import Engine
+from .cleanup import check_name, owner_alive
 from .errors import BottleError
 from .manifest import state_dir
-from .tasks import COULD_NOT_RUN
+
+# The exit status of a run whose bottle could not be made or run, or whose supervisor died (docker run's).
+COULD_NOT_RUN = 125
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class Run:
         return self.folder / "output"
 
     @property
+    def egress_log(self) -> Path:
+        return self.folder / "egress.log"
+
+    @property
     def meta(self) -> dict:
         try:
             return json.loads((self.folder / "meta.json").read_text())
@@ -39,25 +45,56 @@ class Run:
             return {}
 
     @property
+    def is_run(self) -> bool:
+        """A headless run (with output and an exit status), not a detached interactive session."""
+        return self.meta.get("kind") == "run"
+
+    @property
+    def finished(self) -> float | None:
+        try:
+            return (self.folder / "status").stat().st_mtime
+        except OSError:
+            return None
+
+    @property
     def exit_status(self) -> int | None:
-        """None while Claude runs; COULD_NOT_RUN if the process supervising it died without an answer
-        (so `wait` cannot hang on a run nobody will finish)."""
+        """None while the run goes on; COULD_NOT_RUN once the process looking after it is gone without an
+        answer (so `wait` cannot hang on a run nobody will finish)."""
         try:
             return int((self.folder / "status").read_text())
         except (OSError, ValueError):
             pass
+        if not self.is_run:
+            return None
         try:
-            supervisor = cleanup.Owner.parse((self.folder / "supervisor").read_text().strip())
+            owner = (self.folder / "owner").read_text().strip()
         except OSError:
-            return None  # not started yet
-        if supervisor is not None and not supervisor.alive() and not (self.folder / "status").exists():
+            owner = ""
+        if owner and owner_alive(owner):
+            return None
+        try:  # the supervisor may have finished in between
+            return int((self.folder / "status").read_text())
+        except (OSError, ValueError):
             return COULD_NOT_RUN
-        return None
+
+    @property
+    def stopped(self) -> bool:
+        return (self.folder / "stopped").exists()
+
+    def set_owner(self, label: str) -> None:
+        _write(self.folder / "owner", label)
 
     def finish(self, status: int) -> None:
-        tmp = self.folder / "status.tmp"
-        tmp.write_text(f"{status}\n")
-        tmp.replace(self.folder / "status")  # appears whole, for `wait` and `ps`
+        _write(self.folder / "status", f"{status}\n")
+
+    def mark_stopped(self) -> None:
+        (self.folder / "stopped").touch()
+
+    def wait(self, poll: float = 0.2) -> int:
+        """Its exit status, once it has one (which a run whose supervisor is gone has at once)."""
+        while (status := self.exit_status) is None:
+            time.sleep(poll)
+        return status
 
     def follow(self, poll: float = 0.2) -> Iterator[bytes]:
         """The output so far, then what is added, until the run has finished."""
@@ -75,22 +112,29 @@ class Run:
                 time.sleep(poll)
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # appears whole, for `wait` and `ps`
+
+
 def root(environ: Mapping[str, str]) -> Path:
     return state_dir(environ) / "runs"
 
 
-def create(environ: Mapping[str, str], name: str, meta: dict) -> Run:
-    folder = root(environ) / name
+def create(environ: Mapping[str, str], name: str, meta: dict, owner: str) -> Run:
+    folder = root(environ) / check_name(name)
     folder.mkdir(parents=True, mode=0o700)
     os.chmod(folder.parent, 0o700)
     run = Run(name, folder)
-    (folder / "meta.json").write_text(json.dumps(meta))
+    _write(folder / "meta.json", json.dumps(meta))
+    run.set_owner(owner)
     run.output.touch(mode=0o600)
     return run
 
 
 def get(environ: Mapping[str, str], name: str) -> Run | None:
-    folder = root(environ) / name
+    folder = root(environ) / check_name(name)
     return Run(name, folder) if (folder / "meta.json").is_file() else None
 
 
@@ -99,31 +143,11 @@ def all_runs(environ: Mapping[str, str]) -> list[Run]:
     return [Run(d.name, d) for d in sorted(base.iterdir()) if (d / "meta.json").is_file()] if base.is_dir() else []
 
 
-def remove(run: Run) -> None:
-    if run.exit_status is None:
+def detached_names(environ: Mapping[str, str]) -> set[str]:
+    return {run.name for run in all_runs(environ)}
+
+
+def remove(run: Run, force: bool = False) -> None:
+    if run.is_run and run.exit_status is None and not force:
         raise BottleError(f"run '{run.name}' is still running: stop it first (claude-bottle stop {run.name})")
-    shutil.rmtree(run.folder)
-
-
-def supervise(engine: Engine, run: Run, argv: list[str]) -> int:
-    """Run a detached run's command in its bottle, appending the output to the record as it comes;
-    bring a workspace's work back; remove the bottle and everything made for it; then write the exit
-    status (so a finished status means the bottle is gone)."""
-    (run.folder / "supervisor").write_text(cleanup.Owner.current().label())
-    container = bottle.Names(run.name).container
-    with run.output.open("ab") as sink:
-        try:
-            code = engine.exec_stream(container, argv, image.BOTTLE_USER, image.WORKSPACE, sink)
-            ws = bottle.results_of(engine, run.name)
-            if ws:
-                commits = workspace.bring_back(engine, container, ws)
-                sink.write(f"\nresults: {commits} new commit(s) on branch {ws.branch} in {ws.git_root}\n".encode()
-                           if commits else b"\nresults: no changes, no branch made\n")
-        except Exception as e:  # the record must end with a status whatever happened
-            sink.write(f"\nError: {e}\n".encode())
-            code = COULD_NOT_RUN
-        finally:
-            bottle.teardown(engine, run.name)
-    if run.folder.is_dir():  # cleanup may have removed the record meanwhile
-        run.finish(code)
-    return code
+    shutil.rmtree(run.folder, ignore_errors=True)

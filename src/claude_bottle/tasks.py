@@ -3,19 +3,21 @@ this machine, and running them to results (exit status, duration, branch, output
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bottle, cleanup, docker, image, workspace
+from . import bottle, docker
 from .errors import BottleError
-
-# The exit status of a task whose bottle could not be made or run (docker run uses the same).
-COULD_NOT_RUN = 125
+from .runs import COULD_NOT_RUN
+from .session import Secrets, Session
+from .workspace import WorkNotBack
 
 # A coding agent's bottle: about a core and a few GiB when busy.
 GIB_PER_TASK = 3
@@ -80,44 +82,47 @@ def default_parallelism() -> int:
     return max(1, min(cores, int(mem_gib // GIB_PER_TASK)))
 
 
-def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], env: Mapping[str, str], token: str,
-            ssh_keys: Mapping[str, bytes], parallel: int, argv_for: Callable[[Task], list[str]],
-            done: Callable[[Result], None] = lambda r: None) -> list[Result]:
-    """Run each task in its own bottle, `parallel` at a time; every bottle is removed when its task
-    ends. Interrupted (Ctrl-C, SIGTERM), it removes the bottles of every task before re-raising."""
+def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], secrets: Secrets, owner: str, parallel: int,
+            argv_for: Callable[[Task], list[str]], done: Callable[[Result], None] = lambda r: None) -> list[Result]:
+    """Run each task in its own bottle, `parallel` at a time; each bottle's work comes back and the bottle
+    goes when its task ends. Interrupted (Ctrl-C, SIGTERM), no task starts any more and Claude is stopped
+    in every running bottle, whose work then comes back as usual, before the interruption goes on."""
     results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(_run_one, i, plan, task, env, token, ssh_keys, argv_for(task))
-                   for i, (plan, task) in enumerate(zip(plans, tasks), 1)]
-        try:
-            for future in as_completed(futures):
-                results.append(future.result())
-                done(results[-1])
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            engine = docker.connect()
-            for plan in plans:  # removing a bottle ends the task running in it
-                bottle.teardown(engine, plan.name)
-            raise
+    stopping = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    futures = [pool.submit(_run_one, i, plan, task, secrets, owner, argv_for(task), stopping)
+               for i, (plan, task) in enumerate(zip(plans, tasks), 1)]
+    try:
+        for future in as_completed(futures):
+            results.append(future.result())
+            done(results[-1])
+    except BaseException:
+        stopping.set()
+        for f in futures:
+            f.cancel()
+        engine = docker.connect()
+        for plan in plans:
+            bottle.stop_claude(engine, plan.name)
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return sorted(results, key=lambda r: r.index)
 
 
-def _run_one(index: int, plan: bottle.LaunchPlan, task: Task, env: Mapping[str, str], token: str,
-             ssh_keys: Mapping[str, bytes], argv: list[str]) -> Result:
+def _run_one(index: int, plan: bottle.LaunchPlan, task: Task, secrets: Secrets, owner: str, argv: list[str],
+             stopping: threading.Event) -> Result:
     began = time.monotonic()
+    out = io.BytesIO()
+    session = None
     try:
+        if stopping.is_set():
+            raise BottleError("not started: the tasks were interrupted")
         engine = docker.connect()  # one connection per thread
-        bottle.launch(engine, plan, env, token, cleanup.Owner.current().label(), ssh_keys)
-        try:
-            branch = None
-            if plan.workspace:
-                workspace.copy_in(engine, plan.names.container, plan.workspace)
-            code, out = engine.exec(plan.names.container, argv, user=image.BOTTLE_USER, workdir=image.WORKSPACE)
-            if plan.workspace and workspace.bring_back(engine, plan.names.container, plan.workspace):
-                branch = plan.workspace.branch
-        finally:
-            bottle.teardown(engine, plan.name)
+        with Session.launch(engine, plan, secrets, owner) as session:
+            code = session.run_headless(argv, out)
     except Exception as e:  # one task's failure is its own result, not the end of the others
-        return Result(index, task, plan.name, COULD_NOT_RUN, time.monotonic() - began, None, f"Error: {e}\n")
-    return Result(index, task, plan.name, code, time.monotonic() - began, branch, out.decode(errors="replace"))
+        out.write(f"\nError: {e}\n".encode())
+        code = e.exit_code if isinstance(e, WorkNotBack) else COULD_NOT_RUN
+    brought = session.ended.brought if session and session.ended else None
+    return Result(index, task, plan.name, code, time.monotonic() - began, brought.branch if brought else None,
+                  out.getvalue().decode(errors="replace"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker as docker_sdk
 
-from claude_bottle import bottle, cleanup, docker, egress, image, manifest, pins
+from claude_bottle import bottle, cleanup, docker, egress, image, manifest, pins, workspace
 from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
@@ -87,6 +87,12 @@ def bottle_image() -> str:
     return build(image.spec(image_settings()))
 
 
+@functools.cache
+def session_lock() -> cleanup.SessionLock:
+    """Held by the test process for the whole run: its bottles belong to a live session."""
+    return cleanup.SessionLock.acquire(Path(tempfile.mkdtemp(prefix="claude-bottle-test-locks-")))
+
+
 def labels(**extra: str) -> dict[str, str]:
     return {TEST_LABEL: RUN_ID, **extra}
 
@@ -131,16 +137,24 @@ class TestBottle:
     """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
     plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
 
-    def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None, workspace_dir: Path | None = None):
+    def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None,
+                 workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None):
         with tempfile.TemporaryDirectory() as empty:
             m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
         self.plan = bottle.plan(m, agent, {}, workspace_dir)
+        if memory:
+            self.plan = dataclasses.replace(self.plan, bottle=dataclasses.replace(self.plan.bottle, memory=memory))
+        if self.plan.workspace:
+            self.plan = dataclasses.replace(self.plan,
+                                            workspace=workspace.prepare(self.plan.workspace, self.plan.name))
         n = self.plan.names
         self.name = self.plan.name
         # Labelled as a live session of this process, so nobody's `start` takes it for a dead one's.
-        owner = owner or cleanup.Owner.current().label()
+        owner = owner or session_lock().label()
         e = engine()
         lab = {**bottle.labels(self.plan, "", owner), TEST_LABEL: RUN_ID}
+        if user:
+            lab[cleanup.LABEL_USER] = user
         try:
             e.create_volume(n.proxy_volume, {**lab, cleanup.LABEL_ROLE: "proxy-socket"})
             e.create_volume(n.config_volume, {**lab, cleanup.LABEL_ROLE: "sidecar-config"},
@@ -175,11 +189,13 @@ class TestBottle:
         return code, out.decode(errors="replace")
 
     def ip_of(self, container: str, network: str) -> str:
-        info = engine().inspect_container(container)
+        info = sdk().api.inspect_container(container)
         return info["NetworkSettings"]["Networks"][network]["IPAddress"]
 
     def remove(self):
         cleanup.remove(engine(), cleanup.of_bottle(engine(), self.name))
+        if self.plan.workspace:
+            workspace.release(self.plan.workspace, self.name)
 
 
 

@@ -11,12 +11,14 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
 from pathlib import Path
 
 from claude_bottle import bottle, cleanup
 
+from ..lock_holder import hold_lock
 from . import support
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,9 +26,14 @@ TOKEN = "sk-ant-oat01-integration-" + "x" * 24
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b[\]P][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()=>][0-9A-Za-z]?")
 
 
+STATE = tempfile.mkdtemp(prefix="claude-bottle-test-state-")  # the tests' own records, not the user's
+
+
 def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}, **kwargs)
+                          timeout=180, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "XDG_STATE_HOME": STATE,
+                               **(env or {})}, **kwargs)
 
 
 def _controlling_tty():
@@ -123,7 +130,7 @@ class CommandsTest(support.IntegrationTest):
         time.sleep(0.5)
         term.type(b"\x03")
         self.assertEqual(term.wait(), 0)
-        self.assertTrue(support.engine().inspect_container(self.b.plan.names.container)["State"]["Running"])
+        self.assertTrue(support.sdk().api.inspect_container(self.b.plan.names.container)["State"]["Running"])
 
     def test_logs_of_the_bottle(self):
         out = cli("logs", self.b.name)
@@ -152,34 +159,51 @@ class RemovalTest(support.IntegrationTest):
             b.remove()
             keep.remove()
 
-    def test_start_removes_leftovers_of_a_killed_session(self):
-        killed = subprocess.Popen(["sleep", "60"])
-        owner = cleanup.Owner(socket.gethostname(), killed.pid, cleanup.process_start(killed.pid)).label()
-        b = support.TestBottle(owner=owner)
-        killed.kill()  # the owning CLI dies without tearing down, as under SIGKILL
-        killed.wait()
-        live = support.TestBottle(owner=cleanup.Owner.current().label())
-        try:
-            out = cli("start", "--yes", "--detach", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
-            started = out.stdout.strip()
-            self.assertEqual(cleanup.of_bottle(support.engine(), b.name), [])
-            self.assertEqual(len(cleanup.of_bottle(support.engine(), live.name)), 6)
-        finally:
-            b.remove()
-            live.remove()
-            if out.returncode == 0 and started:
-                cli("stop", started)
+    def test_start_removes_leftovers_of_a_killed_session_and_only_those(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            lock = Path(tmp, "killed.lock")
+            killed = hold_lock(lock)
+            dead = support.TestBottle(owner=cleanup.owner_label(lock))
+            live = support.TestBottle()
+            try:
+                # While its process lives, nobody's start takes the session for a dead one's.
+                out = cli("start", "--yes", "--dry-run", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
+                self.assertEqual(out.returncode, 0, out.stderr)
+                started = cli("start", "--yes", "--detach", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
+                self.assertEqual(started.returncode, 0, started.stderr)
+                cli("stop", started.stdout.strip())
+                self.assertEqual(len(cleanup.of_bottle(support.engine(), dead.name)), 6)
+                killed.kill()  # the owning CLI dies without tearing down, as under SIGKILL
+                killed.wait()
+                started = cli("start", "--yes", "--detach", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN})
+                self.assertEqual(started.returncode, 0, started.stderr)
+                cli("stop", started.stdout.strip())
+                self.assertEqual(cleanup.of_bottle(support.engine(), dead.name), [])
+                self.assertEqual(len(cleanup.of_bottle(support.engine(), live.name)), 6)
+            finally:
+                killed.kill()
+                for b in (dead, live):
+                    b.remove()
 
-    def test_cleanup_removes_everything_of_ours(self):
-        others = [o for o in cleanup.everything(support.engine()) if o.labels.get(support.TEST_LABEL) != support.RUN_ID]
-        if others:
-            self.skipTest(f"cleanup would also remove bottles that are not this test's: {others[0].name}, …")
-        bottles = [support.TestBottle(), support.TestBottle(owner=cleanup.DETACHED)]
+    def test_cleanup_removes_your_bottles_after_asking_and_all_only_with_all(self):
+        mine = [o for o in cleanup.of_user(support.engine()) if o.labels.get(support.TEST_LABEL) != support.RUN_ID]
+        if mine:
+            self.skipTest(f"cleanup would also remove bottles of yours that are not this test's: {mine[0].name}, …")
+        own = support.TestBottle()
+        other = support.TestBottle(user="1234@another-host")
         try:
-            out = cli("cleanup")
+            refused = cli("cleanup")
+            self.assertEqual(refused.returncode, 6)
+            self.assertIn(f"will remove 1 bottle: {own.name}", refused.stderr)
+            self.assertEqual(len(cleanup.of_bottle(support.engine(), own.name)), 6)
+            out = cli("cleanup", "--yes")
             self.assertEqual(out.returncode, 0, out.stderr)
-            self.assertTrue(out.stdout.startswith("removed 12 objects of 2 bottles: "), out.stdout)
-            self.assertEqual(cleanup.everything(support.engine()), [])
+            self.assertEqual(out.stdout, "removed 1 bottles\n")
+            self.assertEqual(cleanup.of_bottle(support.engine(), own.name), [])
+            self.assertEqual(len(cleanup.of_bottle(support.engine(), other.name)), 6)
+            out = cli("cleanup", "--all", "--yes")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(cleanup.of_bottle(support.engine(), other.name), [])
         finally:
-            for b in bottles:
-                b.remove()
+            own.remove()
+            other.remove()

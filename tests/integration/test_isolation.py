@@ -129,7 +129,7 @@ class IsolationTest(support.IntegrationTest):
         self.assertEqual(out.split(), ["proxy.sock"])  # its own socket only
 
     def test_bottle_container_is_hardened(self):
-        info = support.engine().inspect_container(self.a.plan.names.container)
+        info = support.sdk().api.inspect_container(self.a.plan.names.container)
         hc = info["HostConfig"]
         self.assertEqual(hc["NetworkMode"], "none")
         self.assertEqual(hc["CapDrop"], ["ALL"])
@@ -182,7 +182,7 @@ class SecretsTest(support.IntegrationTest):
     def test_not_in_docker_inspect(self):
         for found in cleanup.of_bottle(support.engine(), self.b.name):
             if found.kind == "container":
-                dump = json.dumps(support.engine().inspect_container(found.name))
+                dump = json.dumps(support.sdk().api.inspect_container(found.name))
                 self.assertNotIn(self.token, dump)
                 self.assertNotIn(self.value, dump)
 

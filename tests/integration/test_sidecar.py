@@ -128,7 +128,7 @@ class EgressTest(support.IntegrationTest):
     def test_token_is_nowhere_on_disk_inspect_or_command_lines(self):
         for found in cleanup.of_bottle(support.engine(), self.name):
             if found.kind == "container":
-                self.assertNotIn(TOKEN, json.dumps(support.engine().inspect_container(found.name)))
+                self.assertNotIn(TOKEN, json.dumps(support.sdk().api.inspect_container(found.name)))
         for needle in (TOKEN, self.deploy_key):
             self.assertEqual(support.found_on_command_lines(needle), [])
             self.assertEqual(support.found_on_docker_disk(needle), [])
@@ -170,14 +170,15 @@ class InteractiveSessionTest(support.IntegrationTest):
                     term.proc.wait(60)
                 self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
 
-    def test_sigkill_leftovers_go_at_the_next_cleanup(self):
+    def test_sigkill_leftovers_go_at_the_next_start(self):
         term, name = self.start_session()
         term.proc.kill()
         term.proc.wait(30)
         os.close(term.master)
         self.assertNotEqual(cleanup.of_bottle(support.engine(), name), [])
-        out = self.project.cli("cleanup")
+        out = self.project.cli("start", "--yes", "--detach")  # anyone's next start
         self.assertEqual(out.returncode, 0, out.stderr)
+        self.project.cli("stop", out.stdout.strip())
         self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
 
 

@@ -312,7 +312,7 @@ class HonestPreflightTest(support.IntegrationTest):
         c = support.sdk().containers.create(
             support.bottle_image(), ["true"], name=f"cb-evil-{support.RUN_ID}",
             labels={**support.labels(), cleanup.LABEL_BOTTLE: f"evil-{support.RUN_ID}", cleanup.LABEL_ROLE: "bottle",
-                    cleanup.LABEL_AGENT: evil, cleanup.LABEL_OWNER: cleanup.Owner.current().label()})
+                    cleanup.LABEL_AGENT: evil, cleanup.LABEL_OWNER: support.session_lock().label()})
         try:
             raw, code = self.screen("ps")
             self.assertEqual(code, 0, raw)
@@ -323,7 +323,7 @@ class HonestPreflightTest(support.IntegrationTest):
         raw, code = self.screen("stop", evil)
         self.assertEqual(code, 1)
         self.assertNotIn(b"\x1b", raw)
-        self.assertIn(b"no bottle named 'evil\\x1b[2J", raw)
+        self.assertIn(b"Error: 'evil\\x1b[2J\\x1b]52;c;aGk=\\x07' is not a bottle name", raw)
 
 
 class FindingTheProjectTest(support.IntegrationTest):

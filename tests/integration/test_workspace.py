@@ -1,6 +1,7 @@
 """A host folder copied into a real bottle, and the agent's work brought back as a branch."""
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -41,48 +42,54 @@ class GitWorkspaceTest(support.IntegrationTest):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.repo = make_repo(Path(tmp.name))
-        self.bottle = support.TestBottle()
-        self.addCleanup(self.bottle.remove)
-        self.container = self.bottle.plan.names.container
-        self.ws = workspace.inspect(self.repo, "default", self.bottle.name)
         self.host_state = (git(self.repo, "rev-parse", "HEAD"), git(self.repo, "status", "--porcelain"),
-                           git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text())
+                           git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text(),
+                           git(self.repo, "stash", "list"))
+
+    def bottle(self, folder: Path | None = None) -> support.TestBottle:
+        b = support.TestBottle(workspace_dir=folder or self.repo)
+        self.addCleanup(b.remove)
+        workspace.copy_in(support.engine(), b.plan.names.container, b.plan.workspace, b.name)
+        return b
+
+    def bring_back(self, b: support.TestBottle) -> workspace.Brought:
+        return workspace.bring_back(support.engine(), b.plan.names.container, b.plan.workspace, b.name)
 
     def assertHostUntouched(self):
         self.assertEqual((git(self.repo, "rev-parse", "HEAD"), git(self.repo, "status", "--porcelain"),
-                          git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text()),
-                         self.host_state)
+                          git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text(),
+                          git(self.repo, "stash", "list")), self.host_state)
 
     def test_copy_honours_gitignore_and_keeps_the_hosts_changes(self):
-        seen = []
-        workspace.copy_in(support.engine(), self.container, self.ws, lambda done, total: seen.append((done, total)))
-        self.assertEqual(seen[-1], (3, 3))  # .gitignore, app.py, notes.md
-        code, out = self.bottle.sh("cd /workspace && ls -A | sort | tr '\\n' ' '; echo; cat app.py; "
-                                   "git branch --show-current; git log --format=%s; git status --porcelain")
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && ls -A | sort | tr '\\n' ' '; echo; cat app.py; "
+                         "git branch --show-current; git log --format=%s; git status --porcelain")
         self.assertEqual(code, 0, out)
         self.assertEqual(out.splitlines(), [
             ".git .gitignore app.py notes.md ",
             "print('v2, not committed')",
-            f"bottle/default/{self.bottle.name}",
-            "claude-bottle: uncommitted changes on the host at start",
+            f"bottle/default/{b.name}",
+            "claude-bottle: the host's working tree at start",
             "first",
         ])
-        code, out = self.bottle.sh("cd /workspace && git remote; git config --get-regexp '^(remote|credential)' ; true")
+        code, out = b.sh("cd /workspace && git remote; git config --get-regexp '^(remote|credential)' ; true")
         self.assertEqual(out, "")
         self.assertHostUntouched()
+        self.assertIn("refs/claude-bottle/", git(self.repo, "for-each-ref", "--format=%(refname)"))
+        self.assertNotIn("claude-bottle", git(self.repo, "branch", "--list"))
 
     def test_agent_work_comes_back_as_a_branch(self):
-        workspace.copy_in(support.engine(), self.container, self.ws)
-        code, out = self.bottle.sh("cd /workspace && echo 'def f(): pass' > lib.py && git add lib.py && "
-                                   "git commit -q -m 'agent: add lib' && echo more >> notes.md")
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && echo 'def f(): pass' > lib.py && git add lib.py && "
+                         "git commit -q -m 'agent: add lib' && echo more >> notes.md")
         self.assertEqual(code, 0, out)
-        commits = workspace.bring_back(support.engine(), self.container, self.ws)
-        self.assertEqual(commits, 2)
-        branch = f"bottle/default/{self.bottle.name}"
+        brought = self.bring_back(b)
+        branch = f"bottle/default/{b.name}"
+        self.assertEqual(brought, workspace.Brought(branch=branch, commits=2))
         self.assertEqual(git(self.repo, "log", "--format=%s", f"main..{branch}").splitlines(), [
             "claude-bottle: uncommitted changes when the bottle ended",
             "agent: add lib",
-            "claude-bottle: uncommitted changes on the host at start",
+            "claude-bottle: the host's working tree at start",
         ])
         self.assertEqual(git(self.repo, "show", f"{branch}:lib.py"), "def f(): pass\n")
         self.assertEqual(git(self.repo, "show", f"{branch}:notes.md"), "untracked\nmore\n")
@@ -90,14 +97,38 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertHostUntouched()
 
     def test_no_work_no_branch(self):
-        workspace.copy_in(support.engine(), self.container, self.ws)
-        self.assertEqual(workspace.bring_back(support.engine(), self.container, self.ws), 0)
+        b = self.bottle()
+        self.assertEqual(self.bring_back(b), workspace.Brought())
         self.assertEqual(git(self.repo, "branch", "--list", "bottle/*"), "")
 
+    def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
+        sub = self.repo / "pkg dir" / "inner"
+        sub.mkdir(parents=True)
+        (sub / "mod.py").write_text("x = 1\n")
+        b = self.bottle(sub)
+        code, out = b.sh(f"cd {shlex.quote(b.plan.workdir)} && pwd && ls -A /workspace | sort | tr '\\n' ' ' "
+                         "&& echo 'y = 2' >> mod.py && echo new > added.txt")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(out.splitlines(), ["/workspace/pkg dir/inner", ".git pkg dir "])
+        brought = self.bring_back(b)
+        self.assertEqual(brought.commits, 1)
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:pkg dir/inner/mod.py"), "x = 1\ny = 2\n")
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:pkg dir/inner/added.txt"), "new\n")
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "print('v2, not committed')\n")
+
+    def test_links_out_of_the_repository_travel_as_links(self):
+        (self.repo / "up").symlink_to("../..")
+        (self.repo / "passwd").symlink_to("/etc/passwd")
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && readlink up passwd && echo change > app.py")
+        self.assertEqual(out.split(), ["../..", "/etc/passwd"])
+        brought = self.bring_back(b)
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "change\n")
+
     def test_no_results(self):
-        ws = workspace.inspect(self.repo, "default", self.bottle.name, results=False)
+        ws = workspace.inspect(self.repo, "default", "x-000000", results=False)
         self.assertIsNone(ws.branch)
-        self.assertEqual(workspace.bring_back(support.engine(), self.container, ws), 0)
+        self.assertFalse(ws.brings_back)
 
 
 class StopBringsBackTest(support.IntegrationTest):
@@ -106,7 +137,7 @@ class StopBringsBackTest(support.IntegrationTest):
             repo = make_repo(Path(tmp))
             b = support.TestBottle(workspace_dir=repo)
             try:
-                workspace.copy_in(support.engine(), b.plan.names.container, b.plan.workspace)
+                workspace.copy_in(support.engine(), b.plan.names.container, b.plan.workspace, b.name)
                 b.sh("cd /workspace && echo x > new.txt && git add new.txt && git commit -q -m 'agent: new'")
                 out = subprocess.run([sys.executable, "-m", "claude_bottle", "stop", b.name], capture_output=True,
                                      text=True, env={**os.environ, "PYTHONPATH": str(support.ROOT / "src")})
@@ -115,26 +146,46 @@ class StopBringsBackTest(support.IntegrationTest):
                 self.assertEqual(out.stderr, f"results: 1 new commit on branch {branch} in {repo}\n")
                 self.assertEqual(git(repo, "log", "-1", "--format=%s", branch), "agent: new\n")
                 self.assertEqual(support.cleanup.of_bottle(support.engine(), b.name), [])
+                self.assertEqual(git(repo, "for-each-ref", "refs/claude-bottle/"), "")
             finally:
                 b.remove()
 
 
 class PlainFolderTest(support.IntegrationTest):
-    def test_folder_without_git_is_copied_whole(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Path(tmp)
-            (d / "sub").mkdir()
-            (d / "sub" / "a.txt").write_text("A")
-            (d / "b.txt").write_text("B")
-            b = support.TestBottle()
-            try:
-                ws = workspace.inspect(d, "default", b.name)
-                self.assertFalse(ws.is_git)
-                workspace.copy_in(support.engine(), b.plan.names.container, ws)
-                code, out = b.sh("cd /workspace && find . -type f | sort && stat -c %U sub/a.txt")
-                self.assertEqual(out.split(), ["./b.txt", "./sub/a.txt", "claude"])
-            finally:
-                b.remove()
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name, "notes")
+        (self.dir / "sub").mkdir(parents=True)
+        (self.dir / "sub" / "a.txt").write_text("A")
+        (self.dir / "b.txt").write_text("B")
+        (self.dir / "up").symlink_to("..")
+        self.b = support.TestBottle(workspace_dir=self.dir)
+        self.addCleanup(self.b.remove)
+        self.ws = self.b.plan.workspace
+        workspace.copy_in(support.engine(), self.b.plan.names.container, self.ws, self.b.name)
+
+    def bring_back(self):
+        return workspace.bring_back(support.engine(), self.b.plan.names.container, self.ws, self.b.name)
+
+    def test_copied_whole_and_nothing_comes_back_unchanged(self):
+        self.assertFalse(self.ws.is_git)
+        code, out = self.b.sh("cd /workspace && find . | sort && stat -c %U sub/a.txt && readlink up")
+        self.assertEqual(out.split(), [".", "./b.txt", "./sub", "./sub/a.txt", "./up", "claude", ".."])
+        self.assertEqual(self.bring_back(), workspace.Brought())
+        self.assertFalse(self.ws.results_dir.exists())
+
+    def test_changed_work_comes_back_beside_the_folder(self):
+        code, out = self.b.sh("cd /workspace && echo more >> b.txt && mkdir -p new && echo n > new/n.txt && "
+                              "ln -s /etc/shadow new/escape && ln -s ../../.. new/up")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back()
+        self.assertEqual(brought.folder, self.dir.parent / f"notes.{self.b.name}")
+        self.assertEqual((brought.folder / "b.txt").read_text(), "Bmore\n")
+        self.assertEqual((brought.folder / "new" / "n.txt").read_text(), "n\n")
+        self.assertEqual((self.dir / "b.txt").read_text(), "B")  # the user's folder is never touched
+        self.assertEqual(sorted(brought.skipped), ["new/escape", "new/up", "up"])  # links that lead out of it
+        self.assertFalse((brought.folder / "new" / "escape").is_symlink())
 
     def test_missing_folder(self):
         with self.assertRaises(workspace.BottleError) as ctx:

@@ -1,33 +1,38 @@
 """A fake of claude_bottle.docker.Engine with the same methods, over in-memory objects.
 
-Unit tests use it in place of the real engine (our own boundary), to check what the
-core creates, with which labels, and that it removes all of it."""
+Unit tests use it in place of the real engine (our own boundary), to check what the core creates, with
+which labels, and that it removes all of it. test_fake_engine checks that its methods and their
+signatures are exactly the real Engine's, so the two cannot drift; `fail_on` makes a method fail the way
+the engine does (DockerUnavailable, the one error the real Engine lets out)."""
 
 from __future__ import annotations
 
 import io
 import tarfile
 
-from claude_bottle.docker import ContainerSpec, Found
+from claude_bottle.docker import ContainerSpec, ContainerState, Found
+from claude_bottle.errors import DockerUnavailable
 
 
 class FakeEngine:
     host = "unix:///fake.sock"
 
-    def __init__(self, images=(), fail_on=None, interactive=0):
+    def __init__(self, images=(), fail_on=None, interactive=0, headless=(0, b"")):
         self.images = set(images)
         self.objects: dict[tuple[str, str], Found] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.calls: list[tuple] = []
         self.stdin: dict[str, list[bytes]] = {}
         self.archives: dict[str, bytes] = {}
-        self.fail_on = fail_on  # (method, name) -> raise there
+        self.fail_on = fail_on  # (method, name) -> fail there as the engine would
         self.interactive = interactive  # exit code, exception, or callable run at exec_interactive
+        self.headless = headless  # (exit code, output) of exec_stream, or a callable(argv) giving them
+        self.exec_results: dict[str, tuple[int, bytes]] = {}  # by the first word of a command
 
     def _record(self, method, name, *extra):
         self.calls.append((method, name, *extra))
         if self.fail_on == (method, name):
-            raise RuntimeError(f"injected failure in {method} {name}")
+            raise DockerUnavailable(f"the Docker engine at {self.host} refused: injected failure in {method} {name}")
 
     def clone(self):
         return self
@@ -36,24 +41,40 @@ class FakeEngine:
     def image_exists(self, ref):
         return ref in self.images
 
-    def pull_image(self, ref):
-        self._record("pull_image", ref)
-        raise RuntimeError("no registry in unit tests")
-
     def build_image(self, context, tag, buildargs, labels, nocache=False):
         self._record("build_image", tag)
         self.images.add(tag)
         yield "Step 1/1\n"
 
-    # objects
-    def create_volume(self, name, labels, tmpfs_options=None):
-        self._record("create_volume", name, tmpfs_options)
-        self.objects[("volume", name)] = Found("volume", name, dict(labels))
+    def pull_image(self, ref):
+        self._record("pull_image", ref)
+        raise DockerUnavailable("no registry in unit tests")
+
+    def remove_image(self, ref):
+        self._record("remove_image", ref)
+        self.images.discard(ref)
+
+    # networks and volumes
+    def host_address(self):
+        return "172.17.0.1"
 
     def create_network(self, name, labels):
         self._record("create_network", name)
         self.objects[("network", name)] = Found("network", name, dict(labels))
 
+    def remove_network(self, name):
+        self.calls.append(("remove_network", name))
+        self.objects.pop(("network", name), None)
+
+    def create_volume(self, name, labels, tmpfs_options=None):
+        self._record("create_volume", name, tmpfs_options)
+        self.objects[("volume", name)] = Found("volume", name, dict(labels))
+
+    def remove_volume(self, name):
+        self.calls.append(("remove_volume", name))
+        self.objects.pop(("volume", name), None)
+
+    # containers
     def create_container(self, spec: ContainerSpec):
         self._record("create_container", spec.name)
         self.specs[spec.name] = spec
@@ -64,33 +85,40 @@ class FakeEngine:
         old = self.objects[("container", name)]
         self.objects[("container", name)] = Found("container", name, old.labels, "running", old.created)
 
-    def remove_container(self, name):
+    def remove_container(self, name, wait=60.0):
         self.calls.append(("remove_container", name))
         self.objects.pop(("container", name), None)
 
-    def remove_network(self, name):
-        self.calls.append(("remove_network", name))
-        self.objects.pop(("network", name), None)
-
-    def remove_volume(self, name):
-        self.calls.append(("remove_volume", name))
-        self.objects.pop(("volume", name), None)
-
-    def inspect_container(self, name):
+    def container(self, name):
         found = self.objects.get(("container", name))
         if not found:
             return None
-        return {"State": {"Running": found.state == "running"}, "Config": {"Labels": found.labels}}
+        return ContainerState(name, found.state == "running", found.state, None, False, found.labels)
 
     def put_archive(self, name, path, tar):
         self._record("put_archive", name)
-        self.archives[name] = tar
+        self.archives[name] = tar if isinstance(tar, bytes) else tar.read()
 
-    def exec(self, name, argv, user=None, stdin=None, workdir=None):
+    def exec(self, name, argv, user=None, stdin=None, workdir=None, timeout=None):
         self._record("exec", name, tuple(argv))
         if stdin is not None:
             self.stdin.setdefault(name, []).append(stdin)
-        return 0, b""
+        return self.exec_results.get(argv[0], (0, b""))
+
+    def exec_to(self, name, argv, sink, user=None, workdir=None, timeout=None, limit=None):
+        self._record("exec_to", name, tuple(argv))
+        code, out = self.exec_results.get(argv[0], (0, b""))
+        sink.write(out)
+        return code, b""
+
+    def exec_stream(self, name, argv, user, workdir, sink):
+        self._record("exec_stream", name, tuple(argv))
+        code, out = self.headless(argv) if callable(self.headless) else self.headless
+        sink.write(out)
+        return code
+
+    def get_archive_to(self, name, path, sink, limit=None):
+        self._record("get_archive_to", name, path)
 
     def exec_interactive(self, name, argv, user, workdir, tty, stdin):
         self._record("exec_interactive", name, tuple(argv))
@@ -101,7 +129,7 @@ class FakeEngine:
         return self.interactive
 
     def logs(self, name, follow=False):
-        return iter([b""])
+        yield b""
 
     def find(self, labels):
         def match(o):

@@ -1,15 +1,17 @@
 import io
 import os
-import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import unittest
 from pathlib import Path
 
-from claude_bottle import bottle, cleanup, egress, manifest
+from claude_bottle import bottle, cleanup, egress, manifest, workspace
 from claude_bottle.docker import Found
+from claude_bottle.errors import BottleError
 
+from ..lock_holder import hold_lock
 from .fake_engine import FakeEngine
 
 
@@ -35,7 +37,8 @@ class BottleContainerTest(unittest.TestCase):
             "name": n.container,
             "labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
                        "org.claude-bottle.config": "dev",
-                       "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2"},
+                       "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2",
+                       "org.claude-bottle.user": cleanup.current_user()},
             "user": "1000:1000",
             "hostname": plan.name,
             "working_dir": "/workspace",
@@ -50,6 +53,7 @@ class BottleContainerTest(unittest.TestCase):
                 "security_opt": ["no-new-privileges"],
                 "init": True,
                 "mem_limit": "4g",
+                "memswap_limit": "4g",
                 "pids_limit": 1024,
                 "mounts": [{"Type": "volume", "Source": n.proxy_volume, "Target": "/run/claude-bottle/proxy",
                             "ReadOnly": True}],
@@ -119,49 +123,68 @@ class BottleFilesTest(unittest.TestCase):
         self.assertNotIn("ANTHROPIC_AUTH_TOKEN", pinned["env"])  # a secret: not written to the bottle's disk
 
 
-class OwnerTest(unittest.TestCase):
-    def test_current_process_is_alive(self):
-        me = cleanup.Owner.current()
-        self.assertEqual(cleanup.Owner.parse(me.label()), me)
-        self.assertTrue(me.alive())
+class SessionLockTest(unittest.TestCase):
+    """A session's owner is a lock its process holds: exact, whatever the pid namespace."""
 
-    def test_ended_process_is_dead(self):
-        p = subprocess.Popen(["true"])
-        started = cleanup.process_start(p.pid)
-        p.wait()
-        self.assertFalse(cleanup.Owner(socket.gethostname(), p.pid, started).alive())
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.folder = Path(tmp.name)
 
-    def test_reused_pid_is_dead(self):
-        self.assertFalse(cleanup.Owner(socket.gethostname(), os.getpid(), "1").alive())
+    def test_held_while_the_process_lives_and_gone_when_it_ends_however_it_ends(self):
+        path = self.folder / "other.lock"
+        holder = hold_lock(path)
+        label = cleanup.owner_label(path)
+        self.assertTrue(cleanup.owner_alive(label))
+        holder.kill()  # SIGKILL: nothing is cleaned up by the holder
+        holder.wait()
+        self.assertFalse(cleanup.owner_alive(label))
+        self.assertFalse(path.exists())  # the one who found it dead tidied the file away
 
-    def test_other_hosts_are_assumed_alive(self):
-        self.assertTrue(cleanup.Owner("elsewhere.example", 999999, "1").alive())
+    def test_this_process_holds_its_own(self):
+        with cleanup.SessionLock.acquire(self.folder) as lock:
+            self.assertTrue(cleanup.owner_alive(lock.label()))
+            self.assertEqual(lock.path.stat().st_mode & 0o777, 0o600)
+        self.assertFalse(cleanup.owner_alive(lock.label()))
 
-    def test_unparseable_owner(self):
-        self.assertIsNone(cleanup.Owner.parse("detached"))
-        self.assertEqual(cleanup.Owner.parse("my:host:12:345"), cleanup.Owner("my:host", 12, "345"))
+    def test_what_cannot_be_judged_here_is_left_alone(self):
+        self.assertTrue(cleanup.owner_alive(f"lock:elsewhere.example:{self.folder}/x.lock"))
+        self.assertTrue(cleanup.owner_alive("myhost:123:456"))  # an older label: not ours to judge
+        self.assertTrue(cleanup.owner_alive(""))
+
+    def test_names_that_could_match_more_than_one_bottle_are_refused(self):
+        for bad in ("", "../x", "a/b", "-x", ".", "x" * 81, "a b", "é"):
+            with self.subTest(bad), self.assertRaises(BottleError):
+                cleanup.check_name(bad)
+        self.assertEqual(cleanup.check_name("coder-1a2b3c"), "coder-1a2b3c")
 
 
 class CleanupTest(unittest.TestCase):
-    def obj(self, kind, name, bottle_name, owner):
-        return Found(kind, name, {cleanup.LABEL_BOTTLE: bottle_name, cleanup.LABEL_OWNER: owner})
+    def obj(self, kind, name, bottle_name, owner, **labels):
+        return Found(kind, name, {cleanup.LABEL_BOTTLE: bottle_name, cleanup.LABEL_OWNER: owner, **labels})
 
-    def test_dead_sessions_only(self):
-        me = cleanup.Owner.current().label()
-        dead = f"{socket.gethostname()}:999999999:1"
-        engine = self.engine([
-            self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
-            self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me),
-            self.obj("container", "c-det", "det", cleanup.DETACHED),
-        ])
-        cleanup.remove(engine, cleanup.of_dead_sessions(engine))
+    def test_dead_sessions_only_and_never_one_holding_work(self):
+        with tempfile.TemporaryDirectory() as tmp, cleanup.SessionLock.acquire(Path(tmp)) as me:
+            dead = cleanup.owner_label(Path(tmp, "gone.lock"))
+            engine = self.engine([
+                self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
+                self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me.label()),
+                self.obj("container", "c-det", "det", dead),
+                self.obj("container", "c-work", "work", dead, **{workspace.LABEL_REPO: "/repo"}),
+                self.obj("network", "n-work", "work", dead),
+            ])
+            found, held = cleanup.of_dead_sessions(engine, detached={"det"})
+            self.assertEqual(held, ["work"])
+            cleanup.remove(engine, found)
         self.assertEqual([c for c in engine.calls if c[0].startswith("remove")],
                          [("remove_container", "c-dead"), ("remove_network", "n-dead"), ("remove_volume", "v-dead")])
-        self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live"])
+        self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live", "c-work", "n-work"])
 
     def test_of_bottle(self):
         engine = self.engine([self.obj("container", "a", "x", "d"), self.obj("container", "b", "y", "d")])
         self.assertEqual([o.name for o in cleanup.of_bottle(engine, "y")], ["b"])
+        with self.assertRaises(BottleError):
+            cleanup.of_bottle(engine, "")  # would match every bottle
 
     def engine(self, objects):
         engine = FakeEngine()

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 import unittest
@@ -13,7 +14,8 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins
+from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs
+from claude_bottle.errors import DockerUnavailable
 from claude_bottle.docker import Found
 
 from .fake_engine import FakeEngine, tar_members
@@ -21,11 +23,11 @@ from .fake_engine import FakeEngine, tar_members
 TOKEN = "sk-ant-oat01-" + "t" * 40
 
 
-def make_plan(tmp: Path, data: dict | None = None, agent="default"):
+def make_plan(tmp: Path, data: dict | None = None, agent="default", environ=None):
     if data is not None:
         (tmp / "claude-bottle.json").write_text(json.dumps(data))
     m = manifest.load(tmp, {"CLAUDE_BOTTLE_HOME": str(tmp)})
-    return bottle.plan(m, agent, {})
+    return bottle.plan(m, agent, environ or {})
 
 
 class LaunchTest(unittest.TestCase):
@@ -97,7 +99,8 @@ class LaunchTest(unittest.TestCase):
         plan = make_plan(self.tmp, {"bottles": {"g": {
             "env": {"ANTHROPIC_BASE_URL": "${GW}"},
             "egress": {"private_hosts": ["gateway.corp.internal", "10.1.2.3"]}}},
-            "agents": {"g": {"bottle": "g"}}}, agent="g")
+            "agents": {"g": {"bottle": "g"}}}, agent="g", environ={"GW": "https://LLM.corp.example:8443/v1"})
+        self.assertIn("llm.corp.example", [h.host for h in plan.allowlist])  # the preflight shows it too
         engine = FakeEngine()
         self.launch(engine, plan, {"ANTHROPIC_BASE_URL": "https://LLM.corp.example:8443/v1"})
         sidecar = tar_members(engine.stdin[plan.names.relay][0])
@@ -116,7 +119,7 @@ class LaunchTest(unittest.TestCase):
         for step in steps:
             with self.subTest(step):
                 engine = FakeEngine(fail_on=step)
-                with self.assertRaisesRegex(RuntimeError, "injected failure"):
+                with self.assertRaisesRegex(DockerUnavailable, "injected failure"):
                     self.launch(engine)
                 self.assertEqual(engine.objects, {})
 
@@ -211,13 +214,17 @@ class StartCommandTest(StartCase):
         self.assertEqual(r.exit_code, 0, r.output)
         name = r.stdout.strip()
         self.assertRegex(name, r"^default-[0-9a-f]{6}$")
-        labels = {o.labels[cleanup.LABEL_OWNER] for o in engine.objects.values()}
-        self.assertEqual(labels, {cleanup.DETACHED})
+        self.assertEqual({o.labels[cleanup.LABEL_BOTTLE] for o in engine.objects.values()}, {name})
         self.assertNotIn("exec_interactive", [c[0] for c in engine.calls])
+        # Its launching process is gone, but the record says it lives on: no one takes it for a leftover.
+        owner = next(iter(engine.objects.values())).labels[cleanup.LABEL_OWNER]
+        self.assertFalse(cleanup.owner_alive(owner))
+        self.assertEqual(runs.detached_names(self.env), {name})
+        self.assertEqual(cleanup.of_dead_sessions(engine, runs.detached_names(self.env)), ([], []))
 
     def test_leftovers_of_dead_sessions_are_removed_first(self):
         engine = self.engine(interactive=0)
-        dead = f"{socket.gethostname()}:999999999:1"
+        dead = cleanup.owner_label(self.tmp / "ended-session.lock")
         engine.objects[("container", "cb-old")] = Found(
             "container", "cb-old", {cleanup.LABEL_BOTTLE: "old", cleanup.LABEL_OWNER: dead}, "running", 1)
         r = self.start(engine, "--yes")
@@ -291,6 +298,7 @@ class WorkspaceOptionsTest(StartCase):
 
     def test_mount_is_a_read_write_bind_and_the_preflight_warns(self):
         engine = self.engine(interactive=0)
+        os.chmod(self.tmp, 0o777)  # writable by the bottle's user
         r = self.start(engine, "--yes", "--mount", str(self.tmp))
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertIn(f"mount:    {self.tmp.resolve()} read-write at /workspace: WARNING: the agent changes these "
@@ -312,18 +320,44 @@ class RunCommandTest(StartCase):
             return CliRunner().invoke(cli.main, ["run", *args], env=self.env)
 
     def test_headless_claude_gets_the_prompt_and_its_status_passes_through(self):
-        engine = self.engine(interactive=4)
+        engine = self.engine(headless=(4, b"partial answer\x1b[2J\n"))
         r = self.run_cli(engine, "default", "fix the tests", "--yes")
         self.assertEqual(r.exit_code, 4, r.output)
-        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_interactive"],
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_stream"],
                          [("bottle-claude", "-p", "fix the tests", "--output-format", "text")])
+        self.assertEqual(r.stdout, "partial answer\x1b[2J\n")  # not a terminal: the bytes as they came
         self.assertEqual(engine.objects, {})
+
+    def test_a_supervisor_that_does_not_start_ends_the_run_cleanly(self):
+        engine = self.engine()
+        real_popen = subprocess.Popen
+        with mock.patch("claude_bottle.cli.subprocess.Popen",
+                        side_effect=lambda *a, **kw: real_popen(["true"], stdout=subprocess.PIPE)):
+            r = self.run_cli(engine, "default", "hi", "--yes", "--detach")
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertIn("did not start, so the run is ended and its bottle removed", r.stderr)
+        self.assertEqual(engine.objects, {})
+        name = next(iter(runs.detached_names(self.env)))
+        self.assertEqual(runs.get(self.env, name).exit_status, runs.COULD_NOT_RUN)  # `wait` cannot hang on it
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            self.assertEqual(CliRunner().invoke(cli.main, ["rm", name], env=self.env).exit_code, 0)
+
+    def test_claude_killed_for_memory_says_so(self):
+        engine = self.engine(headless=(137, b""))
+        engine.exec_results["cat"] = (0, b"oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+        r = self.run_cli(engine, "default", "hi", "--yes")
+        self.assertEqual(r.exit_code, 137, r.output)
+        self.assertIn("ran out of memory and Claude was killed: raise bottles.<name>.resources.memory", r.stderr)
+        self.assertEqual(engine.objects, {})
+        engine = self.engine(headless=(137, b""))  # killed, but not for memory: Claude's status, no message
+        r = self.run_cli(engine, "default", "hi", "--yes")
+        self.assertEqual((r.exit_code, "memory" in r.stderr), (137, False))
 
     def test_stream_json_adds_verbose(self):
         engine = self.engine(interactive=0)
         r = self.run_cli(engine, "default", "hi", "--yes", "--output-format", "stream-json")
         self.assertEqual(r.exit_code, 0, r.output)
-        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_interactive"][0][-2:],
+        self.assertEqual([c[2] for c in engine.calls if c[0] == "exec_stream"][0][-2:],
                          ("stream-json", "--verbose"))
 
     def test_needs_yes_without_a_terminal(self):

@@ -376,7 +376,7 @@ class BadInputTest(ManifestCase):
     def test_bad_agent_name(self):
         f = self.write(self.home, {"agents": {"my agent": {"bottle": "default"}}})
         self.assertManifestError(
-            f'{f}: agents["my agent"]: invalid name \'my agent\': names are 1 to 63 letters, digits, '
+            f'{f}: agents["my agent"]: invalid name \'my agent\': names are 1 to 56 letters, digits, '
             "'.', '_' or '-', starting with a letter or digit")
 
     def test_bad_env_name(self):
@@ -394,6 +394,37 @@ class BadInputTest(ManifestCase):
         f = self.write(self.home, {"bottles": {"b": {"env": {"X": "pre-${HOME}"}}}})
         self.assertManifestError(f'{f}: bottles.b.env.X: to copy a host variable the value must be exactly '
                                  '"${NAME}"; literal values cannot contain "${"')
+
+    def test_numbers_docker_would_refuse(self):
+        (self.home / "k").write_text("k")
+        for raw, message in (
+            ({"resources": {"pids": 2048.0}}, "bottles.b.resources.pids: must be a whole number like 2048, not 2048.0"),
+            ({"resources": {"memory": "1k"}}, "bottles.b.resources.memory: '1k' is too little for Claude Code: give "
+                                              "at least 64m"),
+            ({"ssh": [{"Host": "g", "Hostname": "g.com", "Port": 22.0, "IdentityFile": "k", "KnownHostKey": HOST_KEY}]},
+             "bottles.b.ssh[0].Port: must be a whole number like 22, not 22.0"),
+        ):
+            with self.subTest(raw):
+                f = self.write(self.home, {"bottles": {"b": raw}})
+                self.assertManifestError(f"{f}: {message}")
+
+    def test_names_leave_room_for_the_bottle_suffix(self):
+        self.write(self.home, {"agents": {"a" * 56: {"bottle": "default"}}})
+        self.assertIn("a" * 56, self.load().agents)
+        f = self.write(self.home, {"agents": {"a" * 57: {"bottle": "default"}}})
+        with self.assertRaises(ManifestError) as ctx:
+            self.load()
+        self.assertIn("names are 1 to 56 letters", str(ctx.exception))
+
+    def test_env_values_have_a_stated_limit(self):
+        f = self.write(self.home, {"bottles": {"b": {"env": {"BIG": "x" * (64 * 1024 + 1)}}}})
+        self.assertManifestError(f"{f}: bottles.b.env.BIG: the value of BIG is 65537 bytes; the limit is 65536 "
+                                 "(64 KiB): put large data in a file in the workspace instead")
+        self.write(self.home, {"bottles": {"b": {"env": {"BIG": "${HUGE}"}}}})
+        with self.assertRaises(ManifestError) as ctx:
+            manifest.resolve_env(self.load().bottles["b"], {"HUGE": "y" * 200000}, None)
+        self.assertIn("the value of BIG is 200000 bytes; the limit is 65536", str(ctx.exception))
+        self.assertNotIn("yyyy", str(ctx.exception))
 
     def test_wrong_version(self):
         f = self.write(self.home, {"version": 2})

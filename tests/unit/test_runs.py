@@ -4,7 +4,7 @@ import time
 import unittest
 from pathlib import Path
 
-from claude_bottle import runs
+from claude_bottle import cleanup, runs
 from claude_bottle.errors import BottleError
 
 
@@ -13,9 +13,11 @@ class RunsTest(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.env = {"CLAUDE_BOTTLE_HOME": tmp.name}
+        self.lock = cleanup.SessionLock.acquire(Path(tmp.name, "locks"))
+        self.addCleanup(self.lock.release)
 
     def test_record_lives_in_a_private_folder_under_the_home(self):
-        run = runs.create(self.env, "a-123456", {"agent": "a"})
+        run = runs.create(self.env, "a-123456", {"agent": "a"}, "owner")
         self.assertEqual(run.folder, Path(self.env["CLAUDE_BOTTLE_HOME"], ".local/state/claude-bottle/runs/a-123456"))
         self.assertEqual(run.folder.stat().st_mode & 0o777, 0o700)
         self.assertEqual(run.output.stat().st_mode & 0o777, 0o600)
@@ -24,7 +26,7 @@ class RunsTest(unittest.TestCase):
         self.assertIsNone(runs.get(self.env, "other"))
 
     def test_follow_ends_when_the_run_finishes(self):
-        run = runs.create(self.env, "b-1", {})
+        run = runs.create(self.env, "b-1", {"kind": "run"}, self.lock.label())
 
         def claude():
             with run.output.open("ab") as f:
@@ -39,7 +41,7 @@ class RunsTest(unittest.TestCase):
         self.assertEqual(run.exit_status, 0)
 
     def test_a_running_run_cannot_be_removed(self):
-        run = runs.create(self.env, "c-1", {})
+        run = runs.create(self.env, "c-1", {"kind": "run"}, self.lock.label())
         with self.assertRaises(BottleError) as ctx:
             runs.remove(run)
         self.assertEqual(str(ctx.exception), "run 'c-1' is still running: stop it first (claude-bottle stop c-1)")
@@ -48,17 +50,20 @@ class RunsTest(unittest.TestCase):
         self.assertIsNone(runs.get(self.env, "c-1"))
 
     def test_a_run_whose_supervisor_died_counts_as_failed(self):
-        import socket
-        import subprocess
+        run = runs.create(self.env, "d-1", {"kind": "run"}, self.lock.label())
+        self.assertIsNone(run.exit_status)  # its creator still holds it
+        with cleanup.SessionLock.acquire(Path(self.env["CLAUDE_BOTTLE_HOME"], "locks")) as supervisor:
+            run.set_owner(supervisor.label())
+            self.lock.release()
+            self.assertIsNone(run.exit_status)  # handed over
+        self.assertEqual(run.exit_status, runs.COULD_NOT_RUN)  # its supervisor is gone without a status
 
-        from claude_bottle import cleanup
-
-        run = runs.create(self.env, "d-1", {})
-        self.assertIsNone(run.exit_status)  # handed over, supervisor not yet started
-        p = subprocess.Popen(["sleep", "30"])
-        (run.folder / "supervisor").write_text(cleanup.Owner(socket.gethostname(), p.pid,
-                                                             cleanup.process_start(p.pid)).label())
-        self.assertIsNone(run.exit_status)  # still supervised
-        p.kill()
-        p.wait()
+    def test_a_run_whose_creator_died_before_handing_over_counts_as_failed(self):
+        run = runs.create(self.env, "e-1", {"kind": "run"}, self.lock.label())
+        self.lock.release()
         self.assertEqual(run.exit_status, runs.COULD_NOT_RUN)
+
+    def test_names_are_checked_before_the_filesystem_is_touched(self):
+        for bad in ("../x", "", "a/b"):
+            with self.subTest(bad), self.assertRaises(BottleError):
+                runs.get(self.env, bad)

@@ -61,9 +61,7 @@ class ConcurrencyEngine(FakeEngine):
         self.lock = threading.Lock()
         self.running = self.peak = 0
 
-    def exec(self, name, argv, user=None, stdin=None, workdir=None):
-        if argv[:1] != ["bottle-claude"]:
-            return super().exec(name, argv, user, stdin, workdir)
+    def exec_stream(self, name, argv, user, workdir, sink):
         with self.lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
@@ -71,7 +69,8 @@ class ConcurrencyEngine(FakeEngine):
         with self.lock:
             self.running -= 1
         prompt = argv[2]
-        return (3 if "fail" in prompt else 0), f"answer to {prompt}\n".encode()
+        sink.write(f"answer to {prompt}\n".encode())
+        return 3 if "fail" in prompt else 0
 
 
 class RunTasksCommandTest(StartCase):
@@ -97,6 +96,8 @@ class RunTasksCommandTest(StartCase):
     def test_prompt_or_tasks(self):
         r = self.run_cli(self.engine(), "default", "--yes")
         self.assertEqual(r.exit_code, 2)
+        self.assertIn("give the PROMPT to run, or --tasks FILE", r.stderr)
+        r = self.run_cli(self.engine(), "default", "hi", "--tasks", "x", "--yes")
         self.assertIn("give a PROMPT or --tasks FILE, not both", r.stderr)
         r = self.run_cli(self.engine(), "default", "hi", "--parallel", "2", "--yes")
         self.assertIn("--parallel only goes with --tasks", r.stderr)

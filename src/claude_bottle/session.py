@@ -1,0 +1,226 @@
+"""One bottle's life: make it, fill it, run something in it, bring the agent's work back, tear it down.
+
+`start`, `run`, each task of `run --tasks` and the supervisor of a detached run differ only in what
+they run inside a Session; `stop` finishes one made elsewhere. The guarantees are written here once:
+the work comes back before anything is destroyed, and if it cannot, the bottle is kept and the error
+says how to retry or discard it; every step in the bottle has a time limit, so finishing always ends;
+two processes never finish the same bottle at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from . import bottle, cleanup, image, pins, runs, workspace
+from .bottle import LaunchPlan, Names
+from .docker import Engine
+from .errors import BottleError
+from .manifest import state_dir
+from .workspace import Brought, Workspace, WorkNotBack
+
+FINISH_WAIT_SECONDS = 300  # for another process that is finishing the same bottle
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What a launch hands the bottle: its variables' values, the token, the SSH keys (by Host)."""
+
+    env: Mapping[str, str]
+    token: str
+    ssh_keys: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a bottle ended: what of the agent's work came back."""
+
+    name: str
+    brought: Brought | None  # None: nothing was brought back (see discarded and gone)
+    workspace: Workspace | None = None
+    discarded: bool = False  # `stop --discard`
+    gone: bool = False  # someone else had finished it already
+
+
+def prepare(engine: Engine, plan: LaunchPlan, environ: Mapping[str, str],
+            on_build: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Before a launch: remove what sessions that ended without tearing down left behind, and make sure
+    both images are here. Returns the names of such bottles that are kept because they hold work."""
+    dead, held = cleanup.of_dead_sessions(engine, runs.detached_names(environ))
+    cleanup.remove(engine, dead)
+    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
+    for line in image.ensure(engine, plan.image):
+        on_build(line)
+    return held
+
+
+class Session:
+    """A bottle from its launch (or from `resume`) to its end. Leaving the `with` block finishes it: the
+    work comes back, then everything made for it is removed; `detach()` leaves it running instead."""
+
+    def __init__(self, engine: Engine, name: str, workdir: str, ws: Workspace | None):
+        self.engine = engine
+        self.name = name
+        self.workdir = workdir
+        self.workspace = ws
+        self.ended: Ended | None = None
+        self._detached = False
+
+    @property
+    def container(self) -> str:
+        return Names(self.name).container
+
+    @classmethod
+    def launch(cls, engine: Engine, plan: LaunchPlan, secrets: Secrets, owner: str,
+               copy_progress: Callable[[int, int], None] = lambda done, total: None) -> Session:
+        """Make and fill the bottle of `plan`. On any failure, whatever was made is removed before the
+        error goes on (there is no work yet to lose)."""
+        ws = workspace.prepare(plan.workspace, plan.name) if plan.workspace else None
+        plan = replace(plan, workspace=ws)
+        try:
+            bottle.launch(engine, plan, secrets.env, secrets.token, owner, secrets.ssh_keys)
+            if ws is not None:
+                workspace.copy_in(engine, plan.names.container, ws, plan.name, copy_progress)
+        except BaseException:
+            bottle.teardown(engine, plan.name)
+            if ws is not None:
+                workspace.release(ws, plan.name)
+            raise
+        return cls(engine, plan.name, plan.workdir, ws)
+
+    @classmethod
+    def resume(cls, engine: Engine, name: str) -> Session:
+        """The session of a bottle made by another process (a detached one), to run in or finish."""
+        state = engine.container(Names(cleanup.check_name(name)).container)
+        if state is None:
+            raise BottleError(f"no bottle named '{name}': see `claude-bottle ps`")
+        ws = workspace.from_labels(state.labels)
+        return cls(engine, name, ws.workdir if ws else image.WORKSPACE, ws)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._detached:
+            self.ended = finish(self.engine, self.name, self.workspace)
+
+    def detach(self) -> None:
+        """Leave the bottle running when the `with` block ends (it is finished later, by `stop`)."""
+        self._detached = True
+
+    # -- what runs inside
+
+    def run_interactive(self, argv: list[str], tty: bool, stdin: bool) -> int:
+        return self._checked(self.engine.exec_interactive(self.container, argv, image.BOTTLE_USER, self.workdir,
+                                                          tty=tty, stdin=stdin))
+
+    def run_headless(self, argv: list[str], sink: BinaryIO) -> int:
+        return self._checked(self.engine.exec_stream(self.container, argv, image.BOTTLE_USER, self.workdir, sink))
+
+    def _checked(self, code: int) -> int:
+        if code == 137:
+            if bottle.out_of_memory(self.engine, self.name):
+                raise OutOfMemory(f"bottle {self.name} ran out of memory and Claude was killed: raise "
+                                  "bottles.<name>.resources.memory in the manifest (the default is "
+                                  f"{bottle.DEFAULT_MEMORY})")
+        return code
+
+
+class OutOfMemory(BottleError):
+    """The bottle hit its memory limit; the exit status stays the one Claude died with."""
+
+    exit_code = 137
+
+
+def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = False) -> Ended:
+    """Bring the work of bottle `name` back (unless `discard`), then remove everything made for it.
+
+    If the work cannot be brought back, the bottle is kept and WorkNotBack says how to retry or discard;
+    an interruption (Ctrl-C, SIGTERM) while bringing it back keeps it too. Only one process finishes a
+    bottle at a time; a second one finds it gone and has nothing to do."""
+    with _finishing(name):
+        state = engine.container(Names(name).container)
+        if state is None:  # finished by someone else, or never made
+            bottle.teardown(engine, name)
+            return Ended(name, None, ws, gone=True)
+        brought = None
+        if ws is not None and ws.brings_back and not discard:
+            if not state.running:
+                engine.start_container(Names(name).container)
+            try:
+                brought = workspace.bring_back(engine, Names(name).container, ws, name)
+            except WorkNotBack as e:
+                raise WorkNotBack(f"the agent's work in bottle {name} could not be brought back: {e}. The bottle is "
+                                  f"kept: try again with `claude-bottle stop {name}`, look inside with "
+                                  f"`claude-bottle exec {name} -- sh`, or throw the work away with "
+                                  f"`claude-bottle stop --discard {name}`") from None
+            except BaseException:
+                raise WorkNotBack(f"interrupted while bringing the agent's work back: bottle {name} is kept; "
+                                  f"`claude-bottle stop {name}` brings it back") from None
+        bottle.teardown(engine, name)
+        if ws is not None:
+            workspace.release(ws, name)
+        return Ended(name, brought, ws, discarded=discard)
+
+
+def _finishing(name: str):
+    """A lock per bottle name, so two `stop`s, or `stop` and the session itself, take turns."""
+    folder = state_dir(os.environ) / "finishing"
+    return _FileLock(folder / f"{cleanup.check_name(name)}.lock", FINISH_WAIT_SECONDS)
+
+
+class _FileLock:
+    def __init__(self, path: Path, wait: float):
+        self.path, self.wait = path, wait
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise BottleError(f"another process has been finishing {self.path.stem} for "
+                                      f"{self.wait:.0f} s: try again later") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def keep_egress_log(engine: Engine, run: runs.Run) -> None:
+    """Keep a detached run's egress log (secrets redacted) with its output, for after its bottle is gone."""
+    try:
+        lines = bottle.egress_log(engine, run.name)
+    except BottleError:
+        return  # no sidecar any more: nothing more to keep
+    run.egress_log.write_text("".join(f"{line}\n" for line in lines))
+
+
+def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = False) -> Ended | None:
+    """`claude-bottle stop NAME`: finish a bottle whoever made it. A detached run is marked stopped (its
+    output stays until `rm`); a detached session's record goes. None: there was no such bottle."""
+    cleanup.check_name(name)
+    record = runs.get(environ, name)
+    state = engine.container(Names(name).container)
+    if state is None and not cleanup.of_bottle(engine, name):
+        if record is not None and not record.is_run:
+            runs.remove(record)
+        return None
+    ws = workspace.from_labels(state.labels) if state else None
+    if record is not None and record.is_run and record.exit_status is None:
+        record.mark_stopped()
+        keep_egress_log(engine, record)
+    ended = finish(engine, name, ws, discard)
+    if record is not None and not record.is_run:
+        runs.remove(record)
+    return ended

@@ -1,0 +1,430 @@
+"""Never lose the agent's work, and every bottle can always be stopped: each case of the work-safety issue,
+attacked through the CLI with real bottles (and their real sidecar). A hostile agent is played by
+`claude-bottle exec`, which runs anything in the bottle as the agent would."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from claude_bottle import cleanup, session
+
+from . import support
+from ..lock_holder import hold_lock
+from .test_commands import Terminal
+from .test_workspace import git, make_repo
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "sk-ant-oat01-work-safety-" + "w" * 30
+
+
+class Machine:
+    """A user's home (an agent `coder` on the built-in bottle), state folder and a repository to work on."""
+
+    def __init__(self, manifest: dict | None = None, step_seconds: int = 20):
+        self.tmp = tempfile.TemporaryDirectory()
+        d = Path(self.tmp.name)
+        (d / "home").mkdir()
+        (d / "home" / "claude-bottle.json").write_text(json.dumps(
+            manifest or {"agents": {"coder": {"bottle": "default"}}}))
+        self.repo = make_repo(d)
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(d / "home"),
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, "CLAUDE_BOTTLE_STEP_SECONDS": str(step_seconds)}
+
+    def argv(self, *args) -> list[str]:
+        return [sys.executable, "-m", "claude_bottle", *args]
+
+    def cli(self, *args, timeout=240, env=None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), cwd=self.tmp.name, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self, *extra) -> str:
+        out = self.cli("start", "coder", "--yes", "--detach", "--workspace", str(self.repo), *extra)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def agent(self, name: str, script: str) -> subprocess.CompletedProcess:
+        return self.cli("exec", name, "--", "sh", "-c", script)
+
+    def branch(self, name: str) -> str:
+        return f"bottle/coder/{name}"
+
+    def close(self):
+        self.tmp.cleanup()
+
+
+class WorkSafetyCase(support.IntegrationTest):
+    def setUp(self):
+        self.m = Machine()
+        self.addCleanup(self.m.close)
+
+    def gone(self, name: str) -> bool:
+        return cleanup.of_bottle(support.engine(), name) == []
+
+    def assertOneErrorLine(self, stderr: str):
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        self.assertEqual(len(errors), 1, stderr)
+        self.assertNotIn("Traceback", stderr)
+
+    def discard(self, name: str):
+        out = self.m.cli("stop", "--discard", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertTrue(self.gone(name))
+
+
+class HooksTest(WorkSafetyCase):
+    """1 and 4: the repository's hooks cannot lose the work or hang the teardown."""
+
+    def test_failing_and_hanging_hooks_neither_lose_nor_hold_up_the_work(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && mkdir -p .hooks && "
+                                 "printf '#!/bin/sh\\nexit 1\\n' > .git/hooks/pre-commit && "
+                                 "printf '#!/bin/sh\\nsleep 100000\\n' > .hooks/pre-commit && "
+                                 "printf '#!/bin/sh\\nexit 1\\n' > .hooks/commit-msg && "
+                                 "chmod +x .git/hooks/pre-commit .hooks/* && git config core.hooksPath .hooks && "
+                                 "echo committed > done.txt && git add done.txt && "
+                                 "git commit --no-verify -q -m 'agent: committed part' && "
+                                 "echo uncommitted > wip.txt && ln -sf /etc/passwd /tmp/results.bundle")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        began = time.monotonic()
+        stopped = self.m.cli("stop", name)
+        self.assertLess(time.monotonic() - began, 60)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertIn(f"results: 2 new commits on branch {branch}", stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:done.txt"), "committed\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:wip.txt"), "uncommitted\n")
+        self.assertTrue(self.gone(name))
+
+
+class BringingBackFailsTest(WorkSafetyCase):
+    """2 and 3: when the work cannot come back, the bottle stays, the error says how to go on, and only
+    --discard throws the work away."""
+
+    def test_a_broken_repository_in_the_bottle_keeps_the_bottle(self):
+        name = self.m.start()
+        self.m.agent(name, "cd /workspace && echo precious > work.txt && git tag -d $(git tag) 2>/dev/null; "
+                           "rm -rf .git/objects .git/refs")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 7, out.stderr)
+        self.assertOneErrorLine(out.stderr)
+        self.assertIn(f"the agent's work in bottle {name} could not be brought back", out.stderr)
+        self.assertIn(f"claude-bottle stop --discard {name}", out.stderr)
+        self.assertFalse(self.gone(name))
+        self.assertEqual(self.m.agent(name, "cat /workspace/work.txt").stdout, "precious\n")  # still there
+        self.assertIn("running", self.m.cli("ps").stdout)
+        self.discard(name)
+
+    def test_a_branch_in_the_way_on_the_host_neither_crashes_nor_loses_the_work(self):
+        git(self.m.repo, "branch", "bottle")  # bottle/… cannot be made beside it
+        name = self.m.start()
+        self.m.agent(name, "cd /workspace && echo a > a.txt")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"bottle-coder-{name}:a.txt"), "a\n")
+        # In the way only after the launch: the fetch fails, the bottle is kept, and a retry works.
+        git(self.m.repo, "branch", "-D", "bottle")
+        name = self.m.start()
+        self.m.agent(name, "cd /workspace && echo b > b.txt")
+        branch = self.m.branch(name)
+        git(self.m.repo, "branch", f"{branch}/x")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 7, out.stderr)
+        self.assertOneErrorLine(out.stderr)
+        self.assertFalse(self.gone(name))
+        git(self.m.repo, "branch", "-D", f"{branch}/x")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:b.txt"), "b\n")
+
+
+class AlwaysStoppableTest(WorkSafetyCase):
+    """4 and 7: whatever runs in the bottle, stop ends in bounded time; races end in a clean result."""
+
+    def setUp(self):
+        self.m = Machine(step_seconds=8)
+        self.addCleanup(self.m.close)
+
+    def test_a_git_that_hangs_keeps_the_bottle_within_the_time_limit(self):
+        name = self.m.start()
+        # A clean filter that never returns: `git add` in the bottle hangs.
+        self.m.agent(name, "cd /workspace && git config filter.slow.clean 'sleep 100000' && "
+                           "echo '* filter=slow' > .gitattributes && echo x > x.txt")
+        began = time.monotonic()
+        out = self.m.cli("stop", name)
+        self.assertLess(time.monotonic() - began, 40)
+        self.assertEqual(out.returncode, 7, out.stderr)
+        self.assertIn("did not finish in time", out.stderr)
+        self.assertOneErrorLine(out.stderr)
+        self.assertFalse(self.gone(name))
+        # Ctrl-C while it is bringing work back: the bottle is kept, and the terminal gets one line.
+        proc = subprocess.Popen(self.m.argv("stop", name), cwd=self.m.tmp.name, env=self.m.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertNotIn("Traceback", err)
+        self.assertIn(f"claude-bottle stop {name}", err)
+        self.assertFalse(self.gone(name))
+        self.discard(name)
+
+    def test_two_stops_at_once_and_a_stop_of_a_name_that_matches_everything(self):
+        name = self.m.start()
+        other = self.m.start("--no-results")
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(self.m.cli("stop", name))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # The second one waits for the first, then finds the bottle gone: either way, a clean answer.
+        self.assertIn(0, [r.returncode for r in results], [r.stderr for r in results])
+        self.assertTrue(all(r.returncode in (0, 1) for r in results), [r.stderr for r in results])
+        for r in results:
+            self.assertNotIn("Traceback", r.stderr)
+        self.assertTrue(self.gone(name))
+        for bad in ("", "../x", "*"):
+            out = self.m.cli("stop", bad)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertOneErrorLine(out.stderr)
+            self.assertIn("is not a bottle name", out.stderr)
+        self.assertFalse(self.gone(other))
+        self.assertEqual(self.m.cli("stop", other).returncode, 0)
+
+    def test_stop_during_start(self):
+        before = {o.name for o in cleanup.everything(support.engine())}
+        starting = subprocess.Popen(self.m.argv("start", "coder", "--yes", "--detach", "--workspace", str(self.m.repo)),
+                                    cwd=self.m.tmp.name, env=self.m.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        name, deadline = None, time.monotonic() + 60
+        while name is None and time.monotonic() < deadline:
+            name = next((o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(support.engine())
+                         if o.name not in before), None)
+            time.sleep(0.01)
+        stopped = self.m.cli("stop", name)
+        out, err = starting.communicate(timeout=120)
+        self.assertNotIn("Traceback", err + stopped.stderr)
+        self.assertIn(stopped.returncode, (0, 1), stopped.stderr)
+        if starting.returncode == 0:  # it finished before the stop reached it: stop it now
+            self.assertEqual(self.m.cli("stop", out.strip()).returncode, 0)
+        else:
+            self.assertOneErrorLine(err)
+        self.assertEqual({o.name for o in cleanup.everything(support.engine())} - before, set())
+
+    def test_a_start_killed_part_way_leaves_nothing_the_next_start_keeps(self):
+        before = {o.name for o in cleanup.everything(support.engine())}
+        proc = subprocess.Popen(self.m.argv("start", "coder", "--yes", "--detach"), cwd=self.m.tmp.name,
+                                env=self.m.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill it once it has made something, before it finished
+            if {o.name for o in cleanup.everything(support.engine())} - before:
+                break
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        leftovers = {o.name for o in cleanup.everything(support.engine())} - before
+        self.assertTrue(leftovers)
+        name = self.m.start("--no-results")
+        self.assertEqual({o.name for o in cleanup.everything(support.engine())} - before - {
+            o.name for o in cleanup.of_bottle(support.engine(), name)}, set())
+        self.m.cli("stop", name)
+
+    def test_losing_the_engine_mid_command_is_one_error_line_and_exit_4(self):
+        name = self.m.start("--no-results")
+        with tempfile.TemporaryDirectory() as tmp:
+            sock_path = Path(tmp, "docker.sock")
+            proxy = _DroppingProxy(sock_path, drop_after_requests=4)
+            try:
+                out = self.m.cli("stop", name, env={"DOCKER_HOST": f"unix://{sock_path}"})
+            finally:
+                proxy.close()
+        self.assertEqual(out.returncode, 4, out.stderr)
+        self.assertOneErrorLine(out.stderr)
+        self.assertIn("lost the connection to the Docker engine", out.stderr)
+        self.m.cli("stop", name)
+        self.assertTrue(self.gone(name))
+
+
+class _DroppingProxy:
+    """Forwards a Unix socket to the real engine's, then drops every connection after a number of requests."""
+
+    def __init__(self, path: Path, drop_after_requests: int):
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(16)
+        self.left = drop_after_requests
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.left <= 0:
+                client.close()
+                continue
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect("/var/run/docker.sock")
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, counting):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if counting and data[:4] in (b"GET ", b"POST", b"DELE", b"PUT ", b"HEAD"):
+                    self.left -= 1
+                    if self.left < 0:
+                        for c in self.conns:
+                            c.close()
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.server.close()
+        for c in self.conns:
+            c.close()
+
+
+class DeadSessionsTest(WorkSafetyCase):
+    """5 and 8: a killed session's work is kept until it comes back; a live session elsewhere is live."""
+
+    def test_a_killed_session_with_work_is_kept_and_stop_brings_it_back(self):
+        term = Terminal(self.m.argv("start", "coder", "--yes", "--workspace", str(self.m.repo)), env=self.m.env,
+                        cwd=self.m.tmp.name)
+        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
+        name = next(o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(support.engine())
+                    if o.labels.get(cleanup.LABEL_AGENT) == "coder" and o.kind == "container"
+                    and o.labels.get(cleanup.LABEL_ROLE) == "bottle")
+        self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
+                           "git commit -q -m 'agent: saved'")
+        term.proc.kill()  # SIGKILL: nothing of ours runs
+        term.proc.wait(30)
+        os.close(term.master)
+        other = self.m.start("--no-results")  # anyone's next start
+        out = self.m.cli("ps")
+        self.assertRegex(out.stdout, rf"{name}\s.*held: work not brought back")
+        self.assertFalse(self.gone(name))
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:saved.txt"), "saved\n")
+        self.m.cli("stop", other)
+
+    def test_a_session_in_another_pid_namespace_is_not_taken_for_dead(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            lock = Path(tmp, "elsewhere.lock")
+            # The same host name, its own PID namespace: the old pid check would have called it dead.
+            holder = hold_lock(lock, prefix=("unshare", "--pid", "--fork"))
+            try:
+                b = support.TestBottle(owner=cleanup.owner_label(lock))
+                try:
+                    name = self.m.start("--no-results")
+                    self.m.cli("stop", name)
+                    self.assertEqual(len(cleanup.of_bottle(support.engine(), b.name)), 6)
+                finally:
+                    b.remove()
+            finally:
+                holder.kill()
+                holder.wait()
+
+
+class DetachedRunRecordsTest(WorkSafetyCase):
+    """9: a run whose supervisor is gone does not hang `wait` or block `rm`; `rm` stays in its folder."""
+
+    def test_wait_and_rm_of_a_run_nobody_looks_after(self):
+        state = Path(self.m.tmp.name, "home", ".local", "state", "claude-bottle", "runs", "coder-0a0a0a")
+        state.mkdir(parents=True)
+        (state / "meta.json").write_text(json.dumps({"kind": "run", "agent": "coder", "started": time.time()}))
+        (state / "owner").write_text(cleanup.owner_label(Path(self.m.tmp.name, "no-such.lock")))
+        (state / "output").write_text("")
+        out = self.m.cli("wait", "coder-0a0a0a", timeout=30)
+        self.assertEqual((out.returncode, out.stdout), (1, "coder-0a0a0a: exit 125\n"))
+        victim = Path(self.m.tmp.name, "home", ".local", "state", "claude-bottle", "x")
+        victim.mkdir()
+        out = self.m.cli("rm", "../x")
+        self.assertEqual(out.returncode, 1)
+        self.assertOneErrorLine(out.stderr)
+        self.assertTrue(victim.is_dir())
+        self.assertEqual(self.m.cli("rm", "coder-0a0a0a").returncode, 0)
+        self.assertFalse(state.exists())
+
+
+class BadValuesTest(WorkSafetyCase):
+    """10: values that crashed `start` are refused before anything exists, or handled."""
+
+    def test_refused_before_anything_exists(self):
+        root_owned = Path(self.m.tmp.name, "root-owned")
+        root_owned.mkdir(mode=0o755)
+        cases = {
+            "pids": ({"bottles": {"b": {"resources": {"pids": 2048.0}}}, "agents": {"coder": {"bottle": "b"}}},
+                     [], "must be a whole number like 2048, not 2048.0"),
+            "memory": ({"bottles": {"b": {"resources": {"memory": "1k"}}}, "agents": {"coder": {"bottle": "b"}}},
+                       [], "too little for Claude Code"),
+            "long name": ({"agents": {"c" * 60: {"bottle": "default"}}}, [], "names are 1 to 56 letters"),
+            "big env": ({"bottles": {"b": {"env": {"BIG": "${BIG}"}}}, "agents": {"coder": {"bottle": "b"}}},
+                        [], "the limit is 65536"),
+            "mount": (None, ["--mount", str(root_owned)], "could not write to it"),
+        }
+        for what, (manifest, extra, message) in cases.items():
+            with self.subTest(what):
+                m = Machine(manifest)
+                try:
+                    before = cleanup.everything(support.engine())
+                    out = m.cli("start", "coder", "--yes", "--detach", *extra, env={"BIG": "v" * 100_000})
+                    self.assertIn(out.returncode, (1, 3), out.stderr)
+                    self.assertOneErrorLine(out.stderr)
+                    self.assertIn(message, out.stderr)
+                    self.assertEqual(cleanup.everything(support.engine()), before)
+                finally:
+                    m.close()
+
+    def test_a_56_character_agent_name_runs(self):
+        m = Machine({"agents": {"a" * 56: {"bottle": "default"}}})
+        try:
+            out = m.cli("start", "a" * 56, "--yes", "--detach")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(m.cli("stop", out.stdout.strip()).returncode, 0)
+        finally:
+            m.close()
+
+    def test_a_plain_folders_work_comes_back_beside_it(self):
+        folder = Path(self.m.tmp.name, "notes")
+        folder.mkdir()
+        (folder / "a.md").write_text("a\n")
+        out = self.m.cli("start", "coder", "--yes", "--detach", "--workspace", str(folder))
+        name = out.stdout.strip()
+        self.assertIn("comes back as a new folder", out.stderr)
+        self.m.agent(name, "echo b > /workspace/b.md")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual((folder.parent / f"notes.{name}" / "b.md").read_text(), "b\n")
+        self.assertFalse((folder / "b.md").exists())
+
+    def test_a_bottle_out_of_memory_says_so(self):
+        # Claude itself is too patient a victim (its 400 MB binary pages in and out under a small limit), so
+        # a process that grabs memory stands in for it, in a real bottle with the manifest's limit.
+        b = support.TestBottle(memory="80m")
+        try:
+            s = session.Session(support.engine(), b.name, "/workspace", None)
+            with self.assertRaises(session.OutOfMemory) as ctx:
+                s.run_headless(["node", "-e", "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))"],
+                               io.BytesIO())
+            self.assertIn(f"bottle {b.name} ran out of memory", str(ctx.exception))
+            self.assertEqual(ctx.exception.exit_code, 137)
+        finally:
+            b.remove()
