@@ -19,13 +19,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import resource
 import shlex
+import shutil
 import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .docker import LABEL_PREFIX, Engine, ExecTimeout, OutputTooLarge
 from .errors import BottleError
@@ -238,6 +240,7 @@ class Brought:
     commits: int = 0
     folder: Path | None = None
     skipped: tuple[str, ...] = ()  # entries of a folder that pointed out of it, left out
+    extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
 def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
@@ -254,37 +257,100 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
         raise WorkNotBack(str(e)) from None
 
 
+# Nested repositories (an agent's `git init` inside the workspace, not a submodule): their files are the
+# agent's work too, so their .git is set aside while our commit adds them as files, then put back.
+_COMMIT_SCRIPT = r"""
+cd /workspace
+: > /tmp/claude-bottle-aside
+links=$(git ls-files -s | awk '$1 == "160000" {print $4}')
+find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r -d '' g; do
+  d=${g%/.git}; d=${d#./}
+  if printf '%s\n' "$links" | grep -qxF -- "$d"; then continue; fi
+  mv -- "$g" "$g.claude-bottle-aside" && printf '%s\0' "$g" >> /tmp/claude-bottle-aside
+done
+put_back() { while IFS= read -r -d '' g; do mv -- "$g.claude-bottle-aside" "$g"; done < /tmp/claude-bottle-aside; }
+trap put_back EXIT
+GIT add -A -- . ':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**'
+GIT diff --cached --quiet || GIT commit --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
+GIT rev-parse --verify HEAD
+GIT symbolic-ref -q HEAD || echo HEAD
+GIT for-each-ref --format='%(refname)' refs/heads refs/stash
+"""
+
+
 def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
     # The agent's uncommitted changes become one last commit, made with its hooks and helpers switched off.
-    head = _in_bottle(engine, container, (
-        f"cd {WORKSPACE}; {SAFE_GIT} add -A; "
-        f"{SAFE_GIT} diff --cached --quiet || {SAFE_GIT} commit --no-verify -q "
-        "-m 'claude-bottle: uncommitted changes when the bottle ended'; "
-        f"{SAFE_GIT} rev-parse --verify HEAD"), "committing the agent's uncommitted changes").strip()
+    out = _in_bottle(engine, container, _COMMIT_SCRIPT.replace("GIT ", SAFE_GIT + " "),
+                     "committing the agent's uncommitted changes", shell="bash").split("\n")
+    head, current, refs = out[0].strip(), out[1].strip(), [r for r in out[2:] if r.strip()]
     if len(head) != 40 or any(c not in "0123456789abcdef" for c in head):
         raise WorkNotBack(f"the bottle's repository has no usable HEAD ({head[-200:]!r})")
-    if head == ws.start:
-        return Brought()
+    # Every branch and the stash come back, not only HEAD: beside the results branch, as <branch>.<name>.
+    extra = {r: f"refs/heads/{ws.branch}." + ("stash" if r == "refs/stash" else
+                                               r.removeprefix("refs/heads/").replace("/", "."))
+             for r in refs if r != current}
     ref = f"refs/heads/{ws.branch}"
-    if _has_commit(ws.git_root, head):  # the agent went back into history the host already has
-        _git(ws.git_root, "update-ref", ref, head, "")
-        return Brought(branch=ws.branch, commits=0)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp, "results.bundle")
         with bundle.open("wb") as sink:
             limit = step_seconds()
             code, err = engine.exec_to(
-                container, ["timeout", "-k", "5", str(limit), "git", "-C", WORKSPACE, "-c",
-                            "core.hooksPath=/dev/null", "bundle", "create", "-q", "-", "HEAD", "--not", ws.start],
+                container, ["timeout", "-k", "5", str(limit), "git", "-C", WORKSPACE, "-c", "core.hooksPath=/dev/null",
+                            "bundle", "create", "-q", "-", "HEAD", *extra, "--not", ws.start],
                 sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
-        if code != 0:
+        if code != 0 and b"empty bundle" not in err:
             raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")
-        _git(ws.git_root, "bundle", "verify", "-q", str(bundle))
-        _git(ws.git_root, "fetch", "-q", "--no-tags", "--no-write-fetch-head", str(bundle), f"HEAD:{ref}")
-    if _git(ws.git_root, "rev-parse", "--verify", "-q", ref).strip() != head:
-        raise WorkNotBack(f"branch {ws.branch} in {ws.git_root} does not hold the bottle's HEAD {head[:12]}")
-    commits = int(_git(ws.git_root, "rev-list", "--count", f"{ws.start}..{ref}").strip() or 0)
-    return Brought(branch=ws.branch, commits=commits)
+        if code == 0:
+            heads = {line.split()[1]: line.split()[0] for line in
+                     _host_git(ws.git_root, "bundle", "list-heads", str(bundle)).splitlines() if len(line.split()) == 2}
+            _host_git(ws.git_root, "bundle", "verify", "-q", str(bundle))
+            refspecs = [f"+{r}:{to}" if _holds(ws.git_root, to, heads[r]) else f"{r}:{to}"
+                        for r, to in ({"HEAD": ref} | extra).items() if r in heads]
+            if refspecs:
+                _host_git(ws.git_root, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+                          str(bundle), *refspecs)
+    if head != ws.start:
+        if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
+            _host_git(ws.git_root, "update-ref", ref, head)
+        if _ref(ws.git_root, ref) != head:
+            raise WorkNotBack(f"branch {ws.branch} in {ws.git_root} does not hold the bottle's HEAD {head[:12]}")
+    commits = int(_host_git(ws.git_root, "rev-list", "--count", f"{ws.start}..{ref}").strip() or 0) \
+        if head != ws.start else 0
+    brought_extra = tuple(to.removeprefix("refs/heads/") for to in extra.values() if _ref(ws.git_root, to))
+    if head == ws.start and not brought_extra:
+        return Brought()
+    return Brought(branch=ws.branch if head != ws.start else None, commits=commits, extra=brought_extra)
+
+
+def _ref(repo: Path, ref: str) -> str:
+    return _git(repo, "rev-parse", "--verify", "-q", ref, check=False).strip()
+
+
+def _holds(repo: Path, ref: str, sha: str | None) -> bool:
+    """A ref of ours that already holds what is being fetched (a retry), so it may be set again."""
+    return sha is not None and _ref(repo, ref) == sha
+
+
+# Git on the host reads what the agent made: a time and memory limit, no network, no submodules, so that a
+# crafted bundle can neither hang `stop` nor reach out.
+HOST_GIT_MEMORY = 3 * 2**30
+
+
+def _host_git(repo: Path, *args: str) -> str:
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (HOST_GIT_MEMORY, HOST_GIT_MEMORY))
+
+    env = {**os.environ, "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
+                              "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
+                             capture_output=True, env=env, timeout=step_seconds() * 2, preexec_fn=limit_memory)
+    except subprocess.TimeoutExpired:
+        raise WorkNotBack(f"git {' '.join(args[:2])} in {repo} did not finish in time") from None
+    if out.returncode != 0:
+        raise WorkNotBack(f"git {' '.join(args[:2])} in {repo} failed: "
+                          f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
+    return out.stdout.decode(errors="replace")
 
 
 def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought:
@@ -297,21 +363,53 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
                 return Brought()
             if ws.results_dir.exists():
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
-            ws.results_dir.mkdir()
-            for m in members:
-                m.name = m.name.split("/", 1)[1]
-            skipped: list[str] = []
-
-            def safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-                # The 'data' filter refuses absolute paths, .., links out of the folder, devices, set-id bits.
-                try:
-                    return tarfile.data_filter(member, dest)
-                except tarfile.FilterError:
-                    skipped.append(member.name)
-                    return None
-
-            tar.extractall(ws.results_dir, members=members, filter=safe)
+            skipped = _extract(tar, members, ws.results_dir)
     return Brought(folder=ws.results_dir, skipped=tuple(skipped))
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> list[str]:
+    """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
+    first (no link exists yet to write through), links last, each kept only if it resolves inside; hard links
+    become copies; devices, pipes and set-id bits never arrive. Built in a folder beside `dest`, renamed into
+    place at the end, so a failure leaves nothing half made. Returns what was left out."""
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    skipped, links = [], []
+    try:
+        for m in members:
+            rel = m.name.split("/", 1)[1]
+            parts = PurePosixPath(rel).parts
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+                skipped.append(rel)
+                continue
+            target = partial.joinpath(*parts)
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif m.isfile() or m.islnk():
+                source = tar.extractfile(m)  # a hard link reads its target's content
+                if source is None:
+                    skipped.append(rel)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if m.mode & 0o111 else 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(source, out)
+            elif m.issym():
+                links.append((rel, target, m.linkname))
+            else:
+                skipped.append(rel)
+        for rel, target, linkname in links:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(linkname, target)
+        root = partial.resolve()
+        for rel, target, linkname in links:  # now that every link exists, each resolves as it will
+            if os.path.isabs(linkname) or not Path(os.path.realpath(target)).is_relative_to(root):
+                target.unlink()
+                skipped.append(rel)
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return skipped
 
 
 def _has_commit(repo: Path, sha: str) -> bool:
@@ -326,7 +424,8 @@ def _host_entries(root: Path, listed: list[Path]) -> dict[str, str]:
         if p.is_symlink():
             entries[rel.as_posix()] = "l:" + os.readlink(p)
         elif p.is_file():
-            entries[rel.as_posix()] = f"f{bool(p.stat().st_mode & 0o100):d}:" + hashlib.sha256(p.read_bytes()).hexdigest()
+            with p.open("rb") as f:
+                entries[rel.as_posix()] = f"f{bool(p.stat().st_mode & 0o100):d}:" + _sha256(f)
     return entries
 
 
@@ -336,21 +435,28 @@ def _tar_entries(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[s
         rel = m.name.split("/", 1)[1]
         if m.issym():
             entries[rel] = "l:" + m.linkname
-        elif m.isfile():
-            entries[rel] = f"f{bool(m.mode & 0o100):d}:" + hashlib.sha256(tar.extractfile(m).read()).hexdigest()
+        elif m.isfile() or m.islnk():
+            entries[rel] = f"f{bool(m.mode & 0o100):d}:" + _sha256(tar.extractfile(m))
     return entries
+
+
+def _sha256(f) -> str:
+    h = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def _tree_digest(entries: Mapping[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(entries.items())).encode()).hexdigest()
 
 
-def _in_bottle(engine: Engine, container: str, script: str, what: str) -> str:
+def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: str = "sh") -> str:
     """Run `script` as the bottle's user with a time limit; its stdout, or WorkNotBack-worthy errors."""
     out = io.BytesIO()
     limit = step_seconds()
     try:
-        code, err = engine.exec_to(container, ["timeout", "-k", "5", str(limit), "sh", "-euc", script],
+        code, err = engine.exec_to(container, ["timeout", "-k", "5", str(limit), shell, "-euc", script],
                                    out, user=BOTTLE_USER, timeout=limit + 10)
     except (ExecTimeout, OutputTooLarge) as e:
         raise BottleError(f"{what}: {e}") from None

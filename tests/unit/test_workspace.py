@@ -1,0 +1,103 @@
+"""What a bottle sends back as a folder is unpacked on the host without anything landing outside it
+(workspace._extract), and git on the host runs with limits (workspace._host_git). No engine needed."""
+
+import io
+import os
+import stat
+import tarfile
+import tempfile
+import time
+import unittest
+from pathlib import Path
+from unittest import mock
+
+from claude_bottle import workspace
+
+
+def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
+    """A tar as the engine sends /workspace: every name under workspace/."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for kind, name, extra in entries:
+            info = tarfile.TarInfo(f"workspace/{name}")
+            data = b""
+            if kind == "file":
+                data = extra.encode()
+                info.size, info.mode = len(data), 0o4755  # a set-id bit that must not arrive
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+            elif kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, extra
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, f"workspace/{extra}"
+            elif kind == "fifo":
+                info.type = tarfile.FIFOTYPE
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    tar = tarfile.open(fileobj=buf)
+    return tar, [m for m in tar.getmembers() if "/" in m.name]
+
+
+class ExtractTest(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        (self.root / "victim").mkdir()
+        self.dest = self.root / "notes.bottle"
+
+    def test_nothing_lands_outside_and_links_out_are_left_out_whatever_their_order(self):
+        tar, members = archive(
+            ("file", "a.txt", "A"),
+            ("sym", "a_escape", "z_later/../victim"),  # checked before z_later exists, it would look inside
+            ("sym", "z_later", "."),
+            ("sym", "abs", "/etc"),
+            ("sym", "up", "../victim"),
+            ("sym", "fine", "a.txt"),
+            ("hard", "b.txt", "a.txt"),
+            ("fifo", "pipe", ""),
+            ("file", "../outside.txt", "X"),
+            ("file", "/tmp/claude-bottle-absolute.txt", "X"),
+        )
+        skipped = workspace._extract(tar, members, self.dest)
+        self.assertEqual(sorted(skipped), ["../outside.txt", "/tmp/claude-bottle-absolute.txt", "a_escape", "abs",
+                                           "pipe", "up"])
+        self.assertEqual((self.dest / "a.txt").read_text(), "A")
+        self.assertEqual((self.dest / "b.txt").read_text(), "A")  # a hard link arrives as a copy
+        self.assertFalse((self.dest / "b.txt").stat().st_mode & (stat.S_ISUID | stat.S_ISGID))
+        self.assertEqual(os.readlink(self.dest / "fine"), "a.txt")
+        self.assertEqual(os.readlink(self.dest / "z_later"), ".")
+        self.assertFalse((self.root / "outside.txt").exists())
+        for p in self.dest.rglob("*"):
+            self.assertTrue(Path(os.path.realpath(p)).is_relative_to(self.dest.resolve()), p)
+
+    def test_a_failure_leaves_nothing_half_made(self):
+        tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
+        with mock.patch("claude_bottle.workspace.shutil.copyfileobj", side_effect=[None, OSError("disk full")]):
+            with self.assertRaises(OSError):
+                workspace._extract(tar, members, self.dest)
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), ["victim"])
+
+
+class HostGitTest(unittest.TestCase):
+    def test_host_git_has_a_time_limit_no_network_and_no_submodules(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            bin_dir = Path(tmp)
+            (bin_dir / "git").write_text("#!/bin/sh\nenv > \"$0.env\"; echo \"$@\" > \"$0.args\"; "
+                                         "ulimit -v > \"$0.limit\"; sleep 30\n")
+            (bin_dir / "git").chmod(0o755)
+            began = time.monotonic()
+            with mock.patch.dict(os.environ, {"PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                              workspace.STEP_SECONDS_VARIABLE: "1"}):
+                with self.assertRaisesRegex(workspace.WorkNotBack, "did not finish in time"):
+                    workspace._host_git(bin_dir, "fetch", "-q", "x.bundle", "HEAD:refs/heads/b")
+            self.assertLess(time.monotonic() - began, 10)
+            args = (bin_dir / "git.args").read_text()
+            self.assertIn("-c submodule.recurse=false -c fetch.recurseSubmodules=false", args)
+            env = (bin_dir / "git.env").read_text()
+            self.assertIn("GIT_ALLOW_PROTOCOL=file\n", env)
+            self.assertEqual(int((bin_dir / "git.limit").read_text()), workspace.HOST_GIT_MEMORY // 1024)
+
+
+if __name__ == "__main__":
+    unittest.main()
