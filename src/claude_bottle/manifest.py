@@ -53,8 +53,11 @@ _TOKEN_ROUTING = re.compile("|".join([
     r"LOCAL_BRIDGE", r"(?i:(HTTPS?|ALL|NO|GRPC)_PROXY)", r"NPM_CONFIG_\w*PROXY",
     r"SSL_CERT_(DIR|FILE)", r"NODE_EXTRA_CA_CERTS", r"NODE_TLS_\w+", r"NODE_OPTIONS", r"NODE_USE_ENV_PROXY",
     r"BUN_\w+", r"CURL_CA_BUNDLE", r"REQUESTS_CA_BUNDLE", r"AWS_CA_BUNDLE",
-    r"HOSTALIASES", r"LOCALDOMAIN", r"RES_OPTIONS", r"LD_PRELOAD", r"LD_LIBRARY_PATH", r"HOME", r"XDG_CONFIG_HOME",
+    r"HOSTALIASES", r"LOCALDOMAIN", r"RES_OPTIONS", r"LD_\w+", r"HOME", r"XDG_CONFIG_HOME",
     r"OTEL_\w+",
+    # What runs before the agent does: the programs a bottle starts, and the shell's and git's start-up.
+    r"PATH", r"BASH_ENV", r"ENV", r"SHELL", r"CLAUDE_ENV_FILE", r"CLAUDE_CODE_SHELL\w*", r"GIT_\w+",
+    r"(?i:npm_config_\w+)",
 ]))
 
 
@@ -99,6 +102,19 @@ class SshHost:
 
 
 @dataclass(frozen=True)
+class PrivateHost:
+    """A host on a private network the sidecar may reach, on one port, or on every port when `port` is None."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return self.host
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Bottle:
     name: str
     env: tuple[EnvVar, ...] = ()
@@ -108,7 +124,9 @@ class Bottle:
     files: tuple[Path, ...] = ()
     memory: str | None = None
     pids: int | None = None
-    private_hosts: tuple[str, ...] = ()
+    private_hosts: tuple[PrivateHost, ...] = ()
+    passthrough: tuple[str, ...] = ()  # hosts the sidecar does not look inside (HTTPS judged by name only)
+    ca_cert: Path | None = None  # more CAs the sidecar trusts for the servers it reaches
 
     @property
     def host_refs(self) -> tuple[EnvVar, ...]:
@@ -199,7 +217,8 @@ class ProjectShare:
     env: frozenset[str] = frozenset()
     ssh: frozenset[str] = frozenset()
     allowlist: frozenset[str] = frozenset()
-    private_hosts: frozenset[str] = frozenset()
+    private_hosts: frozenset[str] = frozenset()  # as written: host or host:port
+    passthrough: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -261,7 +280,8 @@ class Manifest:
             env=frozenset(v.name for v in mine.env) if mine else frozenset(),
             ssh=frozenset(s.host for s in mine.ssh) if mine else frozenset(),
             allowlist=frozenset(mine.allowlist) if mine else frozenset(),
-            private_hosts=frozenset(mine.private_hosts) if mine else frozenset(),
+            private_hosts=frozenset(str(h) for h in mine.private_hosts) if mine else frozenset(),
+            passthrough=frozenset(mine.passthrough) if mine else frozenset(),
         )
 
     def refusals(self, agent: Agent) -> list[Refusal]:
@@ -278,10 +298,12 @@ class Manifest:
             if agent.name in self.home_agents:
                 found.append(Refusal(f"agents.{agent.name}",
                                      f"replaces {_whose(self.home_agents[agent.name])} agent '{agent.name}'"))
-            if mine is None and bottle.host_secrets:
+            if mine is None and (bottle.env or bottle.ssh):
+                held = [f"${v.source}" if v.kind == "host" else v.name for v in bottle.env] + \
+                    [str(s.identity_file) for s in bottle.ssh]
                 found.append(Refusal(f"agents.{agent.name}.bottle",
-                                     f"puts a project agent in your home bottle '{bottle.name}', which takes host "
-                                     f"secrets ({', '.join(bottle.host_secrets)})"))
+                                     f"puts a project agent in your home bottle '{bottle.name}', which holds values "
+                                     f"of your home manifest ({', '.join(held)})"))
             found += [Refusal(s.field_path, f"skill {s.path} is outside the project's folder "
                                             f"({p.path.parent}) and {self.skills_dir}")
                       for s in agent.skills if not _inside(s.path, p.path.parent, self.skills_dir)]
@@ -293,14 +315,17 @@ class Manifest:
                 if v.kind == "host":
                     found.append(Refusal(v.field_path, f"copies the host variable ${v.source}"))
                 if routes_token(v.name):
-                    found.append(Refusal(v.field_path, "changes where Claude Code sends your token, or which "
-                                                       "credential it uses"))
+                    found.append(Refusal(v.field_path, "changes where Claude Code sends your token, which "
+                                                       "credential it uses, or what runs before it"))
             found += [Refusal(f"{s.field_path}.IdentityFile", f"reads your SSH key {s.identity_file}")
                       for s in mine.ssh]
+            if mine.ca_cert is not None:
+                found.append(Refusal(f"bottles.{bottle.name}.egress.ca_cert",
+                                     f"makes the sidecar trust the certificates in {mine.ca_cert}"))
             if mine.private_hosts:
                 found.append(Refusal(f"bottles.{bottle.name}.egress.private_hosts",
                                      f"opens private addresses past the sidecar's SSRF protection "
-                                     f"({', '.join(mine.private_hosts)})"))
+                                     f"({', '.join(map(str, mine.private_hosts))})"))
         return found
 
 
@@ -508,11 +533,17 @@ def _read_bottle(
     _check_unique([s.host for s in ssh], path, f"{prefix}.ssh", "Host")
     allowlist = tuple(h.lower() for h in raw.get("egress", {}).get("allowlist", []))
     limits = raw.get("resources", {})
-    private = tuple(h.lower() for h in raw.get("egress", {}).get("private_hosts", []))
+    private = tuple(_private_host(h, path, f"{prefix}.egress.private_hosts[{i}]")
+                    for i, h in enumerate(raw.get("egress", {}).get("private_hosts", [])))
+    passthrough = tuple(h.lower() for h in raw.get("egress", {}).get("passthrough", []))
+    ca = raw.get("egress", {}).get("ca_cert")
+    ca_cert = _resolve_path(ca, base_dir, environ) if ca else None
+    if ca_cert is not None:
+        _check_ca_file(ca_cert, path, f"{prefix}.egress.ca_cert")
     return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,),
                   memory=_memory(limits.get("memory"), path, f"{prefix}.resources.memory"),
                   pids=_whole(limits.get("pids"), path, f"{prefix}.resources.pids"),
-                  private_hosts=_dedup(private))
+                  private_hosts=_dedup(private), passthrough=_dedup(passthrough), ca_cert=ca_cert)
 
 
 # Linux takes no single environment string longer than 128 KiB (MAX_ARG_STRLEN); every exec in the
@@ -525,6 +556,20 @@ def check_env_value(name: str, value: str, file: Path | None, where: str) -> Non
     if len(value.encode()) > MAX_ENV_VALUE:
         raise ManifestError(f"the value of {name} is {len(value.encode())} bytes; the limit is {MAX_ENV_VALUE} "
                             "(64 KiB): put large data in a file in the workspace instead", file, where)
+
+
+def _private_host(entry: str, path: Path, where: str) -> PrivateHost:
+    """host, host:port, or [IPv6]:port; the schema has checked the characters."""
+    entry = entry.lower()
+    host, port = entry, None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ManifestError(f"'{entry}': the port must be a number from 1 to 65535", path, where)
+    return PrivateHost(host, int(port) if port is not None else None)
 
 
 def _whole(value, path: Path, where: str) -> int | None:
@@ -603,7 +648,8 @@ def _read_agent(name: str, raw: dict, path: Path, base_dir: Path, environ: Mappi
             )
         if not (skill_path / "SKILL.md").is_file():
             raise ManifestError(f"skill directory {skill_path} has no SKILL.md", path, where)
-        skills.append(Skill(skill_path.name, skill_path, where))
+        # Named after the folder it really is (./skills/.. is the project's own folder, not "..").
+        skills.append(Skill(skill_path.resolve().name, skill_path, where))
     _check_unique([s.name for s in skills], path, f"agents.{name}.skills", "skill directory name")
     return Agent(name, raw["bottle"], tuple(skills), raw.get("prompt", ""), path)
 
@@ -655,6 +701,8 @@ def _merge_bottle(base: Bottle, over: Bottle) -> Bottle:
         memory=over.memory or base.memory,
         pids=over.pids or base.pids,
         private_hosts=_dedup(base.private_hosts + over.private_hosts),
+        passthrough=_dedup(base.passthrough + over.passthrough),
+        ca_cert=over.ca_cert or base.ca_cert,
     )
 
 

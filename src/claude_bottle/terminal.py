@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# C0 and C1 controls, DEL, and the Unicode characters that change how text around them is drawn:
-# bidirectional overrides and isolates, zero-width characters, line and paragraph separators.
-_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
+# C0 and C1 controls, DEL, and the Unicode characters that change how text around them is drawn or draw
+# nothing at all: bidirectional overrides and isolates, zero-width characters, line and paragraph
+# separators, and the blank "letters" (Hangul fillers, the braille blank) that can push lines off a screen.
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e\u2060-\u2069"
+                        r"\u2800\u3164\ufeff\uffa0\ufff9-\ufffb]")
 
 
 def _escape_char(ch: str) -> str:
@@ -24,8 +26,9 @@ def _escape_char(ch: str) -> str:
 def visible(text: str, newlines: bool = False) -> str:
     """`text` with every character a terminal would act on written out as `\\x1b`, `\\u202e` and so on.
 
-    Tabs stay; newlines stay only where `newlines` allows several lines."""
-    keep = "\t\n" if newlines else "\t"
+    Where `newlines` allows several lines (a bottle's output), newlines and tabs stay; on one line (a value
+    from a manifest, a label) they are written out too, so a line cannot be stretched off the screen."""
+    keep = "\t\n" if newlines else ""
 
     def escape(match: re.Match) -> str:
         return match.group() if match.group() in keep else _escape_char(match.group())
@@ -35,6 +38,12 @@ def visible(text: str, newlines: bool = False) -> str:
     if any(unicodedata.category(c) == "Cf" for c in out):
         out = "".join(_escape_char(c) if unicodedata.category(c) == "Cf" else c for c in out)
     return out
+
+
+def shortened(text: str, limit: int = 200) -> str:
+    """`text` made visible and cut at `limit` characters, saying how much was left out."""
+    text = visible(text)
+    return text if len(text) <= limit else f"{text[:limit]}… (+{len(text) - limit} characters)"
 
 
 def visible_bytes(data: bytes) -> bytes:

@@ -19,7 +19,9 @@ def digest(content: bytes) -> str:
 
 
 class Store:
-    """The allowances in `folder`/trusted.json: {resolved path: sha256 of the allowed content}."""
+    """The allowances in `folder`/trusted.json: {path: sha256 of the allowed content}. The path is the file's as
+    found, not where a link leads: a repository that links its manifest to one you allowed elsewhere has
+    its own folder (and skills), so it is not allowed by that."""
 
     def __init__(self, folder: Path):
         self.file = folder / "trusted.json"
@@ -41,17 +43,17 @@ class Store:
         os.replace(tmp, self.file)
 
     def is_allowed(self, path: Path, content_digest: str) -> bool:
-        return self._read().get(str(path.resolve())) == content_digest
+        return self._read().get(str(path.absolute())) == content_digest
 
     def allow(self, path: Path, content_digest: str) -> None:
         allowed = self._read()
-        allowed[str(path.resolve())] = content_digest
+        allowed[str(path.absolute())] = content_digest
         self._write(allowed)
 
     def revoke(self, path: Path) -> bool:
         """Forget the allowance of `path`; False if there was none."""
         allowed = self._read()
-        if allowed.pop(str(path.resolve()), None) is None:
+        if allowed.pop(str(path.absolute()), None) is None:
             return False
         self._write(allowed)
         return True

@@ -105,7 +105,8 @@ class ProjectTrustTest(ManifestCase):
         self.key.write_text("KEY")
         self.write(self.home, {
             "bottles": {"dev": {"env": {"GH": "${GH_TOKEN}"}, "egress": {"allowlist": ["github.com"]}},
-                        "plain": {"env": {"MODE": "fast"}}},
+                        "plain": {"egress": {"allowlist": ["example.org"]}},
+                        "lit": {"env": {"MODE": "fast"}}},
             "agents": {"dev": {"bottle": "dev", "skills": []}},
         })
 
@@ -121,10 +122,18 @@ class ProjectTrustTest(ManifestCase):
                                              "fix": {"bottle": "plain"}, "dflt": {"bottle": "default"}}})
         for agent in ("web", "fix", "dflt"):
             self.assertEqual(self.refusals(agent), [], agent)
+
         m = self.load()
         self.assertFalse(m.bottles["web"].trusted)
         self.assertFalse(m.project.trusted)
         self.assertTrue(m.bottles["plain"].trusted)
+
+    def test_a_project_agent_in_a_home_bottle_with_any_value_is_refused(self):
+        # A literal value in a home manifest may be a secret too, and DLP does not know it.
+        self.write(self.project, {"agents": {"lit": {"bottle": "lit"}}})
+        self.assertEqual(self.refusals("lit"), [
+            ("agents.lit.bottle", "puts a project agent in your home bottle 'lit', which holds values of your "
+                                  "home manifest (MODE)")])
 
     def test_host_variables_ssh_keys_private_hosts_and_token_routing_are_refused(self):
         self.write(self.project, {"bottles": {"p": {
@@ -135,9 +144,9 @@ class ProjectTrustTest(ManifestCase):
             "agents": {"p": {"bottle": "p"}}})
         self.assertEqual(self.refusals("p"), [
             ("bottles.p.env.K", "copies the host variable $HOME_SECRET"),
-            ("bottles.p.env.ANTHROPIC_BASE_URL", "changes where Claude Code sends your token, or which credential it uses"),
-            ("bottles.p.env.ANTHROPIC_API_KEY", "changes where Claude Code sends your token, or which credential it uses"),
-            ("bottles.p.env.NODE_OPTIONS", "changes where Claude Code sends your token, or which credential it uses"),
+            ("bottles.p.env.ANTHROPIC_BASE_URL", "changes where Claude Code sends your token, which credential it uses, or what runs before it"),
+            ("bottles.p.env.ANTHROPIC_API_KEY", "changes where Claude Code sends your token, which credential it uses, or what runs before it"),
+            ("bottles.p.env.NODE_OPTIONS", "changes where Claude Code sends your token, which credential it uses, or what runs before it"),
             ("bottles.p.ssh[0].IdentityFile", f"reads your SSH key {self.key}"),
             ("bottles.p.egress.private_hosts",
              "opens private addresses past the sidecar's SSRF protection (10.0.0.5, 169.254.169.254)"),
@@ -150,15 +159,15 @@ class ProjectTrustTest(ManifestCase):
                                              "sneak": {"bottle": "dev"}, "wider": {"bottle": "plain"}}})
         self.assertEqual(self.refusals("dev"), [
             ("agents.dev", "replaces your home agent 'dev'"),
-            ("agents.dev.bottle", "puts a project agent in your home bottle 'dev', which takes host secrets ($GH_TOKEN)"),
+            ("agents.dev.bottle", "puts a project agent in your home bottle 'dev', which holds values of your home manifest ($GH_TOKEN)"),
         ])
         self.assertEqual(self.refusals("default"), [("agents.default", "replaces the built-in agent 'default'")])
         self.assertEqual(self.refusals("sneak"), [
-            ("agents.sneak.bottle", "puts a project agent in your home bottle 'dev', which takes host secrets ($GH_TOKEN)")])
+            ("agents.sneak.bottle", "puts a project agent in your home bottle 'dev', which holds values of your home manifest ($GH_TOKEN)")])
         self.assertEqual(self.refusals("wider"), [("bottles.plain", "changes your home bottle 'plain'")])
         m = self.load()
         self.assertFalse(m.bottles["plain"].trusted)
-        self.assertEqual(m.bottles["plain"].allowlist, ("evil.example",))
+        self.assertEqual(m.bottles["plain"].allowlist, ("example.org", "evil.example"))
 
     def test_skills_from_outside_the_project_folder_are_refused(self):
         outside = self.skill(self.root / "elsewhere", "creds")
@@ -302,7 +311,7 @@ class BadInputTest(ManifestCase):
 
     def test_unknown_nested_key(self):
         f = self.write(self.home, {"bottles": {"dev": {"egress": {"allow": ["x.com"]}}}})
-        self.assertManifestError(f"{f}: bottles.dev.egress.allow: unknown key 'allow' (expected one of: allowlist, private_hosts)")
+        self.assertManifestError(f"{f}: bottles.dev.egress.allow: unknown key 'allow' (expected one of: allowlist, ca_cert, passthrough, private_hosts)")
 
     def test_wrong_type(self):
         f = self.write(self.home, {"bottles": {"dev": {"egress": {"allowlist": "github.com"}}}})
