@@ -28,6 +28,17 @@ class _CountingResult(unittest.TextTestResult):
         self.passed += 1
 
 
+def _remove_shared_network() -> None:
+    """The sidecars' shared network outlives bottles by design; after the tests, take it away unless a bottle
+    (someone else's) still uses it."""
+    try:
+        import docker
+
+        docker.from_env().networks.get("claude-bottle-egress").remove()
+    except Exception:
+        pass  # not there, in use, or no engine
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all"])
@@ -47,6 +58,8 @@ def main() -> int:
         verbosity=2 if args.verbose else 1, resultclass=_CountingResult, failfast=args.failfast
     )
     result = runner.run(suite)
+    if args.mode != "unit":
+        _remove_shared_network()
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     print(f"{result.passed} passed, {failed} failed, {len(result.skipped)} skipped")
     if result.skipped and os.environ.get("CI") == "true":

@@ -1,8 +1,8 @@
-"""A bottle: its launch plan, the container it runs in, and what goes into it at start.
+"""A bottle: its launch plan, the containers it runs in, and what goes into them at start.
 
 The plan is plain data (shown by the preflight and by `start --dry-run`) and
 names every Docker object the bottle gets. The bottle container has no network
-at all; its only way out is the proxy socket its sidecar's relay listens on.
+at all; its only way out is the socket its sidecar listens on (sidecar.py).
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import secrets
 import sys
 import shlex
 import tarfile
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cleanup, egress, image, pins, ssh, workspace
+from . import cleanup, egress, image, pins, sidecar, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER
 from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
@@ -30,13 +29,14 @@ TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
 CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
 
 
-PROXY_DIR = "/run/claude-bottle/proxy"
+PROXY_DIR = sidecar.PROXY_DIR
 PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
 SECRETS_DIR = "/run/claude-bottle/secrets"
 PROXY_PORT = 3128  # on the bottle's loopback
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
-# pipelock's config, the secrets it blocks and its log live in memory only.
-CONFIG_TMPFS = f"size=32m,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID},mode=0700"
+# Every sidecar's way out: one shared network, made once, on which nothing listens (the gate and pipelock
+# listen on a socket and on their loopback only) and from which pipelock's SSRF protection keeps them off.
+EGRESS_NETWORK = "claude-bottle-egress"
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 
@@ -56,20 +56,8 @@ class Names:
         return f"cb-{self.bottle}-sidecar"
 
     @property
-    def relay(self) -> str:
-        return f"cb-{self.bottle}-relay"
-
-    @property
-    def egress_network(self) -> str:
-        return f"cb-{self.bottle}-egress"
-
-    @property
     def proxy_volume(self) -> str:
         return f"cb-{self.bottle}-proxy"
-
-    @property
-    def config_volume(self) -> str:
-        return f"cb-{self.bottle}-config"
 
 
 def new_bottle_name(agent: str) -> str:
@@ -87,9 +75,13 @@ class LaunchPlan:
     claude_code_version: str
     allowlist: tuple[egress.AllowedHost, ...]
     token_present: bool
+    sidecar_image: image.ImageSpec | None = None
+    credentials: tuple[sidecar.CredentialHost, ...] = ()  # where the sidecar puts the user's token
+    passthrough: tuple[egress.AllowedHost, ...] = ()  # hosts whose HTTPS the sidecar does not look inside
     workspace: Workspace | None = None  # copied in; a git repository's work comes back as a branch
     mount: Path | None = None  # bind-mounted read-write at /workspace: the user's explicit opt-in
     project: ProjectShare | None = None  # what the project file wrote of this launch
+    record: Path | None = None  # a detached bottle's record folder, once it is to be detached
     refusals: tuple[Refusal, ...] = ()  # what it asks for that an untrusted project file may not have
 
     @property
@@ -109,7 +101,8 @@ class LaunchPlan:
     def from_project(self, host: egress.AllowedHost) -> bool:
         """Whether the project file put `host` on the allowlist."""
         p = self.project
-        return p is not None and (host.host in p.allowlist or host.host in p.private_hosts
+        return p is not None and (host.host in p.allowlist or host.host in p.passthrough
+                                  or any(entry.split(":")[0] == host.host for entry in p.private_hosts)
                                   or (host.reason == "ANTHROPIC_BASE_URL" and "ANTHROPIC_BASE_URL" in p.env)
                                   or (host.reason.startswith("ssh ") and host.reason[4:] in p.ssh))
 
@@ -134,14 +127,15 @@ class LaunchPlan:
             "containers": [
                 {"name": n.container, "role": "bottle", "image": self.image.tag, "network": "none",
                  "user": image.BOTTLE_USER},
-                {"name": n.relay, "role": "relay", "image": self.image.tag, "network": n.egress_network},
-                {"name": n.sidecar, "role": "sidecar", "image": pins.PIPELOCK_IMAGE,
-                 "network": f"container:{n.relay}"},
+                {"name": n.sidecar, "role": "sidecar", "image": self.sidecar_image.tag if self.sidecar_image else None,
+                 "network": EGRESS_NETWORK},
             ],
-            "networks": [{"name": n.egress_network, "role": "egress"}],
-            "volumes": [{"name": n.proxy_volume, "role": "proxy-socket"},
-                        {"name": n.config_volume, "role": "sidecar-config", "tmpfs": True}],
-            "sidecar": {"name": n.sidecar, "image": pins.PIPELOCK_IMAGE},
+            "networks": [{"name": EGRESS_NETWORK, "role": "egress", "shared": True}],
+            "volumes": [{"name": n.proxy_volume, "role": "proxy-socket"}],
+            "sidecar": {"name": n.sidecar, "image": self.sidecar_image.tag if self.sidecar_image else None,
+                        "pipelock": pins.PIPELOCK_IMAGE,
+                        "token_to": [f"{c.host}:{c.port}" for c in self.credentials],
+                        "passthrough": [asdict(h) for h in self.passthrough]},
             "project": None if p is None else {
                 "file": str(p.file), "trusted": p.trusted_by or False, "agent": p.agent, "replaces": p.replaces,
                 "bottle": p.bottle},
@@ -176,6 +170,20 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         if not mount.is_dir():
             raise BottleError(f"--mount {mount}: no such directory: name an existing folder to mount")
         _check_writable_by_bottle(mount)
+    share = manifest.share(agent)
+    api_base_url = bottle.api_base_url(environ)
+    # Only a gateway the home manifest names gets the user's token; a project's (even allowed) keeps the
+    # placeholder.
+    credentials = sidecar.credential_hosts(api_base_url, from_home=not (share and "ANTHROPIC_BASE_URL" in share.env))
+    allowed = egress.allowlist(bottle, api_base_url)
+    passthrough: dict[str, egress.AllowedHost] = {}
+    for h in [egress.AllowedHost(c.host, ("the sidecar adds your token" if c.inject else
+                                          "Claude Code's gateway, sent the placeholder, not your token")
+                                 + ("" if c.tls else "; plain HTTP")) for c in credentials] + \
+            [egress.AllowedHost(h, "egress.passthrough") for h in bottle.passthrough] + \
+            [egress.AllowedHost(h, "a download host, its answers too big to inspect")
+             for h in egress.download_hosts(allowed)]:
+        passthrough.setdefault(h.host, h)
     return LaunchPlan(
         name=name,
         workspace=workspace.inspect(workspace_dir, agent.name, name, results) if workspace_dir else None,
@@ -185,9 +193,12 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         image=image.spec(manifest.image),
         image_base=manifest.image.base,
         claude_code_version=manifest.image.claude_code_version,
-        allowlist=egress.allowlist(bottle, bottle.api_base_url(environ)),
+        allowlist=allowed,
         token_present=bool(environ.get(TOKEN_VARIABLE)),
-        project=manifest.share(agent),
+        sidecar_image=sidecar.spec(manifest.image),
+        credentials=credentials,
+        passthrough=tuple(passthrough.values()),
+        project=share,
         refusals=tuple(manifest.refusals(agent)),
     )
 
@@ -213,14 +224,25 @@ def _str(value: object) -> str | None:
 
 
 def labels(plan: LaunchPlan, role: str, owner: str) -> dict[str, str]:
-    return {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_CONFIG: plan.bottle.name,
-            LABEL_ROLE: role, LABEL_OWNER: owner, LABEL_USER: cleanup.current_user()}
+    found = {LABEL_BOTTLE: plan.name, LABEL_AGENT: plan.agent.name, LABEL_CONFIG: plan.bottle.name,
+             LABEL_ROLE: role, LABEL_OWNER: owner, LABEL_USER: cleanup.current_user()}
+    if plan.record is not None:
+        found[cleanup.LABEL_RECORD] = str(plan.record)
+    return found
 
 
 def proxy_environment() -> dict[str, str]:
     """Every HTTP client in the bottle goes through the sidecar; only loopback is direct."""
     env = {"HTTP_PROXY": PROXY_URL, "HTTPS_PROXY": PROXY_URL, "NO_PROXY": "localhost,127.0.0.1,::1"}
     return env | {k.lower(): v for k, v in env.items()}
+
+
+def trust_environment() -> dict[str, str]:
+    """Every TLS client in the bottle trusts the system's CAs and the bottle's own (the sidecar's, which
+    it inspects HTTPS with): curl, git, Node.js and Claude Code, Python's requests and pip."""
+    bundle = sidecar.CA_BUNDLE
+    return {name: bundle for name in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE",
+                                      "PIP_CERT", "NODE_EXTRA_CA_CERTS")}
 
 
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
@@ -236,7 +258,8 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
         network_mode="none",
         hostname=plan.name,
         working_dir=image.WORKSPACE,  # a subfolder's workdir exists only once the workspace is copied in
-        environment=proxy_environment() | ({"SSH_AUTH_SOCK": ssh.AGENT_SOCKET} if plan.bottle.ssh else {}),
+        environment=proxy_environment() | trust_environment()
+        | ({"SSH_AUTH_SOCK": ssh.AGENT_SOCKET} if plan.bottle.ssh else {}),
         mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
         pids_limit=plan.bottle.pids or DEFAULT_PIDS,
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
@@ -309,50 +332,48 @@ def bottle_files(agent: Agent, bottle: Bottle, env: Mapping[str, str]) -> bytes:
 
 
 def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str, owner: str,
-           ssh_keys: Mapping[str, bytes] | None = None, sidecar_image: str = pins.PIPELOCK_IMAGE,
-           health_timeout: float = 30.0) -> None:
-    """Create the bottle, its relay and sidecar, and fill them; on any failure (Ctrl-C included)
-    remove whatever was made, by label, before the error goes on.
+           ssh_keys: Mapping[str, bytes] | None = None) -> None:
+    """Create the bottle and its sidecar, and fill them; on any failure (Ctrl-C included) remove whatever
+    was made, by label, before the error goes on.
 
-    `env` holds the bottle's variables with their values; the sidecar blocks the token and the
-    values that came from the host or were asked for. `ssh_keys` (by Host) go to the bottle's agent."""
+    `env` holds the bottle's variables with their values. The bottle gets a placeholder for the token; the
+    token goes to the sidecar only, on its stdin. The sidecar blocks the values that came from the host or
+    were asked for. `ssh_keys` (by Host) go to the bottle's agent."""
     n = plan.names
-    secrets = {**env, CLAUDE_TOKEN_VARIABLE: token}
-    blocked = [env[name] for name in plan.bottle.secret_names] + [token]
-    hosts = [h.host for h in plan.allowlist]
+    placeholder = sidecar.placeholder()
+    blocked = egress.secrets_list([env[name] for name in plan.bottle.secret_names] + [token])
+    ssh_hosts = sorted({h.hostname for h in plan.bottle.ssh})
+    config = sidecar.gate_config(
+        egress.pipelock_config([h.host for h in plan.allowlist], plan.bottle.private_hosts,
+                               [h.host for h in plan.passthrough]),
+        blocked, token, placeholder, plan.credentials, sidecar.private_ports(plan.bottle),
+        plan.bottle.ca_cert.read_text(errors="replace") if plan.bottle.ca_cert else "",
+        egress.pipelock_config(ssh_hosts, plan.bottle.private_hosts, for_ssh=True) if ssh_hosts else None,
+        [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh])
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
-        engine.create_volume(n.config_volume, labels(plan, "sidecar-config", owner), tmpfs_options=CONFIG_TMPFS)
-        engine.create_network(n.egress_network, labels(plan, "egress", owner))
-        # The relay first: a new volume takes its folder's owner from the first container that mounts it.
-        engine.create_container(egress.relay_container(
-            n.relay, plan.image.tag, n.egress_network, labels(plan, "relay", owner), image.BOTTLE_UID,
-            n.proxy_volume, PROXY_DIR, n.config_volume))
         # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
         # Leaving the pool waits for both, so nothing is created after the teardown below.
         with ThreadPoolExecutor(2) as pool:
             steps = [
-                pool.submit(_start_sidecar, engine.clone(), plan, owner, sidecar_image,
-                            egress.sidecar_files(hosts, blocked, plan.bottle.private_hosts)),
+                pool.submit(_start_sidecar, engine.clone(), plan, owner, config),
                 pool.submit(_fill_bottle, engine.clone(), plan, owner, bottle_files(plan.agent, plan.bottle, env),
-                            secrets_file(secrets), ssh_keys or {}),
+                            secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder}), ssh_keys or {}),
             ]
             for step in steps:
                 step.result()
-        _wait_healthy(engine, n.sidecar, health_timeout)
     except BaseException:
         teardown(engine, plan.name)
         raise
 
 
-def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, sidecar_image: str, files: bytes) -> None:
+def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, config: bytes) -> None:
     n = plan.names
-    engine.start_container(n.relay)
-    _check(engine.exec(n.relay, egress.write_sidecar_files_command(), stdin=files),
-           "writing the sidecar's configuration")
-    engine.create_container(egress.sidecar_container(n.sidecar, sidecar_image, n.relay, n.config_volume,
-                                                     labels(plan, "sidecar", owner), image.BOTTLE_UID))
-    engine.start_container(n.sidecar)
+    engine.create_container(sidecar.container(n.sidecar, plan.sidecar_image.tag, EGRESS_NETWORK,
+                                              labels(plan, "sidecar", owner), n.proxy_volume))
+    said = engine.start_with_input(n.sidecar, config, timeout=sidecar.READY_SECONDS)
+    if said != "ready":
+        raise BottleError(f"the egress sidecar did not start: {said or 'it exited without a word'}")
 
 
 def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, env_file: bytes,
@@ -366,27 +387,30 @@ def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, env
         ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys, PROXY_PORT)
 
 
-def ensure_sidecar_image(engine: Engine, ref: str) -> None:
+def ensure_network(engine: Engine) -> None:
+    """The sidecars' shared egress network, made by the first launch that needs it."""
+    engine.ensure_network(EGRESS_NETWORK, {LABEL_ROLE: "egress-network"})
+
+
+def ensure_pipelock_image(engine: Engine, ref: str) -> None:
     """Pull the pinned pipelock image unless it is already here."""
     if engine.image_exists(ref):
         return
     try:
         engine.pull_image(ref)
-    except Exception as e:  # the SDK reports registry failures as several exception types
+    except BottleError as e:
         raise BottleError(
-            f"the egress sidecar image {ref} is not here and pulling it failed ({str(e).strip()[:200]}): "
-            "check your network, or on a machine without a registry build it with "
-            "scripts/offline-images.sh pipelock"
+            f"the egress sidecar's pipelock image {ref} is not here and pulling it failed ({e}): check your "
+            "network, or on a machine without a registry build it with scripts/offline-images.sh pipelock"
         ) from None
 
 
-def egress_log(engine: Engine, name: str) -> list[str]:
-    """The sidecar's log lines for bottle `name`, with the bottle's secret values redacted."""
-    code, out = engine.exec(Names(name).relay, egress.read_log_command(), timeout=30)
+def egress_report(engine: Engine, name: str) -> str:
+    """The sidecar's egress report for bottle `name` (JSON, secret values redacted by the gate)."""
+    code, out = engine.exec(Names(name).sidecar, sidecar.report_command(), timeout=30)
     if code != 0:
-        raise BottleError(f"reading the egress log of '{name}' failed: {out.decode(errors='replace').strip()}")
-    log, _, secrets_text = out.decode(errors="replace").partition("\0")
-    return egress.redact(log, secrets_text.splitlines()).splitlines()
+        raise BottleError(f"reading the egress report of '{name}' failed: {out.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
 
 
 def out_of_memory(engine: Engine, name: str) -> bool:
@@ -422,18 +446,3 @@ def _check(result: tuple[int, bytes], what: str) -> None:
     code, out = result
     if code != 0:
         raise BottleError(f"{what} failed (exit {code}): {out.decode(errors='replace').strip()[-500:]}")
-
-
-def _wait_healthy(engine: Engine, sidecar: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = engine.container(sidecar)
-        if state is None or not state.running:
-            tail = b"".join(engine.logs(sidecar)).decode(errors="replace").strip().splitlines()[-10:]
-            raise BottleError("the egress sidecar (pipelock) stopped while starting:\n" + "\n".join(tail))
-        if engine.exec(sidecar, egress.health_command())[0] == 0:
-            return
-        if time.monotonic() > deadline:
-            raise BottleError(f"the egress sidecar (pipelock) was not healthy after {timeout:.0f}s: "
-                              f"see `docker logs {sidecar}`")
-        time.sleep(0.05)

@@ -29,6 +29,7 @@ LABEL_ROLE = LABEL_PREFIX + "role"
 LABEL_OWNER = LABEL_PREFIX + "owner"  # the lock of the session that made it
 LABEL_USER = LABEL_PREFIX + "user"  # uid@host of the user who made it
 LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
+LABEL_RECORD = LABEL_PREFIX + "record"  # a detached bottle's record folder: it lives on while that exists
 
 
 def current_user() -> str:
@@ -126,10 +127,22 @@ def holds_work(obj: Found) -> bool:
     return workspace.LABEL_REPO in obj.labels
 
 
-def of_dead_sessions(engine: Engine, detached: set[str]) -> tuple[list[Found], list[str]]:
+def record_alive(path: str) -> bool:
+    """Whether a detached bottle's record still exists (one this host cannot look at counts as existing).
+    The record is written only once the bottle is complete, so a detached launch that was killed part-way
+    has none, and its leftovers are removed like any other."""
+    if not path.startswith("/"):
+        return True
+    try:
+        return Path(path, "meta.json").exists()
+    except OSError:
+        return True
+
+
+def of_dead_sessions(engine: Engine) -> tuple[list[Found], list[str]]:
     """Objects of sessions that ended without tearing their bottle down (SIGKILL, a crash), and the names
-    of such bottles that are kept because they hold work not yet brought back. Detached bottles
-    (`detached`: their names) live on until `stop`."""
+    of such bottles that are kept because they hold work not yet brought back. Detached bottles live on
+    while their record does (until `stop`), whichever state folder it is in."""
     objects = everything(engine)
     kept_work = {o.labels[LABEL_BOTTLE] for o in objects if o.kind == "container" and holds_work(o)}
     dead, held = [], set()
@@ -137,7 +150,7 @@ def of_dead_sessions(engine: Engine, detached: set[str]) -> tuple[list[Found], l
     for obj in objects:
         name = obj.labels.get(LABEL_BOTTLE, "")
         owner = obj.labels.get(LABEL_OWNER, "")
-        if name in detached or not owner:
+        if not owner or (LABEL_RECORD in obj.labels and record_alive(obj.labels[LABEL_RECORD])):
             continue
         if owner not in alive:
             alive[owner] = owner_alive(owner)

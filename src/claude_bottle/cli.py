@@ -24,7 +24,7 @@ import click
 
 from . import __version__, bottle, cleanup, docker, egress, image, manifest, runs, session, ssh, status, tasks, workspace
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
-from .terminal import visible
+from .terminal import shortened, visible
 
 
 class _Group(click.Group):
@@ -153,7 +153,8 @@ def trust_(file: Path | None, yes: bool, revoke: bool) -> None:
         if not click.confirm("\nallow this file, exactly as it is now?", default=False, err=True):
             raise Refused("not allowed")
     store.allow(path, p.digest)
-    click.echo(f"allowed: {visible(str(path))}; any change to it makes it untrusted again")
+    click.echo(f"allowed: {visible(str(path))} as shown above (sha256 {p.digest[:16]}…); any change to it makes it "
+               "untrusted again")
 
 
 @main.command()
@@ -208,6 +209,8 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
     if dry_run:
         _dry_run(plan, as_json)
         return
+    if detach:
+        plan = dataclasses.replace(plan, record=runs.root(os.environ) / plan.name)
     secrets, engine = _consent(plan, yes)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     with _session_lock() as lock, _signals_raise():
@@ -258,6 +261,8 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
         sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
                             no_results))
     plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
+    if detach:
+        plan = dataclasses.replace(plan, record=runs.root(os.environ) / plan.name)
     argv = _claude_p(prompt, output_format)
     secrets, engine = _consent(plan, yes)
     with _session_lock() as lock, _signals_raise():
@@ -339,9 +344,9 @@ def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docke
         if not interactive:
             raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
                           "pass --yes to launch anyway")
-        if not click.confirm("launch this agent?", default=False, err=True):
+        if not click.confirm(_question(plan), default=False, err=True):
             raise Refused("not launched")
-    ask = (lambda question: click.prompt(question, hide_input=True, err=True, prompt_suffix="")) \
+    ask = (lambda question: click.prompt(visible(question), hide_input=True, err=True, prompt_suffix="")) \
         if interactive else None
     env = manifest.resolve_env(plan.bottle, os.environ, ask)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
@@ -353,13 +358,13 @@ def _session_lock() -> cleanup.SessionLock:
 
 
 def _prepare(engine: docker.Engine, plan: bottle.LaunchPlan) -> None:
-    first = True
+    building = None
 
-    def on_build(line: str) -> None:
-        nonlocal first
-        if first:
-            click.echo(f"building {plan.image.tag} (first use; later starts reuse it)", err=True)
-            first = False
+    def on_build(tag: str, line: str) -> None:
+        nonlocal building
+        if tag != building:
+            click.echo(f"building {tag} (first use; later starts reuse it)", err=True)
+            building = tag
         click.echo(visible(line, newlines=True), nl=False, err=True)
 
     for name in session.prepare(engine, plan, os.environ, on_build):
@@ -397,11 +402,15 @@ def _report(ended: session.Ended | None) -> None:
         click.echo("results: the bottle was already gone", err=True)
     elif brought is None:
         return
-    elif brought.branch:
-        click.echo(f"results: {brought.commits} new commit{'s' if brought.commits != 1 else ''} on branch "
-                   f"{brought.branch} in {visible(str(ended.workspace.git_root))}", err=True)
+    elif brought.branch or brought.extra:
+        if brought.branch:
+            click.echo(f"results: {brought.commits} new commit{'s' if brought.commits != 1 else ''} on branch "
+                       f"{brought.branch} in {visible(str(ended.workspace.git_root))}", err=True)
+        if brought.extra:
+            click.echo(f"results: the bottle's other branches and stash too: {visible(', '.join(brought.extra))}",
+                       err=True)
     elif brought.folder:
-        left_out = (f" (left out, as they point outside it: {visible(', '.join(brought.skipped))})"
+        left_out = (f" (left out, as they are not files or point outside it: {visible(', '.join(brought.skipped))})"
                     if brought.skipped else "")
         click.echo(f"results: the changed workspace is in {visible(str(brought.folder))}{left_out}", err=True)
     else:
@@ -450,10 +459,11 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
                 engine = docker.connect()
                 with session.Session.resume(engine, name) as s:
                     code = s.run_headless(list(argv), sink)
-                    session.keep_egress_log(engine, run)
+                    session.keep_egress_report(engine, run)
                 brought = s.ended.brought if s.ended else None
-                if brought and brought.branch:
-                    sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}\n".encode())
+                if brought and (brought.branch or brought.extra):
+                    sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}"
+                               f"{'; also ' + ', '.join(brought.extra) if brought.extra else ''}\n".encode())
                 elif brought and brought.folder:
                     sink.write(f"\nresults: the changed workspace is in {brought.folder}\n".encode())
             except BottleError as e:  # the record must end with a status whatever happened
@@ -476,8 +486,8 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     _preflight(plan, image_state={True: "present", False: "will be built",
                                   None: "unknown (Docker not reachable)"}[present])
     n = plan.names
-    click.echo(f"creates:  containers {n.container}, {n.relay}, {n.sidecar}; "
-               f"network {n.egress_network}; volumes {n.proxy_volume}, {n.config_volume}")
+    click.echo(f"creates:  containers {n.container}, {n.sidecar}; volume {n.proxy_volume} "
+               f"(on the shared network {bottle.EGRESS_NETWORK})")
     click.echo("dry run: nothing was created")
     # What `start` would refuse, found without reading a secret or creating anything.
     plan.check_trust()
@@ -507,10 +517,20 @@ def _signals_raise():
             signal.signal(s, h)
 
 
+def _question(plan: bottle.LaunchPlan) -> str:
+    """The launch question, with what matters most said again right beside it (a long preflight scrolls)."""
+    p = plan.project
+    if p is None:
+        return "launch this agent?"
+    state = f"{p.trusted_by}" if p.trusted_by else "NOT TRUSTED"
+    return visible(f"launch {plan.agent.name} with what {_source(p.file)} ({state}) asks, "
+                   f"{len(plan.allowlist)} hosts allowed?")
+
+
 def _running(engine: docker.Engine, name: str) -> str:
     container = bottle.Names(cleanup.check_name(name)).container
     state = engine.container(container)
-    if state is None or not state.running:
+    if state is None or not state.running or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
     return container
 
@@ -685,20 +705,23 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         for chunk in engine.logs(names.container, follow=follow):
             _bottle_output(chunk)
         return
-    relay = engine.container(names.relay)
-    if relay is not None and relay.running:
-        lines = bottle.egress_log(engine, bottle_name)
-    elif run is not None and run.egress_log.is_file():  # a finished run's, kept with its output
-        lines = run.egress_log.read_text().splitlines()
+    gate = engine.container(names.sidecar)
+    if gate is not None and gate.running:
+        report = egress.report(bottle.egress_report(engine, bottle_name))
+    elif run is not None and run.egress_report.is_file():  # a finished run's, kept with its output
+        report = egress.report(run.egress_report.read_text())
     else:
-        raise BottleError(f"bottle '{bottle_name}' has no running sidecar and no kept egress log: see "
+        raise BottleError(f"bottle '{bottle_name}' has no running sidecar and no kept egress report: see "
                           "`claude-bottle ps`")
-    rows = egress.report(lines)
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        click.echo(json.dumps([r.to_json() for r in report.rows], indent=2))
         return
     _table([("HOST", "DECISION", "COUNT", "REASON")]
-           + [(r.host, "allowed" if r.allowed else "BLOCKED", str(r.count), r.reason) for r in rows])
+           + [(r.host, r.decision if r.allowed else r.decision.upper(), str(r.count), r.reason)
+              for r in report.rows])
+    if report.folded:
+        click.echo(f"({report.folded} requests to more hosts than the sidecar keeps apart are counted together "
+                   "under (other hosts))")
 
 
 def _image_present(tag: str) -> bool | None:
@@ -746,9 +769,17 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
             add("", f"  {h.host.ljust(width)}  {h.reason}", plan.from_project(h))
     else:
         add("egress", egress.summary(plan.allowlist))
-    if b.private_hosts:
-        add("private", f"{', '.join(b.private_hosts)} (reachable on private addresses, past the sidecar's SSRF "
-                       "protection)", bool(p and p.private_hosts))
+    for i, h in enumerate(b.private_hosts):
+        add("private" if i == 0 else "", f"{h}" + (" (every port)" if h.port is None else "")
+            + " (reachable on a private address, past the sidecar's SSRF protection)",
+            bool(p and str(h) in p.private_hosts))
+    add("https", f"inspected by the sidecar (DLP on URLs, headers and bodies; answers over "
+                 f"{egress.MAX_INSPECTED_RESPONSE >> 20} MB refused), except:")
+    for h in plan.passthrough:
+        add("", f"  {h.host} ({h.reason}: judged by its name only)", bool(p and h.host in p.passthrough))
+    token_to = ", ".join(f"{c.host}" + (f":{c.port}" if c.port not in (80, 443) else "") for c in plan.credentials
+                         if c.inject)
+    add("token", f"stays outside the bottle; the sidecar adds it to requests to {token_to}")
     _prompt_rows(a, add, whole=full or bool(p and p.agent), marked=bool(p and p.agent),
                  limit=None if full else PROMPT_SHOWN_LINES)
     ws = plan.workspace
@@ -774,15 +805,14 @@ def _prompt_rows(a: manifest.Agent, add, whole: bool, marked: bool, limit: int |
     lines = a.lines()
     if not lines:
         add("prompt", "(none)")
-    elif whole and (limit is None or len(lines) <= limit):
-        add("prompt", f"{len(lines)} line{'s' if len(lines) != 1 else ''}:", marked)
-        for line in lines:
-            add("", f"| {line}", marked)
     elif whole:
-        add("prompt", f"{len(lines)} lines, first: {a.prompt_first_line}; read it whole with "
-                      f"`claude-bottle info {a.name}`", marked)
+        add("prompt", f"{len(lines)} line{'s' if len(lines) != 1 else ''}:", marked)
+        for line in lines if limit is None else lines[:limit]:
+            add("", f"| {line if limit is None else shortened(line)}", marked)
+        if limit is not None and (len(lines) > limit or any(shortened(line) != visible(line) for line in lines)):
+            add("", f"(cut short here: `claude-bottle info {a.name}` shows all of it)", marked)
     else:
-        add("prompt", a.prompt_first_line + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""))
+        add("prompt", shortened(a.prompt_first_line) + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else ""))
 
 
 def _env_item(v: manifest.EnvVar) -> str:

@@ -58,12 +58,13 @@ class ContainerSpec:
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume name, mount path, read only)
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host folder, mount path, read only)
     tmpfs: Mapping[str, str] = field(default_factory=dict)  # mount path -> mount options
+    stdin_open: bool = False  # its stdin stays open until `start_with_input` has written to it
 
     def create_kwargs(self) -> dict:
         """The arguments of the Engine API's container create, as the SDK takes them."""
         return {
             "image": self.image,
-            "command": list(self.command),
+            "command": list(self.command) or None,
             "name": self.name,
             "labels": dict(self.labels),
             "user": self.user,
@@ -71,6 +72,7 @@ class ContainerSpec:
             "working_dir": self.working_dir,
             "environment": dict(self.environment),
             "detach": True,
+            "stdin_open": self.stdin_open,  # and, the SDK adds, closed once it has been written
             "host_config": {
                 "network_mode": self.network_mode,
                 "cap_drop": list(self.cap_drop),
@@ -259,6 +261,17 @@ class Engine:
     def create_network(self, name: str, labels: Mapping[str, str]) -> None:
         self._api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)
 
+    def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """A bridge network that stays (shared by many bottles): made if missing, also when several processes
+        make it at once."""
+        if self._api.networks(names=[name]):
+            return
+        try:
+            self._api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)
+        except docker.errors.APIError as e:
+            if e.status_code != 409:
+                raise
+
     def remove_network(self, name: str) -> None:
         try:
             self._api.remove_network(name)
@@ -291,6 +304,28 @@ class Engine:
 
     def start_container(self, name: str) -> None:
         self._api.start(name)
+
+    def start_with_input(self, name: str, data: bytes, timeout: float) -> str:
+        """Start a container created with `stdin_open`, write `data` to its stdin (over the API connection:
+        never a file, an argument or a log), and return the first line it writes to stdout."""
+        sock = self._api.attach_socket(name, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            self._api.start(name)
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(timeout)
+            out = b""
+            try:
+                for _, chunk in frames_iter(sock, tty=False):
+                    out += chunk
+                    if b"\n" in out:
+                        break
+            except (TimeoutError, socket.timeout):
+                raise ExecTimeout(f"{name} said nothing within {timeout:.0f} s") from None
+            return out.split(b"\n", 1)[0].decode(errors="replace")
+        finally:
+            sock.close()
 
     def remove_container(self, name: str, wait: float = 60.0) -> None:
         """Remove `name`, running or not. Gone already, or being removed by someone else (409), counts as

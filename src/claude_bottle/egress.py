@@ -1,16 +1,13 @@
-"""A bottle's way out: its allowlist, the relay and pipelock sidecar, and what the sidecar decided.
+"""A bottle's way out: its allowlist, pipelock's configuration, and what the sidecar decided.
 
 The allowlist is the union of Claude Code's own hosts (package data), the
-bottle's egress.allowlist and the host names of its SSH entries. The relay owns
-the sidecar's network namespace and is reached only through the proxy socket.
+bottle's egress.allowlist and private hosts, and the host names of its SSH
+entries. The sidecar (sidecar.py) is the only thing the bottle can reach.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
-import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -18,8 +15,7 @@ from importlib import resources
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
-from .docker import ContainerSpec
-from .manifest import Bottle
+from .manifest import Bottle, PrivateHost
 
 
 @dataclass(frozen=True)
@@ -42,12 +38,19 @@ def allowlist(bottle: Bottle, api_base_url: str | None = None) -> tuple[AllowedH
     if base_url and _hostname(base_url):
         entries.append(AllowedHost(_hostname(base_url), "ANTHROPIC_BASE_URL"))
     entries += [AllowedHost(h, "egress.allowlist") for h in bottle.allowlist]
-    entries += [AllowedHost(h, "egress.private_hosts") for h in bottle.private_hosts]
+    entries += [AllowedHost(h.host, "egress.private_hosts") for h in bottle.private_hosts]
     entries += [AllowedHost(s.hostname, f"ssh {s.host}") for s in bottle.ssh]
     seen: dict[str, AllowedHost] = {}
     for entry in entries:
         seen.setdefault(entry.host, entry)
     return tuple(seen.values())
+
+
+def download_hosts(hosts: Sequence[AllowedHost]) -> tuple[str, ...]:
+    """The DOWNLOAD_HOSTS these allowed hosts let the bottle reach (by name, or by a `*.` wildcard)."""
+    def allowed(name: str) -> bool:
+        return any(h.host == name or (h.host.startswith("*.") and name.endswith(h.host[1:])) for h in hosts)
+    return tuple(name for name in DOWNLOAD_HOSTS if allowed(name))
 
 
 def _hostname(url: str) -> str | None:
@@ -67,64 +70,55 @@ def summary(hosts: tuple[AllowedHost, ...], shown: int = 3) -> str:
     return f"{len(hosts)} {noun} allowed ({', '.join(names)}{more})"
 
 
-# ---------------------------------------------------------------- the path out
+# ---------------------------------------------------------------- pipelock
 
-# pipelock listens here inside the network namespace the relay owns.
-SIDECAR_PORT = 8888
-
-
-def relay_container(name: str, image_tag: str, network: str, labels: dict[str, str], uid: int,
-                    proxy_volume: str, proxy_dir: str, config_volume: str) -> ContainerSpec:
-    """The relay owns the sidecar's network namespace (the sidecar joins it) and turns the
-    proxy socket, the bottle's only way out, into a connection to the sidecar's port. It
-    also writes the sidecar's configuration, since the sidecar's image has no shell."""
-    return ContainerSpec(
-        name=name,
-        image=image_tag,
-        command=("socat", f"UNIX-LISTEN:{proxy_dir}/proxy.sock,fork,mode=666,unlink-early",
-                 f"TCP:127.0.0.1:{SIDECAR_PORT}"),
-        labels=labels,
-        user=f"{uid}:{uid}",
-        network_mode=network,
-        mem_limit="64m",
-        pids_limit=256,
-        volumes=((proxy_volume, proxy_dir, False), (config_volume, CONFIG_DIR, False)),
-    )
-
-
-# ---------------------------------------------------------------- the sidecar
-
-CONFIG_DIR = "/etc/pipelock"
-CONFIG_FILE = f"{CONFIG_DIR}/pipelock.yaml"
-SECRETS_FILE = f"{CONFIG_DIR}/secrets.txt"
-# In the same tmpfs: an agent can put a secret into a host name it asks for, and pipelock logs
-# the host names it blocks, so the log must not reach Docker's on-disk container logs.
-LOG_FILE = f"{CONFIG_DIR}/egress.log"
-# Away from the port the relay forwards, so the agent cannot read pipelock's metrics or stats.
+# pipelock listens here, inside the sidecar's own network namespace; only the gate talks to it.
+PIPELOCK_LISTEN = "127.0.0.1:8888"
+# Away from that port, so that nothing the bottle sends can reach pipelock's metrics or stats.
 METRICS_LISTEN = "127.0.0.1:9464"
-# pipelock ignores shorter secrets (dlp.min_env_secret_length); we leave them out rather than
-# have it warn about them.
+# SSH is not TLS: tunnels to the manifest's SSH hosts go to a second pipelock, which judges them by name.
+SSH_PIPELOCK_LISTEN, SSH_METRICS_LISTEN = "127.0.0.1:8889", "127.0.0.1:9465"
+STATE_DIR = "/run/gate"  # the sidecar's tmpfs (sidecar.STATE_DIR)
+# pipelock ignores shorter secrets (dlp.min_env_secret_length); we leave them out rather than have it warn.
 MIN_SECRET_LENGTH = 16
+# pipelock reads an inspected answer whole before it scans it, and its scan costs about a second of CPU and
+# 17 MB of memory per MB (measured on the pinned release, HTTPS and plain HTTP alike): answers larger than
+# this are refused (HTTPS) or cut short, which the gate turns into an error (plain HTTP). Hosts that serve
+# bigger ones go in egress.passthrough; DOWNLOAD_HOSTS are by default.
+MAX_INSPECTED_RESPONSE = 16 * 2**20
+# Download-only hosts: they serve files and take no uploads, and no one an agent could be working for reads
+# what is asked of them (unlike a registry's publish endpoint or a proxy that fetches any URL asked of it,
+# which stay inspected). Passthrough only if the allowlist lets the bottle reach them at all.
+DOWNLOAD_HOSTS = ("files.pythonhosted.org", "objects.githubusercontent.com",
+                  "release-assets.githubusercontent.com", "codeload.github.com")
+MAX_INSPECTED_BODY = 64 * 2**20
 
 
-def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[str] = ()) -> dict:
+def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[PrivateHost] = (),
+                    passthrough: Sequence[str] = (), for_ssh: bool = False) -> dict:
     """pipelock's configuration for one bottle (schema of the pinned release, internal/config).
 
-    Strict mode enforces the allowlist; DLP keeps the built-in patterns and also blocks the
-    bottle's own secret values; URL and subdomain entropy checks stay on; tunnels and the
-    per-domain rate limit are raised so a long streamed answer and a busy agent get through.
-    `private_hosts` pass the SSRF protection: names as trusted domains, addresses as /32s."""
-    ips = [h for h in private_hosts if _is_ip(h)]
-    names = [h for h in private_hosts if not _is_ip(h)]
+    Strict mode enforces the allowlist. HTTPS is intercepted with the bottle's own CA (the gate makes it),
+    except on `passthrough` hosts, which pipelock judges by name alone: Claude Code's API (the gate speaks
+    to it, with the user's token) and the bottle's own. Requests are scanned whole, URLs, every header
+    and bodies, and blocked on a finding: the built-in credential patterns, the bottle's own secrets in
+    every encoding pipelock decodes, entropy in URLs and host names, and secrets split over requests.
+    Tunnels, idle times and the per-domain rate limit are raised so a long streamed answer and a busy agent
+    get through. `private_hosts` pass the SSRF protection: names as trusted domains, addresses as /32s.
+    `for_ssh`: the second pipelock, for SSH tunnels only, which cannot look inside them."""
+    ips = sorted({h.host for h in private_hosts if _is_ip(h.host)})
+    names = sorted({h.host for h in private_hosts if not _is_ip(h.host)})
     config = {
         "version": 1,
         "mode": "strict",
         "api_allowlist": list(hosts),
         "fetch_proxy": {
-            "listen": f"127.0.0.1:{SIDECAR_PORT}",
-            # Plain-HTTP answers (an http:// gateway) are read whole, to be scanned, within this
-            # many seconds; its default of 30 cut long streamed answers.
+            "listen": PIPELOCK_LISTEN,
+            # Plain-HTTP answers are read whole, to be scanned, within this many seconds; its default of 30
+            # cut long streamed answers.
             "timeout_seconds": 1800,
+            # pipelock cuts a longer plain-HTTP answer short without saying so; the gate notices.
+            "max_response_mb": MAX_INSPECTED_RESPONSE // 2**20,
             "monitoring": {
                 "entropy_threshold": 4.5,
                 "subdomain_entropy_threshold": 4.0,
@@ -132,20 +126,48 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[str] = ()) -> 
             },
         },
         "forward_proxy": {"enabled": True, "max_tunnel_seconds": 6 * 3600, "idle_timeout_seconds": 1800},
+        "tls_interception": {
+            "enabled": True,
+            "ca_cert": f"{STATE_DIR}/ca.pem",
+            "ca_key": f"{STATE_DIR}/ca-key.pem",
+            "passthrough_domains": list(dict.fromkeys(passthrough)),
+            "max_response_bytes": MAX_INSPECTED_RESPONSE,
+        },
+        # Its defaults strip audio and video from answers: a download must arrive as it was sent.
+        "media_policy": {"enabled": False},
+        "request_body_scanning": {
+            "enabled": True,
+            "action": "block",
+            "max_body_bytes": MAX_INSPECTED_BODY,
+            "scan_headers": True,
+            "header_mode": "all",
+        },
+        "cross_request_detection": {
+            "enabled": True,
+            "action": "block",
+            # A secret split over requests is found in what they send together, within the window; once one
+            # has been, the bottle's requests are blocked until it has passed (a bottle caught smuggling).
+            "fragment_reassembly": {"enabled": True, "max_buffer_bytes": 256 * 1024, "window_minutes": 2},
+        },
         "dlp": {
             "include_defaults": True,
             "scan_env": True,
-            "secrets_file": SECRETS_FILE,
+            "secrets_file": f"{STATE_DIR}/secrets.txt",
             "min_env_secret_length": MIN_SECRET_LENGTH,
         },
         "metrics_listen": METRICS_LISTEN,
-        "logging": {"format": "json", "output": "file", "file": LOG_FILE,
-                    "include_allowed": True, "include_blocked": True},
+        # To the gate, on a pipe: it counts every decision, so a flood cannot blind the report.
+        "logging": {"format": "json", "output": "stdout", "include_allowed": True, "include_blocked": True},
     }
     if names:
         config["trusted_domains"] = names
     if ips:
         config["ssrf"] = {"ip_allowlist": [f"{ip}/32" for ip in ips]}
+    if for_ssh:
+        config["fetch_proxy"]["listen"] = SSH_PIPELOCK_LISTEN
+        config["metrics_listen"] = SSH_METRICS_LISTEN
+        for name in ("tls_interception", "request_body_scanning", "cross_request_detection"):
+            del config[name]
     return config
 
 
@@ -157,49 +179,10 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def sidecar_files(hosts: Sequence[str], secret_values: Iterable[str], private_hosts: Sequence[str] = ()) -> bytes:
-    """A tar of pipelock's config and secrets file, for the relay to unpack into the sidecar's tmpfs.
-
-    The config is JSON, which YAML parsers read as it is: no quoting rules to get wrong."""
-    lines = sorted({line.strip() for value in secret_values for line in value.splitlines()
-                    if len(line.strip()) >= MIN_SECRET_LENGTH})
-    files = {
-        "pipelock.yaml": json.dumps(pipelock_config(hosts, private_hosts), indent=2).encode() + b"\n",
-        "secrets.txt": "".join(f"{line}\n" for line in lines).encode(),
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o600
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def write_sidecar_files_command() -> list[str]:
-    """Run in the relay: unpacks the tar on stdin into the sidecar's config tmpfs."""
-    return ["sh", "-c", f"umask 077 && tar -x -o -f - -C {CONFIG_DIR}"]
-
-
-def sidecar_container(name: str, image_ref: str, relay: str, config_volume: str,
-                      labels: dict[str, str], uid: int) -> ContainerSpec:
-    """pipelock in the relay's network namespace, with its config and log on a tmpfs volume. It runs
-    as the user who owns them (its image would run it as root, which it does not need)."""
-    return ContainerSpec(
-        name=name,
-        image=image_ref,
-        command=("run", "--config", CONFIG_FILE, "--listen", f"127.0.0.1:{SIDECAR_PORT}"),
-        labels=labels,
-        user=f"{uid}:{uid}",
-        network_mode=f"container:{relay}",
-        mem_limit="256m",
-        pids_limit=256,
-        volumes=((config_volume, CONFIG_DIR, False),),
-    )
-
-
-def health_command() -> list[str]:
-    return ["/pipelock", "healthcheck", "--addr", f"127.0.0.1:{SIDECAR_PORT}"]
+def secrets_list(secret_values: Iterable[str]) -> list[str]:
+    """The lines of pipelock's secrets file: each long-enough line of each secret value."""
+    return sorted({line.strip() for value in secret_values for line in value.splitlines()
+                   if len(line.strip()) >= MIN_SECRET_LENGTH})
 
 
 # ---------------------------------------------------------------- what happened
@@ -208,54 +191,38 @@ def health_command() -> list[str]:
 @dataclass(frozen=True)
 class Decision:
     host: str
-    allowed: bool
+    decision: str  # allowed, blocked or warned
     reason: str
     count: int
 
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allowed"
 
-def read_log_command() -> list[str]:
-    """Run in the relay: the sidecar's log, then a NUL, then the secret values to redact from it."""
-    return ["sh", "-c", f"cat {LOG_FILE} 2>/dev/null; printf '\\0'; cat {SECRETS_FILE}"]
-
-
-def redact(text: str, secret_values: Iterable[str]) -> str:
-    """Replace every secret value (in any letter case: host names are lowered) with [secret]."""
-    for value in sorted((v for v in secret_values if v), key=len, reverse=True):
-        text = re.sub(re.escape(value), "[secret]", text, flags=re.IGNORECASE)
-    return text
+    def to_json(self) -> dict:
+        return {"host": self.host, "decision": self.decision, "allowed": self.allowed, "reason": self.reason,
+                "count": self.count}
 
 
-def report(log_lines: Iterable[str]) -> list[Decision]:
-    """pipelock's JSON log turned into one row per (host, decision, reason), most frequent first."""
-    counts: dict[tuple[str, bool, str], int] = {}
-    for line in log_lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(entry, dict):
-            continue
-        event = entry.get("event")
-        if event == "tunnel_open":  # an allowed CONNECT
-            key = (_host(entry.get("target", "")), True, "allowed")
-        elif event == "forward_http":  # an allowed plain-HTTP request
-            key = (_host(entry.get("url", "")), True, "allowed")
-        elif event == "blocked":
-            scanner = entry.get("scanner", "")
-            reason = entry.get("reason", "blocked")
-            key = (_host(entry.get("target") or entry.get("url", "")), False,
-                   f"{scanner}: {reason}" if scanner and not reason.startswith(scanner) else reason)
-        else:
-            continue
-        counts[key] = counts.get(key, 0) + 1
-    rows = [Decision(h, a, r, c) for (h, a, r), c in counts.items()]
-    return sorted(rows, key=lambda d: (-d.count, d.host))
+@dataclass(frozen=True)
+class Report:
+    rows: tuple[Decision, ...]
+    folded: int  # requests counted together under "(other hosts)": the gate remembers a bounded number
 
 
-def _host(target: str) -> str:
-    """api.anthropic.com:443 or https://x.org/path -> the host name."""
-    if "://" in target:
-        target = target.split("://", 1)[1].split("/", 1)[0]
-    if target.startswith("[") and ":" in target.split("]", 1)[0]:  # [IPv6]:port
-        return target.split("]", 1)[0] + "]"
-    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target or "?"
+def _explained(reason: str) -> str:
+    if "too large for scanning" in reason:
+        return (f"{reason} (over {MAX_INSPECTED_RESPONSE >> 20} MB; for big downloads, list the host in "
+                "egress.passthrough)")
+    return reason
+
+
+def report(gate_report: str) -> Report:
+    """The gate's egress report (JSON it keeps counting from pipelock's log, secrets redacted)."""
+    try:
+        data = json.loads(gate_report or "{}")
+    except ValueError:
+        data = {}
+    rows = [Decision(str(r.get("host", "?")), str(r.get("decision", "?")), _explained(str(r.get("reason", ""))),
+                     int(r.get("count", 0))) for r in data.get("rows") or [] if isinstance(r, dict)]
+    return Report(tuple(sorted(rows, key=lambda d: (-d.count, d.host))), int(data.get("folded") or 0))

@@ -31,6 +31,7 @@ class ImageSpec:
 
     files: tuple[tuple[str, bytes], ...]
     buildargs: tuple[tuple[str, str], ...]
+    repository: str = REPOSITORY
 
     @property
     def digest(self) -> str:
@@ -42,7 +43,7 @@ class ImageSpec:
 
     @property
     def tag(self) -> str:
-        return f"{REPOSITORY}:{self.digest[:16]}"
+        return f"{self.repository}:{self.digest[:16]}"
 
     @property
     def labels(self) -> dict[str, str]:

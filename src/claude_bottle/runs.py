@@ -34,8 +34,8 @@ class Run:
         return self.folder / "output"
 
     @property
-    def egress_log(self) -> Path:
-        return self.folder / "egress.log"
+    def egress_report(self) -> Path:
+        return self.folder / "egress.json"
 
     @property
     def meta(self) -> dict:
@@ -141,10 +141,6 @@ def get(environ: Mapping[str, str], name: str) -> Run | None:
 def all_runs(environ: Mapping[str, str]) -> list[Run]:
     base = root(environ)
     return [Run(d.name, d) for d in sorted(base.iterdir()) if (d / "meta.json").is_file()] if base.is_dir() else []
-
-
-def detached_names(environ: Mapping[str, str]) -> set[str]:
-    return {run.name for run in all_runs(environ)}
 
 
 def remove(run: Run, force: bool = False) -> None:

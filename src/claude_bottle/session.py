@@ -48,14 +48,17 @@ class Ended:
 
 
 def prepare(engine: Engine, plan: LaunchPlan, environ: Mapping[str, str],
-            on_build: Callable[[str], None] = lambda line: None) -> list[str]:
+            on_build: Callable[[str, str], None] = lambda tag, line: None) -> list[str]:
     """Before a launch: remove what sessions that ended without tearing down left behind, and make sure
-    both images are here. Returns the names of such bottles that are kept because they hold work."""
-    dead, held = cleanup.of_dead_sessions(engine, runs.detached_names(environ))
+    the images and the sidecars' network are here (`on_build` hears a build's progress). Returns the names
+    of such bottles that are kept because they hold work."""
+    dead, held = cleanup.of_dead_sessions(engine)
     cleanup.remove(engine, dead)
-    bottle.ensure_sidecar_image(engine, pins.PIPELOCK_IMAGE)
-    for line in image.ensure(engine, plan.image):
-        on_build(line)
+    bottle.ensure_pipelock_image(engine, pins.PIPELOCK_IMAGE)
+    for spec in (plan.image, plan.sidecar_image):
+        for line in image.ensure(engine, spec):
+            on_build(spec.tag, line)
+    bottle.ensure_network(engine)
     return held
 
 
@@ -97,7 +100,7 @@ class Session:
     def resume(cls, engine: Engine, name: str) -> Session:
         """The session of a bottle made by another process (a detached one), to run in or finish."""
         state = engine.container(Names(cleanup.check_name(name)).container)
-        if state is None:
+        if state is None or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
             raise BottleError(f"no bottle named '{name}': see `claude-bottle ps`")
         ws = workspace.from_labels(state.labels)
         return cls(engine, name, ws.workdir if ws else image.WORKSPACE, ws)
@@ -197,13 +200,13 @@ class _FileLock:
         os.close(self.fd)
 
 
-def keep_egress_log(engine: Engine, run: runs.Run) -> None:
-    """Keep a detached run's egress log (secrets redacted) with its output, for after its bottle is gone."""
+def keep_egress_report(engine: Engine, run: runs.Run) -> None:
+    """Keep a detached run's egress report (secrets redacted) with its output, for after its bottle is gone."""
     try:
-        lines = bottle.egress_log(engine, run.name)
+        report = bottle.egress_report(engine, run.name)
     except BottleError:
         return  # no sidecar any more: nothing more to keep
-    run.egress_log.write_text("".join(f"{line}\n" for line in lines))
+    run.egress_report.write_text(report)
 
 
 def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = False) -> Ended | None:
@@ -212,6 +215,8 @@ def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = 
     cleanup.check_name(name)
     record = runs.get(environ, name)
     state = engine.container(Names(name).container)
+    if state is not None and state.labels.get(cleanup.LABEL_ROLE) != "bottle":
+        state = None  # NAME-sidecar and the like: a part of a bottle, not one
     if state is None and not cleanup.of_bottle(engine, name):
         if record is not None and not record.is_run:
             runs.remove(record)
@@ -219,7 +224,7 @@ def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = 
     ws = workspace.from_labels(state.labels) if state else None
     if record is not None and record.is_run and record.exit_status is None:
         record.mark_stopped()
-        keep_egress_log(engine, record)
+        keep_egress_report(engine, record)
     ended = finish(engine, name, ws, discard)
     if record is not None and not record.is_run:
         runs.remove(record)

@@ -37,13 +37,15 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
         name = c.labels.get(cleanup.LABEL_BOTTLE, "")
         owner = c.labels.get(cleanup.LABEL_OWNER, "")
         state = c.state
-        if name not in records:
+        detached = name in records or (cleanup.LABEL_RECORD in c.labels
+                                       and cleanup.record_alive(c.labels[cleanup.LABEL_RECORD]))
+        if not detached:
             if owner not in alive:
                 alive[owner] = cleanup.owner_alive(owner)
             if not alive[owner]:
                 state = "held: work not brought back" if cleanup.holds_work(c) else "left over"
         found[name] = BottleStatus(name, c.labels.get(cleanup.LABEL_AGENT, ""), c.labels.get(cleanup.LABEL_CONFIG, ""),
-                                   max(0, int(now - c.created)), state, name in records, None)
+                                   max(0, int(now - c.created)), state, detached, None)
     for run in records.values():
         meta, status = run.meta, run.exit_status
         started = meta.get("started", now)

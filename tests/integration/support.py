@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker as docker_sdk
 
-from claude_bottle import bottle, cleanup, docker, egress, image, manifest, pins, workspace
+from claude_bottle import bottle, cleanup, docker, image, manifest, pins, workspace
 from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
@@ -93,6 +93,18 @@ def session_lock() -> cleanup.SessionLock:
     return cleanup.SessionLock.acquire(Path(tempfile.mkdtemp(prefix="claude-bottle-test-locks-")))
 
 
+def objects_of(folder: Path) -> set[str]:
+    """Our objects made by CLI processes whose state folder lies under `folder` (their owner lock is there):
+    a test's own, whatever else runs on the shared engine meanwhile."""
+    return {f"{o.kind} {o.name}" for o in cleanup.everything(engine())
+            if f":{folder}" in o.labels.get(cleanup.LABEL_OWNER, "")}
+
+
+def bottles_of(folder: Path) -> set[str]:
+    return {o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(engine())
+            if f":{folder}" in o.labels.get(cleanup.LABEL_OWNER, "")}
+
+
 def labels(**extra: str) -> dict[str, str]:
     return {TEST_LABEL: RUN_ID, **extra}
 
@@ -133,9 +145,17 @@ class IntegrationTest(unittest.TestCase):
 LISTENER_REPLY = "reply-from-the-sidecar-side"
 
 
+STANDIN_PORT = 8888  # where the stand-in sidecar also answers on its network address
+
+
+# The bottle, its sidecar and the proxy volume between them (the egress network is shared, not the bottle's).
+OBJECTS_PER_BOTTLE = 3
+
+
 class TestBottle:
-    """One bottle as the product builds it: proxy volume, egress network, relay, the bottle container,
-    plus a stand-in listener on the sidecar's port. Everything labelled, removed by cleanup.remove."""
+    """One bottle as the product builds it: the proxy volume and the bottle container, with a stand-in for its
+    sidecar on the shared egress network (the bottle image running socat, answering on the proxy socket and
+    on its network address). Everything labelled, removed by cleanup.remove."""
 
     def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None,
                  workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None):
@@ -157,20 +177,15 @@ class TestBottle:
             lab[cleanup.LABEL_USER] = user
         try:
             e.create_volume(n.proxy_volume, {**lab, cleanup.LABEL_ROLE: "proxy-socket"})
-            e.create_volume(n.config_volume, {**lab, cleanup.LABEL_ROLE: "sidecar-config"},
-                            tmpfs_options=bottle.CONFIG_TMPFS)
-            e.create_network(n.egress_network, {**lab, cleanup.LABEL_ROLE: "egress"})
-            relay = egress.relay_container(n.relay, bottle_image(), n.egress_network,
-                                           {**lab, cleanup.LABEL_ROLE: "relay"}, image.BOTTLE_UID,
-                                           n.proxy_volume, bottle.PROXY_DIR, n.config_volume)
-            e.create_container(relay)
-            e.start_container(n.relay)
-            listener = ContainerSpec(
+            bottle.ensure_network(e)
+            reply = f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"
+            standin = ContainerSpec(
                 name=n.sidecar, image=bottle_image(), labels={**lab, cleanup.LABEL_ROLE: "sidecar"},
-                user="1000:1000", network_mode=f"container:{n.relay}",
-                command=("socat", f"TCP-LISTEN:{egress.SIDECAR_PORT},fork,reuseaddr",
-                         f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"))
-            e.create_container(listener)
+                user="1000:1000", network_mode=bottle.EGRESS_NETWORK,
+                volumes=((n.proxy_volume, bottle.PROXY_DIR, False),),
+                command=("sh", "-c", f"socat TCP-LISTEN:{STANDIN_PORT},fork,reuseaddr '{reply}' & "
+                                     f"exec socat UNIX-LISTEN:{bottle.PROXY_SOCKET},fork,mode=666 '{reply}'"))
+            e.create_container(standin)
             e.start_container(n.sidecar)
             spec = bottle.bottle_container(self.plan, owner)
             e.create_container(dataclasses.replace(spec, labels={**spec.labels, **lab,
@@ -228,6 +243,40 @@ def found_on_command_lines(needle: str) -> list[str]:
             except OSError:
                 pass  # the process ended while we looked
     return found
+
+
+class TestCA:
+    """A certificate authority of the test's, and a server certificate it signed for the Docker host's address:
+    what a company's internal CA is to its gateways (a bottle trusts it with egress.ca_cert)."""
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        d = Path(self.tmp.name)
+        self.cert, self.key = d / "ca.pem", d / "ca-key.pem"
+        self.server_cert, self.server_key = d / "server.pem", d / "server-key.pem"
+
+        def ssl(*args):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=claude-bottle test CA",
+            "-keyout", self.key, "-out", self.cert)
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test server", "-keyout", self.server_key,
+            "-out", d / "server.csr")
+        (d / "ext").write_text(f"subjectAltName=IP:{host_address()}\n")
+        ssl("x509", "-req", "-in", d / "server.csr", "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
+            "-days", "2", "-extfile", d / "ext", "-out", self.server_cert)
+
+    def wrap(self, server: "Server") -> "Server":
+        """Make `server` speak HTTPS with the certificate this CA signed."""
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.server_cert, self.server_key)
+        server.server.socket = ctx.wrap_socket(server.server.socket, server_side=True)
+        return server
+
+    def close(self):
+        self.tmp.cleanup()
 
 
 class Server:

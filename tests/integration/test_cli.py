@@ -38,14 +38,10 @@ BAD_MANIFESTS = {
 }
 
 
-def docker_state() -> dict:
-    client = support.sdk()
-    return {
-        "containers": sorted(c.id for c in client.containers.list(all=True)),
-        "networks": sorted(n.id for n in client.networks.list()),
-        "volumes": sorted(v.name for v in client.volumes.list()),
-        "images": sorted(i.id for i in client.images.list(all=True)),
-    }
+def docker_state(folder: Path) -> dict:
+    """What the CLI run from `folder` made: its objects, and any image of ours."""
+    return {"objects": support.objects_of(folder),
+            "images": sorted(i.id for i in support.sdk().images.list(filters={"label": "org.claude-bottle.role=image"}))}
 
 
 def tree(d: Path) -> list[str]:
@@ -62,7 +58,7 @@ class BadInputCreatesNothingTest(support.IntegrationTest):
                     project.mkdir()
                     f = project / "claude-bottle.json"
                     f.write_text(content if isinstance(content, str) else json.dumps(content))
-                    files_before, docker_before = tree(Path(tmp)), docker_state()
+                    files_before, docker_before = tree(Path(tmp)), docker_state(Path(tmp))
                     out = subprocess.run(
                         [sys.executable, "-m", "claude_bottle", *command], cwd=project, capture_output=True,
                         text=True, timeout=60,
@@ -72,11 +68,11 @@ class BadInputCreatesNothingTest(support.IntegrationTest):
                     self.assertEqual((out.returncode, out.stderr, out.stdout),
                                      (3, f"Error: {f}: {expected}\n{NO_PROJECT_HINT}\n", ""))
                     self.assertEqual(tree(Path(tmp)), files_before)
-                    self.assertEqual(docker_state(), docker_before)
+                    self.assertEqual(docker_state(Path(tmp)), docker_before)
 
     def test_bad_ca_setting_for_build(self):
         with tempfile.TemporaryDirectory() as tmp:
-            before = docker_state()
+            before = docker_state(Path(tmp))
             out = subprocess.run([sys.executable, "-m", "claude_bottle", "build"], cwd=tmp, capture_output=True,
                                  text=True, timeout=60,
                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": tmp,
@@ -84,4 +80,4 @@ class BadInputCreatesNothingTest(support.IntegrationTest):
             self.assertEqual((out.returncode, out.stderr), (3, f"Error: CLAUDE_BOTTLE_CA_CERT: cannot read CA "
                                                                f"certificate file {tmp}/missing.pem: No such file "
                                                                "or directory\n"))
-            self.assertEqual(docker_state(), before)
+            self.assertEqual(docker_state(Path(tmp)), before)

@@ -1,9 +1,9 @@
 """From inside a real bottle container: the proxy socket is the only way out, and secrets stay off disk.
 
-The sidecar here is a plain listener in the relay's network namespace, standing
-where pipelock runs (test_sidecar attacks the real one); what is under test is
-the bottle container and the path to its sidecar, which are the product's own
-(support.TestBottle builds them with the product's specs).
+The sidecar here is a plain listener on the shared egress network, standing where
+the gate and pipelock run (test_sidecar attacks the real ones); what is under
+test is the bottle container and the path to its sidecar, which are the
+product's own (support.TestBottle builds them with the product's specs).
 """
 
 import http.server
@@ -12,7 +12,7 @@ import json
 import secrets
 import subprocess
 
-from claude_bottle import bottle, cleanup, egress
+from claude_bottle import bottle, cleanup
 
 from . import support
 
@@ -91,8 +91,7 @@ class IsolationTest(support.IntegrationTest):
         self.assertEqual(support.engine().host_address(), out.stdout.split()[3].split("/")[0])
 
     def test_docker_host_unreachable_at_every_address(self):
-        egress_gateway = support.sdk().networks.get(self.a.plan.names.egress_network) \
-            .attrs["IPAM"]["Config"][0]["Gateway"]
+        egress_gateway = support.sdk().networks.get(bottle.EGRESS_NETWORK).attrs["IPAM"]["Config"][0]["Gateway"]
         addresses = host_addresses() | {egress_gateway, "172.17.0.1"}
         for addr in sorted(addresses):
             with self.subTest(addr):
@@ -121,8 +120,8 @@ class IsolationTest(support.IntegrationTest):
 
     def test_other_bottle_and_its_sidecar_unreachable(self):
         n = self.b.plan.names
-        relay_ip = self.b.ip_of(n.relay, n.egress_network)
-        code, out = self.curl_direct(f"http://{relay_ip}:{egress.SIDECAR_PORT}/")
+        sidecar_ip = self.b.ip_of(n.sidecar, bottle.EGRESS_NETWORK)
+        code, out = self.curl_direct(f"http://{sidecar_ip}:{support.STANDIN_PORT}/")
         self.assertNotEqual(code, 0)
         self.assertNotIn(support.LISTENER_REPLY, out)
         code, out = self.a.sh(f"ls {bottle.PROXY_DIR}")

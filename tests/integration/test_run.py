@@ -111,12 +111,12 @@ class RunTest(support.IntegrationTest):
         super().tearDownClass()
 
     def test_output_streams_back_and_nothing_is_left(self):
-        before = cleanup.everything(support.engine())
+        before = support.objects_of(self.project.dir)
         out = self.project.cli("run", "coder", "say hi", "--yes")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(out.stdout.strip(), GREETING)
         self.assertIn("private:  ", out.stderr)
-        self.assertEqual(cleanup.everything(support.engine()), before)
+        self.assertEqual(support.objects_of(self.project.dir), before)
         self.assertTrue(any(p.startswith("/v1/messages") for p in self.api.requests))
 
     def test_json_output_format_passes_through(self):

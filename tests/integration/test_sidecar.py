@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from claude_bottle import bottle, cleanup, egress, pins
+from claude_bottle import bottle, cleanup, egress, manifest, pins
 
 from . import support
 from .test_commands import Terminal
@@ -49,15 +49,20 @@ class Project:
 
 class SidecarConfigTest(support.IntegrationTest):
     def test_pipelock_accepts_the_generated_config(self):
+        config = egress.pipelock_config(["api.anthropic.com", "*.github.com", ALLOWED],
+                                        [manifest.PrivateHost("10.0.0.5", 8080), manifest.PrivateHost("git.corp")],
+                                        ["api.anthropic.com"])
         with tempfile.TemporaryDirectory() as d:
-            Path(d, "pipelock.yaml").write_bytes(b"")
-            import io
-            import tarfile
-
-            tar = egress.sidecar_files(["api.anthropic.com", "*.github.com", ALLOWED], [TOKEN, "x" * 20])
-            tarfile.open(fileobj=io.BytesIO(tar)).extractall(d)
-            code, out = support.run(pins.PIPELOCK_IMAGE, ["check", "--config", egress.CONFIG_FILE],
-                                    volumes={d: {"bind": egress.CONFIG_DIR, "mode": "ro"}})
+            Path(d, "pipelock.yaml").write_text(json.dumps(config))
+            Path(d, "secrets.txt").write_text(TOKEN + "\n")
+            key, cert = Path(d, "ca-key.pem"), Path(d, "ca.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-days", "1", "-subj", "/CN=test", "-keyout", key, "-out", cert], check=True, capture_output=True)
+            os.chmod(d, 0o755)
+            for f in Path(d).iterdir():
+                os.chmod(f, 0o600 if f.name in ("secrets.txt", "ca-key.pem") else 0o644)
+            code, out = support.run(pins.PIPELOCK_IMAGE, ["check", "--config", f"{egress.STATE_DIR}/pipelock.yaml"],
+                                    volumes={d: {"bind": egress.STATE_DIR, "mode": "ro"}})
         self.assertEqual(code, 0, out)
         self.assertIn("Config validation: OK", out)
         self.assertIn("Mode:           strict", out)
@@ -98,7 +103,7 @@ class EgressTest(support.IntegrationTest):
     def test_dlp_blocks_credentials_and_the_bottles_secrets_in_urls(self):
         for what, url in (("aws key", f"http://{ALLOWED}/x?k=AKIAIOSFODNN7EXAMPLE"),
                           ("env secret", f"http://{ALLOWED}/x?k=$DEPLOY_KEY"),
-                          ("oauth token", f"http://{ALLOWED}/x/$CLAUDE_CODE_OAUTH_TOKEN")):
+                          ("env secret over https", f"https://{ALLOWED}/x?k=$DEPLOY_KEY")):
             with self.subTest(what):
                 code, out = self.sh(f"curl -sS -m 30 -w ' %{{http_code}}' \"{url}\"")
                 self.assertTrue(out.endswith(" 403"), out)
@@ -114,9 +119,14 @@ class EgressTest(support.IntegrationTest):
         self.assertIn(f"[secret].{ALLOWED}", [r["host"] for r in rows if not r["allowed"]])
 
     def test_sidecar_admin_endpoints_are_out_of_reach(self):
-        code, out = self.sh(f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' {bottle.PROXY_URL}/metrics; "
-                            f"curl -sS -m 10 -o /dev/null -w ' %{{http_code}}' {bottle.PROXY_URL}/stats")
-        self.assertEqual(out, "404 404")
+        # Asked of the proxy port itself, and through it at pipelock's own metrics address.
+        code, out = self.sh(f"curl -sS -m 10 {bottle.PROXY_URL}/metrics; curl -sS -m 10 {bottle.PROXY_URL}/stats; "
+                            f"curl -sS -m 10 {bottle.PROXY_URL}/health; "
+                            f"curl -sS -m 10 --noproxy '' -x $HTTP_PROXY http://{egress.METRICS_LISTEN}/metrics; "
+                            f"curl -sS -m 10 --noproxy '' -x $HTTP_PROXY http://{egress.PIPELOCK_LISTEN}/stats")
+        self.assertEqual(out.count("claude-bottle: this is a proxy"), 3, out)
+        self.assertNotIn("pipelock_", out)  # no metric names
+        self.assertEqual(out.count("blocked"), 2, out)
 
     def test_egress_report_names_host_and_rule(self):
         self.sh(f"curl -sS -m 30 -o /dev/null https://{ALLOWED}/; curl -sS -m 30 https://example.org/ 2>&1")
@@ -140,7 +150,7 @@ class InteractiveSessionTest(support.IntegrationTest):
         self.addCleanup(self.project.tmp.cleanup)
 
     def bottles(self):
-        return {o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(support.engine())}
+        return support.bottles_of(self.project.dir)
 
     def start_session(self):
         before = self.bottles()
@@ -183,14 +193,14 @@ class InteractiveSessionTest(support.IntegrationTest):
 
 
 class SlowStreamTest(support.IntegrationTest):
-    """A long answer that trickles in while the client says nothing must not be cut by the sidecar
-    (pipelock's defaults: 120 s idle, measured per direction, and 300 s per tunnel)."""
+    """A long answer that trickles in while the client says nothing must not be cut by the sidecar (pipelock's
+    defaults: 120 s idle, measured per direction, and 300 s per tunnel): over HTTPS that the sidecar looks
+    inside (server-sent events, which must also arrive as they come) and over plain HTTP."""
 
     SECONDS = 150
 
-    def test_slow_stream_over_https_and_plain_http(self):
+    def test_slow_stream_over_inspected_https_and_plain_http(self):
         import http.server
-        import ssl
         import threading
 
         seconds = self.SECONDS
@@ -202,31 +212,40 @@ class SlowStreamTest(support.IntegrationTest):
                 pass
 
             def do_GET(self):
+                events = self.path.startswith("/events")
+                count = 3 if "short" in self.path else seconds // 10
+                body = [f"data: {i}\n\n".encode() if events else b"." for i in range(count)]
                 self.send_response(200)
-                self.send_header("Content-Length", str(seconds // 10))
+                self.send_header("Content-Type", "text/event-stream" if events else "application/octet-stream")
+                self.send_header("Content-Length", str(sum(map(len, body))))
                 self.end_headers()
-                for _ in range(seconds // 10):
-                    self.wfile.write(b".")
+                for part in body:
+                    self.wfile.write(part)
                     self.wfile.flush()
                     time.sleep(10)
 
-        with tempfile.TemporaryDirectory() as d:
-            key, cert = Path(d, "k.pem"), Path(d, "c.pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                            "/CN=slow", "-keyout", key, "-out", cert], check=True, capture_output=True)
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(cert, key)
-            servers = [support.Server(Handler), support.Server(Handler)]
-            servers[0].server.socket = ctx.wrap_socket(servers[0].server.socket, server_side=True)
+        ca = support.TestCA()
+        servers = [ca.wrap(support.Server(Handler)), support.Server(Handler)]
         host = support.host_address()
-        project = Project({"bottles": {"b": {"egress": {"private_hosts": [host]}}}, "agents": {"a": {"bottle": "b"}}}, {})
+        project = Project({"bottles": {"b": {"egress": {"private_hosts": [f"{host}:{s.port}" for s in servers],
+                                                        "ca_cert": str(ca.cert)}}},
+                           "agents": {"a": {"bottle": "b"}}}, {})
+        name = None
         try:
-            name = project.cli("start", "a", "--yes", "--detach").stdout.strip()
-            urls = [f"https://{host}:{servers[0].port}/", f"http://{host}:{servers[1].port}/"]
+            out = project.cli("start", "a", "--yes", "--detach")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            name = out.stdout.strip()
+            https = f"https://{host}:{servers[0].port}"
+            # Events arrive as they are sent, not once the answer is whole.
+            first = project.cli("exec", name, "--", "curl", "-sSN", "-m", "15", f"{https}/events-short")
+            self.assertIn("data: 0", first.stdout, first.stderr)
+            self.assertNotIn("data: 2", first.stdout)
+            urls = [f"{https}/events", f"http://{host}:{servers[1].port}/"]
+            expected = ["".join(f"data: {i}\n\n" for i in range(seconds // 10)), "." * (seconds // 10)]
             results = {}
 
             def fetch(url):
-                results[url] = project.cli("exec", name, "--", "curl", "-sSk", "-m", str(seconds + 60), url,
+                results[url] = project.cli("exec", name, "--", "curl", "-sS", "-m", str(seconds + 60), url,
                                            timeout=seconds + 120)
 
             threads = [threading.Thread(target=fetch, args=(u,)) for u in urls]
@@ -234,12 +253,15 @@ class SlowStreamTest(support.IntegrationTest):
                 t.start()
             for t in threads:
                 t.join()
-            for url in urls:
+            for url, want in zip(urls, expected):
                 with self.subTest(url):
-                    self.assertEqual((results[url].returncode, results[url].stdout), (0, "." * (seconds // 10)),
-                                     results[url].stderr)
+                    self.assertEqual((results[url].returncode, results[url].stdout), (0, want), results[url].stderr)
+            report = project.cli("logs", name, "--egress").stdout
+            self.assertRegex(report, rf"{host}:{servers[0].port}\s+allowed\s+\d+\s+allowed, looked inside")
         finally:
-            project.cli("stop", name)
+            if name:
+                project.cli("stop", name)
             for s in servers:
                 s.close()
+            ca.close()
             project.tmp.cleanup()

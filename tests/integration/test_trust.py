@@ -77,7 +77,6 @@ class ClonedRepo:
 
 class RefusalCase(support.IntegrationTest):
     def assertRefusedCreatingNothing(self, repo: ClonedRepo, args: list[str], fields: list[str]):
-        before = cleanup.everything(support.engine())
         out = repo.cli(*args)
         self.assertEqual(out.returncode, 3, out.stderr)
         self.assertIn("Error: the project file is not trusted", out.stderr)
@@ -86,7 +85,7 @@ class RefusalCase(support.IntegrationTest):
         self.assertIn("run `claude-bottle trust`", out.stderr)
         self.assertNotIn(HOST_SECRET, out.stdout + out.stderr)
         self.assertNotIn(TOKEN, out.stdout + out.stderr)
-        self.assertEqual(cleanup.everything(support.engine()), before)
+        self.assertEqual(support.objects_of(repo.home), set())
         return out
 
 
@@ -143,6 +142,9 @@ class TokenRedirectTest(RefusalCase):
             out = repo.cli("run", "coder", "hi", "--yes")
             self.assertEqual((out.returncode, out.stdout.strip()), (0, GREETING), out.stderr)
             self.assertIn("trusted (claude-bottle trust)", out.stderr)
+            # The conversation goes where the allowed file says; the user's token does not.
+            self.assertTrue(api.authorization)
+            self.assertFalse([a for a in api.authorization if TOKEN in a])
             repo.write(repo.file.read_text() + "\n")  # any change, even a harmless one
             self.assertRefusedCreatingNothing(repo, ["run", "coder", "hi", "--yes"],
                                               ["bottles.gw.env.ANTHROPIC_BASE_URL"])
@@ -261,7 +263,7 @@ class HonestPreflightTest(support.IntegrationTest):
     def screen(self, *args, answer: bytes | None = None) -> tuple[bytes, int]:
         term = Terminal(self.repo.argv(*args), env=self.repo.env, cwd=self.repo.sub)
         if answer is not None:
-            term.read_until(lambda s: "launch this agent?" in s)
+            term.read_until(lambda s: "hosts allowed?" in s)  # the question says again whose file it is
             term.type(answer)
         code = term.proc.wait(60)
         term.read_until(lambda s: True, timeout=1)

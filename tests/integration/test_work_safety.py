@@ -31,6 +31,7 @@ class Machine:
     def __init__(self, manifest: dict | None = None, step_seconds: int = 20):
         self.tmp = tempfile.TemporaryDirectory()
         d = Path(self.tmp.name)
+        self.home = d / "home"
         (d / "home").mkdir()
         (d / "home" / "claude-bottle.json").write_text(json.dumps(
             manifest or {"agents": {"coder": {"bottle": "default"}}}))
@@ -145,6 +146,27 @@ class BringingBackFailsTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "show", f"{branch}:b.txt"), "b\n")
 
 
+class EverythingComesBackTest(WorkSafetyCase):
+    """Not only HEAD is the agent's work: its other branches, its stash and a repository it made inside the
+    workspace come back too."""
+
+    def test_other_branches_the_stash_and_a_nested_repository(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && git checkout -q -b feature && echo f > f.txt && git add f.txt && "
+                                 "git commit -q -m f && git checkout -q - && echo s > s.txt && git add s.txt && "
+                                 "git stash -q && mkdir sub && cd sub && git init -q && echo n > n.txt && "
+                                 "git add n.txt && git -c user.email=a@b -c user.name=a commit -q -m n")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:sub/n.txt"), "n\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.feature:f.txt"), "f\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.stash:s.txt"), "s\n")
+        self.assertIn(f"{branch}.feature", stopped.stderr)
+        self.assertTrue(self.gone(name))
+
+
 class AlwaysStoppableTest(WorkSafetyCase):
     """4 and 7: whatever runs in the bottle, stop ends in bounded time; races end in a clean result."""
 
@@ -200,14 +222,12 @@ class AlwaysStoppableTest(WorkSafetyCase):
         self.assertEqual(self.m.cli("stop", other).returncode, 0)
 
     def test_stop_during_start(self):
-        before = {o.name for o in cleanup.everything(support.engine())}
         starting = subprocess.Popen(self.m.argv("start", "coder", "--yes", "--detach", "--workspace", str(self.m.repo)),
                                     cwd=self.m.tmp.name, env=self.m.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
         name, deadline = None, time.monotonic() + 60
         while name is None and time.monotonic() < deadline:
-            name = next((o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(support.engine())
-                         if o.name not in before), None)
+            name = next(iter(support.bottles_of(self.m.home)), None)
             time.sleep(0.01)
         stopped = self.m.cli("stop", name)
         out, err = starting.communicate(timeout=120)
@@ -217,24 +237,22 @@ class AlwaysStoppableTest(WorkSafetyCase):
             self.assertEqual(self.m.cli("stop", out.strip()).returncode, 0)
         else:
             self.assertOneErrorLine(err)
-        self.assertEqual({o.name for o in cleanup.everything(support.engine())} - before, set())
+        self.assertEqual(support.objects_of(self.m.home), set())
 
     def test_a_start_killed_part_way_leaves_nothing_the_next_start_keeps(self):
-        before = {o.name for o in cleanup.everything(support.engine())}
         proc = subprocess.Popen(self.m.argv("start", "coder", "--yes", "--detach"), cwd=self.m.tmp.name,
                                 env=self.m.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # kill it once it has made something, before it finished
-            if {o.name for o in cleanup.everything(support.engine())} - before:
+            if support.objects_of(self.m.home):
                 break
             time.sleep(0.02)
         proc.kill()
         proc.wait()
-        leftovers = {o.name for o in cleanup.everything(support.engine())} - before
+        leftovers = support.bottles_of(self.m.home)
         self.assertTrue(leftovers)
         name = self.m.start("--no-results")
-        self.assertEqual({o.name for o in cleanup.everything(support.engine())} - before - {
-            o.name for o in cleanup.of_bottle(support.engine(), name)}, set())
+        self.assertEqual(support.bottles_of(self.m.home), {name})
         self.m.cli("stop", name)
 
     def test_losing_the_engine_mid_command_is_one_error_line_and_exit_4(self):
@@ -308,9 +326,7 @@ class DeadSessionsTest(WorkSafetyCase):
         term = Terminal(self.m.argv("start", "coder", "--yes", "--workspace", str(self.m.repo)), env=self.m.env,
                         cwd=self.m.tmp.name)
         term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
-        name = next(o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(support.engine())
-                    if o.labels.get(cleanup.LABEL_AGENT) == "coder" and o.kind == "container"
-                    and o.labels.get(cleanup.LABEL_ROLE) == "bottle")
+        name = next(iter(support.bottles_of(self.m.home)))
         self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
                            "git commit -q -m 'agent: saved'")
         term.proc.kill()  # SIGKILL: nothing of ours runs
@@ -335,7 +351,7 @@ class DeadSessionsTest(WorkSafetyCase):
                 try:
                     name = self.m.start("--no-results")
                     self.m.cli("stop", name)
-                    self.assertEqual(len(cleanup.of_bottle(support.engine(), b.name)), 6)
+                    self.assertEqual(len(cleanup.of_bottle(support.engine(), b.name)), support.OBJECTS_PER_BOTTLE)
                 finally:
                     b.remove()
             finally:
@@ -384,12 +400,11 @@ class BadValuesTest(WorkSafetyCase):
             with self.subTest(what):
                 m = Machine(manifest)
                 try:
-                    before = cleanup.everything(support.engine())
                     out = m.cli("start", "coder", "--yes", "--detach", *extra, env={"BIG": "v" * 100_000})
                     self.assertIn(out.returncode, (1, 3), out.stderr)
                     self.assertOneErrorLine(out.stderr)
                     self.assertIn(message, out.stderr)
-                    self.assertEqual(cleanup.everything(support.engine()), before)
+                    self.assertEqual(support.objects_of(m.home), set())
                 finally:
                     m.close()
 

@@ -19,6 +19,7 @@ class FakeEngine:
 
     def __init__(self, images=(), fail_on=None, interactive=0, headless=(0, b"")):
         self.images = set(images)
+        self.networks: set[str] = set()
         self.objects: dict[tuple[str, str], Found] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.calls: list[tuple] = []
@@ -28,6 +29,7 @@ class FakeEngine:
         self.interactive = interactive  # exit code, exception, or callable run at exec_interactive
         self.headless = headless  # (exit code, output) of exec_stream, or a callable(argv) giving them
         self.exec_results: dict[str, tuple[int, bytes]] = {}  # by the first word of a command
+        self.sidecar_says = "ready"  # the first line the sidecar's gate writes
 
     def _record(self, method, name, *extra):
         self.calls.append((method, name, *extra))
@@ -62,6 +64,9 @@ class FakeEngine:
         self._record("create_network", name)
         self.objects[("network", name)] = Found("network", name, dict(labels))
 
+    def ensure_network(self, name, labels):
+        self.networks.add(name)
+
     def remove_network(self, name):
         self.calls.append(("remove_network", name))
         self.objects.pop(("network", name), None)
@@ -85,6 +90,10 @@ class FakeEngine:
         old = self.objects[("container", name)]
         self.objects[("container", name)] = Found("container", name, old.labels, "running", old.created)
 
+    def start_with_input(self, name, data, timeout):
+        self.start_container(name)
+        self.stdin.setdefault(name, []).append(data)
+        return self.sidecar_says
     def remove_container(self, name, wait=60.0):
         self.calls.append(("remove_container", name))
         self.objects.pop(("container", name), None)

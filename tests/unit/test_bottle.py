@@ -7,7 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from claude_bottle import bottle, cleanup, egress, manifest, workspace
+from claude_bottle import bottle, cleanup, egress, manifest, sidecar, workspace
 from claude_bottle.docker import Found
 from claude_bottle.errors import BottleError
 
@@ -45,8 +45,12 @@ class BottleContainerTest(unittest.TestCase):
             "environment": {
                 "HTTP_PROXY": "http://127.0.0.1:3128", "HTTPS_PROXY": "http://127.0.0.1:3128",
                 "NO_PROXY": "localhost,127.0.0.1,::1", "http_proxy": "http://127.0.0.1:3128",
-                "https_proxy": "http://127.0.0.1:3128", "no_proxy": "localhost,127.0.0.1,::1"},
+                "https_proxy": "http://127.0.0.1:3128", "no_proxy": "localhost,127.0.0.1,::1",
+                **{name: "/run/claude-bottle/proxy/bundle.pem" for name in (
+                    "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                    "NODE_EXTRA_CA_CERTS")}},
             "detach": True,
+            "stdin_open": False,
             "host_config": {
                 "network_mode": "none",
                 "cap_drop": ["ALL"],
@@ -66,15 +70,15 @@ class BottleContainerTest(unittest.TestCase):
         spec = bottle.bottle_container(make_plan(b=b), "o")
         self.assertNotIn("literal-secret", repr(spec.create_kwargs()))
 
-    def test_relay_payload(self):
-        spec = egress.relay_container("r", "img", "net", {"l": "1"}, 1000, "vol", "/run/p", "cfg")
+    def test_sidecar_payload(self):
+        spec = sidecar.container("s", "img", "net", {"l": "1"}, "vol")
         kw = spec.create_kwargs()
-        self.assertEqual(kw["command"], ["socat", "UNIX-LISTEN:/run/p/proxy.sock,fork,mode=666,unlink-early",
-                                         "TCP:127.0.0.1:8888"])
+        self.assertEqual((kw["command"], kw["user"], kw["stdin_open"]), (None, "1000:1000", True))
         self.assertEqual(kw["host_config"]["network_mode"], "net")
+        self.assertEqual(kw["host_config"]["cap_drop"], ["ALL"])
         self.assertEqual(kw["host_config"]["mounts"], [
-            {"Type": "volume", "Source": "vol", "Target": "/run/p", "ReadOnly": False},
-            {"Type": "volume", "Source": "cfg", "Target": "/etc/pipelock", "ReadOnly": False}])
+            {"Type": "volume", "Source": "vol", "Target": "/run/claude-bottle/proxy", "ReadOnly": False}])
+        self.assertEqual(kw["host_config"]["tmpfs"], {"/run/gate": "size=64m,mode=0700,uid=1000,gid=1000"})
 
 
 class SecretsFileTest(unittest.TestCase):
@@ -170,14 +174,23 @@ class CleanupTest(unittest.TestCase):
                 self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
                 self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me.label()),
                 self.obj("container", "c-det", "det", dead),
+                self.obj("container", "c-half", "half", dead,  # a detached launch killed before its record
+                         **{cleanup.LABEL_RECORD: str(Path(tmp, "runs", "half"))}),
                 self.obj("container", "c-work", "work", dead, **{workspace.LABEL_REPO: "/repo"}),
                 self.obj("network", "n-work", "work", dead),
             ])
-            found, held = cleanup.of_dead_sessions(engine, detached={"det"})
+            record = Path(tmp, "runs", "det")
+            record.mkdir(parents=True)
+            (record / "meta.json").write_text("{}")
+            for o in engine.objects.values():
+                if o.name == "c-det":
+                    o.labels[cleanup.LABEL_RECORD] = str(record)
+            found, held = cleanup.of_dead_sessions(engine)
             self.assertEqual(held, ["work"])
             cleanup.remove(engine, found)
-        self.assertEqual([c for c in engine.calls if c[0].startswith("remove")],
-                         [("remove_container", "c-dead"), ("remove_network", "n-dead"), ("remove_volume", "v-dead")])
+        self.assertEqual(sorted(c for c in engine.calls if c[0].startswith("remove")),
+                         [("remove_container", "c-dead"), ("remove_container", "c-half"), ("remove_network", "n-dead"),
+                          ("remove_volume", "v-dead")])
         self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live", "c-work", "n-work"])
 
     def test_of_bottle(self):

@@ -14,7 +14,7 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs
+from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs, sidecar
 from claude_bottle.errors import DockerUnavailable
 from claude_bottle.docker import Found
 
@@ -39,52 +39,50 @@ class LaunchTest(unittest.TestCase):
                                                            "egress": {"allowlist": ["pypi.org"]}}},
                                          "agents": {"a": {"bottle": "b", "prompt": "Hi"}}}, agent="a")
         self.env = {"DB": "database-password-123", "MODE": "literal-mode-value"}
-        self.secrets = {"CLAUDE_CODE_OAUTH_TOKEN": TOKEN, "DB": "database-password-123"}
 
     def launch(self, engine, plan=None, env=None):
-        bottle.launch(engine, plan or self.plan, self.env if env is None else env, TOKEN, "owner-x",
-                      health_timeout=0.5)
+        bottle.launch(engine, plan or self.plan, self.env if env is None else env, TOKEN, "owner-x")
 
-    def test_creates_every_object_labelled(self):
+    def gate_config(self, engine, plan=None) -> dict:
+        return json.loads(engine.stdin[(plan or self.plan).names.sidecar][0])
+
+    def test_creates_a_volume_a_sidecar_and_the_bottle_labelled(self):
         engine = FakeEngine()
         self.launch(engine)
         n = self.plan.names
         self.assertEqual(sorted(engine.objects), sorted([
-            ("volume", n.proxy_volume), ("volume", n.config_volume), ("network", n.egress_network),
-            ("container", n.relay), ("container", n.sidecar), ("container", n.container)]))
+            ("volume", n.proxy_volume), ("container", n.sidecar), ("container", n.container)]))
         for obj in engine.objects.values():
             self.assertEqual(obj.labels[cleanup.LABEL_BOTTLE], self.plan.name)
             self.assertEqual(obj.labels[cleanup.LABEL_OWNER], "owner-x")
             self.assertEqual(obj.labels[cleanup.LABEL_AGENT], "a")
-        self.assertEqual([c[2] for c in engine.calls if c[0] == "create_volume"], [None, bottle.CONFIG_TMPFS])
+        spec = engine.specs[n.sidecar]
+        self.assertEqual((spec.image, spec.network_mode, spec.stdin_open), (self.plan.sidecar_image.tag,
+                                                                            bottle.EGRESS_NETWORK, True))
+        self.assertEqual(spec.tmpfs, {sidecar.STATE_DIR: "size=64m,mode=0700,uid=1000,gid=1000"})
 
-    def test_order_relay_then_sidecar_then_bottle(self):
-        engine = FakeEngine()
-        self.launch(engine)
-        n = self.plan.names
-        starts = [c[1] for c in engine.calls if c[0] == "start_container"]
-        self.assertEqual(sorted(starts), sorted([n.relay, n.sidecar, n.container]))
-        self.assertLess(starts.index(n.relay), starts.index(n.sidecar))  # the sidecar joins the relay's namespace
-        creates = [c[1] for c in engine.calls if c[0] == "create_container"]
-        self.assertEqual(creates[0], n.relay)  # first to mount the new volumes
-        self.assertEqual(engine.specs[n.sidecar].network_mode, f"container:{n.relay}")
-        self.assertEqual(engine.specs[n.sidecar].image, pins.PIPELOCK_IMAGE)
-
-    def test_secrets_travel_only_through_exec_stdin(self):
+    def test_the_token_goes_to_the_sidecar_only_and_the_bottle_gets_a_placeholder(self):
         engine = FakeEngine()
         self.launch(engine)
         n = self.plan.names
         everything_else = repr(engine.calls) + repr(engine.specs) + repr(engine.archives)
-        for value in self.secrets.values():
+        for value in (TOKEN, "database-password-123"):
             self.assertNotIn(value, everything_else)
         bottle_env = engine.stdin[n.container][0].decode()
-        self.assertIn(f"export CLAUDE_CODE_OAUTH_TOKEN={TOKEN}\n", bottle_env)
-        self.assertIn("export MODE=literal-mode-value\n", bottle_env)
-        sidecar = tar_members(engine.stdin[n.relay][0])
+        self.assertNotIn(TOKEN, bottle_env)
+        placeholder = bottle_env.split("export CLAUDE_CODE_OAUTH_TOKEN=")[1].split("\n")[0]
+        self.assertRegex(placeholder, r"^sk-ant-oat01-claude-bottle-placeholder-[0-9a-f]{32}$")
+        self.assertIn("export DB=database-password-123\n", bottle_env)
+        config = self.gate_config(engine)
+        self.assertEqual((config["token"], config["placeholder"]), (TOKEN, placeholder))
+        self.assertEqual(config["credential_hosts"], [
+            {"host": "api.anthropic.com", "port": "443", "tls": True, "paths": list(sidecar.API_PATHS),
+             "inject": True}])
         # Literal values are configuration, not secrets: only host-copied ones and the token are blocked.
-        self.assertEqual(sidecar["secrets.txt"].decode().split(), sorted(self.secrets.values()))
-        config = json.loads(sidecar["pipelock.yaml"])
-        self.assertEqual(config["api_allowlist"], [h.host for h in egress.allowlist(self.plan.bottle)])
+        self.assertEqual(config["secrets"], sorted([TOKEN, "database-password-123"]))
+        pipelock = json.loads(config["pipelock_config"])
+        self.assertEqual(pipelock["api_allowlist"], [h.host for h in self.plan.allowlist])
+        self.assertEqual(pipelock["tls_interception"]["passthrough_domains"], ["api.anthropic.com"])
 
     def test_agent_files_reach_the_bottle(self):
         engine = FakeEngine()
@@ -95,27 +93,45 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(files["home/claude/.config/claude-bottle/prompt.md"], b"Hi")
         self.assertNotIn(b"database-password-123", b"".join(files.values()))
 
-    def test_api_base_url_and_private_hosts_reach_the_sidecar(self):
+    def test_gateway_private_hosts_ports_and_passthrough_reach_the_sidecar(self):
         plan = make_plan(self.tmp, {"bottles": {"g": {
             "env": {"ANTHROPIC_BASE_URL": "${GW}"},
-            "egress": {"private_hosts": ["gateway.corp.internal", "10.1.2.3"]}}},
+            "egress": {"private_hosts": ["gateway.corp.internal:8080", "10.1.2.3"], "passthrough": ["big.example"]}}},
             "agents": {"g": {"bottle": "g"}}}, agent="g", environ={"GW": "https://LLM.corp.example:8443/v1"})
         self.assertIn("llm.corp.example", [h.host for h in plan.allowlist])  # the preflight shows it too
         engine = FakeEngine()
         self.launch(engine, plan, {"ANTHROPIC_BASE_URL": "https://LLM.corp.example:8443/v1"})
-        sidecar = tar_members(engine.stdin[plan.names.relay][0])
-        config = json.loads(sidecar["pipelock.yaml"])
-        self.assertIn("llm.corp.example", config["api_allowlist"])
-        self.assertIn("gateway.corp.internal", config["api_allowlist"])
-        self.assertEqual(config["trusted_domains"], ["gateway.corp.internal"])
-        self.assertEqual(config["ssrf"], {"ip_allowlist": ["10.1.2.3/32"]})
-        self.assertNotIn(b"llm.corp", sidecar["secrets.txt"])
+        config = self.gate_config(engine, plan)
+        pipelock = json.loads(config["pipelock_config"])
+        self.assertIn("llm.corp.example", pipelock["api_allowlist"])
+        self.assertIn("gateway.corp.internal", pipelock["api_allowlist"])
+        self.assertEqual(pipelock["trusted_domains"], ["gateway.corp.internal"])
+        self.assertEqual(pipelock["ssrf"], {"ip_allowlist": ["10.1.2.3/32"]})
+        self.assertEqual(pipelock["tls_interception"]["passthrough_domains"],
+                         ["api.anthropic.com", "llm.corp.example", "big.example"])
+        self.assertEqual(config["credential_hosts"][1],
+                         {"host": "llm.corp.example", "port": "8443", "tls": True, "paths": ["/v1/"],
+                          "inject": True})
+        # An entry without a port opens every port of its host: an empty list.
+        self.assertEqual(config["private_ports"], {"gateway.corp.internal": ["8080"], "10.1.2.3": []})
+        self.assertNotIn("llm.corp", repr(config["secrets"]))
+
+    def test_a_project_gateway_gets_the_placeholder_not_the_token(self):
+        (self.tmp / "home").mkdir()
+        (self.tmp / "proj").mkdir()
+        (self.tmp / "proj" / "claude-bottle.json").write_text(json.dumps(
+            {"bottles": {"p": {"env": {"ANTHROPIC_BASE_URL": "https://gw.example"}}}, "agents": {"p": {"bottle": "p"}}}))
+        m = manifest.load(self.tmp / "proj", {"CLAUDE_BOTTLE_HOME": str(self.tmp / "home")}, trust_project=True)
+        plan = bottle.plan(m, "p", {})
+        # The conversation goes to the gateway the user allowed (judged by name, as Anthropic's API is); the
+        # token does not.
+        self.assertEqual([(c.host, c.inject) for c in plan.credentials], [("api.anthropic.com", True),
+                                                                          ("gw.example", False)])
 
     def test_any_failed_step_leaves_nothing(self):
         n = self.plan.names
-        steps = [("create_volume", n.config_volume), ("create_network", n.egress_network),
-                 ("start_container", n.relay), ("create_container", n.sidecar), ("start_container", n.sidecar),
-                 ("put_archive", n.container), ("start_container", n.container)]
+        steps = [("create_volume", n.proxy_volume), ("create_container", n.sidecar), ("start_container", n.sidecar),
+                 ("create_container", n.container), ("put_archive", n.container), ("start_container", n.container)]
         for step in steps:
             with self.subTest(step):
                 engine = FakeEngine(fail_on=step)
@@ -123,38 +139,32 @@ class LaunchTest(unittest.TestCase):
                     self.launch(engine)
                 self.assertEqual(engine.objects, {})
 
-    def test_sidecar_that_dies_is_reported_and_removed(self):
+    def test_a_sidecar_that_does_not_start_is_reported_and_everything_removed(self):
         engine = FakeEngine()
-        real_start = engine.start_container
-
-        def start(name):
-            real_start(name)
-            if name == self.plan.names.sidecar:  # pipelock exits, e.g. on a config it rejects
-                engine.objects[("container", name)] = engine.objects[("container", name)].__class__(
-                    "container", name, engine.objects[("container", name)].labels, "exited", 1)
-
-        engine.start_container = start
-        with self.assertRaisesRegex(bottle.BottleError, "the egress sidecar \\(pipelock\\) stopped while starting"):
+        engine.sidecar_says = "error: pipelock stopped while starting: exit status 1"
+        with self.assertRaisesRegex(bottle.BottleError, "the egress sidecar did not start: error: pipelock stopped"):
             self.launch(engine)
         self.assertEqual(engine.objects, {})
 
-    def test_sidecar_config(self):
-        config = egress.pipelock_config(["api.anthropic.com", "*.github.com"])
+    def test_pipelock_config(self):
+        config = egress.pipelock_config(["api.anthropic.com", "*.github.com"], passthrough=["api.anthropic.com"])
         self.assertEqual(config["mode"], "strict")
         self.assertEqual(config["api_allowlist"], ["api.anthropic.com", "*.github.com"])
         self.assertTrue(config["forward_proxy"]["enabled"])
         self.assertEqual(config["fetch_proxy"]["listen"], "127.0.0.1:8888")
         self.assertTrue(config["dlp"]["include_defaults"])
-        self.assertEqual(config["dlp"]["secrets_file"], "/etc/pipelock/secrets.txt")
+        self.assertEqual(config["dlp"]["secrets_file"], "/run/gate/secrets.txt")
         self.assertNotEqual(config["metrics_listen"].rsplit(":", 1)[1], "8888")
-        self.assertTrue(config["logging"]["include_allowed"])
+        self.assertEqual(config["logging"]["output"], "stdout")  # to the gate, which counts it
+        self.assertTrue(config["tls_interception"]["enabled"])
+        self.assertEqual(config["request_body_scanning"]["action"], "block")
+        self.assertEqual(config["request_body_scanning"]["header_mode"], "all")
         self.assertGreaterEqual(config["fetch_proxy"]["monitoring"]["max_requests_per_minute"], 600)
         self.assertGreaterEqual(config["fetch_proxy"]["timeout_seconds"], 600)
         self.assertGreaterEqual(config["forward_proxy"]["idle_timeout_seconds"], 600)
 
-    def test_short_secrets_are_left_out_of_the_sidecar_file(self):
-        files = tar_members(egress.sidecar_files(["a.com"], ["short", "x" * 16, "two\n" + "y" * 20]))
-        self.assertEqual(files["secrets.txt"], b"xxxxxxxxxxxxxxxx\nyyyyyyyyyyyyyyyyyyyy\n")
+    def test_short_secrets_are_left_out(self):
+        self.assertEqual(egress.secrets_list(["short", "x" * 16, "two\n" + "y" * 20]), ["x" * 16, "y" * 20])
 
 
 class StartCase(unittest.TestCase):
@@ -171,13 +181,14 @@ class StartCase(unittest.TestCase):
         self.env = {"CLAUDE_BOTTLE_HOME": str(self.tmp / "home"), "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN,
                     "CLAUDE_BOTTLE_CA_CERT": None}
         self.spec_tag = image.spec(manifest.ImageSettings()).tag
+        self.sidecar_tag = sidecar.spec(manifest.ImageSettings()).tag
 
     def start(self, engine, *args, env=None):
         with mock.patch("claude_bottle.docker.connect", return_value=engine):
             return CliRunner().invoke(cli.main, ["start", *args], env={**self.env, **(env or {})})
 
     def engine(self, **kw):
-        return FakeEngine(images={pins.PIPELOCK_IMAGE, self.spec_tag}, **kw)
+        return FakeEngine(images={pins.PIPELOCK_IMAGE, self.spec_tag, self.sidecar_tag}, **kw)
 
 
 class StartCommandTest(StartCase):
@@ -219,8 +230,10 @@ class StartCommandTest(StartCase):
         # Its launching process is gone, but the record says it lives on: no one takes it for a leftover.
         owner = next(iter(engine.objects.values())).labels[cleanup.LABEL_OWNER]
         self.assertFalse(cleanup.owner_alive(owner))
-        self.assertEqual(runs.detached_names(self.env), {name})
-        self.assertEqual(cleanup.of_dead_sessions(engine, runs.detached_names(self.env)), ([], []))
+        self.assertEqual([r.name for r in runs.all_runs(self.env)], [name])
+        self.assertEqual({o.labels[cleanup.LABEL_RECORD] for o in engine.objects.values()},
+                         {str(runs.root(self.env) / name)})
+        self.assertEqual(cleanup.of_dead_sessions(engine), ([], []))  # from any state folder
 
     def test_leftovers_of_dead_sessions_are_removed_first(self):
         engine = self.engine(interactive=0)
@@ -264,12 +277,12 @@ class StartCommandTest(StartCase):
         self.assertIn(b"export K=from-the-host-0123456789\n", b"".join(
             b for v in engine.stdin.values() for b in v))
 
-    def test_missing_sidecar_image_creates_nothing(self):
-        engine = FakeEngine(images={self.spec_tag})
+    def test_missing_pipelock_image_creates_nothing(self):
+        engine = FakeEngine(images={self.spec_tag, self.sidecar_tag})
         r = self.start(engine, "--yes")
         self.assertEqual(r.exit_code, 1)
-        self.assertIn(f"Error: the egress sidecar image {pins.PIPELOCK_IMAGE} is not here and pulling it failed",
-                      r.stderr)
+        self.assertIn(f"Error: the egress sidecar's pipelock image {pins.PIPELOCK_IMAGE} is not here and pulling it "
+                      "failed", r.stderr)
         self.assertIn("scripts/offline-images.sh pipelock", r.stderr)
         self.assertEqual(engine.objects, {})
 
@@ -277,7 +290,8 @@ class StartCommandTest(StartCase):
         engine = FakeEngine(images={pins.PIPELOCK_IMAGE}, interactive=0)
         r = self.start(engine, "--yes")
         self.assertEqual(r.exit_code, 0, r.output)
-        self.assertIn(f"building {self.spec_tag} (first use; later starts reuse it)\nStep 1/1\n", r.stderr)
+        self.assertIn(f"building {self.spec_tag} (first use; later starts reuse it)\nStep 1/1\n"
+                      f"building {self.sidecar_tag} (first use; later starts reuse it)\nStep 1/1\n", r.stderr)
 
 
 class WorkspaceOptionsTest(StartCase):
@@ -337,7 +351,7 @@ class RunCommandTest(StartCase):
         self.assertEqual(r.exit_code, 1, r.output)
         self.assertIn("did not start, so the run is ended and its bottle removed", r.stderr)
         self.assertEqual(engine.objects, {})
-        name = next(iter(runs.detached_names(self.env)))
+        name = runs.all_runs(self.env)[0].name
         self.assertEqual(runs.get(self.env, name).exit_status, runs.COULD_NOT_RUN)  # `wait` cannot hang on it
         with mock.patch("claude_bottle.docker.connect", return_value=engine):
             self.assertEqual(CliRunner().invoke(cli.main, ["rm", name], env=self.env).exit_code, 0)

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+type gate struct {
+	cfg         *Config
+	authority   *authority
+	counter     *counter
+	credentials map[string]CredentialHost // by host:port
+	injectors   map[string]http.Handler   // by host:port
+	upstream    *http.Transport           // through pipelock
+	direct      *http.Transport           // to a plain-HTTP gateway ANTHROPIC_BASE_URL names
+	plain       http.Handler              // forwards any other plain-HTTP request through pipelock
+}
+
+func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
+	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
+		injectors: map[string]http.Handler{}}
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	g.upstream = &http.Transport{
+		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+		ForceAttemptHTTP2:   false,
+		DisableCompression:  true, // bodies pass as they come
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	// pipelock would rightly block a request that carries the user's token in the clear, and would judge
+	// the conversation's body by DLP, so a plain-HTTP gateway ANTHROPIC_BASE_URL names is reached
+	// directly, and only it.
+	// Past pipelock means past its SSRF protection too, so the direct dialer keeps that rule itself.
+	g.direct = &http.Transport{DialContext: g.dialPublicOrListed(dialer), DisableCompression: true,
+		IdleConnTimeout: 90 * time.Second}
+	for _, cred := range cfg.Credentials {
+		k := net.JoinHostPort(strings.ToLower(cred.Host), cred.Port)
+		g.credentials[k] = cred
+		g.injectors[k] = g.injector(cred)
+	}
+	g.plain = g.reverseProxy(nil)
+	g.plain.(*httputil.ReverseProxy).ModifyResponse = g.refuseCutAnswers
+	return g
+}
+
+func (g *gate) serve(l net.Listener) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go g.handle(conn)
+	}
+}
+
+// handle routes one connection from the bottle by its first request.
+func (g *gate) handle(conn net.Conn) {
+	reader := bufio.NewReaderSize(conn, 16<<10)
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	start, err := reader.Peek(8)
+	if err != nil {
+		conn.Close()
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	if !bytes.HasPrefix(start, []byte("CONNECT ")) {
+		g.serveHTTP(&bufferedConn{conn, reader}, nil)
+		return
+	}
+	req, err := http.ReadRequest(reader)
+	if err != nil {
+		conn.Close()
+		return
+	}
+	target := strings.ToLower(req.Host)
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		refuse(conn, "a CONNECT target needs a port")
+		return
+	}
+	if why := g.portRefused(host, port); why != "" {
+		g.counter.add(host+":"+port, "blocked", why)
+		refuse(conn, why)
+		return
+	}
+	if cred, ok := g.credentials[target]; ok && cred.TLS {
+		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), &cred)
+		return
+	}
+	judge := pipelockAddr
+	for _, ssh := range g.cfg.SSHTargets {
+		if strings.EqualFold(ssh, target) {
+			judge = sshPipelockAddr
+		}
+	}
+	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
+	if err != nil {
+		refuse(conn, "the sidecar's proxy is not answering")
+		return
+	}
+	fmt.Fprintf(upstream, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", req.Host, req.Host)
+	splice(&bufferedConn{conn, reader}, upstream)
+	conn.Close()
+	upstream.Close()
+}
+
+// portRefused says why a private host may not be reached on this port ("" if it may).
+func (g *gate) portRefused(host, port string) string {
+	ports, listed := g.cfg.PrivatePorts[strings.Trim(host, "[]")]
+	if !listed || len(ports) == 0 {
+		return ""
+	}
+	for _, p := range ports {
+		if p == port {
+			return ""
+		}
+	}
+	return fmt.Sprintf("port %s of private host %s is not allowed (egress.private_hosts allows %s)", port, host,
+		strings.Join(ports, ", "))
+}
+
+// dialPublicOrListed dials the address it checked (no second lookup to rebind): a private, loopback or
+// link-local one only if egress.private_hosts lists the host or that address.
+func (g *gate) dialPublicOrListed(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		if len(ips) == 0 {
+			return nil, fmt.Errorf("%s has no address", host)
+		}
+		_, nameListed := g.cfg.PrivatePorts[strings.ToLower(host)]
+		ip := ips[0].IP
+		if _, ipListed := g.cfg.PrivatePorts[ip.String()]; isPrivate(ip) && !nameListed && !ipListed {
+			return nil, fmt.Errorf("%s is a private address (%s): list it in egress.private_hosts to reach it", host, ip)
+		}
+		return d.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+	}
+}
+
+var privateNets = func() []*net.IPNet {
+	var nets []*net.IPNet
+	for _, cidr := range []string{"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+		"172.16.0.0/12", "192.168.0.0/16", "::1/128", "::/128", "fc00::/7", "fe80::/10"} {
+		_, n, _ := net.ParseCIDR(cidr)
+		nets = append(nets, n)
+	}
+	return nets
+}()
+
+func isPrivate(ip net.IP) bool {
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	for _, n := range privateNets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *gate) tlsConfig(host string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if hello.ServerName != "" && !strings.EqualFold(hello.ServerName, host) {
+				return nil, fmt.Errorf("TLS name %q is not the CONNECT target %q", hello.ServerName, host)
+			}
+			return g.authority.leaf(host)
+		},
+	}
+}
+
+// serveHTTP serves the requests on one connection: plain HTTP proxy requests (cred nil), or the requests
+// inside a TLS tunnel to a credential host.
+func (g *gate) serveHTTP(conn net.Conn, cred *CredentialHost) {
+	var handler http.Handler = http.HandlerFunc(g.forwardPlain)
+	if cred != nil {
+		handler = g.injectors[net.JoinHostPort(strings.ToLower(cred.Host), cred.Port)]
+	}
+	server := &http.Server{Handler: handler, ReadHeaderTimeout: 60 * time.Second, IdleTimeout: 30 * time.Minute,
+		ErrorLog: quietLog}
+	server.Serve(newOneConnListener(conn))
+}
+
+// forwardPlain sends a plain-HTTP proxy request on to pipelock, or to the injector if it goes to a
+// plain-HTTP gateway ANTHROPIC_BASE_URL names.
+func (g *gate) forwardPlain(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Host == "" {
+		http.Error(w, "claude-bottle: this is a proxy; ask for an absolute URL", http.StatusBadRequest)
+		return
+	}
+	host, port := r.URL.Hostname(), r.URL.Port()
+	if port == "" {
+		port = "80"
+	}
+	if why := g.portRefused(strings.ToLower(host), port); why != "" {
+		g.counter.add(host+":"+port, "blocked", why)
+		http.Error(w, "claude-bottle: "+why, http.StatusForbidden)
+		return
+	}
+	k := net.JoinHostPort(strings.ToLower(host), port)
+	if cred, ok := g.credentials[k]; ok && !cred.TLS {
+		g.injectors[k].ServeHTTP(w, r)
+		return
+	}
+	g.plain.ServeHTTP(w, r)
+}
+
+// refusal is an answer the gate will not pass on, and why.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+
+// refuseCutAnswers turns a plain-HTTP answer pipelock cut short (without saying so) into an error, so a
+// download never arrives truncated. pipelock has read such answers whole already, so reading them here costs
+// no time; a streamed answer (server-sent events) is passed on as it comes.
+func (g *gate) refuseCutAnswers(resp *http.Response) error {
+	if g.cfg.MaxAnswer <= 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, g.cfg.MaxAnswer+1))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if int64(len(body)) >= g.cfg.MaxAnswer {
+		why := fmt.Sprintf("an answer of %d MB or more is more than the sidecar inspects (use HTTPS and egress.passthrough "+
+			"for big downloads)", g.cfg.MaxAnswer>>20)
+		g.counter.add(resp.Request.URL.Hostname(), "blocked", why)
+		return refusal(why)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", fmt.Sprint(len(body)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
+	return nil
+}
+
+// allowedPath says whether a credential host's token may go to this path (prefixes; "/" for all).
+func allowedPath(prefixes []string, path string) bool {
+	for _, prefix := range prefixes {
+		if strings.HasPrefix(path, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// injector puts the real token where the bottle's placeholder is, on the host's paths only. A request that
+// carries any other credential is refused: the bottle may use this host only as the user.
+func (g *gate) injector(cred CredentialHost) http.Handler {
+	target := cred.Host
+	if !(cred.TLS && cred.Port == "443") && !(!cred.TLS && cred.Port == "80") {
+		target = net.JoinHostPort(cred.Host, cred.Port)
+	}
+	scheme := "http"
+	if cred.TLS {
+		scheme = "https"
+	}
+	proxy := g.reverseProxy(&url.URL{Scheme: scheme, Host: target})
+	if !cred.TLS {
+		proxy.Transport = g.direct
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowedPath(cred.Paths, r.URL.Path) {
+			g.counter.add(cred.Host, "blocked", "not a path of Claude Code's API: "+r.URL.Path)
+			http.Error(w, "claude-bottle: "+r.URL.Path+" is not a path the bottle's credential is for", http.StatusForbidden)
+			return
+		}
+		auth, key := r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")
+		switch {
+		case auth == "" && key == "":
+			g.counter.add(cred.Host, "allowed", "allowed")
+		case auth == "Bearer "+g.cfg.Placeholder && key == "" && cred.Inject:
+			r.Header.Set("Authorization", "Bearer "+g.cfg.Token)
+			g.counter.add(cred.Host, "allowed", "the user's token added by the sidecar")
+		case auth == "Bearer "+g.cfg.Placeholder && key == "":
+			g.counter.add(cred.Host, "allowed", "allowed (the bottle's placeholder, not your token: a project file's gateway)")
+		default:
+			g.counter.add(cred.Host, "blocked", "a credential other than the bottle's own")
+			http.Error(w, "claude-bottle: only the bottle's own credential may be sent to "+cred.Host, http.StatusForbidden)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// reverseProxy forwards through pipelock, streaming answers as they come (server-sent events).
+func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Director: func(r *http.Request) {
+			if to != nil {
+				r.URL.Scheme, r.URL.Host, r.Host = to.Scheme, to.Host, to.Host
+			}
+			r.Header.Del("Proxy-Connection")
+			r.Header.Del("Proxy-Authorization")
+		},
+		Transport:     g.upstream,
+		FlushInterval: -1,
+		ErrorLog:      quietLog,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var refused refusal
+			if errors.As(err, &refused) {
+				http.Error(w, "claude-bottle: "+err.Error(), http.StatusBadGateway)
+				return
+			}
+			http.Error(w, "claude-bottle: the sidecar could not reach "+r.URL.Host+": "+err.Error(), http.StatusBadGateway)
+		},
+	}
+}
+
+func refuse(conn net.Conn, why string) {
+	body := "claude-bottle: " + why + "\n"
+	fmt.Fprintf(conn, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		len(body), body)
+	conn.Close()
+}
+
+// oneConnListener hands one connection to an http.Server, then reports itself closed once that
+// connection is.
+type oneConnListener struct {
+	conn net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func newOneConnListener(conn net.Conn) *oneConnListener {
+	return &oneConnListener{conn: &closeNotifyConn{Conn: conn}, done: make(chan struct{})}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	var conn net.Conn
+	l.once.Do(func() {
+		conn = l.conn
+		l.conn.(*closeNotifyConn).onClose = func() { close(l.done) }
+	})
+	if conn != nil {
+		return conn, nil
+	}
+	<-l.done
+	return nil, errors.New("connection closed")
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+type closeNotifyConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func()
+}
+
+func (c *closeNotifyConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return err
+}

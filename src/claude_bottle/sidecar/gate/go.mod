@@ -1,0 +1,3 @@
+module claude-bottle/gate
+
+go 1.19

@@ -1,0 +1,291 @@
+"""The sidecar looks inside HTTPS: a hijacked agent smuggling a credential out to a host it may reach, in a URL,
+a header or a body, over HTTP and HTTPS, plain, base64 or hex, is stopped; ordinary requests, and look-alikes
+of secrets, are not. Also: private hosts are reachable on their listed ports only, the egress report cannot
+be blinded, and big downloads and passthrough hosts work. Real bottles, the real sidecar."""
+
+import base64
+import http.server
+import json
+import os
+import secrets
+import signal
+import time
+import uuid
+
+from claude_bottle import bottle
+
+from . import support
+from .test_sidecar import ALLOWED, Project
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+PNG_1PX = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000")).decode() * 40  # a small image's base64
+
+
+class Recorder(support.Server):
+    """A host the bottle may reach (a private one, over plain HTTP): records what arrives."""
+
+    def __init__(self):
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(Handler)
+
+
+class BottleCase(support.IntegrationTest):
+    """A bottle of its own per test class: a bottle caught smuggling is cut off for a while, which other
+    tests must not inherit."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+        cls.secret = "hs-" + secrets.token_hex(20)
+        cls.recorder = Recorder()
+        cls.host = support.host_address()
+        cls.project = Project({"bottles": {"b": {
+            "env": {"HOST_SECRET": "${HOST_SECRET}"},
+            "egress": {"allowlist": [ALLOWED], "private_hosts": [f"{cls.host}:{cls.recorder.port}"]}}},
+            "agents": {"a": {"bottle": "b"}}}, {"HOST_SECRET": cls.secret})
+        out = cls.project.cli("start", "a", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.recorder.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def curl(self, url: str, where: str, value: str) -> str:
+        """One request from inside the bottle carrying `value` in `where`; returns status and body."""
+        args = ["curl", "-sS", "-m", "30", "-o", "/tmp/body", "-w", "%{http_code}"]
+        if where == "url":
+            url += ("&" if "?" in url else "?") + "q=" + value
+        elif where == "header":
+            args += ["-H", f"X-Trace-Context: {value}"]
+        else:
+            args += ["-H", "Content-Type: application/json", "--data", json.dumps({"note": value})]
+        out = self.project.cli("exec", self.name, "--", "sh", "-c",
+                               " ".join(f"'{a}'" for a in args) + f" '{url}'; echo; cat /tmp/body")
+        return out.stdout + out.stderr
+
+    def targets(self) -> dict[str, str]:
+        return {"http": f"http://{self.host}:{self.recorder.port}/upload",
+                "https": f"https://{ALLOWED}/upload"}
+
+
+
+class CredentialsTest(BottleCase):
+    def test_credentials_in_every_place_and_encoding_are_blocked(self):
+        credentials = {
+            "the bottle's own secret": self.secret,
+            "an AWS access key": AWS_KEY,
+            "an AWS secret key line": f"aws_secret_access_key={AWS_SECRET}",
+        }
+        encodings = {"plain": lambda v: v, "base64": lambda v: base64.b64encode(v.encode()).decode(),
+                     "hex": lambda v: v.encode().hex()}
+        for scheme, url in self.targets().items():
+            for what, credential in credentials.items():
+                for encoding, encode in encodings.items():
+                    for where in ("url", "header", "body"):
+                        if where == "url" and encoding == "plain" and "=" in credential:
+                            continue  # a query string cannot hold it unencoded
+                        with self.subTest(scheme=scheme, credential=what, encoding=encoding, where=where):
+                            out = self.curl(url, where, encode(credential))
+                            self.assertTrue(out.startswith("403"), out)
+                            self.assertIn("blocked", out)
+        arrived = repr(self.recorder.seen)
+        for credential in (self.secret, AWS_KEY, AWS_SECRET):
+            for encode in encodings.values():
+                self.assertNotIn(encode(credential), arrived)
+
+
+
+class LookAlikesTest(BottleCase):
+    def test_ordinary_requests_and_look_alikes_get_through(self):
+        look_alikes = {
+            "nothing": "hello",
+            "a UUID": str(uuid.uuid4()),
+            "a git SHA": secrets.token_hex(20),
+            "a long hex checksum": secrets.token_hex(32),
+            "a base64 image": PNG_1PX,
+        }
+        for scheme, url in self.targets().items():
+            for what, value in look_alikes.items():
+                for where in ("url", "header", "body"):
+                    if where == "url" and what == "a base64 image":
+                        continue  # not a thing anyone puts in a URL
+                    with self.subTest(scheme=scheme, value=what, where=where):
+                        out = self.curl(url, where, value)
+                        self.assertNotIn("blocked", out)
+                        status = out.splitlines()[0]
+                        if scheme == "http":
+                            self.assertEqual(status, "200", out)
+                        else:  # the registry answers for itself (404, 405...), never the sidecar's 403
+                            self.assertNotEqual(status, "403", out)
+
+    def test_private_hosts_are_reachable_on_their_listed_port_only(self):
+        other = Recorder()  # another service of the same host, on another port
+        try:
+            out = self.project.cli("exec", self.name, "--", "sh", "-c",
+                                   f"curl -sS -m 10 -w ' %{{http_code}}' http://{self.host}:{other.port}/; echo; "
+                                   f"curl -sS -m 10 -p -x $HTTPS_PROXY http://{self.host}:{other.port}/ 2>&1; echo; "
+                                   f"curl -sS -m 10 http://{self.host}:{self.recorder.port}/fine")
+            self.assertIn(f"port {other.port} of private host {self.host} is not allowed", out.stdout, out.stderr)
+            self.assertIn(" 403", out.stdout)
+            self.assertIn("CONNECT tunnel failed, response 403", out.stdout)
+            self.assertTrue(out.stdout.endswith("ok"), out.stdout)
+            self.assertEqual(other.seen, [])
+            report = json.loads(self.project.cli("logs", self.name, "--egress", "--json").stdout)
+            self.assertIn(f"{self.host}:{other.port}", [r["host"] for r in report if r["decision"] == "blocked"])
+        finally:
+            other.close()
+
+
+
+class FloodTest(BottleCase):
+    def test_a_flood_cannot_blind_the_egress_report(self):
+        flood = 6000
+        script = (
+            "const http = require('http'); let next = 0, done = 0;"
+            f"const total = {flood};"
+            "function one() { if (next >= total) return; const i = next++;"
+            " const r = http.request({host: '127.0.0.1', port: 3128, method: 'CONNECT', path: `h${i}.flood.example:443`});"
+            " r.on('connect', (res, s) => { s.destroy(); fin(); }); r.on('response', () => fin()); r.on('error', () => fin()); r.end(); }"
+            "function fin() { done++; if (done === total) console.log('sent', done); else one(); }"
+            "for (let k = 0; k < 16; k++) one();"
+        )
+        out = self.project.cli("exec", self.name, "--", "node", "-e", script, timeout=600)
+        self.assertIn(f"sent {flood}", out.stdout, out.stderr)
+        for _ in range(3):
+            self.curl(f"https://{ALLOWED}/after-the-flood", "url", "fine")
+        report = self.project.cli("logs", self.name, "--egress")
+        self.assertIn("counted together under (other hosts)", report.stdout)
+        rows = json.loads(self.project.cli("logs", self.name, "--egress", "--json").stdout)
+        blocked = sum(r["count"] for r in rows if r["decision"] == "blocked" and
+                      (r["host"].endswith(".flood.example") or r["host"] == "(other hosts)"))
+        self.assertEqual(blocked, flood)
+        self.assertTrue(any(r["host"] == ALLOWED and r["decision"] == "allowed" for r in rows))
+
+
+class DownloadsTest(support.IntegrationTest):
+    """pipelock reads an inspected answer whole before scanning it (about a second and 17 MB per MB): a
+    download larger than the sidecar inspects is refused with a reason that says what to do, never cut short
+    and never the end of the sidecar; under the limit it arrives intact; through a passthrough host a 200 MB
+    one arrives intact. And if pipelock dies (an agent making it outgrow its memory), the gate brings it back."""
+
+    BIG, SMALL = 200 * 2**20, 3 * 2**20
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                size = int(self.path.rsplit("/", 1)[-1])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                chunk = bytes(range(256)) * 4096
+                try:
+                    for _ in range(size // len(chunk)):
+                        self.wfile.write(chunk)
+                    self.wfile.write(chunk[:size % len(chunk)])
+                except OSError:
+                    pass  # refused half way: the sidecar stopped reading
+
+            def log_message(self, *args):
+                pass
+
+        cls.ca = support.TestCA()
+        cls.tls = cls.ca.wrap(support.Server(Handler))
+        cls.plain = support.Server(Handler)
+        cls.host = support.host_address()
+        private = [f"{cls.host}:{cls.tls.port}", f"{cls.host}:{cls.plain.port}"]
+        cls.project = Project({"bottles": {
+            "inspected": {"egress": {"private_hosts": private, "ca_cert": str(cls.ca.cert)}},
+            "passing": {"egress": {"private_hosts": private, "passthrough": [cls.host], "ca_cert": str(cls.ca.cert)}}},
+            "agents": {"i": {"bottle": "inspected"}, "p": {"bottle": "passing"}}}, {})
+        cls.names = {}
+        for agent in ("i", "p"):
+            out = cls.project.cli("start", agent, "--yes", "--detach")
+            assert out.returncode == 0, out.stderr
+            cls.names[agent] = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        for name in cls.names.values():
+            cls.project.cli("stop", name)
+        cls.tls.close()
+        cls.plain.close()
+        cls.ca.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def fetch(self, agent: str, scheme: str, size: int) -> tuple[str, str, str]:
+        """(status, bytes that arrived, stderr) of a download from inside the bottle."""
+        port = self.tls.port if scheme == "https" else self.plain.port
+        got = self.project.cli("exec", self.names[agent], "--", "sh", "-c",
+                               f"curl -sS -m 300 -o /tmp/got -w '%{{http_code}}' {scheme}://{self.host}:{port}/{size}; "
+                               "echo; wc -c < /tmp/got; rm -f /tmp/got", timeout=400)
+        lines = got.stdout.split()
+        return (lines[0] if lines else "", lines[1] if len(lines) > 1 else "", got.stderr)
+
+    def sidecar(self, agent: str):
+        return support.sdk().containers.get(bottle.Names(self.names[agent]).sidecar)
+
+    def sidecar_running(self, agent: str) -> bool:
+        return self.sidecar(agent).status == "running"
+
+    def test_under_the_limit_an_inspected_download_arrives_intact(self):
+        for scheme in ("https", "http"):
+            with self.subTest(scheme):
+                self.assertEqual(self.fetch("i", scheme, self.SMALL)[:2], ("200", str(self.SMALL)))
+
+    def test_a_big_inspected_download_is_refused_with_a_reason_never_cut_short(self):
+        for scheme in ("https", "http"):
+            with self.subTest(scheme):
+                status, size, err = self.fetch("i", scheme, self.BIG)
+                self.assertNotEqual(status, "200", f"{scheme}: {size} bytes came as a whole answer")
+                self.assertIn(status, ("403", "502"), err)
+                self.assertTrue(self.sidecar_running("i"))
+        egress = self.project.cli("logs", self.names["i"], "--egress")
+        self.assertIn("egress.passthrough", egress.stdout)
+        self.assertEqual(self.fetch("i", "https", self.SMALL)[:2], ("200", str(self.SMALL)), "the sidecar still works")
+
+    def test_a_200_mb_download_through_a_passthrough_host(self):
+        self.assertEqual(self.fetch("p", "https", self.BIG)[:2], ("200", str(self.BIG)))
+
+    def test_the_gate_brings_pipelock_back_when_it_dies(self):
+        sidecar = self.sidecar("p")
+        pids = [int(row[1]) for row in sidecar.top()["Processes"] if row[-1].startswith("/pipelock")]
+        self.assertTrue(pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.fetch("p", "https", self.SMALL)[0] != "200":
+            time.sleep(0.5)
+        self.assertEqual(self.fetch("p", "https", self.SMALL)[:2], ("200", str(self.SMALL)))
+        self.assertTrue(self.sidecar_running("p"))
+        egress = self.project.cli("logs", self.names["p"], "--egress")
+        self.assertIn("restarted", egress.stdout)

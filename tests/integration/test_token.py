@@ -1,0 +1,82 @@
+"""The user's OAuth token never enters the bottle: Claude Code there holds a placeholder, and the sidecar puts
+the real token on its requests to the API (here a scripted Messages API, named as the gateway in the user's
+home manifest), and nowhere else. The real Claude Code, streaming, through the real sidecar."""
+
+import json
+
+from claude_bottle import cleanup
+
+from . import support
+from .test_run import GREETING, MessagesApi
+from .test_sidecar import TOKEN, Project
+
+
+class TokenOutsideTest(support.IntegrationTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+        cls.api = MessagesApi()
+        cls.other = MessagesApi()  # an allowed host that is not the gateway
+        host = support.host_address()
+        cls.project = Project({"bottles": {"gw": {
+            "env": {"ANTHROPIC_BASE_URL": f"http://{host}:{cls.api.port}"},
+            "egress": {"private_hosts": [f"{host}:{cls.api.port}", f"{host}:{cls.other.port}"]}}},
+            "agents": {"coder": {"bottle": "gw"}}}, {})
+        out = cls.project.cli("start", "coder", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+        cls.host = host
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.api.close()
+        cls.other.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def sh(self, script: str, timeout=180):
+        return self.project.cli("exec", self.name, "--", "sh", "-c", script, timeout=timeout)
+
+    def test_claude_works_and_the_api_gets_the_real_token_with_every_request(self):
+        before = len(self.api.requests)
+        out = self.sh("bottle-claude -p 'say hi' --output-format stream-json --verbose")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        events = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        self.assertEqual(events[-1]["result"], GREETING)  # the answer came streamed, through the sidecar
+        self.assertGreater(len(self.api.requests), before)
+        self.assertEqual(set(self.api.authorization[before:]), {f"Bearer {TOKEN}"})
+
+    def test_the_token_is_nowhere_in_the_bottle(self):
+        self.sh("bottle-claude -p 'say hi'")  # Claude Code has run and written its state
+        # Every process's environment, every file the bottle's user can read, Claude Code's own state.
+        scan = self.sh("cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c '^CLAUDE_CODE_OAUTH_TOKEN=';"
+                       f" grep -rlsF -e '{TOKEN}' / --exclude-dir=proc --exclude-dir=sys; echo scanned;"
+                       " cat ~/.claude.json ~/.claude/*.json 2>/dev/null | wc -c; printenv CLAUDE_CODE_OAUTH_TOKEN")
+        lines = scan.stdout.splitlines()
+        self.assertGreater(int(lines[0]), 0)  # Claude Code has a token variable...
+        self.assertEqual(lines[1], "scanned")  # ...but no file holds the real token
+        self.assertRegex(lines[-1], r"^sk-ant-oat01-claude-bottle-placeholder-[0-9a-f]{32}$")  # it is a placeholder
+        self.assertNotIn(TOKEN, scan.stdout)
+        for found in cleanup.of_bottle(support.engine(), self.name):
+            if found.kind == "container":
+                self.assertNotIn(TOKEN, json.dumps(support.sdk().api.inspect_container(found.name)))
+        self.assertEqual(support.found_on_command_lines(TOKEN), [])
+        self.assertEqual(support.found_on_docker_disk(TOKEN), [])
+
+    def test_the_token_goes_to_the_gateway_only(self):
+        # The agent sends the placeholder elsewhere, and another credential to the gateway: neither gets the token.
+        before_other = len(self.other.requests)
+        out = self.sh(f"curl -sS -m 20 -H \"Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN\" -X POST "
+                      f"http://{self.host}:{self.other.port}/v1/messages -d '{{}}'; echo; "
+                      f"curl -sS -m 20 -w ' %{{http_code}}' -H 'Authorization: Bearer attacker-key' -X POST "
+                      f"http://{self.host}:{self.api.port}/v1/messages -d '{{}}'")
+        # The placeholder may arrive (or pipelock may take it for a key and stop it): the token never does.
+        self.assertIn(self.other.authorization[before_other:], ([f"Bearer {self.placeholder()}"], []))
+        self.assertIn("only the bottle's own credential may be sent", out.stdout)
+        self.assertTrue(out.stdout.endswith(" 403"), out.stdout)
+        self.assertNotIn(TOKEN, repr(self.other.authorization))
+
+    def placeholder(self) -> str:
+        return self.sh("printenv CLAUDE_CODE_OAUTH_TOKEN").stdout.strip()
