@@ -125,6 +125,16 @@ class Bench:
                     list(pool.map(self.stop_plain, ids))
             self.record(f"parallel start of {n}: all ready", ours, base)
 
+    # -- the CLI's own start-up
+
+    def cli_startup(self) -> None:
+        """Wall time of commands that do little, against `docker version` (which also asks the engine)."""
+        base = [timed(lambda: subprocess.run(["docker", "version"], capture_output=True, check=True))
+                for _ in range(self.runs + 1)][1:]
+        for args in (["--version"], ["--help"], ["list"], ["ps"]):
+            ours = [timed(lambda: cli(*args, env=self.env)) for _ in range(self.runs + 1)][1:]
+            self.record(f"claude-bottle {' '.join(args)}", ours, base)
+
     # -- memory
 
     def memory(self) -> None:
@@ -140,9 +150,9 @@ class Bench:
         finally:
             cli("stop", name, env=self.env)
             plain.remove(force=True)
-        self.record("memory at idle: bottle+relay+sidecar", ours, base, "MiB")
+        self.record("memory at idle: bottle+sidecar", ours, base, "MiB")
         self.figures["memory of the sidecar alone"] = {"unit": "MiB", "claude_bottle": summary(sidecar)}
-        print(f"{'  of which the pipelock sidecar':<42} {sidecar[0]:>9.1f}MiB")
+        print(f"{'  of which the sidecar (gate+pipelock)':<42} {sidecar[0]:>9.1f}MiB")
 
     def _rss(self, container: str) -> float:
         stats = self.client.containers.get(container).stats(stream=False)["memory_stats"]
@@ -151,32 +161,40 @@ class Bench:
     # -- the proxy hop
 
     def proxy(self) -> None:
-        server = _LocalHttps()
+        """The hop through the sidecar, against a container with a network: to a host the sidecar looks inside
+        (TLS ended and scanned by pipelock) and to a passthrough host (judged by name)."""
+        host = self.gateway
+        server = _LocalHttps(host)
         try:
-            host = self.gateway
-            self.write_manifest({"bottles": {"b": {"egress": {"private_hosts": [host]}}},
-                                 "agents": {"a": {"bottle": "b"}}})
-            name = cli("start", "a", "--yes", "--detach", env=self.env).stdout.strip()
-            direct = self.client.containers.run(self.image, ["sleep", "infinity"], detach=True, labels=LABEL)
-            try:
-                url = f"https://{host}:{server.port}"
-                loop = (f"for i in $(seq 1000); do curl -sk -o /dev/null -w '%{{time_total}}\\n' {url}/small; done")
-                ours = self._latencies(lambda: cli("exec", name, "--", "sh", "-c", loop, env=self.env).stdout)
-                base = self._latencies(lambda: direct.exec_run(["sh", "-c", loop]).output.decode())
-                self.record("request latency p50 (1000 small HTTPS)", [ours[0]], [base[0]], "ms")
-                self.record("request latency p99", [ours[1]], [base[1]], "ms")
-                dl = f"curl -sk -o /dev/null -w '%{{speed_download}}' {url}/large"
-                ours_tp, base_tp = [], []
-                for _ in range(self.runs):
-                    ours_tp.append(float(cli("exec", name, "--", "sh", "-c", dl, env=self.env).stdout) / 2**20)
-                    base_tp.append(float(direct.exec_run(["sh", "-c", dl]).output) / 2**20)
-                self.record(f"throughput, one {server.large_mib} MiB download", ours_tp, base_tp, "MiB/s")
-            finally:
-                cli("stop", name, env=self.env)
-                direct.remove(force=True)
-                self.write_manifest({})
+            for mode, extra in (("inspected", {}), ("passthrough", {"passthrough": [host]})):
+                self.write_manifest({"bottles": {"b": {"egress": {"private_hosts": [host], "ca_cert": str(server.cert),
+                                                                  **extra}}},
+                                     "agents": {"a": {"bottle": "b"}}})
+                name = cli("start", "a", "--yes", "--detach", env=self.env).stdout.strip()
+                direct = self.client.containers.run(self.image, ["sleep", "infinity"], detach=True, labels=LABEL)
+                try:
+                    self._proxy_figures(mode, name, direct, f"https://{host}:{server.port}", server)
+                finally:
+                    cli("stop", name, env=self.env)
+                    direct.remove(force=True)
         finally:
+            self.write_manifest({})
             server.close()
+
+    def _proxy_figures(self, mode: str, name: str, direct, url: str, server: "_LocalHttps") -> None:
+        n = 300
+        loop = f"for i in $(seq {n}); do curl -sk -o /dev/null -w '%{{time_total}}\\n' {url}/small; done"
+        ours = self._latencies(lambda: cli("exec", name, "--", "sh", "-c", loop, env=self.env).stdout)
+        base = self._latencies(lambda: direct.exec_run(["sh", "-c", loop]).output.decode())
+        self.record(f"{mode}: request latency p50 ({n} small HTTPS)", [ours[0]], [base[0]], "ms")
+        self.record(f"{mode}: request latency p99", [ours[1]], [base[1]], "ms")
+        size = server.inspected_mib if mode == "inspected" else server.large_mib
+        dl = f"curl -sk -o /dev/null -w '%{{speed_download}}' {url}/mib/{size}"
+        ours_tp, base_tp = [], []
+        for _ in range(max(1, self.runs // 2) if mode == "inspected" else self.runs):
+            ours_tp.append(float(cli("exec", name, "--", "sh", "-c", dl, env=self.env).stdout) / 2**20)
+            base_tp.append(float(direct.exec_run(["sh", "-c", dl]).output) / 2**20)
+        self.record(f"{mode}: throughput, one {size} MiB download", ours_tp, base_tp, "MiB/s")
 
     @staticmethod
     def _latencies(run) -> tuple[float, float]:
@@ -185,17 +203,18 @@ class Bench:
 
 
 class _LocalHttps:
-    """A small HTTPS server on all interfaces: /small answers 2 bytes, /large a big body."""
+    """A small HTTPS server on all interfaces: /small answers 2 bytes, /mib/N N MiB."""
 
     large_mib = 256
+    inspected_mib = 15  # under what the sidecar inspects (egress.MAX_INSPECTED_RESPONSE)
 
-    def __init__(self):
+    def __init__(self, address: str):
         self.dir = tempfile.TemporaryDirectory()
-        key, cert = Path(self.dir.name, "k.pem"), Path(self.dir.name, "c.pem")
+        key, self.cert = Path(self.dir.name, "k.pem"), Path(self.dir.name, "c.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=bench",
-                        "-keyout", key, "-out", cert], check=True, capture_output=True)
-        chunk = b"x" * (1 << 20)
-        large = self.large_mib
+                        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", f"subjectAltName=IP:{address}",
+                        "-keyout", key, "-out", self.cert], check=True, capture_output=True)
+        chunk = bytes(range(256)) * 4096
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -204,19 +223,19 @@ class _LocalHttps:
                 pass
 
             def do_GET(self):
-                size = large << 20 if self.path == "/large" else 2
+                mib = int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/mib/") else 0
                 self.send_response(200)
-                self.send_header("Content-Length", str(size))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(mib << 20 or 2))
                 self.end_headers()
-                if size == 2:
+                if not mib:
                     self.wfile.write(b"ok")
-                else:
-                    for _ in range(large):
-                        self.wfile.write(chunk)
+                for _ in range(mib):
+                    self.wfile.write(chunk)
 
         self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(self.cert, key)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -235,6 +254,7 @@ def main() -> int:
     bench = Bench(args.runs)
     print(f"{'figure':<42} {'claude-bottle':>26}   {'baseline':>26}   ratio")
     try:
+        bench.cli_startup()
         bench.start_and_stop()
         bench.parallel_start()
         bench.memory()

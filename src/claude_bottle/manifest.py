@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
 
 from . import pins, trust
 from .errors import ManifestError
@@ -767,6 +766,8 @@ def schema() -> dict:
 
 
 def _validate(data: object, path: Path) -> None:
+    import jsonschema  # only when there is a file to check: the commands that read none start faster
+
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
