@@ -112,7 +112,7 @@ class LaunchPlan:
         p = self.project
         return {
             "bottle": n.bottle,
-            "agent": {"name": self.agent.name, "file": _str(self.agent.file)},
+            "agent": {"name": self.agent.name, "file": _str(self.agent.file), "model": self.agent.model},
             "bottle_config": {
                 "name": self.bottle.name,
                 "trusted": self.bottle.trusted,

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__, bottle, cleanup, docker, egress, image, manifest, runs, session, ssh, status, tasks, workspace
+from . import (__version__, bottle, cleanup, docker, egress, image, manifest, runs, session, ssh, starter, status,
+               tasks, workspace)
+from . import doctor as health
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
 from .terminal import shortened, visible
 
@@ -84,31 +86,119 @@ def _source(path: Path | None) -> str:
         return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
+def _complete_agents(ctx: click.Context, incomplete: str) -> list[str]:
+    """Agent names for shell completion: a broken manifest completes nothing rather than print an error."""
+    try:
+        with ctx.scope(cleanup=False):
+            names = _load().agents
+    except BottleError:
+        return []
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
+def _complete_bottles(incomplete: str) -> list[str]:
+    try:
+        rows = status.bottles(docker.connect(), os.environ)
+    except BottleError:
+        return []
+    return sorted(r.name for r in rows if r.mine and r.name.startswith(incomplete))
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL (commands, options, agent and bottle names).
+
+    \b
+    bash: echo 'eval "$(claude-bottle completion bash)"' >> ~/.bashrc
+    zsh:  echo 'eval "$(claude-bottle completion zsh)"' >> ~/.zshrc
+    fish: claude-bottle completion fish > ~/.config/fish/completions/claude-bottle.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    click.echo(get_completion_class(shell)(main, {}, "claude-bottle", "_CLAUDE_BOTTLE_COMPLETE").source())
+
+
 def _bottle_label(b: manifest.Bottle) -> str:
     return b.name if b.trusted else f"{b.name} (untrusted)"
 
 
 @main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
 @_manifest_options
-def list_agents() -> None:
+def list_agents(as_json: bool) -> None:
     """List agents and the bottles they run in."""
     m = _load()
     rows = [("AGENT", "BOTTLE", "DEFINED IN")]
+    data = []
     for name in sorted(m.agents):
         a = m.agents[name]
-        where = _source(a.file)
-        if m.agent_from_project(a) and not m.project.trusted:
-            where += " (not trusted)"
-        rows.append((name, _bottle_label(m.bottle_of(a)), where))
-    _table(rows)
+        b = m.bottle_of(a)
+        untrusted = bool(m.agent_from_project(a) and not m.project.trusted)
+        rows.append((name, _bottle_label(b), _source(a.file) + (" (not trusted)" if untrusted else "")))
+        data.append({"agent": name, "bottle": b.name, "bottle_trusted": b.trusted, "file": _str_or_none(a.file),
+                     "trusted": not untrusted, "model": a.model})
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _table(rows)
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @main.command()
-@click.argument("agent")
+@click.argument("agent", shell_complete=lambda ctx, param, incomplete: _complete_agents(ctx, incomplete))
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON (the prompt in full).")
 @_manifest_options
-def info(agent: str) -> None:
+def info(agent: str, as_json: bool) -> None:
     """Show what AGENT gets: bottle, env names, skills, SSH hosts, every allowed host, the whole prompt."""
-    _preflight(bottle.plan(_load(), agent, os.environ), full=True)
+    plan = bottle.plan(_load(), agent, os.environ)
+    if as_json:
+        data = {k: v for k, v in plan.to_json().items()
+                if k not in ("bottle", "containers", "networks", "volumes", "workspace", "mount")}
+        data["prompt"]["text"] = plan.agent.prompt
+        click.echo(json.dumps(data, indent=2))
+        return
+    _preflight(plan, full=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check that this machine can run bottles: the engine, images, token, CA file, disk, manifests; with
+    what to do about each problem. Exits 1 if anything fails (warnings do not)."""
+    found = health.checks(os.environ, Path.cwd())
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in found], indent=2))
+    else:
+        width = max(len(c.name) for c in found)
+        for c in found:
+            click.echo(f"{c.status.upper() if c.status != 'ok' else 'ok':<5} {c.name:<{width}}  {visible(c.found)}")
+            if c.fix:
+                click.echo(f"{'':<5} {'':<{width}}  fix: {visible(c.fix)}")
+    sys.exit(1 if any(c.status == "fail" for c in found) else 0)
+
+
+@main.command()
+@click.option("--project", is_flag=True, help="Write ./claude-bottle.json (a project's) instead of your home manifest.")
+@click.option("--force", is_flag=True, help="Replace the file if there is one.")
+def init(project: bool, force: bool) -> None:
+    """Write a starting claude-bottle.json, with a note on each part: your home manifest, or the project's."""
+    path = (Path.cwd() if project else manifest.home_dir(os.environ)) / manifest.MANIFEST_NAME
+    if path.exists() and not force:
+        raise BottleError(f"{path} is already there: edit it, or pass --force to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(starter.manifest_text(project))
+    except OSError as e:
+        raise BottleError(f"could not write {path}: {e.strerror or e}") from None
+    click.echo(f"wrote {visible(str(path))}")
+    if project:
+        click.echo("next: edit it, then `claude-bottle trust` to allow it and `claude-bottle start coder`", err=True)
+    else:
+        click.echo("next: `claude-bottle list`, then `claude-bottle start coder`", err=True)
 
 
 @main.command("trust")
@@ -170,6 +260,21 @@ def build(no_cache: bool) -> None:
     click.echo(spec.tag)
 
 
+class _PassThrough(click.Command):
+    """Keeps the arguments after `--` for Claude (ctx.meta["claude_args"]), as `docker run IMAGE -- …` does."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            args, ctx.meta["claude_args"] = args[:cut], tuple(args[cut + 1:])
+        return super().parse_args(ctx, args)
+
+
+def _claude_args(a: manifest.Agent) -> list[str]:
+    """What Claude gets on its command line besides the prompt: the agent's model, then the user's `-- …`."""
+    return (["--model", a.model] if a.model else []) + list(click.get_current_context().meta.get("claude_args", ()))
+
+
 def _launch_options(f):
     """The options `start` and `run` share."""
     f = _manifest_options(f)
@@ -188,8 +293,9 @@ def _launch_options(f):
     return f
 
 
-@main.command()
-@click.argument("agent", default=manifest.DEFAULT_AGENT)
+@main.command(cls=_PassThrough)
+@click.argument("agent", default=manifest.DEFAULT_AGENT,
+                shell_complete=lambda ctx, param, incomplete: _complete_agents(ctx, incomplete))
 @click.option("--dry-run", is_flag=True, help="Show the launch plan and exit; creates nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
 @click.option("-d", "--detach", is_flag=True, help="Leave the bottle running without Claude; print its name.")
@@ -198,7 +304,7 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
           workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
     """Start AGENT (default: the built-in `default` agent) in a new bottle and open Claude in it.
 
-    When Claude exits (or on Ctrl-C, SIGTERM, SIGHUP or a closed terminal) the
+    Arguments after `--` go to Claude (`start coder -- --model opus`). When Claude exits (or on Ctrl-C, SIGTERM, SIGHUP or a closed terminal) the
     workspace's work comes back first, then the bottle, its sidecar and
     everything made for them are removed; if the work cannot come back, the
     bottle is kept and you are told how to retry. The exit status is Claude's.
@@ -221,12 +327,14 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
                 s.detach()
             click.echo(plan.name)
             return
-        sys.exit(_run_and_finish(s, lambda: s.run_interactive(["bottle-claude"], tty=tty, stdin=True)))
+        argv = ["bottle-claude", *_claude_args(plan.agent)]
+        sys.exit(_run_and_finish(s, lambda: s.run_interactive(argv, tty=tty, stdin=True)))
 
 
-@main.command("run")
-@click.argument("agent")
+@main.command("run", cls=_PassThrough)
+@click.argument("agent", shell_complete=lambda ctx, param, incomplete: _complete_agents(ctx, incomplete))
 @click.argument("prompt", required=False)
+@click.option("--prompt-file", type=click.File("r"), help="Read the prompt from FILE (- for stdin).")
 @click.option("--output-format", type=click.Choice(["text", "json", "stream-json"]), default="text",
               show_default=True, help="Passed to claude -p.")
 @click.option("--tasks", "tasks_file", type=click.Path(path_type=Path),
@@ -236,34 +344,55 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
               help="With --tasks: how many bottles at once (default: from this machine's cores and memory).")
 @click.option("-d", "--detach", is_flag=True,
               help="Return at once with the bottle's name; see ps, logs -f, wait and rm.")
+@click.option("--dry-run", is_flag=True, help="Show the launch plan and exit; creates nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --dry-run: the plan as JSON. With --tasks: the summary as one JSON document on stdout, "
+                   "each task's output in it.")
 @_launch_options
-def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file: Path | None,
-                 parallel: int | None, detach: bool, yes: bool, trust_project: bool, workspace_dir: Path | None,
-                 no_results: bool, mount: Path | None) -> None:
+def run_headless(agent: str, prompt: str | None, prompt_file, output_format: str, tasks_file: Path | None,
+                 parallel: int | None, detach: bool, dry_run: bool, as_json: bool, yes: bool, trust_project: bool,
+                 workspace_dir: Path | None, no_results: bool, mount: Path | None) -> None:
     """Run AGENT headless on PROMPT in a fresh bottle (claude -p), streaming its output.
 
+    PROMPT `-` (or --prompt-file FILE) reads the prompt from stdin (or FILE);
+    arguments after `--` go to Claude (`run coder "fix it" -- --max-turns 5`).
     The workspace's work comes back, then the bottle is removed; the exit
     status is Claude's. With --tasks, each task gets its own bottle, at most
     --parallel at once; a summary table follows, and the exit status is 1 if
     any task failed.
     """
-    if prompt is not None and tasks_file is not None:
-        raise click.UsageError("give a PROMPT or --tasks FILE, not both")
-    if prompt is None and tasks_file is None:
-        raise click.UsageError("give the PROMPT to run, or --tasks FILE")
+    given = [what for what, there in (("PROMPT", prompt is not None), ("--prompt-file", prompt_file is not None),
+                                       ("--tasks", tasks_file is not None)) if there]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of PROMPT, --prompt-file FILE and --tasks FILE, not {' and '.join(given)}")
+    if not given:
+        raise click.UsageError("give the PROMPT to run (- reads it from stdin), --prompt-file FILE or --tasks FILE")
+    if prompt == "-" or prompt_file is not None:
+        source = prompt_file or click.get_text_stream("stdin")
+        prompt = source.read()
+        if not prompt.strip():
+            raise click.UsageError(f"the prompt read from {'stdin' if source.name == '<stdin>' else source.name} "
+                                   "is empty")
     if parallel and not tasks_file:
         raise click.UsageError("--parallel only goes with --tasks")
+    if as_json and not (dry_run or tasks_file):
+        raise click.UsageError("--json goes with --dry-run or --tasks (for Claude's own JSON: --output-format json)")
+    if dry_run:
+        task_list = tasks.read(tasks_file, workspace_dir) if tasks_file else []
+        _dry_run(_plan(agent, task_list[0].workspace if task_list else workspace_dir, no_results, mount,
+                       trust_project), as_json)
+        return
     if tasks_file:
         if detach:
             raise click.UsageError("--detach does not go with --tasks")
         if mount:
             raise click.UsageError("--mount does not go with --tasks: parallel bottles would share one folder")
         sys.exit(_run_tasks(agent, tasks_file, parallel, output_format, yes, trust_project, workspace_dir,
-                            no_results))
+                            no_results, as_json))
     plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
     if detach:
         plan = dataclasses.replace(plan, record=runs.root(os.environ) / plan.name)
-    argv = _claude_p(prompt, output_format)
+    argv = _claude_p(prompt, output_format, plan.agent)
     secrets, engine = _consent(plan, yes)
     with _session_lock() as lock, _signals_raise():
         s = _launch(engine, plan, secrets, lock)
@@ -275,11 +404,11 @@ def run_headless(agent: str, prompt: str | None, output_format: str, tasks_file:
         sys.exit(_run_and_finish(s, lambda: s.run_headless(argv, _OutputSink())))
 
 
-def _claude_p(prompt: str, output_format: str) -> list[str]:
+def _claude_p(prompt: str, output_format: str, a: manifest.Agent) -> list[str]:
     argv = ["bottle-claude", "-p", prompt, "--output-format", output_format]
     if output_format == "stream-json":
         argv.append("--verbose")  # claude -p requires it for stream-json
-    return argv
+    return argv + _claude_args(a)
 
 
 def _record(plan: bottle.LaunchPlan, kind: str, prompt: str = "") -> dict:
@@ -288,7 +417,7 @@ def _record(plan: bottle.LaunchPlan, kind: str, prompt: str = "") -> dict:
 
 
 def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format: str, yes: bool,
-               trust_project: bool, workspace_dir: Path | None, no_results: bool) -> int:
+               trust_project: bool, workspace_dir: Path | None, no_results: bool, as_json: bool = False) -> int:
     task_list = tasks.read(tasks_file, workspace_dir)
     plans = [_plan(agent, t.workspace, no_results, None, trust_project) for t in task_list]
     parallel = parallel or tasks.default_parallelism()
@@ -296,6 +425,9 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
     secrets, engine = _consent(plans[0], yes)
 
     def done(r: tasks.Result) -> None:
+        if as_json:  # progress on stderr; stdout stays one JSON document
+            click.echo(f"task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s", err=True)
+            return
         click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
         _bottle_output(r.output.encode())
         if not r.output.endswith("\n"):
@@ -305,11 +437,16 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
         _prepare(engine, plans[0])
         try:
             results = tasks.run_all(plans, task_list, secrets, lock.label(), parallel,
-                                    lambda t: _claude_p(t.prompt, output_format), done)
+                                    lambda t: _claude_p(t.prompt, output_format, plans[0].agent), done)
         except _Interrupted as e:
             return 128 + e.signum
         except KeyboardInterrupt:
             return 130
+    if as_json:
+        click.echo(json.dumps([{"task": r.index, "prompt": r.task.prompt, "bottle": r.bottle,
+                                "exit_status": r.exit_status, "seconds": round(r.seconds, 3), "branch": r.branch,
+                                "output": r.output} for r in results], indent=2))
+        return 1 if any(r.exit_status for r in results) else 0
     rows = [("TASK", "BOTTLE", "EXIT", "DURATION", "BRANCH")]
     for r in results:
         first = (r.task.prompt.splitlines() or [""])[0]
@@ -461,6 +598,8 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
                     code = s.run_headless(list(argv), sink)
                     session.keep_egress_report(engine, run)
                 brought = s.ended.brought if s.ended else None
+                if brought and (brought.branch or brought.folder):
+                    run.set_result(brought.branch or str(brought.folder))
                 if brought and (brought.branch or brought.extra):
                     sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}"
                                f"{'; also ' + ', '.join(brought.extra) if brought.extra else ''}\n".encode())
@@ -542,7 +681,7 @@ def _workdir(engine: docker.Engine, container: str) -> str:
 
 
 @main.command()
-@click.argument("bottle_name", metavar="BOTTLE")
+@click.argument("bottle_name", metavar="BOTTLE", shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 def attach(bottle_name: str) -> None:
     """Open Claude in the running BOTTLE (one started with --detach)."""
     engine = docker.connect()
@@ -553,7 +692,7 @@ def attach(bottle_name: str) -> None:
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("bottle_name", metavar="BOTTLE")
+@click.argument("bottle_name", metavar="BOTTLE", shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in BOTTLE as its user, with the environment Claude gets: exec BOTTLE -- CMD…"""
@@ -569,7 +708,8 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True,
+                shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 @click.option("--discard", is_flag=True, help="Throw the workspace's work away instead of bringing it back.")
 def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
     """Stop BOTTLEs: bring their workspace's work back, then remove everything made for them.
@@ -599,21 +739,47 @@ def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
         sys.exit(failed.exit_code)
 
 
+PS_FILTERS = ("agent", "bottle", "state", "owner", "name")
+
+
+def _ps_filter(ctx, param, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for v in values:
+        key, sep, want = v.partition("=")
+        if not sep or key not in PS_FILTERS:
+            raise click.BadParameter(f"{v!r}: use KEY=VALUE with KEY one of {', '.join(PS_FILTERS)}")
+        pairs.append((key, want))
+    return pairs
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the bottles as JSON.")
-def ps(as_json: bool) -> None:
-    """List bottles and detached runs: name, agent, bottle, uptime, state (a finished run: its exit status)."""
-    rows = status.bottles(docker.connect(), os.environ)
-    if as_json:
+@click.option("-a", "--all", "everyone", is_flag=True, help="Every user's bottles on this engine, not only yours.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the names.")
+@click.option("-f", "--filter", "filters", multiple=True, callback=_ps_filter, metavar="KEY=VALUE",
+              help=f"Only rows whose KEY ({', '.join(PS_FILTERS)}) is VALUE (state: starts with it). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def ps(everyone: bool, quiet: bool, filters: list[tuple[str, str]], as_json: bool) -> None:
+    """List your bottles and detached runs: name, agent, bottle, uptime (a finished run: how long it ran),
+    state (a finished run: its exit status) and a finished run's result branch."""
+    rows = [r for r in status.bottles(docker.connect(), os.environ) if everyone or r.mine]
+    for key, want in filters:
+        rows = [r for r in rows if (r.state.startswith(want) if key == "state" else getattr(r, key) == want)]
+    if quiet:
+        for r in rows:
+            click.echo(visible(r.name))
+    elif as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
-        return
-    _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE")]
-           + [(r.name, r.agent, r.bottle, _duration(r.uptime_seconds), r.state) for r in rows])
+    else:
+        _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT") + (("OWNER",) if everyone else ())]
+               + [(r.name, r.agent, r.bottle, _duration(r.uptime_seconds), r.state, r.result or "-")
+                  + ((r.owner,) if everyone else ()) for r in rows])
 
 
 @main.command("wait")
-@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
-def wait_(bottle_names: tuple[str, ...]) -> None:
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True,
+                shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
+@click.option("--json", "as_json", is_flag=True, help="Print each run's exit status and result as JSON.")
+def wait_(bottle_names: tuple[str, ...], as_json: bool) -> None:
     """Wait until detached runs finish; exit 1 if any failed."""
     records = []
     for name in bottle_names:
@@ -622,15 +788,21 @@ def wait_(bottle_names: tuple[str, ...]) -> None:
             raise BottleError(f"no detached run named '{name}': see `claude-bottle ps`")
         records.append(run)
     failed = False
+    done = []
     for run in records:
         code = run.wait()
-        click.echo(f"{visible(run.name)}: exit {code}")
+        done.append({"name": run.name, "exit_status": code, "result": run.result or None})
+        if not as_json:
+            click.echo(f"{visible(run.name)}: exit {code}" + (f", results in {visible(run.result)}" if run.result else ""))
         failed |= code != 0
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
     sys.exit(1 if failed else 0)
 
 
 @main.command("rm")
-@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True)
+@click.argument("bottle_names", metavar="BOTTLE...", nargs=-1, required=True,
+                shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 def rm(bottle_names: tuple[str, ...]) -> None:
     """Remove finished detached runs: their output, egress report and result."""
     for name in bottle_names:
@@ -680,7 +852,7 @@ def cleanup_(everyone: bool, yes: bool) -> None:
 
 
 @main.command()
-@click.argument("bottle_name", metavar="BOTTLE")
+@click.argument("bottle_name", metavar="BOTTLE", shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 @click.option("--egress", "show_egress", is_flag=True, help="What the sidecar allowed and blocked, per host.")
 @click.option("--json", "as_json", is_flag=True, help="With --egress: print the table as JSON.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output (not with --egress).")
@@ -753,6 +925,8 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
     add("bottle", f"{plan.name} from {_describe_trust(b)}" if not full else _describe_trust(b), bool(p and p.bottle))
     if not full:
         add("image", f"{plan.image.tag}" + (f" ({image_state})" if image_state else ""))
+    if a.model:
+        add("model", a.model, bool(p and p.agent))
     for i, v in enumerate(b.env or [None]):
         add("env" if i == 0 else "", "none" if v is None else _env_item(v), bool(v and p and v.name in p.env))
     for i, s in enumerate(a.skills or [None]):

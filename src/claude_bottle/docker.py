@@ -265,6 +265,11 @@ class Engine:
 
     # -- networks and volumes
 
+    def describe(self) -> tuple[str, str]:
+        """The engine's version and its data folder (where images and containers take disk space)."""
+        info = self._api.info()
+        return str(self._api.version().get("Version", "?")), str(info.get("DockerRootDir", ""))
+
     def host_address(self) -> str:
         """The Docker host's address on the default bridge, where containers reach the host's services.
 

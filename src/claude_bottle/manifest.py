@@ -167,6 +167,7 @@ class Agent:
     skills: tuple[Skill, ...] = ()
     prompt: str = ""
     file: Path | None = None
+    model: str | None = None  # Claude Code's --model for this agent
 
     @property
     def prompt_first_line(self) -> str:
@@ -650,7 +651,7 @@ def _read_agent(name: str, raw: dict, path: Path, base_dir: Path, environ: Mappi
         # Named after the folder it really is (./skills/.. is the project's own folder, not "..").
         skills.append(Skill(skill_path.resolve().name, skill_path, where))
     _check_unique([s.name for s in skills], path, f"agents.{name}.skills", "skill directory name")
-    return Agent(name, raw["bottle"], tuple(skills), raw.get("prompt", ""), path)
+    return Agent(name, raw["bottle"], tuple(skills), raw.get("prompt", ""), path, raw.get("model"))
 
 
 def _merge(layers: list[_Layer], files: tuple[Path, ...], project: Project | None) -> Manifest:
@@ -785,7 +786,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(schema_.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         key = extra[0] if extra else "?"
-        return f"{format_path(where + [key])}: unknown key '{key}' (expected one of: {', '.join(allowed)})"
+        shown = [k for k in allowed if k != "$comment"]  # allowed anywhere, suggested nowhere
+        return f"{format_path(where + [key])}: unknown key '{key}' (expected one of: {', '.join(shown)})"
     if v == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         return f"{format_path(where)}: missing required key '{missing[0]}'"

@@ -78,6 +78,17 @@ class Run:
             return COULD_NOT_RUN
 
     @property
+    def result(self) -> str:
+        """Where the run's work came back: a branch, a folder, or "" (nothing, or not yet)."""
+        try:
+            return (self.folder / "result").read_text().strip()
+        except OSError:
+            return ""
+
+    def set_result(self, where: str) -> None:
+        _write(self.folder / "result", where + "\n")
+
+    @property
     def stopped(self) -> bool:
         return (self.folder / "stopped").exists()
 

@@ -1,4 +1,4 @@
-"""What `ps` shows: every bottle on the engine and every detached run of this user, each with its state."""
+"""What `ps` shows: the bottles on the engine (yours, or everyone's) and your detached runs, each with its state."""
 
 from __future__ import annotations
 
@@ -19,15 +19,20 @@ class BottleStatus:
     state: str  # the container's (running, exited…), or held, left over, gone, stopped, exited (N)
     detached: bool
     exit_status: int | None
+    owner: str = ""  # uid@host of whoever made it
+    mine: bool = True
+    result: str = ""  # a finished run's: the branch (or folder) its work came back as
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
-    """Bottles and detached runs, newest first. A bottle whose session ended without finishing it is
-    `held: work not brought back` if its workspace's work is still in it, else `left over`."""
+    """Bottles (everyone's: see `mine`) and this user's detached runs, newest first. A bottle whose session
+    ended without finishing it is `held: work not brought back` if its workspace's work is still in it,
+    else `left over`."""
     now = time.time()
+    me = cleanup.current_user()
     records = {r.name: r for r in runs.all_runs(environ)}
     found: dict[str, BottleStatus] = {}
     alive: dict[str, bool] = {}
@@ -44,16 +49,18 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
                 alive[owner] = cleanup.owner_alive(owner)
             if not alive[owner]:
                 state = "held: work not brought back" if cleanup.holds_work(c) else "left over"
+        user = c.labels.get(cleanup.LABEL_USER, "")
         found[name] = BottleStatus(name, c.labels.get(cleanup.LABEL_AGENT, ""), c.labels.get(cleanup.LABEL_CONFIG, ""),
-                                   max(0, int(now - c.created)), state, detached, None)
+                                   max(0, int(now - c.created)), state, detached, None, user, user == me)
     for run in records.values():
         meta, status = run.meta, run.exit_status
         started = meta.get("started", now)
         row = found.get(run.name) or BottleStatus(run.name, meta.get("agent", ""), meta.get("bottle", ""),
-                                                  max(0, int(now - started)), "gone", True, None)
+                                                  max(0, int(now - started)), "gone", True, None, me, True)
         if status is not None:
             ended = run.finished or now
             row = BottleStatus(row.name, row.agent, row.bottle, max(0, int(ended - started)),
-                               "stopped" if run.stopped else f"exited ({status})", True, status)
+                               "stopped" if run.stopped else f"exited ({status})", True, status, me, True,
+                               run.result)
         found[run.name] = row
     return sorted(found.values(), key=lambda r: r.uptime_seconds)

@@ -100,8 +100,31 @@ class CommandsTest(support.IntegrationTest):
         self.assertEqual(rows[self.b.name]["bottle"], "default")
         self.assertEqual(rows[self.b.name]["state"], "running")
         table = cli("ps").stdout.splitlines()
-        self.assertEqual(table[0].split(), ["NAME", "AGENT", "BOTTLE", "UPTIME", "STATE"])
-        self.assertTrue(any(line.startswith(self.b.name) and line.endswith("running") for line in table))
+        self.assertEqual(table[0].split(), ["NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT"])
+        self.assertTrue(any(line.startswith(self.b.name) and line.split()[4:] == ["running", "-"] for line in table))
+
+    def test_ps_shows_your_own_unless_all_and_filters(self):
+        other = support.sdk().containers.create(
+            support.bottle_image(), ["true"], name=f"cb-other-{support.RUN_ID}",
+            labels={**support.labels(), cleanup.LABEL_BOTTLE: f"other-{support.RUN_ID}", cleanup.LABEL_ROLE: "bottle",
+                    cleanup.LABEL_AGENT: "theirs", cleanup.LABEL_USER: "4242@elsewhere",
+                    cleanup.LABEL_OWNER: support.session_lock().label()})
+        try:
+            mine = cli("ps", "-q").stdout.split()
+            self.assertIn(self.b.name, mine)
+            self.assertNotIn(f"other-{support.RUN_ID}", mine)
+            everyone = cli("ps", "-a").stdout.splitlines()
+            self.assertEqual(everyone[0].split()[-1], "OWNER")
+            self.assertTrue(any(line.startswith(f"other-{support.RUN_ID}") and line.endswith("4242@elsewhere")
+                                for line in everyone), everyone)
+            self.assertEqual(cli("ps", "-a", "-q", "--filter", "agent=theirs").stdout.split(), [f"other-{support.RUN_ID}"])
+            self.assertNotIn(self.b.name, cli("ps", "-q", "-f", "state=exited").stdout.split())
+            self.assertIn(self.b.name, cli("ps", "-q", "-f", "state=run", "-f", "agent=default").stdout.split())
+            bad = cli("ps", "--filter", "colour=red")
+            self.assertEqual(bad.returncode, 2)
+            self.assertIn("use KEY=VALUE with KEY one of agent, bottle, state, owner, name", bad.stderr)
+        finally:
+            other.remove(force=True)
 
     def test_exec_runs_as_the_bottle_user_with_claudes_environment(self):
         out = cli("exec", self.b.name, "--", "sh", "-c", 'id -un; pwd; echo "$CLAUDE_CODE_OAUTH_TOKEN"; '

@@ -189,3 +189,18 @@ class RunTest(support.IntegrationTest):
         self.assertIn("scripted failure", project.cli("logs", bad).stdout)
         self.assertEqual(project.cli("rm", ok, bad).returncode, 0)
         self.assertNotIn(ok, project.cli("ps").stdout)
+
+    def test_a_detached_runs_result_branch_in_wait_and_ps(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(Path(tmp))
+            out = self.project.cli("run", "coder", "please commit", "--workspace", str(repo), "--yes", "--detach")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            name = out.stdout.strip()
+            waited = self.project.cli("wait", name, "--json")
+            self.assertEqual(waited.returncode, 0, waited.stderr)
+            branch = f"bottle/coder/{name}"
+            self.assertEqual(json.loads(waited.stdout), [{"name": name, "exit_status": 0, "result": branch}])
+            self.assertIn("agent: add agent.txt", git(repo, "log", "--format=%s", branch))
+            row = next(line for line in self.project.cli("ps").stdout.splitlines() if line.startswith(name))
+            self.assertEqual(row.split()[-1], branch)
+            self.assertEqual(self.project.cli("rm", name).returncode, 0)

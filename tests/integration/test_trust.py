@@ -314,9 +314,9 @@ class HonestPreflightTest(support.IntegrationTest):
         c = support.sdk().containers.create(
             support.bottle_image(), ["true"], name=f"cb-evil-{support.RUN_ID}",
             labels={**support.labels(), cleanup.LABEL_BOTTLE: f"evil-{support.RUN_ID}", cleanup.LABEL_ROLE: "bottle",
-                    cleanup.LABEL_AGENT: evil, cleanup.LABEL_OWNER: support.session_lock().label()})
+                    cleanup.LABEL_AGENT: evil, cleanup.LABEL_USER: evil, cleanup.LABEL_OWNER: support.session_lock().label()})
         try:
-            raw, code = self.screen("ps")
+            raw, code = self.screen("ps", "--all")
             self.assertEqual(code, 0, raw)
             self.assertNotIn(b"\x1b", raw)
             self.assertIn(b"evil\\x1b[2J\\x1b]52;c;aGk=\\x07", raw)

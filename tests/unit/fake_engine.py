@@ -57,6 +57,9 @@ class FakeEngine:
         self.images.discard(ref)
 
     # networks and volumes
+    def describe(self):
+        return "25.0.0", "/var/lib/docker"
+
     def host_address(self):
         return "172.17.0.1"
 

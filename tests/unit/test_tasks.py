@@ -96,8 +96,84 @@ class RunTasksCommandTest(StartCase):
     def test_prompt_or_tasks(self):
         r = self.run_cli(self.engine(), "default", "--yes")
         self.assertEqual(r.exit_code, 2)
-        self.assertIn("give the PROMPT to run, or --tasks FILE", r.stderr)
+        self.assertIn("give the PROMPT to run (- reads it from stdin), --prompt-file FILE or --tasks FILE", r.stderr)
         r = self.run_cli(self.engine(), "default", "hi", "--tasks", "x", "--yes")
-        self.assertIn("give a PROMPT or --tasks FILE, not both", r.stderr)
+        self.assertIn("give one of PROMPT, --prompt-file FILE and --tasks FILE, not PROMPT and --tasks", r.stderr)
         r = self.run_cli(self.engine(), "default", "hi", "--parallel", "2", "--yes")
         self.assertIn("--parallel only goes with --tasks", r.stderr)
+
+
+class RecordingEngine(FakeEngine):
+    """Remembers the command Claude was run with."""
+
+    def exec_stream(self, name, argv, user, workdir, sink):
+        self.argv = argv
+        sink.write(b"done\n")
+        return 0
+
+
+class HeadlessInputTest(StartCase):
+    def run_cli(self, *args, input=None):
+        engine = RecordingEngine(images=self.engine().images)
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            r = CliRunner().invoke(cli.main, ["run", *args], env=self.env, input=input)
+        return r, getattr(engine, "argv", None)
+
+    def test_the_prompt_from_stdin_or_a_file(self):
+        r, argv = self.run_cli("default", "-", "--yes", input="fix the tests\nthen stop\n")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(argv[:3], ["bottle-claude", "-p", "fix the tests\nthen stop\n"])
+        f = self.tmp / "prompt.md"
+        f.write_text("from a file")
+        r, argv = self.run_cli("default", "--prompt-file", str(f), "--yes")
+        self.assertEqual(argv[:3], ["bottle-claude", "-p", "from a file"])
+        r, argv = self.run_cli("default", "-", "--yes", input="  \n")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("the prompt read from stdin is empty", r.stderr)
+        self.assertIsNone(argv)
+
+    def test_the_agents_model_and_arguments_after_a_double_dash_go_to_claude(self):
+        (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
+            {"agents": {"m": {"bottle": "default", "model": "opus"}}}))
+        r, argv = self.run_cli("m", "hi", "--yes", "--", "--max-turns", "3", "--yes")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(argv, ["bottle-claude", "-p", "hi", "--output-format", "text", "--model", "opus",
+                                "--max-turns", "3", "--yes"])
+        self.assertIn("model:    opus", r.stderr)
+
+
+class JsonOutputsTest(StartCase):
+    def cli(self, *args, engine=None, input=None):
+        engine = engine or self.engine()
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            return CliRunner().invoke(cli.main, list(args), env=self.env, input=input)
+
+    def test_the_tasks_summary_is_one_json_document_with_each_output(self):
+        f = self.tmp / "tasks.txt"
+        f.write_text("first\nplease fail\n")
+        engine = ConcurrencyEngine(images=self.engine().images)
+        r = self.cli("run", "default", "--tasks", str(f), "--json", "--yes", engine=engine)
+        self.assertEqual(r.exit_code, 1, r.output)
+        data = json.loads(r.stdout)
+        self.assertEqual([(t["task"], t["exit_status"], t["output"], t["branch"]) for t in data],
+                         [(1, 0, "answer to first\n", None), (2, 3, "answer to please fail\n", None)])
+        self.assertIn("task 2 (", r.stderr)
+
+    def test_list_info_and_run_dry_run(self):
+        (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
+            {"agents": {"m": {"bottle": "default", "model": "opus", "prompt": "one\ntwo"}}}))
+        r = self.cli("list", "--json")
+        self.assertEqual(r.exit_code, 0, r.output)
+        rows = {a["agent"]: a for a in json.loads(r.stdout)}
+        self.assertEqual((rows["m"]["bottle"], rows["m"]["model"], rows["m"]["trusted"]), ("default", "opus", True))
+        self.assertIsNone(rows["default"]["file"])
+        r = self.cli("info", "m", "--json")
+        info = json.loads(r.stdout)
+        self.assertEqual((info["agent"]["model"], info["prompt"]["text"]), ("opus", "one\ntwo"))
+        self.assertNotIn("containers", info)
+        r = self.cli("run", "m", "hi", "--dry-run", "--json")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(json.loads(r.stdout)["agent"]["name"], "m")
+        r = self.cli("run", "m", "hi", "--json")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("--json goes with --dry-run or --tasks", r.stderr)
