@@ -466,17 +466,11 @@ def _plan(agent: str, workspace_dir: Path | None, no_results: bool, mount: Path 
 def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docker.Engine]:
     """Token, preflight, every check that needs no secret (the engine included), the user's yes; then the
     secrets. Nothing is created, and no secret read, before the answer."""
-    token = os.environ.get(bottle.TOKEN_VARIABLE)
-    if not token:
-        raise BottleError(
-            f"{bottle.TOKEN_VARIABLE} is not set: run `claude setup-token` on this machine and "
-            f"export the token it prints as {bottle.TOKEN_VARIABLE}"
-        )
     interactive = sys.stdin.isatty()
+    _check_token()
     _preflight(plan, err=True)
-    plan.check_trust()
-    manifest.check_env(plan.bottle, os.environ, can_ask=interactive)
-    engine = docker.connect()
+    engine = _launch_checks(plan, interactive)
+    token = os.environ[bottle.TOKEN_VARIABLE]
     if not yes:
         if not interactive:
             raise Refused("stdin is not a terminal, so nobody can answer the launch question: "
@@ -488,6 +482,41 @@ def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docke
     env = manifest.resolve_env(plan.bottle, os.environ, ask)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
     return session.Secrets(env, token, keys), engine
+
+
+def _check_token() -> None:
+    if not os.environ.get(bottle.TOKEN_VARIABLE):
+        raise BottleError(
+            f"{bottle.TOKEN_VARIABLE} is not set: run `claude setup-token` on this machine and "
+            f"export the token it prints as {bottle.TOKEN_VARIABLE}"
+        )
+
+
+def _launch_checks(plan: bottle.LaunchPlan, interactive: bool, every: bool = False) -> docker.Engine:
+    """Every check a launch makes before it asks or creates anything, the same with and without a
+    terminal, none of which reads a secret: the token is set, the project may have what the agent
+    uses, host variables are set, SSH keys are private keys without a passphrase, the engine answers.
+
+    The first failure stops a launch; with `every` (a dry run) all of them are reported together, with
+    the first one's exit code."""
+    checks = [_check_token, plan.check_trust,
+              lambda: manifest.check_env(plan.bottle, os.environ, can_ask=interactive),
+              *(functools.partial(ssh.check_key, host) for host in plan.bottle.ssh),
+              docker.connect]
+    failed: list[BottleError] = []
+    engine = None
+    for check in checks:
+        try:
+            engine = check()
+        except BottleError as e:
+            if not every:
+                raise
+            failed.append(e)
+    if failed:
+        first = failed[0]
+        first.args = ("\n".join(str(e) for e in failed),)
+        raise first
+    return engine
 
 
 def _session_lock() -> cleanup.SessionLock:
@@ -620,7 +649,7 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     present = _image_present(plan.image.tag)
     if as_json:
         click.echo(json.dumps(plan.to_json(image_present=present), indent=2))
-        plan.check_trust()
+        _launch_checks(plan, sys.stdin.isatty(), every=True)
         return
     _preflight(plan, image_state={True: "present", False: "will be built",
                                   None: "unknown (Docker not reachable)"}[present])
@@ -629,8 +658,7 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
                f"(on the shared network {bottle.EGRESS_NETWORK})")
     click.echo("dry run: nothing was created")
     # What `start` would refuse, found without reading a secret or creating anything.
-    plan.check_trust()
-    manifest.check_env(plan.bottle, os.environ, can_ask=sys.stdin.isatty())
+    _launch_checks(plan, sys.stdin.isatty(), every=True)
 
 
 class _Interrupted(BaseException):
@@ -680,15 +708,39 @@ def _workdir(engine: docker.Engine, container: str) -> str:
     return ws.workdir if ws else image.WORKSPACE
 
 
+# bottle-session's status when the terminal detached and Claude goes on.
+DETACHED = 200
+
+
 @main.command()
 @click.argument("bottle_name", metavar="BOTTLE", shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 def attach(bottle_name: str) -> None:
-    """Open Claude in the running BOTTLE (one started with --detach)."""
+    """Reconnect to Claude in BOTTLE (one started with --detach), or start it there if none is running.
+
+    Ctrl-\\ detaches and leaves Claude running; attach again to come back.
+    The exit status is Claude's when it exits."""
     engine = docker.connect()
     container = _running(engine, bottle_name)
+    state = engine.container(container)
+    record = state.labels.get(cleanup.LABEL_RECORD) if state else None
+    if record is None:
+        raise BottleError(f"bottle '{bottle_name}' belongs to a `claude-bottle start` in another terminal: use that "
+                          f"terminal, or open a shell beside it with `claude-bottle exec {bottle_name} -- bash`")
+    if runs.Run(bottle_name, Path(record)).is_run:
+        raise BottleError(f"bottle '{bottle_name}' is a headless run (claude -p), with no session to attach to: "
+                          f"follow it with `claude-bottle logs -f {bottle_name}`, or `claude-bottle wait {bottle_name}`")
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(engine.exec_interactive(container, ["bottle-claude"], image.BOTTLE_USER, _workdir(engine, container),
-                                     tty=tty, stdin=True))
+    with _signals_raise():
+        code = engine.exec_interactive(container, ["bottle-session"], image.BOTTLE_USER,
+                                       _workdir(engine, container), tty=tty, stdin=True)
+    after = engine.container(container)
+    if after is None or not after.running:
+        raise BottleError(f"bottle '{bottle_name}' was stopped while attached")
+    if code == DETACHED:
+        click.echo(f"detached; Claude goes on in {bottle_name}: `claude-bottle attach {bottle_name}` reconnects, "
+                   f"`claude-bottle stop {bottle_name}` ends it", err=True)
+        sys.exit(0)
+    sys.exit(code)
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -703,8 +755,10 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
     engine = docker.connect()
     container = _running(engine, bottle_name)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    sys.exit(engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
-                                     _workdir(engine, container), tty=tty, stdin=True))
+    with _signals_raise():
+        code = engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
+                                       _workdir(engine, container), tty=tty, stdin=True)
+    sys.exit(code)
 
 
 @main.command()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from . import terminal
 from .errors import BottleError, DockerUnavailable, ImageBuildError
 
 LABEL_PREFIX = "org.claude-bottle."
@@ -471,12 +472,17 @@ class Engine:
             raise DockerUnavailable("the docker command is not installed: install the Docker CLI to attach")
         flags = (["-i"] if stdin else []) + (["-t"] if tty else [])
         cmd = [docker_cli, "--host", self.host, "exec", *flags, "-u", user, "-w", workdir, name, *argv]
-        process = subprocess.Popen(cmd)
-        try:
-            return process.wait()
-        except BaseException:
-            process.terminate()
-            raise
+        with terminal.restored():
+            process = subprocess.Popen(cmd)
+            try:
+                return process.wait()
+            except BaseException:
+                process.terminate()
+                try:  # let it finish drawing before the terminal is put back
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
 
     def logs(self, name: str, follow: bool = False) -> Iterator[bytes]:
         yield from self._api.logs(name, stream=True, follow=follow)

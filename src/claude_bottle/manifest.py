@@ -772,7 +772,7 @@ def _validate(data: object, path: Path) -> None:
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = [_describe(e) for e in errors]
+        lines = list(dict.fromkeys(_describe(e) for e in errors))  # one line for keys missing together
         raise ManifestError("\n".join(lines[:1] + [f"{path}: {line}" for line in lines[1:]]), path)
 
 
@@ -790,7 +790,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{format_path(where + [key])}: unknown key '{key}' (expected one of: {', '.join(shown)})"
     if v == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
-        return f"{format_path(where)}: missing required key '{missing[0]}'"
+        if len(missing) == 1:
+            return f"{format_path(where)}: missing required key '{missing[0]}'"
+        names = ", ".join(f"'{k}'" for k in missing[:-1]) + f" and '{missing[-1]}'"
+        return f"{format_path(where)}: missing required keys {names}"
     if v == "type":
         return f"{format_path(where)}: must be {_kind(error.validator_value)}, not {_kind_of(error.instance)}"
     if v in ("pattern", "maxLength") and isinstance(error.instance, str):

@@ -22,20 +22,46 @@ AGENT_SOCKET = "/run/claude-bottle/secrets/agent.sock"
 CONNECT_TIMEOUT = 10
 
 
-def read_key(host: SshHost) -> bytes:
-    """The private key of `host`, refused if a passphrase protects it (we would have to write it
-    decrypted somewhere to hand it over, or hang waiting for the passphrase)."""
+# Enough of a key file to tell a private key from a public one and to read an OpenSSH key's cipher,
+# none of it secret.
+_HEAD = 512
+
+
+def check_key(host: SshHost) -> None:
+    """Refuse, before anything is asked or made, a key that cannot be handed over: missing, a public key,
+    not a key at all, or protected by a passphrase (we would have to write it decrypted somewhere to hand
+    it over, or hang waiting for the passphrase). Reads only the file's first bytes, none of them secret."""
+    path = host.identity_file
     try:
-        data = host.identity_file.read_bytes()
+        with open(path, "rb") as f:
+            head = f.read(_HEAD)
     except OSError as e:
-        raise BottleError(f"cannot read SSH key {host.identity_file} for {host.host}: {e.strerror}") from None
-    if _encrypted(data):
+        raise BottleError(f"cannot read SSH key {path} for {host.host}: {e.strerror}: fix IdentityFile "
+                          "in its ssh entry") from None
+    text = head.decode("ascii", errors="replace")
+    if text.split(" ", 1)[0].startswith(("ssh-", "ecdsa-", "sk-")):
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        instead = f" ({private}, without .pub)" if private else ""
+        raise BottleError(f"SSH key {path} for {host.host} is a public key: IdentityFile takes the private key "
+                          f"that goes with it{instead}")
+    if not (text.startswith("-----BEGIN ") and "PRIVATE KEY-----" in text.split("\n", 1)[0]):
+        raise BottleError(f"SSH key {path} for {host.host} is not a private key in OpenSSH or PEM form: "
+                          "IdentityFile takes the file you would give `ssh -i`")
+    if _encrypted(head):
         raise BottleError(
-            f"SSH key {host.identity_file} for {host.host} is protected by a passphrase: give bottles a key of "
+            f"SSH key {path} for {host.host} is protected by a passphrase: give bottles a key of "
             f"their own without one (ssh-keygen -t ed25519 -N '' -f ~/.ssh/id_bottle), and add its public "
             "key to the server"
         )
-    return data
+
+
+def read_key(host: SshHost) -> bytes:
+    """The private key of `host`, after `check_key`."""
+    check_key(host)
+    try:
+        return host.identity_file.read_bytes()
+    except OSError as e:
+        raise BottleError(f"cannot read SSH key {host.identity_file} for {host.host}: {e.strerror}") from None
 
 
 def config(hosts: Sequence[SshHost], proxy_port: int) -> str:
@@ -101,8 +127,8 @@ def _encrypted(data: bytes) -> bool:
     if "BEGIN OPENSSH PRIVATE KEY" not in text:
         return False
     body = "".join(line for line in text.splitlines() if line and not line.startswith("-----"))
-    try:
-        raw = base64.b64decode(body)
+    try:  # the cipher's name is in the first bytes; decode whole groups of them only
+        raw = base64.b64decode(body[:64])
     except (binascii.Error, ValueError):
         return False
     magic = b"openssh-key-v1\0"

@@ -8,8 +8,14 @@ passes through `visible` first, so what the user reads is what is there.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import sys
+import termios
 import unicodedata
+from collections.abc import Iterator
+from typing import TextIO
 
 # C0 and C1 controls, DEL, and the Unicode characters that change how text around them is drawn or draw
 # nothing at all: bidirectional overrides and isolates, zero-width characters, line and paragraph
@@ -49,3 +55,40 @@ def shortened(text: str, limit: int = 200) -> str:
 def visible_bytes(data: bytes) -> bytes:
     """A bottle's output for a terminal: decoded leniently, made visible, lines kept."""
     return visible(data.decode("utf-8", errors="replace"), newlines=True).encode()
+
+
+# What a full-screen program may have switched on and not off when it was killed: a hidden cursor, mouse
+# reporting, bracketed paste, focus events. Each sequence is harmless when the mode is already off.
+_MODES_OFF = "\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?1004l"
+
+
+@contextlib.contextmanager
+def restored(stdin: TextIO | None = None, stdout: TextIO | None = None) -> Iterator[None]:
+    """The terminal's settings as they were before, however the program given it (Claude, through
+    `docker exec -t`) ends: exited, killed, or its client terminated by a signal to us."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        saved = termios.tcgetattr(stdin.fileno()) if stdin.isatty() else None
+    except (termios.error, ValueError, OSError):
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            try:
+                previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # in the background: restore anyway
+            except ValueError:  # not the main thread
+                previous = None
+            try:
+                termios.tcsetattr(stdin.fileno(), termios.TCSADRAIN, saved)
+            except (termios.error, ValueError, OSError):
+                pass
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTTOU, previous)
+            if stdout.isatty():
+                try:
+                    stdout.write(_MODES_OFF)
+                    stdout.flush()
+                except OSError:
+                    pass

@@ -158,10 +158,13 @@ class TestBottle:
     on its network address). Everything labelled, removed by cleanup.remove."""
 
     def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None,
-                 workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None):
+                 workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None,
+                 record: Path | None = None):
         with tempfile.TemporaryDirectory() as empty:
             m = manifest.load(Path(empty), {**os.environ, "CLAUDE_BOTTLE_HOME": empty})
         self.plan = bottle.plan(m, agent, {}, workspace_dir)
+        if record is not None:  # a detached bottle's
+            self.plan = dataclasses.replace(self.plan, record=record)
         if memory:
             self.plan = dataclasses.replace(self.plan, bottle=dataclasses.replace(self.plan.bottle, memory=memory))
         if self.plan.workspace:

@@ -7,6 +7,8 @@ import os
 import pty
 import re
 import select
+import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -74,6 +76,25 @@ class Terminal:
     def type(self, data: bytes):
         os.write(self.master, data)
 
+    def drain(self):
+        while select.select([self.master], [], [], 0.2)[0]:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.screen += data
+
+    def assert_restored(self, test):
+        """The terminal is as a shell left it: line editing and echo on, the cursor shown after the last
+        time it was hidden."""
+        self.drain()
+        lflag = termios.tcgetattr(self.master)[3]
+        test.assertTrue(lflag & termios.ICANON and lflag & termios.ECHO, "the terminal was left in raw mode")
+        test.assertGreater(self.screen.rfind(b"\x1b[?25h"), self.screen.rfind(b"\x1b[?25l"),
+                           "the cursor was left hidden")
+
     def wait(self, timeout=30) -> int:
         try:
             return self.proc.wait(timeout)
@@ -85,11 +106,15 @@ class CommandsTest(support.IntegrationTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.b = support.TestBottle(secrets={bottle.CLAUDE_TOKEN_VARIABLE: TOKEN, "EXTRA": "extra-value"})
+        # As `start --detach` makes it: a record folder on the host, so `attach` may open Claude in it.
+        cls.record = Path(tempfile.mkdtemp(prefix="claude-bottle-test-record-"))
+        cls.b = support.TestBottle(secrets={bottle.CLAUDE_TOKEN_VARIABLE: TOKEN, "EXTRA": "extra-value"},
+                                   record=cls.record)
 
     @classmethod
     def tearDownClass(cls):
         cls.b.remove()
+        shutil.rmtree(cls.record, ignore_errors=True)
         super().tearDownClass()
 
     def test_ps_lists_the_bottle(self):
@@ -154,6 +179,62 @@ class CommandsTest(support.IntegrationTest):
         term.type(b"\x03")
         self.assertEqual(term.wait(), 0)
         self.assertTrue(support.sdk().api.inspect_container(self.b.plan.names.container)["State"]["Running"])
+        self.assertEqual(self.claudes(), [])
+
+    def claudes(self) -> list[str]:
+        code, out = self.b.sh("pgrep -f '^claude --dangerously-skip-permissions' || true")
+        return out.split()
+
+    def attach(self):
+        term = Terminal([sys.executable, "-m", "claude_bottle", "attach", self.b.name])
+        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""))
+        return term
+
+    def test_attach_reconnects_to_the_running_claude_and_a_lost_terminal_leaves_it(self):
+        term = self.attach()
+        first = self.claudes()
+        self.assertEqual(len(first), 1)
+        term.type(b"\x1c")  # Ctrl-\: detach
+        term.read_until(lambda s: f"detached; Claude goes on in {self.b.name}" in s)
+        self.assertEqual(term.wait(), 0)
+        self.assertEqual(self.claudes(), first)
+
+        term = Terminal([sys.executable, "-m", "claude_bottle", "attach", self.b.name], rows=30, cols=100)
+        time.sleep(3)
+        term.type(b"zebra42")
+        term.read_until(lambda s: "zebra42" in "".join(s.split()))
+        self.assertEqual(self.claudes(), first)  # the same Claude, not a second one
+
+        term.proc.send_signal(signal.SIGTERM)  # a killed attach: the terminal comes back as it was
+        self.assertEqual(term.proc.wait(30), 128 + signal.SIGTERM)
+        term.assert_restored(self)
+        os.close(term.master)
+        self.assertEqual(self.claudes(), first)
+
+        term = self.attach()
+        self.assertEqual(self.claudes(), first)
+        term.type(b"\x15\x03")  # clear the typed line, then quit Claude
+        time.sleep(0.5)
+        term.type(b"\x03")
+        self.assertEqual(term.wait(), 0)
+        self.assertEqual(self.claudes(), [])
+
+    def test_attach_refuses_a_headless_run_and_another_terminals_session(self):
+        foreground = support.TestBottle()
+        self.addCleanup(foreground.remove)
+        out = cli("attach", foreground.name)
+        self.assertEqual(out.returncode, 1)
+        self.assertEqual(out.stderr, f"Error: bottle '{foreground.name}' belongs to a `claude-bottle start` in "
+                                     f"another terminal: use that terminal, or open a shell beside it with "
+                                     f"`claude-bottle exec {foreground.name} -- bash`\n")
+        record = Path(tempfile.mkdtemp(prefix="claude-bottle-test-record-"))
+        (record / "meta.json").write_text(json.dumps({"kind": "run"}))
+        headless = support.TestBottle(record=record)
+        self.addCleanup(headless.remove)
+        out = cli("attach", headless.name)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(f"is a headless run (claude -p), with no session to attach to: follow it with "
+                      f"`claude-bottle logs -f {headless.name}`", out.stderr)
 
     def test_logs_of_the_bottle(self):
         out = cli("logs", self.b.name)

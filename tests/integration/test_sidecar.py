@@ -174,7 +174,9 @@ class InteractiveSessionTest(support.IntegrationTest):
                 term, name = self.start_session()
                 if how == "sigterm":
                     term.proc.send_signal(signal.SIGTERM)
-                    self.assertEqual(term.wait(60), 128 + signal.SIGTERM)
+                    self.assertEqual(term.proc.wait(60), 128 + signal.SIGTERM)
+                    term.assert_restored(self)
+                    os.close(term.master)
                 else:
                     os.close(term.master)  # the terminal goes away: the session gets SIGHUP
                     term.proc.wait(60)

@@ -106,7 +106,11 @@ class StartDryRunTest(CliCase):
         self.write(self.home, {"bottles": {"dev": {"env": {"A": "${HOSTA}"}, "egress": {"allowlist": ["pypi.org"]}}},
                                "agents": {"dev": {"bottle": "dev", "prompt": "Hello"}}})
         r = self.invoke("start", "dev", "--dry-run", "--json", env={"HOSTA": "very-secret"})
-        self.assertEqual(r.exit_code, 0, r.output)
+        # The plan is printed whole; then every check start would fail, the first one's code.
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertTrue(r.stderr.startswith("Error: CLAUDE_BOTTLE_OAUTH_TOKEN is not set"), r.stderr)
+        self.assertTrue(r.stderr.splitlines()[1].startswith(
+            f"Docker daemon not reachable at {self.env['DOCKER_HOST']}: start Docker or set DOCKER_HOST"), r.stderr)
         self.assertNotIn("very-secret", r.output)
         plan = json.loads(r.stdout)
         name = plan["bottle"]
@@ -135,7 +139,9 @@ class StartDryRunTest(CliCase):
     def test_dry_run_text_creates_nothing(self):
         before = sorted(p.name for p in self.project.iterdir())
         r = self.invoke("start", "--dry-run")
-        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertTrue(r.stderr.startswith("Error: CLAUDE_BOTTLE_OAUTH_TOKEN is not set: run `claude setup-token`"))
+        self.assertIn("\nDocker daemon not reachable at", r.stderr)
         self.assertIn("egress:   4 hosts allowed (api.anthropic.com, platform.claude.com, claude.ai +1 more)", r.stdout)
         self.assertIn("(unknown (Docker not reachable))", r.stdout)
         self.assertTrue(r.stdout.endswith("dry run: nothing was created\n"))
@@ -179,3 +185,51 @@ class ReadmeTest(unittest.TestCase):
         example = json.loads(re.search(r"```json\n(.*?)```", text, re.S).group(1))
         jsonschema.Draft202012Validator(manifest.schema()).validate(example)
         jsonschema.Draft202012Validator.check_schema(manifest.schema())
+
+
+class SameExitCodeWithAndWithoutTerminalTest(CliCase):
+    """A refusal ends the same way whether a person is at a terminal or a script passed --yes."""
+
+    def run_in_terminal(self, *args) -> tuple[int, str]:
+        import pty
+        import select
+        import subprocess
+        import sys
+
+        master, slave = pty.openpty()
+        env = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
+        proc = subprocess.Popen([sys.executable, "-m", "claude_bottle", *args], stdin=slave, stdout=slave,
+                                stderr=slave, env=env, cwd=self.project)
+        os.close(slave)
+        screen = b""
+        while select.select([master], [], [], 10)[0]:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            screen += data
+        os.close(master)
+        return proc.wait(10), screen.decode(errors="replace")
+
+    def test_untrusted_project_and_unset_variable(self):
+        self.env["CLAUDE_BOTTLE_OAUTH_TOKEN"] = "sk-ant-oat01-" + "x" * 40
+        self.write(self.project, {"bottles": {"default": {"env": {"K": "${SOME_HOST_SECRET}"}}}})
+        self.env["SOME_HOST_SECRET"] = "value"
+        code, screen = self.run_in_terminal("start")
+        self.assertEqual(code, 3, screen)
+        self.assertIn("the project file is not trusted", screen)
+        self.assertNotIn("launch", screen.split("Error:")[-1])
+        self.assertEqual(self.invoke("start", "--yes").exit_code, 3)
+
+        self.write(self.project, {})
+        self.write(self.home, {"bottles": {"default": {"env": {"K": "${UNSET_ON_PURPOSE}"}}}})
+        code, screen = self.run_in_terminal("start")
+        self.assertEqual(code, 3, screen)
+        self.assertIn("host variable $UNSET_ON_PURPOSE is not set", screen)
+        self.assertNotIn("[y/N]", screen)
+        r = self.invoke("start", "--yes")
+        self.assertEqual(r.exit_code, 3)
+        self.assertIn("host variable $UNSET_ON_PURPOSE is not set", r.stderr)

@@ -376,6 +376,11 @@ class BadInputTest(ManifestCase):
         f = self.write(self.home, {"bottles": {"b": {"ssh": [{"Host": "gh", "Hostname": "github.com", "IdentityFile": "k"}]}}})
         self.assertManifestError(f"{f}: bottles.b.ssh[0]: missing required key 'KnownHostKey'")
 
+    def test_several_missing_keys_are_named_once_together(self):
+        f = self.write(self.home, {"bottles": {"b": {"ssh": [{"IdentityFile": "k"}]}}})
+        self.assertManifestError(f"{f}: bottles.b.ssh[0]: missing required keys 'Host', 'Hostname' and "
+                                 "'KnownHostKey'")
+
     def test_port_out_of_range(self):
         (self.home / "k").write_text("k")
         f = self.write(self.home, {"bottles": {"b": {"ssh": [

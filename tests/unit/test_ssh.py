@@ -47,6 +47,36 @@ class SshTest(unittest.TestCase):
         path = self.key("plain")
         self.assertEqual(ssh.read_key(SshHost("g", "g.example", None, 22, path, KEY)), path.read_bytes())
 
+    def refusal(self, path) -> str:
+        with self.assertRaises(BottleError) as ctx:
+            ssh.check_key(SshHost("g", "g.example", None, 22, path, KEY))
+        return str(ctx.exception)
+
+    def test_a_public_key_is_refused_naming_the_private_one(self):
+        path = self.key("id")
+        self.assertEqual(self.refusal(path.with_suffix(".pub")),
+                         f"SSH key {path}.pub for g is a public key: IdentityFile takes the private key that goes "
+                         f"with it ({path}, without .pub)")
+
+    def test_a_file_that_is_no_key_and_a_missing_one_are_refused(self):
+        (self.dir / "notes").write_text("hello\n")
+        self.assertEqual(self.refusal(self.dir / "notes"),
+                         f"SSH key {self.dir}/notes for g is not a private key in OpenSSH or PEM form: IdentityFile "
+                         "takes the file you would give `ssh -i`")
+        self.assertEqual(self.refusal(self.dir / "gone"),
+                         f"cannot read SSH key {self.dir}/gone for g: No such file or directory: fix IdentityFile "
+                         "in its ssh entry")
+
+    def test_pem_keys_plain_and_encrypted(self):
+        plain = self.dir / "rsa"
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f", str(plain)],
+                       check=True)
+        ssh.check_key(SshHost("g", "g.example", None, 22, plain, KEY))
+        locked = self.dir / "rsa-locked"
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "secret", "-f", str(locked)],
+                       check=True)
+        self.assertIn("is protected by a passphrase", self.refusal(locked))
+
     def test_passphrase_protected_key_is_refused_with_what_to_do(self):
         path = self.key("locked", "a passphrase")
         with self.assertRaises(BottleError) as ctx:
