@@ -22,8 +22,8 @@ from pathlib import Path
 
 import click
 
-from . import (__version__, bottle, cleanup, docker, egress, image, manifest, runs, session, ssh, starter, status,
-               tasks, workspace)
+from . import (__version__, bottle, cleanup, docker, egress, image, manifest, progress, runs, session, ssh, starter,
+               status, tasks, workspace)
 from . import doctor as health
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
 from .terminal import shortened, visible
@@ -249,15 +249,21 @@ def trust_(file: Path | None, yes: bool, revoke: bool) -> None:
 
 @main.command()
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer (fresh packages), not just what changed.")
-def build(no_cache: bool) -> None:
-    """Build (or rebuild) the bottle image, showing the build's progress."""
+@click.option("-v", "--verbose", is_flag=True, help="Show the build's whole output, not only its steps.")
+def build(no_cache: bool, verbose: bool) -> None:
+    """Build (or rebuild) the bottle image, showing its steps; the whole output goes to a log file."""
     m = _load()
     spec = image.spec(m.image)
     engine = docker.connect()
-    click.echo(f"building {spec.tag} (base {m.image.base}, Claude Code {m.image.claude_code_version})", err=True)
-    for line in image.build(engine, spec, nocache=no_cache):
-        click.echo(visible(line, newlines=True), nl=False, err=True)
+    why = f"base {m.image.base}, Claude Code {m.image.claude_code_version}"
+    with _build_view(verbose) as view:
+        for line in image.build(engine, spec, nocache=no_cache):
+            view.feed(spec.tag, line, why)
     click.echo(spec.tag)
+
+
+def _build_view(verbose: bool = False) -> progress.BuildView:
+    return progress.BuildView(manifest.state_dir(os.environ) / "builds", verbose)
 
 
 class _PassThrough(click.Command):
@@ -424,7 +430,7 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
     click.echo(f"tasks:    {len(task_list)} from {visible(str(tasks_file))}, {parallel} at a time", err=True)
     secrets, engine = _consent(plans[0], yes)
 
-    def done(r: tasks.Result) -> None:
+    def report(r: tasks.Result) -> None:
         if as_json:  # progress on stderr; stdout stays one JSON document
             click.echo(f"task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s", err=True)
             return
@@ -436,8 +442,14 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
     with _session_lock() as lock, _signals_raise():
         _prepare(engine, plans[0])
         try:
-            results = tasks.run_all(plans, task_list, secrets, lock.label(), parallel,
-                                    lambda t: _claude_p(t.prompt, output_format, plans[0].agent), done)
+            with progress.TaskBoard(len(task_list)) as board:
+                def done(r: tasks.Result) -> None:
+                    board.finished(failed=r.exit_status != 0)
+                    board.report(lambda: report(r))
+
+                results = tasks.run_all(plans, task_list, secrets, lock.label(), parallel,
+                                        lambda t: _claude_p(t.prompt, output_format, plans[0].agent), done,
+                                        board.started)
         except _Interrupted as e:
             return 128 + e.signum
         except KeyboardInterrupt:
@@ -524,16 +536,10 @@ def _session_lock() -> cleanup.SessionLock:
 
 
 def _prepare(engine: docker.Engine, plan: bottle.LaunchPlan) -> None:
-    building = None
-
-    def on_build(tag: str, line: str) -> None:
-        nonlocal building
-        if tag != building:
-            click.echo(f"building {tag} (first use; later starts reuse it)", err=True)
-            building = tag
-        click.echo(visible(line, newlines=True), nl=False, err=True)
-
-    for name in session.prepare(engine, plan, os.environ, on_build):
+    with _build_view() as view:
+        held = session.prepare(engine, plan, os.environ,
+                               lambda tag, line: view.feed(tag, line, "first use; later starts reuse it"))
+    for name in held:
         click.echo(f"note: bottle {name} of a session that ended without finishing holds work not brought back; "
                    f"`claude-bottle stop {name}` brings it back", err=True)
 

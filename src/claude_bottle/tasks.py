@@ -83,14 +83,15 @@ def default_parallelism() -> int:
 
 
 def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], secrets: Secrets, owner: str, parallel: int,
-            argv_for: Callable[[Task], list[str]], done: Callable[[Result], None] = lambda r: None) -> list[Result]:
+            argv_for: Callable[[Task], list[str]], done: Callable[[Result], None] = lambda r: None,
+            started: Callable[[], None] = lambda: None) -> list[Result]:
     """Run each task in its own bottle, `parallel` at a time; each bottle's work comes back and the bottle
     goes when its task ends. Interrupted (Ctrl-C, SIGTERM), no task starts any more and Claude is stopped
     in every running bottle, whose work then comes back as usual, before the interruption goes on."""
     results: list[Result] = []
     stopping = threading.Event()
     pool = ThreadPoolExecutor(max_workers=parallel)
-    futures = [pool.submit(_run_one, i, plan, task, secrets, owner, argv_for(task), stopping)
+    futures = [pool.submit(_run_one, i, plan, task, secrets, owner, argv_for(task), stopping, started)
                for i, (plan, task) in enumerate(zip(plans, tasks), 1)]
     try:
         for future in as_completed(futures):
@@ -110,10 +111,11 @@ def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], secrets: Secrets,
 
 
 def _run_one(index: int, plan: bottle.LaunchPlan, task: Task, secrets: Secrets, owner: str, argv: list[str],
-             stopping: threading.Event) -> Result:
+             stopping: threading.Event, started: Callable[[], None] = lambda: None) -> Result:
     began = time.monotonic()
     out = io.BytesIO()
     session = None
+    started()
     try:
         if stopping.is_set():
             raise BottleError("not started: the tasks were interrupted")

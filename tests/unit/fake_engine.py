@@ -14,6 +14,13 @@ from claude_bottle.docker import ContainerSpec, ContainerState, Found
 from claude_bottle.errors import DockerUnavailable
 
 
+# What the engine says while it builds: steps, and the packages' chatter between them.
+BUILD_OUTPUT = ["Step 1/2 : FROM debian:bookworm-slim\n", " ---> 5f1a0e2b\n",
+                "Get:1 http://deb.debian.org/debian bookworm InRelease [151 kB]\n",
+                "Step 2/2 : RUN npm install -g @anthropic-ai/claude-code\n",
+                "npm warn EBADENGINE Unsupported engine { node: '>=22' }\n", "Successfully built 5f1a0e2b\n"]
+
+
 class FakeEngine:
     host = "unix:///fake.sock"
 
@@ -46,7 +53,7 @@ class FakeEngine:
     def build_image(self, context, tag, buildargs, labels, nocache=False):
         self._record("build_image", tag)
         self.images.add(tag)
-        yield "Step 1/1\n"
+        yield from BUILD_OUTPUT
 
     def pull_image(self, ref):
         self._record("pull_image", ref)

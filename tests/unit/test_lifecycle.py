@@ -18,7 +18,7 @@ from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, r
 from claude_bottle.errors import DockerUnavailable
 from claude_bottle.docker import Found
 
-from .fake_engine import FakeEngine, tar_members
+from .fake_engine import BUILD_OUTPUT, FakeEngine, tar_members
 
 TOKEN = "sk-ant-oat01-" + "t" * 40
 
@@ -290,8 +290,15 @@ class StartCommandTest(StartCase):
         engine = FakeEngine(images={pins.PIPELOCK_IMAGE}, interactive=0)
         r = self.start(engine, "--yes")
         self.assertEqual(r.exit_code, 0, r.output)
-        self.assertIn(f"building {self.spec_tag} (first use; later starts reuse it)\nStep 1/1\n"
-                      f"building {self.sidecar_tag} (first use; later starts reuse it)\nStep 1/1\n", r.stderr)
+        logs = manifest.state_dir({"CLAUDE_BOTTLE_HOME": self.env["CLAUDE_BOTTLE_HOME"]}) / "builds"
+        for tag in (self.spec_tag, self.sidecar_tag):
+            log = logs / (tag.replace(":", "-") + ".log")
+            self.assertIn(f"building {tag} (first use; later starts reuse it); its whole output goes to {log}\n"
+                          "Step 1/2 : FROM debian:bookworm-slim\n"
+                          "Step 2/2 : RUN npm install -g @anthropic-ai/claude-code\n"
+                          f"built {tag} in 0s\n", r.stderr)
+            self.assertEqual(log.read_text(), "".join(BUILD_OUTPUT))
+        self.assertNotIn("EBADENGINE", r.stderr)
 
 
 class WorkspaceOptionsTest(StartCase):
