@@ -9,9 +9,11 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -626,7 +628,7 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
         sys.stdout.flush()
         os.close(sys.stdout.fileno())
         code = runs.COULD_NOT_RUN
-        with run.output.open("ab") as sink:
+        with run.writer() as sink:
             try:
                 engine = docker.connect()
                 with session.Session.resume(engine, name) as s:
@@ -911,30 +913,57 @@ def cleanup_(everyone: bool, yes: bool) -> None:
         sys.exit(workspace.WorkNotBack.exit_code)
 
 
+class _When(click.ParamType):
+    """A moment: a duration back from now (90s, 10m, 1h30m, 2d) or a date and time (2026-11-27T14:05:00,
+    taken as local time without a zone)."""
+
+    name = "WHEN"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float):
+            return value
+        parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", value.strip())
+        if parts and any(parts.groups()):
+            days, hours, minutes, seconds = (int(g or 0) for g in parts.groups())
+            return time.time() - (days * 86400 + hours * 3600 + minutes * 60 + seconds)
+        try:
+            return datetime.datetime.fromisoformat(value.strip()).timestamp()
+        except ValueError:
+            self.fail(f"'{visible(value)}' is neither a duration such as 10m or 1h30m nor a date and time such "
+                      "as 2026-11-27T14:05:00", param, ctx)
+
+
 @main.command()
 @click.argument("bottle_name", metavar="BOTTLE", shell_complete=lambda ctx, param, incomplete: _complete_bottles(incomplete))
 @click.option("--egress", "show_egress", is_flag=True, help="What the sidecar allowed and blocked, per host.")
-@click.option("--json", "as_json", is_flag=True, help="With --egress: print the table as JSON.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output (not with --egress).")
-def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> None:
-    """Show BOTTLE's own output, or with --egress what its sidecar allowed and blocked."""
+@click.option("--json", "as_json", is_flag=True, help="With --egress: print the table as JSON (with -f: a JSON "
+                                                       "object per line for each change).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what comes (with --egress: each change to the "
+                                                    "table) until the bottle ends.")
+@click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines of output.")
+@click.option("--since", type=_When(), help="Only output from WHEN on: a duration back (10m, 1h30m) or a date "
+                                            "and time (2026-11-27T14:05:00).")
+def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool, tail: int | None,
+         since: float | None) -> None:
+    """Show BOTTLE's own output (a run's: Claude's), or with --egress what its sidecar allowed and blocked.
+
+    A finished run's output and egress report stay until `claude-bottle rm`."""
     if as_json and not show_egress:
         raise click.UsageError("--json only goes with --egress")
-    if follow and show_egress:
-        raise click.UsageError("--follow does not go with --egress")
+    if show_egress and (tail is not None or since is not None):
+        raise click.UsageError("--tail and --since do not go with --egress, which shows a table per host")
     cleanup.check_name(bottle_name)
     run = runs.get(os.environ, bottle_name)
     if run is not None and run.is_run and not show_egress:  # Claude's output, kept on the host
-        chunks = run.follow() if follow else iter([run.output.read_bytes()])
-        for chunk in chunks:
-            _bottle_output(chunk)
+        _run_output(run, follow, tail, since)
         return
     engine = docker.connect()
     names = bottle.Names(bottle_name)
     if not show_egress:
         if engine.container(names.container) is None:
             raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
-        for chunk in engine.logs(names.container, follow=follow):
+        for chunk in engine.logs(names.container, follow=follow, tail=tail, since=since):
             _bottle_output(chunk)
         return
     gate = engine.container(names.sidecar)
@@ -942,18 +971,83 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool) -> No
         report = egress.report(bottle.egress_report(engine, bottle_name))
     elif run is not None and run.egress_report.is_file():  # a finished run's, kept with its output
         report = egress.report(run.egress_report.read_text())
+        follow = False  # nothing more will come
     else:
         raise BottleError(f"bottle '{bottle_name}' has no running sidecar and no kept egress report: see "
                           "`claude-bottle ps`")
+    if follow:
+        _follow_egress(engine, bottle_name, report, as_json)
+        return
     if as_json:
         click.echo(json.dumps([r.to_json() for r in report.rows], indent=2))
         return
+    _egress_table(report)
+
+
+def _egress_table(report: egress.Report) -> None:
     _table([("HOST", "DECISION", "COUNT", "REASON")]
            + [(r.host, r.decision if r.allowed else r.decision.upper(), str(r.count), r.reason)
               for r in report.rows])
     if report.folded:
         click.echo(f"({report.folded} requests to more hosts than the sidecar keeps apart are counted together "
                    "under (other hosts))")
+
+
+EGRESS_POLL_SECONDS = 1.0
+
+
+def _follow_egress(engine: docker.Engine, name: str, report: egress.Report, as_json: bool) -> None:
+    """The table as it is, then a line for each host and decision whose count grew, until the sidecar ends."""
+    def key(r: egress.Decision) -> tuple[str, str, str]:
+        return r.host, r.decision, r.reason
+
+    if not as_json:
+        _egress_table(report)
+    seen = {key(r): r.count for r in report.rows}
+    if as_json:
+        for r in report.rows:
+            click.echo(json.dumps({**r.to_json(), "new": r.count}))
+    while True:
+        time.sleep(EGRESS_POLL_SECONDS)
+        gate = engine.container(bottle.Names(name).sidecar)
+        if gate is None or not gate.running:
+            if not as_json:
+                click.echo(f"(bottle {visible(name)} has ended)", err=True)
+            return
+        try:
+            report = egress.report(bottle.egress_report(engine, name))
+        except BottleError:  # the sidecar went away between the two calls
+            continue
+        for r in report.rows:
+            grew = r.count - seen.get(key(r), 0)
+            if grew <= 0:
+                continue
+            seen[key(r)] = r.count
+            if as_json:
+                click.echo(json.dumps({**r.to_json(), "new": grew}))
+            else:
+                click.echo(visible(f"{time.strftime('%H:%M:%S')}  {r.host}  "
+                                   f"{r.decision if r.allowed else r.decision.upper()}  +{grew}"
+                                   + (f"  {r.reason}" if r.reason else "")))
+
+
+def _run_output(run: runs.Run, follow: bool, tail: int | None, since: float | None) -> None:
+    start = run.offset_since(since) if since is not None else 0
+    if tail is not None:
+        with run.output.open("rb") as f:
+            f.seek(start)
+            text = f.read()
+        lines = text.splitlines(keepends=True)
+        kept = b"".join(lines[len(lines) - tail:]) if tail else b""
+        _bottle_output(kept)
+        start += len(text)
+        if not follow:
+            return
+        chunks = run.follow(start=start)
+    else:
+        chunks = run.follow(start=start) if follow else iter([run.output.read_bytes()[start:]])
+    for chunk in chunks:
+        _bottle_output(chunk)
 
 
 def _image_present(tag: str) -> bool | None:

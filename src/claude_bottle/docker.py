@@ -484,8 +484,10 @@ class Engine:
                     process.kill()
                 raise
 
-    def logs(self, name: str, follow: bool = False) -> Iterator[bytes]:
-        yield from self._api.logs(name, stream=True, follow=follow)
+    def logs(self, name: str, follow: bool = False, tail: int | None = None,
+             since: float | None = None) -> Iterator[bytes]:
+        yield from self._api.logs(name, stream=True, follow=follow, tail="all" if tail is None else tail,
+                                  since=int(since) if since is not None else None)
 
     # -- finding our objects
 

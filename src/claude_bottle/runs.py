@@ -107,9 +107,31 @@ class Run:
             time.sleep(poll)
         return status
 
-    def follow(self, poll: float = 0.2) -> Iterator[bytes]:
-        """The output so far, then what is added, until the run has finished."""
+    def writer(self) -> OutputWriter:
+        return OutputWriter(self)
+
+    def offset_since(self, when: float) -> int:
+        """Where in the output the first chunk written at or after `when` (seconds since the epoch) starts."""
+        try:
+            marks = (self.folder / "output.times").read_text().split("\n")
+        except OSError:
+            marks = []
+        for mark in marks:
+            offset, _, at = mark.partition(" ")
+            try:
+                if float(at) >= when:
+                    return int(offset)
+            except ValueError:
+                continue
+        try:
+            return self.output.stat().st_size
+        except OSError:
+            return 0
+
+    def follow(self, poll: float = 0.2, start: int = 0) -> Iterator[bytes]:
+        """The output from `start` on, then what is added, until the run has finished."""
         with self.output.open("rb") as f:
+            f.seek(start)
             while True:
                 chunk = f.read(65536)
                 if chunk:
@@ -121,6 +143,36 @@ class Run:
                         yield rest
                     return
                 time.sleep(poll)
+
+
+class OutputWriter:
+    """A run's output file, with a note of when its parts were written (offset and time, at most one a
+    second), so that `logs --since` can start at the right place without touching the output itself."""
+
+    MARK_EVERY = 1.0
+
+    def __init__(self, run: Run):
+        self.out = run.output.open("ab")
+        self.times = (run.folder / "output.times").open("a")
+        self.last_mark = 0.0
+
+    def write(self, data: bytes) -> int:
+        now = time.time()
+        if data and now - self.last_mark >= self.MARK_EVERY:
+            self.times.write(f"{self.out.tell()} {now:.3f}\n")
+            self.times.flush()
+            self.last_mark = now
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.out.close()
+        self.times.close()
 
 
 def _write(path: Path, text: str) -> None:

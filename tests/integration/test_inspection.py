@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import time
 import uuid
 
@@ -157,6 +158,33 @@ class LookAlikesTest(BottleCase):
         finally:
             other.close()
 
+
+
+class FollowTest(BottleCase):
+    def test_egress_follow_prints_each_change_until_the_bottle_ends(self):
+        follow = subprocess.Popen(self.project.argv("logs", self.name, "--egress", "-f", "--json"),
+                                  cwd=self.project.dir, env=self.project.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(2)
+            self.curl(f"https://{ALLOWED}/followed", "url", "fine")
+            self.curl("https://not-allowed.example/followed", "url", "fine")
+            lines = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not {ALLOWED, "not-allowed.example"} <= {l["host"] for l in lines}:
+                lines.append(json.loads(follow.stdout.readline()))
+            by_host = {l["host"]: l for l in lines}
+            self.assertEqual((by_host[ALLOWED]["decision"], by_host[ALLOWED]["new"]), ("allowed", 1))
+            self.assertEqual(by_host["not-allowed.example"]["decision"], "blocked")
+            self.assertIsNone(follow.poll())  # still following
+        finally:
+            follow.kill()
+            follow.communicate()
+
+    def test_tail_and_since_do_not_go_with_egress(self):
+        out = self.project.cli("logs", self.name, "--egress", "--tail", "5")
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--tail and --since do not go with --egress", out.stderr)
 
 
 class FloodTest(BottleCase):

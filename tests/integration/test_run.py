@@ -187,6 +187,18 @@ class RunTest(support.IntegrationTest):
         self.assertEqual((rows[ok]["state"], rows[ok]["exit_status"]), ("exited (0)", 0))
         self.assertNotEqual(rows[bad]["exit_status"], 0)
         self.assertIn("scripted failure", project.cli("logs", bad).stdout)
+        whole = project.cli("logs", bad).stdout
+        self.assertEqual(project.cli("logs", bad, "--tail", "1").stdout, whole.splitlines(keepends=True)[-1])
+        self.assertEqual(project.cli("logs", bad, "-n", "0").stdout, "")
+        self.assertEqual(project.cli("logs", bad, "--since", "1h").stdout, whole)
+        self.assertEqual(project.cli("logs", bad, "--since", "2999-01-01T00:00:00").stdout, "")
+        wrong = project.cli("logs", bad, "--since", "yesterday")
+        self.assertEqual(wrong.returncode, 2)
+        self.assertIn("Invalid value for '--since': 'yesterday' is neither a duration", wrong.stderr)
+        kept = project.cli("logs", ok, "--egress", "--json")  # a finished run's report stays until rm
+        self.assertEqual(kept.returncode, 0, kept.stderr)
+        self.assertTrue(any(r["host"].startswith(support.host_address()) and r["decision"] == "allowed"
+                            for r in json.loads(kept.stdout)), kept.stdout)
         self.assertEqual(project.cli("rm", ok, bad).returncode, 0)
         self.assertNotIn(ok, project.cli("ps").stdout)
 

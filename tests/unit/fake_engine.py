@@ -147,7 +147,7 @@ class FakeEngine:
             raise self.interactive
         return self.interactive
 
-    def logs(self, name, follow=False):
+    def logs(self, name, follow=False, tail=None, since=None):
         yield b""
 
     def find(self, labels):

@@ -182,7 +182,7 @@ func (c *counter) flush(path string) {
 
 func (c *counter) keepWriting(path string) {
 	c.flush(path)
-	for range time.Tick(250 * time.Millisecond) {
+	for range time.Tick(250 * time.Millisecond) { // sidecar.py waits REPORT_WRITTEN_EVERY for it
 		c.mu.Lock()
 		changed := c.changed
 		c.mu.Unlock()
