@@ -9,11 +9,29 @@ Always ends with `N passed, N failed, N skipped`; exits non-zero on any failure.
 
 import argparse
 import os
+import subprocess
 import sys
 import unittest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _with_dependencies() -> None:
+    """A fresh machine's python3 has none of our dependencies: then run the tests with the Python of the
+    .venv that ./cli.sh makes for the CLI itself (the same packages, the same way)."""
+    try:
+        import click, docker, jsonschema, rich  # noqa: F401
+        return
+    except ImportError:
+        if os.environ.get("CLAUDE_BOTTLE_TESTS_IN_VENV"):
+            raise
+    subprocess.run([str(ROOT / "cli.sh"), "--version"], check=True, stdout=subprocess.DEVNULL)
+    python = ROOT / ".venv" / "bin" / "python"
+    os.environ["CLAUDE_BOTTLE_TESTS_IN_VENV"] = "1"
+    os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
 # Test the code in this checkout, whatever version of the package is installed.
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
@@ -40,6 +58,7 @@ def _remove_shared_network() -> None:
 
 
 def main() -> int:
+    _with_dependencies()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all"])
     parser.add_argument("-v", "--verbose", action="store_true")

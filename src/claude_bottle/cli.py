@@ -336,7 +336,11 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
             click.echo(plan.name)
             return
         argv = ["bottle-claude", *_claude_args(plan.agent)]
-        sys.exit(_run_and_finish(s, lambda: s.run_interactive(argv, tty=tty, stdin=True)))
+        code = _run_and_finish(s, lambda: s.run_interactive(argv, tty=tty, stdin=True))
+        if tty and s.ended is not None:
+            click.echo(f"bottle {plan.name} is gone, and Claude's conversation with it: the `claude --resume` "
+                       "line Claude may have printed does not apply", err=True)
+        sys.exit(code)
 
 
 @main.command("run", cls=_PassThrough)

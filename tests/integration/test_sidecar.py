@@ -165,7 +165,11 @@ class InteractiveSessionTest(support.IntegrationTest):
         term.type(b"\x03")
         time.sleep(0.5)
         term.type(b"\x03")
-        self.assertEqual(term.wait(60), 0)
+        self.assertEqual(term.proc.wait(60), 0)
+        term.assert_restored(self)
+        self.assertIn(f"bottle {name} is gone, and Claude's conversation with it: the `claude --resume` line",
+                      " ".join(term.read_until(lambda s: "does not apply" in s).split()))
+        os.close(term.master)
         self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
 
     def test_sigterm_and_closed_terminal_remove_everything(self):

@@ -172,7 +172,20 @@ class BuildTest(CliCase):
 
 
 class ReadmeTest(unittest.TestCase):
-    """The README's manifest example is valid against the published schema."""
+    """The README's manifest example is valid against the published schema, and it shows every command and
+    option the CLI has."""
+
+    def test_every_command_and_option_is_in_the_readme(self):
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        missing = []
+        for name, command in cli.main.commands.items():
+            if command.hidden:
+                continue
+            if f"claude-bottle {name}" not in readme:
+                missing.append(name)
+            missing += [f"{name} {o}" for p in command.params for o in getattr(p, "opts", [])
+                        if o.startswith("-") and o != "--help" and o not in readme]
+        self.assertEqual(missing, [])
 
     def test_readme_manifest_example_validates(self):
         import re
