@@ -325,8 +325,12 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
         return
     if detach:
         plan = dataclasses.replace(plan, record=runs.root(os.environ) / plan.name)
+    elif not _has_terminal():  # Claude would fall back to --print and fail on the empty prompt
+        raise click.UsageError("start opens Claude in this terminal, and stdin or stdout is not a terminal: for "
+                               "a headless run use `claude-bottle run AGENT PROMPT`, or `start --detach` and "
+                               "later `claude-bottle attach BOTTLE`")
     secrets, engine = _consent(plan, yes)
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    tty = _has_terminal()
     with _session_lock() as lock, _signals_raise():
         s = _launch(engine, plan, secrets, lock)
         if detach:
@@ -500,6 +504,10 @@ def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docke
     env = manifest.resolve_env(plan.bottle, os.environ, ask)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
     return session.Secrets(env, token, keys), engine
+
+
+def _has_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _check_token() -> None:

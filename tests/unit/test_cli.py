@@ -235,7 +235,7 @@ class SameExitCodeWithAndWithoutTerminalTest(CliCase):
         self.assertEqual(code, 3, screen)
         self.assertIn("the project file is not trusted", screen)
         self.assertNotIn("launch", screen.split("Error:")[-1])
-        self.assertEqual(self.invoke("start", "--yes").exit_code, 3)
+        self.assertEqual(self.invoke("start", "--yes", "--detach").exit_code, 3)
 
         self.write(self.project, {})
         self.write(self.home, {"bottles": {"default": {"env": {"K": "${UNSET_ON_PURPOSE}"}}}})
@@ -243,6 +243,6 @@ class SameExitCodeWithAndWithoutTerminalTest(CliCase):
         self.assertEqual(code, 3, screen)
         self.assertIn("host variable $UNSET_ON_PURPOSE is not set", screen)
         self.assertNotIn("[y/N]", screen)
-        r = self.invoke("start", "--yes")
+        r = self.invoke("start", "--yes", "--detach")
         self.assertEqual(r.exit_code, 3)
         self.assertIn("host variable $UNSET_ON_PURPOSE is not set", r.stderr)

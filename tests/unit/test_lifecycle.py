@@ -183,9 +183,19 @@ class StartCase(unittest.TestCase):
         self.spec_tag = image.spec(manifest.ImageSettings()).tag
         self.sidecar_tag = sidecar.spec(manifest.ImageSettings()).tag
 
-    def start(self, engine, *args, env=None):
-        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+    def start(self, engine, *args, env=None, terminal=True):
+        with mock.patch("claude_bottle.docker.connect", return_value=engine), \
+                mock.patch("claude_bottle.cli._has_terminal", return_value=terminal):
             return CliRunner().invoke(cli.main, ["start", *args], env={**self.env, **(env or {})})
+
+    def test_without_a_terminal_start_refuses_before_anything_is_made(self):
+        engine = self.engine()
+        r = self.start(engine, "--yes", terminal=False)
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("Error: start opens Claude in this terminal, and stdin or stdout is not a terminal: for a "
+                      "headless run use `claude-bottle run AGENT PROMPT`", r.stderr)
+        self.assertEqual(engine.objects, {})
+        self.assertEqual(self.start(self.engine(), "--yes", "--detach", terminal=False).exit_code, 0)
 
     def engine(self, **kw):
         return FakeEngine(images={pins.PIPELOCK_IMAGE, self.spec_tag, self.sidecar_tag}, **kw)
