@@ -803,6 +803,11 @@ def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
             failed = failed or e
             continue
         if ended is None:
+            run = runs.get(os.environ, name)
+            if run is not None and run.is_run and run.exit_status is not None:
+                click.echo(f"{name}: already finished ({'stopped' if run.stopped else f'exit {run.exit_status}'}); "
+                           f"its output stays until `claude-bottle rm {name}`", err=True)
+                continue
             missing.append(name)
             continue
         _report(ended)

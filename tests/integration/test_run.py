@@ -195,6 +195,9 @@ class RunTest(support.IntegrationTest):
         wrong = project.cli("logs", bad, "--since", "yesterday")
         self.assertEqual(wrong.returncode, 2)
         self.assertIn("Invalid value for '--since': 'yesterday' is neither a duration", wrong.stderr)
+        again = project.cli("stop", ok)  # finished already: said so, not "no bottle named"
+        self.assertEqual((again.returncode, again.stderr),
+                         (0, f"{ok}: already finished (exit 0); its output stays until `claude-bottle rm {ok}`\n"))
         kept = project.cli("logs", ok, "--egress", "--json")  # a finished run's report stays until rm
         self.assertEqual(kept.returncode, 0, kept.stderr)
         self.assertTrue(any(r["host"].startswith(support.host_address()) and r["decision"] == "allowed"
