@@ -17,7 +17,7 @@ BAD_MANIFESTS = {
     "malformed JSON": ('{"agents": {"a": {"bottle": "default"}},}',
                        "line 1, column 41: invalid JSON: Expecting property name enclosed in double quotes"),
     "unknown key": ({"agents": {"a": {"bottle": "default", "promt": "x"}}},
-                    "agents.a.promt: unknown key 'promt' (expected one of: bottle, prompt, skills)"),
+                    "agents.a.promt: unknown key 'promt' (expected one of: bottle, model, prompt, skills)"),
     "wrong type": ({"agents": {"a": {"bottle": "default", "skills": "review"}}},
                    "agents.a.skills: must be a list, not a string"),
     "missing bottle": ({"agents": {"a": {"bottle": "nope"}}},
