@@ -24,11 +24,31 @@ from pathlib import Path
 
 import click
 
-from . import (__version__, bottle, cleanup, docker, egress, image, manifest, progress, runs, session, ssh, starter,
-               status, tasks, workspace)
-from . import doctor as health
+from . import __version__
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
 from .terminal import shortened, visible
+
+
+def _lazily(name: str):
+    """Module `name` of this package, executed when a command first uses it: `--version`, `--help`, `list`
+    and `ps` need few of them, and every import adds to each command's start-up (importlib's LazyLoader)."""
+    import importlib.util
+
+    full = f"{__package__}.{name}"
+    if full in sys.modules:
+        return sys.modules[full]
+    spec = importlib.util.find_spec(full)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    setattr(sys.modules[__package__], name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+(bottle, cleanup, docker, egress, image, manifest, progress, runs, session, ssh, starter, status, tasks, workspace,
+ health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "progress", "runs", "session",
+                         "ssh", "starter", "status", "tasks", "workspace", "doctor"))
 
 
 class _Group(click.Group):
