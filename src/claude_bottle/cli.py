@@ -14,12 +14,14 @@ import functools
 import json
 import os
 import re
+import secrets
 import select
 import signal
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -209,13 +211,21 @@ def doctor(as_json: bool) -> None:
 def init(project: bool, force: bool) -> None:
     """Write a starting claude-bottle.json, with a note on each part: your home manifest, or the project's."""
     path = (Path.cwd() if project else manifest.home_dir(os.environ)) / manifest.MANIFEST_NAME
+    if path.is_symlink():  # a cloned repository's link would have us write wherever it points
+        raise BottleError(f"{visible(str(path))} is a symbolic link (to {visible(os.readlink(path))}): remove it "
+                          "first if you want a manifest there")
     if path.exists() and not force:
-        raise BottleError(f"{path} is already there: edit it, or pass --force to replace it")
+        raise BottleError(f"{visible(str(path))} is already there: edit it, or pass --force to replace it")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(starter.manifest_text(project))
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "w") as f:
+            f.write(starter.manifest_text(project))
+        os.replace(partial, path)  # replaces a link made meanwhile, never writes through one
     except OSError as e:
-        raise BottleError(f"could not write {path}: {e.strerror or e}") from None
+        partial.unlink(missing_ok=True)
+        raise BottleError(f"could not write {visible(str(path))}: {e.strerror or e}") from None
     click.echo(f"wrote {visible(str(path))}")
     if project:
         click.echo("next: edit it, then `claude-bottle trust` to allow it and `claude-bottle start coder`", err=True)
@@ -278,7 +288,7 @@ def build(no_cache: bool, verbose: bool) -> None:
     spec = image.spec(m.image)
     engine = docker.connect()
     why = f"base {m.image.base}, Claude Code {m.image.claude_code_version}"
-    with _build_view(verbose) as view:
+    with _signals_raise(), _build_view(verbose) as view:
         for line in image.build(engine, spec, nocache=no_cache):
             view.feed(spec.tag, line, why)
     click.echo(spec.tag)
@@ -405,10 +415,15 @@ def run_headless(agent: str, prompt: str | None, prompt_file, output_format: str
         raise click.UsageError("give the PROMPT to run (- reads it from stdin), --prompt-file FILE or --tasks FILE")
     if prompt == "-" or prompt_file is not None:
         source = prompt_file or click.get_text_stream("stdin")
-        prompt = source.read()
+        where = "stdin" if source.name == "<stdin>" else visible(source.name)
+        try:
+            prompt = source.read()
+        except UnicodeDecodeError:
+            raise click.UsageError(f"the prompt read from {where} is not UTF-8 text") from None
         if not prompt.strip():
-            raise click.UsageError(f"the prompt read from {'stdin' if source.name == '<stdin>' else source.name} "
-                                   "is empty")
+            raise click.UsageError(f"the prompt read from {where} is empty")
+    if prompt is not None:
+        tasks.check_prompt(prompt, "the prompt")
     if parallel and not tasks_file:
         raise click.UsageError("--parallel only goes with --tasks")
     if as_json and not (dry_run or tasks_file):
@@ -465,7 +480,7 @@ def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format
             click.echo(f"task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s", err=True)
             return
         click.echo(f"--- task {r.index} ({r.bottle}): exit {r.exit_status} in {r.seconds:.1f}s ---")
-        _bottle_output(r.output.encode())
+        _bottle_output([r.output.encode()])
         if not r.output.endswith("\n"):
             click.echo()
 
@@ -769,18 +784,39 @@ def attach(bottle_name: str) -> None:
     if runs.Run(bottle_name, Path(record)).is_run:
         raise BottleError(f"bottle '{bottle_name}' is a headless run (claude -p), with no session to attach to: "
                           f"follow it with `claude-bottle logs -f {bottle_name}`, or `claude-bottle wait {bottle_name}`")
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
-    with _signals_raise():
-        code = engine.exec_interactive(container, ["bottle-session"], image.BOTTLE_USER,
-                                       _workdir(engine, container), tty=tty, stdin=True)
-    after = engine.container(container)
-    if after is None or not after.running:
+    if not _has_terminal():
+        raise click.UsageError("attach opens Claude in this terminal, and stdin or stdout is not a terminal: "
+                               f"`claude-bottle exec {bottle_name} -- CMD` runs a command without one")
+    client = secrets.token_hex(8)
+    try:
+        with _signals_raise():
+            code = engine.exec_interactive(container, ["bottle-session", "--client", client], image.BOTTLE_USER,
+                                           _workdir(engine, container), tty=True, stdin=True)
+    except SystemExit:  # killed: the client in the bottle would stay attached with nobody behind it
+        with contextlib.suppress(BottleError):
+            engine.exec(container, ["bottle-session", "--end", client], timeout=10)
+        raise
+    # Killed by a signal (137 when the bottle is stopped): look a little longer before saying why.
+    if code != DETACHED and _stopping(engine, container, within=3.0 if code > 128 else 0.0):
         raise BottleError(f"bottle '{bottle_name}' was stopped while attached")
     if code == DETACHED:
         click.echo(f"detached; Claude goes on in {bottle_name}: `claude-bottle attach {bottle_name}` reconnects, "
                    f"`claude-bottle stop {bottle_name}` ends it", err=True)
         sys.exit(0)
     sys.exit(code)
+
+
+def _stopping(engine: docker.Engine, container: str, within: float = 3.0) -> bool:
+    """Whether `container` is going away: a `stop` from elsewhere ends our exec a moment before the engine
+    says the container is no longer running."""
+    deadline = time.monotonic() + within
+    while True:
+        state = engine.container(container)
+        if state is None or not state.running or state.status in ("removing", "exited", "dead"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 @main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -855,14 +891,20 @@ def _ps_filter(ctx, param, values: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("-a", "--all", "everyone", is_flag=True, help="Every user's bottles on this engine, not only yours.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the names.")
 @click.option("-f", "--filter", "filters", multiple=True, callback=_ps_filter, metavar="KEY=VALUE",
-              help=f"Only rows whose KEY ({', '.join(PS_FILTERS)}) is VALUE (state: starts with it). Repeatable.")
+              help=f"Only rows whose KEY ({', '.join(PS_FILTERS)}) is VALUE (state: starts with it). Repeatable: "
+                   "the same KEY again is either value, another KEY must match too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def ps(everyone: bool, quiet: bool, filters: list[tuple[str, str]], as_json: bool) -> None:
     """List your bottles and detached runs: name, agent, bottle, uptime (a finished run: how long it ran),
     state (a finished run: its exit status) and a finished run's result branch."""
     rows = [r for r in status.bottles(docker.connect(), os.environ) if everyone or r.mine]
-    for key, want in filters:
-        rows = [r for r in rows if (r.state.startswith(want) if key == "state" else getattr(r, key) == want)]
+    def matches(r: status.BottleStatus, key: str, want: str) -> bool:
+        return r.state.startswith(want) if key == "state" else getattr(r, key) == want
+
+    wanted: dict[str, list[str]] = {}
+    for key, want in filters:  # as docker's: the same key repeated is either, different keys are both
+        wanted.setdefault(key, []).append(want)
+    rows = [r for r in rows if all(any(matches(r, k, w) for w in ws) for k, ws in wanted.items())]
     if quiet:
         for r in rows:
             click.echo(visible(r.name))
@@ -960,13 +1002,13 @@ class _When(click.ParamType):
     def convert(self, value, param, ctx) -> float:
         if isinstance(value, float):
             return value
-        parts = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", value.strip())
+        parts = re.fullmatch(r"(?:(\d{1,9})d)?(?:(\d{1,9})h)?(?:(\d{1,9})m)?(?:(\d{1,9})s)?", value.strip())
         if parts and any(parts.groups()):
             days, hours, minutes, seconds = (int(g or 0) for g in parts.groups())
-            return time.time() - (days * 86400 + hours * 3600 + minutes * 60 + seconds)
+            return max(0.0, time.time() - (days * 86400 + hours * 3600 + minutes * 60 + seconds))
         try:
-            return datetime.datetime.fromisoformat(value.strip()).timestamp()
-        except ValueError:
+            return max(0.0, datetime.datetime.fromisoformat(value.strip()).timestamp())
+        except (ValueError, OverflowError, OSError):
             self.fail(f"'{visible(value)}' is neither a duration such as 10m or 1h30m nor a date and time such "
                       "as 2026-11-27T14:05:00", param, ctx)
 
@@ -1000,8 +1042,7 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool, tail:
     if not show_egress:
         if engine.container(names.container) is None:
             raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
-        for chunk in engine.logs(names.container, follow=follow, tail=tail, since=since):
-            _bottle_output(chunk)
+        _bottle_output(engine.logs(names.container, follow=follow, tail=tail, since=since))
         return
     gate = engine.container(names.sidecar)
     if gate is not None and gate.running:
@@ -1075,16 +1116,15 @@ def _run_output(run: runs.Run, follow: bool, tail: int | None, since: float | No
             f.seek(start)
             text = f.read()
         lines = text.splitlines(keepends=True)
-        kept = b"".join(lines[len(lines) - tail:]) if tail else b""
-        _bottle_output(kept)
+        kept = b"".join(lines[max(0, len(lines) - tail):]) if tail else b""
+        _bottle_output([kept])
         start += len(text)
         if not follow:
             return
         chunks = run.follow(start=start)
     else:
         chunks = run.follow(start=start) if follow else iter([run.output.read_bytes()[start:]])
-    for chunk in chunks:
-        _bottle_output(chunk)
+    _bottle_output(chunks)
 
 
 def _image_present(tag: str) -> bool | None:
@@ -1226,10 +1266,12 @@ class _OutputSink:
         self.out.flush()
 
 
-def _bottle_output(data: bytes) -> None:
+def _bottle_output(chunks: Iterable[bytes]) -> None:
+    """Write a bottle's output as it comes, chunk by chunk (one decoder: a character may span two)."""
     sink = _OutputSink()
-    sink.write(data)
-    sink.flush()
+    for chunk in chunks:
+        sink.write(chunk)
+        sink.flush()
 
 
 def run() -> None:

@@ -521,7 +521,7 @@ class Engine:
     def logs(self, name: str, follow: bool = False, tail: int | None = None,
              since: float | None = None) -> Iterator[bytes]:
         yield from self._api.logs(name, stream=True, follow=follow, tail="all" if tail is None else tail,
-                                  since=int(since) if since is not None else None)
+                                  since=max(1, int(since)) if since is not None else None)  # 0 means "all"
 
     # -- finding our objects
 

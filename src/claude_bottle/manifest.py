@@ -733,13 +733,19 @@ def _image_settings(from_manifest: ImageSettings, environ: Mapping[str, str]) ->
 def check_env(bottle: Bottle, environ: Mapping[str, str], can_ask: bool) -> None:
     """Everything `resolve_env` would refuse, found without reading a single value: host variables
     that are not set, and questions with nobody to answer them."""
+    found: list[ManifestError] = []  # every one of them, so that one run of --dry-run shows them all
     for var in bottle.env:
         if var.kind == "host" and var.source not in environ:
-            raise ManifestError(f"host variable ${var.source} is not set: export it, or change the value",
-                                var.file, var.field_path)
+            found.append(ManifestError(f"host variable ${var.source} is not set: export it, or change the value",
+                                       var.file, var.field_path))
         if var.kind == "prompt" and not can_ask:
-            raise ManifestError(f"{var.name} is asked for at launch, but there is no terminal to ask on: "
-                                "run interactively, or set the value in the manifest", var.file, var.field_path)
+            found.append(ManifestError(f"{var.name} is asked for at launch, but there is no terminal to ask on: "
+                                       "run interactively, or set the value in the manifest", var.file,
+                                       var.field_path))
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise ManifestError("\n".join(str(e) for e in found))
 
 
 def resolve_env(bottle: Bottle, environ: Mapping[str, str], ask: Callable[[str], str] | None) -> dict[str, str]:

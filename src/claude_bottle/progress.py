@@ -62,8 +62,8 @@ class BuildView:
             self._finish(ok=True)
             self._begin(tag, why)
         self.log.write(line)
-        if self.verbose:
-            self._say(visible(line, newlines=True), nl=False)
+        if self.verbose:  # a progress bar's carriage returns start new lines here
+            self._say(visible(line.replace("\r\n", "\n").replace("\r", "\n"), newlines=True), nl=False)
             return
         step = _STEP.match(line.strip())
         if not step:

@@ -40,6 +40,20 @@ class Result:
     output: str
 
 
+# Linux's limit on one argument (MAX_ARG_STRLEN): the prompt reaches `claude -p` as one.
+MAX_PROMPT_BYTES = 128 * 1024 - 1
+
+
+def check_prompt(prompt: str, what: str) -> None:
+    """Refuse, before anything is made, a prompt that cannot be handed to Claude."""
+    if "\0" in prompt:
+        raise BottleError(f"{what} contains a NUL character, which cannot be passed to Claude: remove it")
+    size = len(prompt.encode())
+    if size > MAX_PROMPT_BYTES:
+        raise BottleError(f"{what} is {size} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB): put the long part in "
+                          "a file in the workspace and tell Claude to read it")
+
+
 def read(path: Path, default_workspace: Path | None) -> list[Task]:
     """One task per line: a prompt, or a JSON object {"prompt": …, "workspace": …} (relative to the
     file). Blank lines and lines starting with # are skipped."""
@@ -53,6 +67,7 @@ def read(path: Path, default_workspace: Path | None) -> list[Task]:
         if not text or text.startswith("#"):
             continue
         if not text.startswith("{"):
+            check_prompt(text, f"{path}:{number}: the prompt")
             found.append(Task(text, default_workspace))
             continue
         try:
@@ -66,6 +81,7 @@ def read(path: Path, default_workspace: Path | None) -> list[Task]:
         ws = entry.get("workspace")
         if ws is not None and not isinstance(ws, str):
             raise BottleError(f"{path}:{number}: workspace must be a folder path")
+        check_prompt(entry["prompt"], f"{path}:{number}: the prompt")
         found.append(Task(entry["prompt"], (path.parent / ws) if ws else default_workspace))
     if not found:
         raise BottleError(f"--tasks {path}: no tasks in it (one prompt per line)")

@@ -210,6 +210,8 @@ class CommandsTest(support.IntegrationTest):
         term.assert_restored(self)
         os.close(term.master)
         self.assertEqual(self.claudes(), first)
+        # and its client in the bottle is gone: only the session's own dtach is left
+        self.assertEqual(self.b.sh("pgrep -x dtach | wc -l")[1].strip(), "1")
 
         term = self.attach()
         self.assertEqual(self.claudes(), first)
@@ -218,6 +220,19 @@ class CommandsTest(support.IntegrationTest):
         term.type(b"\x03")
         self.assertEqual(term.wait(), 0)
         self.assertEqual(self.claudes(), [])
+
+    def test_a_bottle_stopped_while_attached_says_so(self):
+        record = Path(tempfile.mkdtemp(prefix="claude-bottle-test-record-"))
+        self.addCleanup(shutil.rmtree, record, True)
+        b = support.TestBottle(secrets={bottle.CLAUDE_TOKEN_VARIABLE: TOKEN}, record=record)
+        self.addCleanup(b.remove)
+        term = Terminal([sys.executable, "-m", "claude_bottle", "attach", b.name])
+        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""))
+        self.assertEqual(cli("stop", b.name).returncode, 0)
+        term.read_until(lambda s: f"bottle '{b.name}' was stopped while attached" in " ".join(s.split()))
+        self.assertEqual(term.proc.wait(30), 1)
+        term.assert_restored(self)
+        os.close(term.master)
 
     def test_attach_refuses_a_headless_run_and_another_terminals_session(self):
         foreground = support.TestBottle()
@@ -235,6 +250,9 @@ class CommandsTest(support.IntegrationTest):
         self.assertEqual(out.returncode, 1)
         self.assertIn(f"is a headless run (claude -p), with no session to attach to: follow it with "
                       f"`claude-bottle logs -f {headless.name}`", out.stderr)
+        out = cli("attach", self.b.name)  # no terminal here
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("attach opens Claude in this terminal, and stdin or stdout is not a terminal", out.stderr)
 
     def test_logs_of_the_bottle(self):
         out = cli("logs", self.b.name)

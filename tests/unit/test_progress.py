@@ -59,11 +59,12 @@ class BuildViewTest(unittest.TestCase):
     def test_verbose_shows_everything_made_visible(self):
         out = io.StringIO()
         with progress.BuildView(self.logs, verbose=True, stream=out) as view:
-            for line in [*BUILD_OUTPUT, "\x1b]52;c;cHduZWQ=\x07clipboard\n"]:
+            for line in [*BUILD_OUTPUT, "\x1b]52;c;cHduZWQ=\x07clipboard\n", "10%\r50%\r100%\r\n"]:
                 view.feed("img:1", line)
         self.assertIn("npm warn EBADENGINE", out.getvalue())
         self.assertIn("\\x1b]52;c;cHduZWQ=\\x07clipboard", out.getvalue())
         self.assertNotIn("\x1b", out.getvalue())
+        self.assertIn("10%\n50%\n100%\n", out.getvalue())
 
     def test_a_failed_build_names_its_log(self):
         out = io.StringIO()

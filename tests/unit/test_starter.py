@@ -49,6 +49,21 @@ class InitTest(unittest.TestCase):
         self.assertEqual(self.cli("init", "--force").exit_code, 0)
         self.assertIn("coder", path.read_text())
 
+    def test_a_link_is_never_written_through(self):
+        victim = self.root / "victim"
+        victim.write_text("keep me\n")
+        for target in (victim, self.root / "not-yet"):  # a file to overwrite, or one to create
+            link = self.root / "repo" / "claude-bottle.json"
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+            r = self.cli("init", "--project", "--force")
+            self.assertEqual(r.exit_code, 1)
+            self.assertEqual(r.stderr, f"Error: {link} is a symbolic link (to {target}): remove it first if you "
+                                       "want a manifest there\n")
+        self.assertEqual(victim.read_text(), "keep me\n")
+        self.assertFalse((self.root / "not-yet").exists())
+        self.assertEqual(sorted(p.name for p in (self.root / "repo").iterdir()), ["claude-bottle.json"])
+
     def test_a_project_manifest_stays_untrusted_until_allowed(self):
         r = self.cli("init", "--project")
         self.assertEqual(r.exit_code, 0, r.output)

@@ -8,7 +8,7 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from claude_bottle import cli, tasks
+from claude_bottle import cli, runs, tasks
 from claude_bottle.errors import BottleError
 
 from .fake_engine import FakeEngine
@@ -132,6 +132,24 @@ class HeadlessInputTest(StartCase):
         self.assertIn("the prompt read from stdin is empty", r.stderr)
         self.assertIsNone(argv)
 
+    def test_prompts_that_cannot_reach_claude_are_refused_before_anything_is_made(self):
+        r, argv = self.run_cli("default", "-", "--yes", input=b"\xff\xfe binary")
+        self.assertEqual(r.exit_code, 2)
+        self.assertIn("the prompt read from stdin is not UTF-8 text", r.stderr)
+        r, argv = self.run_cli("default", "a\0b", "--yes")
+        self.assertEqual(r.exit_code, 1)
+        self.assertIn("the prompt contains a NUL character", r.stderr)
+        r, argv = self.run_cli("default", "-", "--yes", input="x" * (128 * 1024))
+        self.assertEqual(r.exit_code, 1)
+        self.assertIn(f"the prompt is {128 * 1024} bytes; the limit is {128 * 1024 - 1} (128 KiB)", r.stderr)
+        self.assertIsNone(argv)
+        f = self.tmp / "tasks.txt"
+        f.write_text("fine\n" + "y" * (128 * 1024) + "\n")
+        r, argv = self.run_cli("default", "--tasks", str(f), "--yes")
+        self.assertEqual(r.exit_code, 1)
+        self.assertIn(f"{f}:2: the prompt is", r.stderr)
+        self.assertIsNone(argv)
+
     def test_the_agents_model_and_arguments_after_a_double_dash_go_to_claude(self):
         (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
             {"agents": {"m": {"bottle": "default", "model": "opus"}}}))
@@ -158,6 +176,28 @@ class JsonOutputsTest(StartCase):
         self.assertEqual([(t["task"], t["exit_status"], t["output"], t["branch"]) for t in data],
                          [(1, 0, "answer to first\n", None), (2, 3, "answer to please fail\n", None)])
         self.assertIn("task 2 (", r.stderr)
+
+    def test_logs_of_a_run_tail_and_since(self):
+        run = runs.create(self.env, "default-abc123", {"kind": "run", "agent": "default"}, "lock:none")
+        with run.writer() as out:
+            out.write(b"".join(b"line %d\n" % i for i in range(1, 11)))
+        run.finish(0)
+        self.assertEqual(self.cli("logs", "default-abc123", "--tail", "3").stdout, "line 8\nline 9\nline 10\n")
+        for n in ("10", "11", "15", "1000"):  # more than there are: all of them
+            self.assertEqual(self.cli("logs", "default-abc123", "-n", n).stdout.count("line"), 10, n)
+        self.assertEqual(self.cli("logs", "default-abc123", "--since", "1h").stdout.count("line"), 10)
+        for wrong in ("1" + "0" * 400 + "d", "9" * 5000, "yesterday", "2026-13-01"):
+            r = self.cli("logs", "default-abc123", "--since", wrong)
+            self.assertEqual(r.exit_code, 2, r.output)
+            self.assertIn("Invalid value for '--since'", r.stderr)
+
+    def test_every_unset_host_variable_is_named(self):
+        (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
+            {"bottles": {"default": {"env": {"A": "${UNSET_AAA}", "B": "${UNSET_BBB}"}}}}))
+        r = self.cli("run", "default", "hi", "--dry-run")
+        self.assertEqual(r.exit_code, 3, r.output)
+        self.assertIn("host variable $UNSET_AAA is not set", r.stderr)
+        self.assertIn("host variable $UNSET_BBB is not set", r.stderr)
 
     def test_list_info_and_run_dry_run(self):
         (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
