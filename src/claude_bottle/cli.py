@@ -1158,6 +1158,10 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
         add("image", f"{plan.image.tag}" + (f" ({image_state})" if image_state else ""))
     if a.model:
         add("model", a.model, bool(p and p.agent))
+    ctx = click.get_current_context(silent=True)
+    extra = ctx.meta.get("claude_args") if ctx else None
+    if extra:
+        add("claude", "also given " + " ".join(shortened(arg, 80) for arg in extra))
     for i, v in enumerate(b.env or [None]):
         add("env" if i == 0 else "", "none" if v is None else _env_item(v), bool(v and p and v.name in p.env))
     for i, s in enumerate(a.skills or [None]):

@@ -158,6 +158,9 @@ class HeadlessInputTest(StartCase):
         self.assertEqual(argv, ["bottle-claude", "-p", "hi", "--output-format", "text", "--model", "opus",
                                 "--max-turns", "3", "--yes"])
         self.assertIn("model:    opus", r.stderr)
+        self.assertIn("claude:   also given --max-turns 3 --yes", r.stderr)
+        dry, _ = self.run_cli("m", "hi", "--dry-run", "--", "--max-turns", "\x1b[2J")
+        self.assertIn("claude:   also given --max-turns \\x1b[2J", dry.stdout)
 
 
 class JsonOutputsTest(StartCase):
