@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from . import bottle, cleanup, image, pins, runs, sidecar, workspace
+from . import bottle, cleanup, image, pins, runs, workspace
 from .bottle import LaunchPlan, Names
 from .docker import Engine
 from .errors import BottleError
@@ -202,7 +202,6 @@ class _FileLock:
 
 def keep_egress_report(engine: Engine, run: runs.Run) -> None:
     """Keep a detached run's egress report (secrets redacted) with its output, for after its bottle is gone."""
-    time.sleep(sidecar.REPORT_WRITTEN_EVERY)  # so that the run's last requests are in it
     try:
         report = bottle.egress_report(engine, run.name)
     except BottleError:

@@ -49,9 +49,6 @@ class CredentialHost:
         return {"host": self.host, "port": str(self.port), "tls": self.tls, "paths": list(self.paths),
                 "inject": self.inject}
 
-# The gate writes its egress report to a file at most this often (report.go's keepWriting).
-REPORT_WRITTEN_EVERY = 0.3
-
 
 def spec(settings: ImageSettings) -> ImageSpec:
     """The sidecar image for these settings (the base image and extra CAs matter to its build)."""

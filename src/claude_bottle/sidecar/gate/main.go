@@ -43,7 +43,8 @@ const (
 	stateDir        = "/run/gate"                   // tmpfs, this container's only: config, secrets, CA key
 	pipelockAddr    = "127.0.0.1:8888"              // pipelock listens here, in the sidecar's own network namespace
 	sshPipelockAddr = "127.0.0.1:8889"              // and a second one, which does not look inside, for SSH
-	reportFile      = stateDir + "/report.json"     // what `gate report` prints
+	reportFile      = stateDir + "/report.json"     // what `gate report` prints if the gate does not answer
+	reportSocket    = stateDir + "/report.sock"     // where the running gate answers `gate report` at once
 	caKeyFile       = stateDir + "/ca-key.pem"      // read by pipelock for its interception, never leaves
 	caCertFile      = stateDir + "/ca.pem"          // the same certificate pipelock signs with
 	upstreamCAFile  = stateDir + "/upstream-ca.pem" // the CAs servers out there are checked against
@@ -92,13 +93,44 @@ func main() {
 	}
 }
 
-// report prints the egress report (for `claude-bottle logs --egress`, through docker exec).
+// report prints the egress report (for `claude-bottle logs --egress`, through docker exec): the running
+// gate's counts as they are now, or, if it does not answer, the file it keeps writing.
 func report() {
+	if conn, err := net.DialTimeout("unix", reportSocket, 2*time.Second); err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		data, err := io.ReadAll(conn)
+		conn.Close()
+		if err == nil && len(data) > 0 {
+			os.Stdout.Write(data)
+			return
+		}
+	}
 	data, err := os.ReadFile(reportFile)
 	if err != nil {
 		data = []byte(`{"rows": [], "folded": 0}`)
 	}
 	os.Stdout.Write(data)
+}
+
+// serveReports answers each connection on `path` with the counts as they are now, so a report asked
+// for right after a request includes it (the file is written only every 250 ms).
+func serveReports(counter *counter, path string) error {
+	os.Remove(path)
+	listener, err := net.Listen("unix", path)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			conn, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write(counter.snapshot())
+			conn.Close()
+		}
+	}()
+	return nil
 }
 
 func run() error {
@@ -138,6 +170,9 @@ func run() error {
 
 	counter := newCounter(cfg.Secrets)
 	go counter.keepWriting(reportFile)
+	if err := serveReports(counter, reportSocket); err != nil {
+		return fmt.Errorf("answering reports: %v", err)
+	}
 	instances := []*instance{{addr: pipelockAddr, text: cfg.PipelockConfig}}
 	if cfg.SSHPipelockConfig != "" {
 		instances = append(instances, &instance{addr: sshPipelockAddr, text: cfg.SSHPipelockConfig})

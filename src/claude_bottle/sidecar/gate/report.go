@@ -171,18 +171,20 @@ func (c *counter) snapshot() []byte {
 		}
 		return rows[i].Host < rows[j].Host
 	})
-	c.changed = false
 	data, _ := json.Marshal(map[string]interface{}{"rows": rows, "folded": c.folded})
 	return data
 }
 
 func (c *counter) flush(path string) {
+	c.mu.Lock()
+	c.changed = false
+	c.mu.Unlock()
 	writeFile(path, c.snapshot(), 0o600)
 }
 
 func (c *counter) keepWriting(path string) {
 	c.flush(path)
-	for range time.Tick(250 * time.Millisecond) { // sidecar.py waits REPORT_WRITTEN_EVERY for it
+	for range time.Tick(250 * time.Millisecond) {
 		c.mu.Lock()
 		changed := c.changed
 		c.mu.Unlock()

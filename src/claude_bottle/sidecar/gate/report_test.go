@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,5 +71,23 @@ func TestAFloodOfHostsFoldsButNeverStopsCountingNorHidesWhatFollows(t *testing.T
 		t.Errorf("rows after the flood: %d folded, busy %d, after %d", c.folded,
 			c.counts[key{"busy.example", "allowed", "allowed"}],
 			c.counts[key{"after.example", "blocked", "dlp: known secret leak detected"}])
+	}
+}
+
+func TestAReportAskedForRightAfterARequestIncludesIt(t *testing.T) {
+	c := newCounter(nil)
+	path := filepath.Join(t.TempDir(), "report.sock")
+	if err := serveReports(c, path); err != nil {
+		t.Fatal(err)
+	}
+	c.add("example.com", "blocked", "not allowed")
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(conn)
+	conn.Close()
+	if err != nil || !strings.Contains(string(data), `"host":"example.com"`) {
+		t.Fatalf("the report missed the request just counted: %s (%v)", data, err)
 	}
 }
