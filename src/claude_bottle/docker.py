@@ -19,13 +19,14 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import terminal
+from . import screen, terminal
 from .errors import BottleError, DockerUnavailable, ImageBuildError
 
 LABEL_PREFIX = "org.claude-bottle."
@@ -507,8 +508,14 @@ class Engine:
         flags = (["-i"] if stdin else []) + (["-t"] if tty else [])
         cmd = [docker_cli, "--host", self.host, "exec", *flags, "-u", user, "-w", workdir, name, *argv]
         with terminal.restored():
-            process = subprocess.Popen(cmd)
+            if tty:  # through our own pseudo-terminal, which drops what reaches past the screen
+                return screen.run(cmd)
+            # Without one, what goes to a terminal of ours is made visible, as a bottle's output elsewhere.
+            shown = [stream for stream in (sys.stdout, sys.stderr) if stream.isatty()]
+            process = subprocess.Popen(cmd, stdout=subprocess.PIPE if sys.stdout in shown else None,
+                                       stderr=subprocess.PIPE if sys.stderr in shown else None)
             try:
+                terminal.relay_visible({process.stdout: sys.stdout, process.stderr: sys.stderr})
                 return process.wait()
             except BaseException:
                 process.terminate()

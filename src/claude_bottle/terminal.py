@@ -92,3 +92,24 @@ def restored(stdin: TextIO | None = None, stdout: TextIO | None = None) -> Itera
                     stdout.flush()
                 except OSError:
                     pass
+
+
+def relay_visible(pipes: dict) -> None:
+    """Copy each pipe (None: not piped) to its text stream until all have ended, made visible."""
+    import codecs
+    import os
+    import select
+
+    open_ = {p: (out, codecs.getincrementaldecoder("utf-8")(errors="replace")) for p, out in pipes.items()
+             if p is not None}
+    while open_:
+        ready, _, _ = select.select(list(open_), [], [])
+        for p in ready:
+            out, decoder = open_[p]
+            data = os.read(p.fileno(), 65536)
+            text = decoder.decode(data, final=not data)
+            if text:
+                out.write(visible(text, newlines=True))
+                out.flush()
+            if not data:
+                del open_[p]

@@ -167,6 +167,19 @@ class CommandsTest(support.IntegrationTest):
         term.read_until(lambda s: "50 160" in s)
         self.assertEqual(term.wait(), 0)
 
+    def test_a_terminal_gets_the_bottles_screen_but_nothing_that_reaches_past_it(self):
+        # Written by the command and, as a hijacked agent would, straight to the bottle's terminal.
+        script = (r"printf 'A\033]52;c;cHduZWQ=\007B\033[1mC\n'; "
+                  r"printf 'D\033]8;;https://evil.example/\033\\E\033Ptmux;\033\033]52;c;eA==\007\033\\F\n' > /dev/tty")
+        term = Terminal([sys.executable, "-m", "claude_bottle", "exec", self.b.name, "--", "sh", "-c", script])
+        term.read_until(lambda s: "F" in s)
+        self.assertEqual(term.wait(), 0)
+        self.assertIn(b"A", term.screen)
+        self.assertIn(b"B\x1b[1mC", term.screen)  # what draws the screen passes
+        self.assertIn(b"DE", term.screen)
+        for reaching_out in (b"\x1b]52", b"\x1b]8;", b"\x1bP"):
+            self.assertNotIn(reaching_out, term.screen)
+
     def test_attach_opens_claude_straight_into_the_session(self):
         term = Terminal([sys.executable, "-m", "claude_bottle", "attach", self.b.name])
         screen = term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""))
