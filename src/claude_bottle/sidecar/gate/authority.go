@@ -26,12 +26,18 @@ type authority struct {
 	leaves map[string]*tls.Certificate
 }
 
-func newAuthority() (*authority, error) {
+// keyAndSerial is a new P-256 key and a random serial number for a certificate.
+func keyAndSerial() (*ecdsa.PrivateKey, *big.Int, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return key, serial, err
+}
+
+func newAuthority() (*authority, error) {
+	key, serial, err := keyAndSerial()
 	if err != nil {
 		return nil, err
 	}
@@ -74,11 +80,7 @@ func (a *authority) leaf(host string) (*tls.Certificate, error) {
 	if cert, ok := a.leaves[host]; ok {
 		return cert, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	key, serial, err := keyAndSerial()
 	if err != nil {
 		return nil, err
 	}
