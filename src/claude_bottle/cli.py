@@ -830,7 +830,7 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
         raise click.UsageError("name a command to run: exec BOTTLE -- CMD…")
     engine = docker.connect()
     container = _running(engine, bottle_name)
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    tty = _has_terminal()
     with _signals_raise():
         code = engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
                                        _workdir(engine, container), tty=tty, stdin=True)

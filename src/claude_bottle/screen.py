@@ -117,11 +117,12 @@ def run(cmd: Sequence[str]) -> int:
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_size(sys.stdin.fileno(), master))
     screen = ScreenFilter()
     user_in, user_out = sys.stdin.fileno(), sys.stdout.fileno()
+    watched = [master, user_in]
     try:
         tty.setraw(user_in)
         while True:
             try:
-                ready, _, _ = select.select([master, user_in], [], [])
+                ready, _, _ = select.select(watched, [], [])
             except InterruptedError:
                 continue
             if master in ready:
@@ -136,8 +137,9 @@ def run(cmd: Sequence[str]) -> int:
                 _write_all(user_out, screen.feed(data))
             if user_in in ready:
                 data = os.read(user_in, 65536)
-                if not data:  # our input ended: let the program see the end too
+                if not data:  # our input ended: let the program see the end, once, and stop reading it
                     os.write(master, b"\x04")
+                    watched.remove(user_in)
                     continue
                 _write_all(master, data)
         return process.wait()

@@ -8,8 +8,11 @@ passes through `visible` first, so what the user reads is what is there.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import os
 import re
+import select
 import signal
 import sys
 import termios
@@ -96,10 +99,6 @@ def restored(stdin: TextIO | None = None, stdout: TextIO | None = None) -> Itera
 
 def relay_visible(pipes: dict) -> None:
     """Copy each pipe (None: not piped) to its text stream until all have ended, made visible."""
-    import codecs
-    import os
-    import select
-
     open_ = {p: (out, codecs.getincrementaldecoder("utf-8")(errors="replace")) for p, out in pipes.items()
              if p is not None}
     while open_:
