@@ -195,7 +195,11 @@ class CommandsTest(support.IntegrationTest):
         self.assertEqual(self.claudes(), [])
 
     def claudes(self) -> list[str]:
-        code, out = self.b.sh("pgrep -f '^claude --dangerously-skip-permissions' || true")
+        """The Claude sessions in the bottle: claude processes not started by another claude (Claude Code
+        may run a copy of itself for a while)."""
+        code, out = self.b.sh("for p in $(pgrep -f '^claude --dangerously-skip-permissions'); do "
+                              "parent=$(ps -o ppid= -p $p | tr -d ' '); "
+                              "ps -o args= -p $parent | grep -q '^claude ' || echo $p; done")
         return out.split()
 
     def attach(self):
@@ -206,7 +210,7 @@ class CommandsTest(support.IntegrationTest):
     def test_attach_reconnects_to_the_running_claude_and_a_lost_terminal_leaves_it(self):
         term = self.attach()
         first = self.claudes()
-        self.assertEqual(len(first), 1)
+        self.assertEqual(len(first), 1, self.b.sh("ps -eo pid,ppid,etimes,args")[1])
         term.type(b"\x1c")  # Ctrl-\: detach
         term.read_until(lambda s: f"detached; Claude goes on in {self.b.name}" in s)
         self.assertEqual(term.wait(), 0)
