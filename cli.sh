@@ -22,4 +22,11 @@ if [[ ! -x $venv/bin/claude-bottle || $here/pyproject.toml -nt $venv/.installed 
   touch "$venv/.installed"
   echo "claude-bottle: installed; later runs start at once" >&2
 fi
+# The install is editable (a pull or an edit takes effect at once), so Python reads src/ itself. Where
+# PYTHONDONTWRITEBYTECODE is set (many images and CI machines) it would compile every module on every run,
+# a third of the start-up: keep compiled copies beside the sources, made again when one is newer.
+if [[ ! -e $venv/.compiled || -n $(find "$here/src" -name '*.py' -newer "$venv/.compiled" -print -quit) ]]; then
+  touch "$venv/.compiled"
+  "$venv/bin/python" -m compileall -q "$here/src" >/dev/null 2>&1 || true
+fi
 exec "$venv/bin/claude-bottle" "$@"

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """claude-bottle's performance against plain Docker, measured in one run on a real engine.
 
-    python3 bench/run.py [--runs N] [--json FILE]
+    python3 bench/run.py [--runs N] [--json FILE] [--only PART...]
 
 Each figure is the median of N runs after a warm-up, with min and max, beside
 its baseline measured the same way in the same run; the ratio is what to
-compare across machines. Needs the bottle image (claude-bottle build) and the
-pinned pipelock image. Prints a table and writes the same figures as JSON
+compare across machines. claude-bottle runs as a user runs it, through ./cli.sh.
+The baseline is plain Docker doing what a user would do without us: `docker run
+-d IMAGE` (the default network: a bottle reaches the network too, through its
+sidecar) and `docker exec`, `docker rm -f`; the same on no network at all is
+printed beside it. Needs the bottle image (claude-bottle build) and the pinned
+pipelock image. Prints a table and writes the same figures as JSON
 (bench/results/latest.json by default). Nothing here is a test.
 """
 
@@ -37,7 +41,7 @@ LABEL = {"org.claude-bottle.bench": "1"}
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([str(ROOT / "cli.sh"), *args], capture_output=True, text=True, env=env,
                           cwd=env["CLAUDE_BOTTLE_HOME"], check=True)
 
 
@@ -64,7 +68,7 @@ class Bench:
             raise SystemExit(f"bench: build the bottle image first (claude-bottle build): {self.image} is missing")
         self.gateway = self.engine.host_address()
         self.home = home
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(home),
+        self.env = {**os.environ, "CLAUDE_BOTTLE_HOME": str(home),
                     "CLAUDE_BOTTLE_OAUTH_TOKEN": "sk-ant-oat01-" + "b" * 40}
         self.figures: dict[str, dict] = {}
 
@@ -86,9 +90,9 @@ class Bench:
         cli("exec", name, "--", "true", env=self.env)
         return name
 
-    def start_plain(self) -> str:
-        """The floor: the docker CLI doing the least it can with the same image."""
-        cid = subprocess.run(["docker", "run", "-d", "--label", "org.claude-bottle.bench=1", "--network", "none",
+    def start_plain(self, network: str = "default") -> str:
+        """The baseline: the docker CLI doing the least it can with the same image."""
+        cid = subprocess.run(["docker", "run", "-d", "--label", "org.claude-bottle.bench=1", "--network", network,
                               self.image, "sleep", "infinity"], capture_output=True, text=True, check=True).stdout.strip()
         subprocess.run(["docker", "exec", cid, "true"], check=True)
         return cid
@@ -98,17 +102,22 @@ class Bench:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
 
     def start_and_stop(self) -> None:
-        starts, stops, base_starts, base_stops = [], [], [], []
+        starts, stops, base_starts, base_stops, none_starts, none_stops = [], [], [], [], [], []
         for i in range(self.runs + 1):
             holder = {}
             s = timed(lambda: holder.setdefault("n", self.start_bottle()))
             t = timed(lambda: cli("stop", holder["n"], env=self.env))
             bs = timed(lambda: holder.setdefault("c", self.start_plain()))
             bt = timed(lambda: self.stop_plain(holder["c"]))
+            ns = timed(lambda: holder.setdefault("o", self.start_plain("none")))
+            nt = timed(lambda: self.stop_plain(holder["o"]))
             if i:  # the first round warms caches
                 starts.append(s), stops.append(t), base_starts.append(bs), base_stops.append(bt)
+                none_starts.append(ns), none_stops.append(nt)
         self.record("warm start: start --detach + exec true", starts, base_starts)
         self.record("stop: every object gone", stops, base_stops)
+        self.record("  baseline on no network: start", starts, none_starts)
+        self.record("  baseline on no network: stop", stops, none_stops)
 
     def parallel_start(self) -> None:
         for n in (1, 4, 8, 16):
@@ -250,15 +259,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parts = {"cli": "cli_startup", "start": "start_and_stop", "parallel": "parallel_start", "memory": "memory",
+             "proxy": "proxy"}
+    parser.add_argument("--only", nargs="+", choices=parts, default=list(parts), metavar="PART",
+                        help=f"measure only these: {', '.join(parts)}")
     args = parser.parse_args()
     bench = Bench(args.runs)
     print(f"{'figure':<42} {'claude-bottle':>26}   {'baseline':>26}   ratio")
+    cli("--version", env=bench.env)  # ./cli.sh installs itself on first use: not part of any figure
     try:
-        bench.cli_startup()
-        bench.start_and_stop()
-        bench.parallel_start()
-        bench.memory()
-        bench.proxy()
+        for part in args.only:
+            getattr(bench, parts[part])()
     finally:
         for c in bench.client.containers.list(all=True, filters={"label": "org.claude-bottle.bench"}):
             c.remove(force=True)

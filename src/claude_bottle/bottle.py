@@ -13,6 +13,7 @@ import secrets
 import sys
 import shlex
 import tarfile
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -247,11 +248,12 @@ def trust_environment() -> dict[str, str]:
 
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     """The bottle: no network, no capabilities, no privilege gain, and a loopback port
-    forwarded to the sidecar's socket. Its main process is that forwarder."""
+    forwarded to the sidecar's socket. Its main process (bottle-init) unpacks what it is given on
+    stdin at start, then is that forwarder."""
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,
-        command=("socat", f"TCP-LISTEN:{PROXY_PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{PROXY_SOCKET}"),
+        command=("bottle-init", str(PROXY_PORT), PROXY_SOCKET),
         # The workspace's way back, so that any process (`stop`, a later `start`) can bring the work back.
         labels=labels(plan, "bottle", owner) | workspace.labels(plan.workspace),
         user=f"{image.BOTTLE_UID}:{image.BOTTLE_UID}",
@@ -265,6 +267,7 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
         binds=((str(plan.mount), image.WORKSPACE, False),) if plan.mount else (),
         tmpfs={SECRETS_DIR: f"size=1m,mode=0700,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID}"},
+        stdin_open=True,
     )
 
 
@@ -273,14 +276,12 @@ def secrets_file(values: Mapping[str, str]) -> bytes:
     return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items()).encode()
 
 
-def write_secrets_command() -> list[str]:
-    """Reads the secrets file from stdin into the bottle's tmpfs (never a command-line argument)."""
-    return ["sh", "-c", f"umask 077 && cat > {SECRETS_DIR}/env"]
-
-
 # Claude Code reads these settings before any other and lets nothing outrank them: the place to pin what a
 # workspace's own .claude/settings.json (which a cloned repository writes) could otherwise change.
 MANAGED_SETTINGS = "/etc/claude-code/managed-settings.json"
+# Where that file leads, in the image: the sidecar writes it into the proxy volume, which the bottle mounts
+# read-only (the agent's user owns everything it could write).
+MANAGED_SETTINGS_FILE = "managed-settings.json"
 # The variables that send Claude Code's token elsewhere or swap its credential, pinned to what the manifest
 # gives them (or to Claude Code's defaults), and the settings that run a program to fetch a credential.
 PINNED_ENV = ("ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_CUSTOM_HEADERS")
@@ -301,30 +302,27 @@ def managed_settings(bottle: Bottle, env: Mapping[str, str]) -> dict:
     return {helper: "" for helper in CREDENTIAL_HELPERS} | {"env": pinned}
 
 
-def bottle_files(agent: Agent, bottle: Bottle, env: Mapping[str, str]) -> bytes:
-    """A tar, to extract at /, of the agent's skills and prompt in the bottle user's home, and Claude
-    Code's managed settings (root's: the agent cannot change them)."""
+def bottle_input(agent: Agent | None, secrets: bytes) -> bytes:
+    """What bottle-init unpacks at start, as the bottle's user: a tar of the agent's skills and prompt in its
+    home, and `secrets` (secrets_file's) in the secrets tmpfs. It travels on the container's stdin: never a
+    file, an argument or a log."""
     home = image.BOTTLE_HOME.lstrip("/")
     buf = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         return image.owned(info) if info.isfile() or info.isdir() or info.issym() else None
 
-    def add(path: str, data: bytes, info_filter=owned) -> None:
-        info = info_filter(tarfile.TarInfo(path))
-        info.size, info.mode = len(data), 0o644
+    def add(path: str, data: bytes, mode: int = 0o644) -> None:
+        info = owned(tarfile.TarInfo(path))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
         tar.addfile(info, io.BytesIO(data))
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for skill in agent.skills:
+        for skill in agent.skills if agent else ():
             tar.add(skill.path, arcname=f"{home}/.claude/skills/{skill.name}", filter=owned)
-        if agent.prompt:
+        if agent and agent.prompt:
             add(f"{home}/.config/claude-bottle/prompt.md", agent.prompt.encode())
-        folder = tarfile.TarInfo(MANAGED_SETTINGS.lstrip("/").rsplit("/", 1)[0])  # root's, as tar entries are
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(folder)
-        settings = json.dumps(managed_settings(bottle, env), indent=2).encode()
-        add(MANAGED_SETTINGS.lstrip("/"), settings, info_filter=lambda info: info)
+        add(f"{SECRETS_DIR.lstrip('/')}/env", secrets, 0o600)
     return buf.getvalue()
 
 
@@ -349,7 +347,8 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         blocked, token, placeholder, plan.credentials, sidecar.private_ports(plan.bottle),
         plan.bottle.ca_cert.read_text(errors="replace") if plan.bottle.ca_cert else "",
         egress.pipelock_config(ssh_hosts, plan.bottle.private_hosts, for_ssh=True) if ssh_hosts else None,
-        [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh])
+        [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh],
+        {MANAGED_SETTINGS_FILE: json.dumps(managed_settings(plan.bottle, env), indent=2)})
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
@@ -357,8 +356,9 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         with ThreadPoolExecutor(2) as pool:
             steps = [
                 pool.submit(_start_sidecar, engine.clone(), plan, owner, config),
-                pool.submit(_fill_bottle, engine.clone(), plan, owner, bottle_files(plan.agent, plan.bottle, env),
-                            secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder}), ssh_keys or {}),
+                pool.submit(_fill_bottle, engine.clone(), plan, owner,
+                            bottle_input(plan.agent, secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder})),
+                            ssh_keys or {}),
             ]
             for step in steps:
                 step.result()
@@ -376,13 +376,12 @@ def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, config: bytes) 
         raise BottleError(f"the egress sidecar did not start: {said or 'it exited without a word'}")
 
 
-def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, env_file: bytes,
-                 ssh_keys: Mapping[str, bytes]) -> None:
+def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, ssh_keys: Mapping[str, bytes]) -> None:
     n = plan.names
     engine.create_container(bottle_container(plan, owner))
-    engine.put_archive(n.container, "/", files)
-    engine.start_container(n.container)
-    _check(engine.exec(n.container, write_secrets_command(), stdin=env_file), "handing the bottle its environment")
+    said = engine.start_with_input(n.container, files, timeout=sidecar.READY_SECONDS)
+    if said != "ready":
+        raise BottleError(f"the bottle did not start: {said or 'it exited without a word'}")
     if plan.bottle.ssh:
         ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys, PROXY_PORT)
 

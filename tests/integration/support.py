@@ -193,10 +193,9 @@ class TestBottle:
             spec = bottle.bottle_container(self.plan, owner)
             e.create_container(dataclasses.replace(spec, labels={**spec.labels, **lab,
                                                                           cleanup.LABEL_ROLE: "bottle"}))
-            e.start_container(n.container)
-            if secrets:
-                code, out = e.exec(n.container, bottle.write_secrets_command(), stdin=bottle.secrets_file(secrets))
-                assert code == 0, out
+            said = e.start_with_input(n.container, bottle.bottle_input(None, bottle.secrets_file(secrets or {})),
+                                      timeout=60)
+            assert said == "ready", said
         except BaseException:
             self.remove()
             raise

@@ -152,11 +152,8 @@ class SecretsTest(support.IntegrationTest):
         super().setUpClass()
         cls.token = "sk-ant-oat01-" + secrets.token_urlsafe(40)
         cls.value = "env-" + secrets.token_hex(16)
-        cls.b = support.TestBottle()
-        data = bottle.secrets_file({bottle.CLAUDE_TOKEN_VARIABLE: cls.token, "DB_PASSWORD": cls.value,
-                                    "QUOTED": "it's $HOME `x`\nline2"})
-        code, out = support.engine().exec(cls.b.plan.names.container, bottle.write_secrets_command(), stdin=data)
-        assert code == 0, out
+        cls.b = support.TestBottle(secrets={bottle.CLAUDE_TOKEN_VARIABLE: cls.token, "DB_PASSWORD": cls.value,
+                                            "QUOTED": "it's $HOME `x`\nline2"})
         # A long-running process holding the secrets, so the scans below see a live bottle.
         cls.sleeper = subprocess.Popen(["docker", "exec", cls.b.plan.names.container, "bottle-exec", "sleep", "30"])
 

@@ -65,6 +65,23 @@ class TokenOutsideTest(support.IntegrationTest):
         self.assertEqual(support.found_on_command_lines(TOKEN), [])
         self.assertEqual(support.found_on_docker_disk(TOKEN), [])
 
+    def test_the_managed_settings_pin_the_gateway_and_the_agent_cannot_change_them(self):
+        read = "cat /etc/claude-code/managed-settings.json"
+        before = self.sh(read)
+        self.assertEqual(before.returncode, 0, before.stderr)
+        pinned = json.loads(before.stdout)["env"]
+        self.assertEqual(pinned["ANTHROPIC_BASE_URL"], f"http://{self.host}:{self.api.port}")
+        attacks = ["echo '{}' > /etc/claude-code/managed-settings.json",
+                   "echo '{}' > /run/claude-bottle/proxy/managed-settings.json",
+                   "rm -f /etc/claude-code/managed-settings.json /run/claude-bottle/proxy/managed-settings.json",
+                   "ln -sfn /tmp/mine /etc/claude-code/managed-settings.json",
+                   "mv /etc/claude-code /tmp/cc", "chmod 666 /run/claude-bottle/proxy/managed-settings.json",
+                   "mkdir /etc/claude-code/managed-settings.d"]
+        for attack in attacks:
+            with self.subTest(attack):
+                self.assertNotEqual(self.sh(attack).returncode, 0)
+        self.assertEqual(self.sh(read).stdout, before.stdout)
+
     def test_the_token_goes_to_the_gateway_only(self):
         # The agent sends the placeholder elsewhere, and another credential to the gateway: neither gets the token.
         before_other = len(self.other.requests)

@@ -37,6 +37,7 @@ class FakeEngine:
         self.headless = headless  # (exit code, output) of exec_stream, or a callable(argv) giving them
         self.exec_results: dict[str, tuple[int, bytes]] = {}  # by the first word of a command
         self.sidecar_says = "ready"  # the first line the sidecar's gate writes
+        self.bottle_says = "ready"  # and bottle-init
 
     def _record(self, method, name, *extra):
         self.calls.append((method, name, *extra))
@@ -103,7 +104,7 @@ class FakeEngine:
     def start_with_input(self, name, data, timeout):
         self.start_container(name)
         self.stdin.setdefault(name, []).append(data)
-        return self.sidecar_says
+        return self.sidecar_says if name.endswith("-sidecar") else self.bottle_says
     def remove_container(self, name, wait=60.0):
         self.calls.append(("remove_container", name))
         self.objects.pop(("container", name), None)

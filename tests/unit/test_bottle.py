@@ -7,7 +7,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from claude_bottle import bottle, cleanup, egress, manifest, sidecar, workspace
+from claude_bottle import bottle, cleanup, docker, egress, manifest, sidecar, workspace
 from claude_bottle.docker import Found
 from claude_bottle.errors import BottleError
 
@@ -30,55 +30,63 @@ class BottleContainerTest(unittest.TestCase):
         plan = make_plan()
         n = plan.names
         spec = bottle.bottle_container(plan, "host:1:2")
-        self.assertEqual(spec.create_kwargs(), {
-            "image": plan.image.tag,
-            "command": ["socat", "TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr",
-                        "UNIX-CONNECT:/run/claude-bottle/proxy/proxy.sock"],
-            "name": n.container,
-            "labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
+        env = {
+            "HTTP_PROXY": "http://127.0.0.1:3128", "HTTPS_PROXY": "http://127.0.0.1:3128",
+            "NO_PROXY": "localhost,127.0.0.1,::1", "http_proxy": "http://127.0.0.1:3128",
+            "https_proxy": "http://127.0.0.1:3128", "no_proxy": "localhost,127.0.0.1,::1",
+            **{name: "/run/claude-bottle/proxy/bundle.pem" for name in (
+                "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                "NODE_EXTRA_CA_CERTS")}}
+        self.assertEqual(spec.name, n.container)
+        self.assertEqual(spec.api_body(), {
+            "Image": plan.image.tag,
+            "Cmd": ["bottle-init", "3128", "/run/claude-bottle/proxy/proxy.sock"],
+            "Labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
                        "org.claude-bottle.config": "dev",
                        "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2",
                        "org.claude-bottle.user": cleanup.current_user()},
-            "user": "1000:1000",
-            "hostname": plan.name,
-            "working_dir": "/workspace",
-            "environment": {
-                "HTTP_PROXY": "http://127.0.0.1:3128", "HTTPS_PROXY": "http://127.0.0.1:3128",
-                "NO_PROXY": "localhost,127.0.0.1,::1", "http_proxy": "http://127.0.0.1:3128",
-                "https_proxy": "http://127.0.0.1:3128", "no_proxy": "localhost,127.0.0.1,::1",
-                **{name: "/run/claude-bottle/proxy/bundle.pem" for name in (
-                    "SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT",
-                    "NODE_EXTRA_CA_CERTS")}},
-            "detach": True,
-            "stdin_open": False,
-            "host_config": {
-                "network_mode": "none",
-                "cap_drop": ["ALL"],
-                "security_opt": ["no-new-privileges"],
-                "init": True,
-                "mem_limit": "4g",
-                "memswap_limit": "4g",
-                "pids_limit": 1024,
-                "mounts": [{"Type": "volume", "Source": n.proxy_volume, "Target": "/run/claude-bottle/proxy",
+            "User": "1000:1000",
+            "Hostname": plan.name,
+            "WorkingDir": "/workspace",
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "OpenStdin": True, "StdinOnce": True, "AttachStdin": True, "AttachStdout": False,
+            "AttachStderr": False, "Tty": False,
+            "HostConfig": {
+                "NetworkMode": "none",
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],
+                "Init": True,
+                "Memory": 4 * 2**30,
+                "MemorySwap": 4 * 2**30,
+                "PidsLimit": 1024,
+                "Mounts": [{"Type": "volume", "Source": n.proxy_volume, "Target": "/run/claude-bottle/proxy",
                             "ReadOnly": True}],
-                "tmpfs": {"/run/claude-bottle/secrets": "size=1m,mode=0700,uid=1000,gid=1000"},
+                "Tmpfs": {"/run/claude-bottle/secrets": "size=1m,mode=0700,uid=1000,gid=1000"},
             },
         })
 
     def test_no_secret_in_the_payload(self):
         b = manifest.Bottle("dev", env=(manifest.EnvVar("X", "literal", "literal-secret", "f"),))
         spec = bottle.bottle_container(make_plan(b=b), "o")
-        self.assertNotIn("literal-secret", repr(spec.create_kwargs()))
+        self.assertNotIn("literal-secret", repr(spec.api_body()))
 
     def test_sidecar_payload(self):
         spec = sidecar.container("s", "img", "net", {"l": "1"}, "vol")
-        kw = spec.create_kwargs()
-        self.assertEqual((kw["command"], kw["user"], kw["stdin_open"]), (None, "1000:1000", True))
-        self.assertEqual(kw["host_config"]["network_mode"], "net")
-        self.assertEqual(kw["host_config"]["cap_drop"], ["ALL"])
-        self.assertEqual(kw["host_config"]["mounts"], [
+        body = spec.api_body()
+        self.assertEqual((body["Cmd"], body["User"]), (None, "1000:1000"))
+        self.assertEqual((body["OpenStdin"], body["StdinOnce"], body["AttachStdin"]), (True, True, True))
+        hc = body["HostConfig"]
+        self.assertEqual((hc["NetworkMode"], hc["CapDrop"], hc["Memory"]), ("net", ["ALL"], 768 * 2**20))
+        self.assertEqual(hc["Mounts"], [
             {"Type": "volume", "Source": "vol", "Target": "/run/claude-bottle/proxy", "ReadOnly": False}])
-        self.assertEqual(kw["host_config"]["tmpfs"], {"/run/gate": "size=64m,mode=0700,uid=1000,gid=1000"})
+        self.assertEqual(hc["Tmpfs"], {"/run/gate": "size=64m,mode=0700,uid=1000,gid=1000"})
+
+    def test_sizes_in_bytes_as_docker_reads_them(self):
+        self.assertEqual([docker.size_in_bytes(v) for v in ("4g", "512M", "80m", "1k", "65536")],
+                         [4 * 2**30, 512 * 2**20, 80 * 2**20, 1024, 65536])
+        for bad in ("", "g", "1.5g", "4t"):
+            with self.assertRaises(ValueError):
+                docker.size_in_bytes(bad)
 
 
 class SecretsFileTest(unittest.TestCase):
@@ -88,30 +96,26 @@ class SecretsFileTest(unittest.TestCase):
         out = subprocess.run(["sh", "-c", script], capture_output=True, env={}, check=True).stdout
         self.assertEqual(out.split(b"\0")[:-1], [v.encode() for v in values.values()])
 
-    def test_write_command_carries_no_value(self):
-        self.assertEqual(bottle.write_secrets_command(),
-                         ["sh", "-c", "umask 077 && cat > /run/claude-bottle/secrets/env"])
-
 
 class BottleFilesTest(unittest.TestCase):
-    def test_skills_and_prompt_land_in_the_bottle_home_and_settings_are_roots(self):
+    def test_skills_prompt_and_secrets_land_as_the_bottle_users(self):
         with tempfile.TemporaryDirectory() as tmp:
             skill = Path(tmp, "review")
             (skill / "refs").mkdir(parents=True)
             (skill / "SKILL.md").write_text("---\nname: review\n---\n")
             (skill / "refs" / "a.md").write_text("A")
             agent = manifest.Agent("dev", "dev", (manifest.Skill("review", skill),), "Be brief.")
-            data = bottle.bottle_files(agent, manifest.Bottle("dev"), {})
+            data = bottle.bottle_input(agent, b"export A=b\n")
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = {m.name: m for m in tar.getmembers()}
             self.assertEqual(sorted(members), [
-                "etc/claude-code", "etc/claude-code/managed-settings.json",
                 "home/claude/.claude/skills/review", "home/claude/.claude/skills/review/SKILL.md",
                 "home/claude/.claude/skills/review/refs", "home/claude/.claude/skills/review/refs/a.md",
-                "home/claude/.config/claude-bottle/prompt.md"])
-            self.assertTrue(all(m.uid == 1000 and m.gid == 1000 for n, m in members.items() if n.startswith("home/")))
-            self.assertTrue(all(m.uid == 0 and m.gid == 0 for n, m in members.items() if n.startswith("etc/")))
+                "home/claude/.config/claude-bottle/prompt.md", "run/claude-bottle/secrets/env"])
+            self.assertTrue(all(m.uid == 1000 and m.gid == 1000 for m in members.values()))
+            self.assertEqual(members["run/claude-bottle/secrets/env"].mode, 0o600)
             self.assertEqual(tar.extractfile("home/claude/.config/claude-bottle/prompt.md").read(), b"Be brief.")
+            self.assertEqual(tar.extractfile("run/claude-bottle/secrets/env").read(), b"export A=b\n")
 
     def test_managed_settings_pin_where_the_token_goes(self):
         plain = bottle.managed_settings(manifest.Bottle("b"), {})

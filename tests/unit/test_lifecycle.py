@@ -68,7 +68,7 @@ class LaunchTest(unittest.TestCase):
         everything_else = repr(engine.calls) + repr(engine.specs) + repr(engine.archives)
         for value in (TOKEN, "database-password-123"):
             self.assertNotIn(value, everything_else)
-        bottle_env = engine.stdin[n.container][0].decode()
+        bottle_env = tar_members(engine.stdin[n.container][0])["run/claude-bottle/secrets/env"].decode()
         self.assertNotIn(TOKEN, bottle_env)
         placeholder = bottle_env.split("export CLAUDE_CODE_OAUTH_TOKEN=")[1].split("\n")[0]
         self.assertRegex(placeholder, r"^sk-ant-oat01-claude-bottle-placeholder-[0-9a-f]{32}$")
@@ -84,14 +84,23 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(pipelock["api_allowlist"], [h.host for h in self.plan.allowlist])
         self.assertEqual(pipelock["tls_interception"]["passthrough_domains"], ["api.anthropic.com"])
 
-    def test_agent_files_reach_the_bottle(self):
+    def test_agent_files_reach_the_bottle_on_its_stdin_and_managed_settings_through_the_sidecar(self):
         engine = FakeEngine()
         self.launch(engine)
-        files = tar_members(engine.archives[self.plan.names.container])
-        self.assertEqual(sorted(files), ["etc/claude-code/managed-settings.json",
-                                         "home/claude/.config/claude-bottle/prompt.md"])
+        files = tar_members(engine.stdin[self.plan.names.container][0])
+        self.assertEqual(sorted(files), ["home/claude/.config/claude-bottle/prompt.md", "run/claude-bottle/secrets/env"])
         self.assertEqual(files["home/claude/.config/claude-bottle/prompt.md"], b"Hi")
-        self.assertNotIn(b"database-password-123", b"".join(files.values()))
+        self.assertNotIn(b"database-password-123", files["home/claude/.config/claude-bottle/prompt.md"])
+        self.assertEqual(engine.archives, {})
+        settings = json.loads(self.gate_config(engine)["files"][bottle.MANAGED_SETTINGS_FILE])
+        self.assertEqual(settings, bottle.managed_settings(self.plan.bottle, self.env))
+
+    def test_a_bottle_that_does_not_start_is_reported_and_everything_removed(self):
+        engine = FakeEngine()
+        engine.bottle_says = "error: the proxy port 3128 did not open"
+        with self.assertRaisesRegex(bottle.BottleError, "the bottle did not start: error: the proxy port"):
+            self.launch(engine)
+        self.assertEqual(engine.objects, {})
 
     def test_gateway_private_hosts_ports_and_passthrough_reach_the_sidecar(self):
         plan = make_plan(self.tmp, {"bottles": {"g": {
@@ -131,7 +140,7 @@ class LaunchTest(unittest.TestCase):
     def test_any_failed_step_leaves_nothing(self):
         n = self.plan.names
         steps = [("create_volume", n.proxy_volume), ("create_container", n.sidecar), ("start_container", n.sidecar),
-                 ("create_container", n.container), ("put_archive", n.container), ("start_container", n.container)]
+                 ("create_container", n.container), ("start_container", n.container)]
         for step in steps:
             with self.subTest(step):
                 engine = FakeEngine(fail_on=step)

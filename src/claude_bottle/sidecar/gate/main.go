@@ -69,6 +69,9 @@ type Config struct {
 	// MaxAnswer is pipelock's fetch_proxy.max_response_mb in bytes: it cuts a longer plain-HTTP answer to
 	// exactly this length without saying so, so an answer of this length is taken as cut.
 	MaxAnswer int64 `json:"max_inspected_response"`
+	// Files go into ProxyDir for the bottle to read (Claude Code's managed settings): the bottle mounts it
+	// read-only, so the agent cannot change them.
+	Files map[string]string `json:"files"`
 }
 
 // CredentialHost is an endpoint that gets the real token, on the given paths only.
@@ -166,6 +169,14 @@ func run() error {
 	bundle := append(append(append([]byte{}, upstream...), '\n'), authority.certPEM...)
 	if err := writeFile(filepath.Join(cfg.ProxyDir, "bundle.pem"), bundle, 0o644); err != nil {
 		return err
+	}
+	for name, text := range cfg.Files {
+		if name != filepath.Base(name) || name == "proxy.sock" || name == "bundle.pem" || strings.HasPrefix(name, ".") {
+			return fmt.Errorf("not a file name for the bottle: %q", name)
+		}
+		if err := writeFile(filepath.Join(cfg.ProxyDir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
 	}
 
 	counter := newCounter(cfg.Secrets)
