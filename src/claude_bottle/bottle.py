@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 import sys
 import shlex
-import tarfile
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +60,8 @@ class Names:
 
 def new_bottle_name(agent: str) -> str:
     """Unique per run, so the same agent can run many times at once."""
+    import secrets
+
     return f"{agent}-{secrets.token_hex(3)}"
 
 
@@ -306,6 +305,8 @@ def bottle_input(agent: Agent | None, secrets: bytes) -> bytes:
     """What bottle-init unpacks at start, as the bottle's user: a tar of the agent's skills and prompt in its
     home, and `secrets` (secrets_file's) in the secrets tmpfs. It travels on the container's stdin: never a
     file, an argument or a log."""
+    import tarfile
+
     home = image.BOTTLE_HOME.lstrip("/")
     buf = io.BytesIO()
 
@@ -353,6 +354,8 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
         # Leaving the pool waits for both, so nothing is created after the teardown below.
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(2) as pool:
             steps = [
                 pool.submit(_start_sidecar, engine.clone(), plan, owner, config),

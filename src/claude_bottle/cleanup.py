@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import socket
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,8 @@ class SessionLock:
     @classmethod
     def acquire(cls, folder: Path) -> SessionLock:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        import secrets
+
         path = folder / f"{secrets.token_hex(8)}.lock"
         # Not inherited by the processes we start (docker exec and the like), so it dies with us.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -167,9 +168,23 @@ def remove(engine: Engine, objects: list[Found]) -> list[Found]:
     """Remove `objects`: containers first (at once: stopping each takes a while), then networks and
     volumes, which they held. An object already gone counts as removed."""
     containers = [o.name for o in objects if o.kind == "container"]
-    if len(containers) > 1:
-        with ThreadPoolExecutor(min(len(containers), 8)) as pool:
-            list(pool.map(lambda name: engine.clone().remove_container(name), containers))
+    if len(containers) > 1:  # threads of our own: concurrent.futures costs `stop` a few ms to import
+        slots, failed = threading.BoundedSemaphore(8), []
+
+        def remove_one(name: str) -> None:
+            with slots:
+                try:
+                    engine.clone().remove_container(name)
+                except BaseException as e:  # noqa: B036 - raised again below, in the caller's thread
+                    failed.append(e)
+
+        threads = [threading.Thread(target=remove_one, args=(name,)) for name in containers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise failed[0]
     elif containers:
         engine.remove_container(containers[0])
     for obj in sorted((o for o in objects if o.kind != "container"), key=lambda o: _ORDER[o.kind]):

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import select
 import signal
 import subprocess
@@ -26,26 +25,15 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, lazy
 from .errors import BottleError, DockerUnavailable, ManifestError, Refused
 from .terminal import shortened, visible
 
 
-def _lazily(name: str):
-    """Module `name` of this package, executed when a command first uses it: `--version`, `--help`, `list`
-    and `ps` need few of them, and every import adds to each command's start-up (importlib's LazyLoader)."""
-    import importlib.util
-
-    full = f"{__package__}.{name}"
-    if full in sys.modules:
-        return sys.modules[full]
-    spec = importlib.util.find_spec(full)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[full] = module
-    setattr(sys.modules[__package__], name, module)
-    spec.loader.exec_module(module)
-    return module
+def _lazily(name: str) -> lazy.Module:
+    """Module `name` of this package, imported when a command first uses it: `--version`, `--help`, `list`
+    and `ps` need few of them, and every import adds to each command's start-up."""
+    return lazy.Module(f"{__package__}.{name}")
 
 
 (bottle, cleanup, docker, egress, image, manifest, progress, runs, session, ssh, starter, status, tasks, workspace,
@@ -332,7 +320,7 @@ def _launch_options(f):
 
 
 @main.command(cls=_PassThrough)
-@click.argument("agent", default=manifest.DEFAULT_AGENT,
+@click.argument("agent", required=False,  # None: the built-in agent (naming it here would load manifest.py)
                 shell_complete=lambda ctx, param, incomplete: _complete_agents(ctx, incomplete))
 @click.option("--dry-run", is_flag=True, help="Show the launch plan and exit; creates nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON.")
@@ -349,7 +337,7 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
     """
     if as_json and not dry_run:
         raise click.UsageError("--json only goes with --dry-run")
-    plan = _plan(agent, workspace_dir, no_results, mount, trust_project)
+    plan = _plan(agent or manifest.DEFAULT_AGENT, workspace_dir, no_results, mount, trust_project)
     if dry_run:
         _dry_run(plan, as_json)
         return
@@ -787,6 +775,8 @@ def attach(bottle_name: str) -> None:
     if not _has_terminal():
         raise click.UsageError("attach opens Claude in this terminal, and stdin or stdout is not a terminal: "
                                f"`claude-bottle exec {bottle_name} -- CMD` runs a command without one")
+    import secrets
+
     client = secrets.token_hex(8)
     try:
         with _signals_raise():

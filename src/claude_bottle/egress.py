@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ class AllowedHost:
 
 @cache
 def claude_code_hosts() -> tuple[str, ...]:
-    text = resources.files(__package__).joinpath("claude-code-hosts.txt").read_text()
+    text = (Path(__file__).parent / "claude-code-hosts.txt").read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 

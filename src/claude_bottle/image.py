@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from .docker import LABEL_PREFIX, Engine
 from .manifest import ImageSettings
@@ -51,6 +50,8 @@ class ImageSpec:
 
     def context_tar(self) -> bytes:
         buf = io.BytesIO()
+        import tarfile
+
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for name, data in self.files:
                 info = tarfile.TarInfo(name)
@@ -69,7 +70,7 @@ def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def spec(settings: ImageSettings) -> ImageSpec:
     """The image that `settings` describe; reads the CA file, touches nothing else."""
-    context = resources.files(__package__).joinpath("image_context")
+    context = Path(__file__).parent / "image_context"
     files = sorted((entry.name, entry.read_bytes()) for entry in context.iterdir() if entry.is_file())
     ca = settings.ca_cert.read_bytes() if settings.ca_cert else b""
     files.append(("extra-ca.crt", ca))

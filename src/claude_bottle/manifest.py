@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -463,7 +463,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
-    _validate(data, path)
+    _validate(data, path, state_dir(environ))
 
     if project and "image" in data:
         raise ManifestError(
@@ -769,17 +769,32 @@ def resolve_env(bottle: Bottle, environ: Mapping[str, str], ask: Callable[[str],
 
 @cache
 def schema() -> dict:
-    return json.loads(resources.files(__package__).joinpath("manifest.schema.json").read_text())
+    return json.loads((Path(__file__).parent / "manifest.schema.json").read_text())
 
 
-def _validate(data: object, path: Path) -> None:
-    import jsonschema  # only when there is a file to check: the commands that read none start faster
+def _validate(data: object, path: Path, state: Path) -> None:
+    """Check `data` against the schema. Content that passed once (the same JSON against the same schema) is
+    remembered in the user's state, so a manifest that has not changed is not checked again: importing
+    jsonschema costs every command that reads a manifest a twentieth of a second."""
+    key = hashlib.sha256(json.dumps([schema(), data], sort_keys=True).encode()).hexdigest()
+    passed = state / "valid-manifests" / key
+    if passed.exists():
+        return
+    import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         lines = list(dict.fromkeys(_describe(e) for e in errors))  # one line for keys missing together
         raise ManifestError("\n".join(lines[:1] + [f"{path}: {line}" for line in lines[1:]]), path)
+    try:  # only a cache: if it cannot be written, the next command checks again
+        passed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        passed.touch()
+        remembered = sorted(passed.parent.iterdir(), key=lambda f: f.stat().st_mtime)
+        for old in remembered[:-64]:  # the versions of the last few weeks' edits are plenty
+            old.unlink()
+    except OSError:
+        pass
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

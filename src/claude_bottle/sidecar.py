@@ -10,10 +10,9 @@ pipelock, which sees inside HTTPS with a certificate authority made for the bott
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import egress, pins
@@ -52,7 +51,7 @@ class CredentialHost:
 
 def spec(settings: ImageSettings) -> ImageSpec:
     """The sidecar image for these settings (the base image and extra CAs matter to its build)."""
-    root = resources.files(__package__).joinpath("sidecar")
+    root = Path(__file__).parent / "sidecar"
     files = [("Dockerfile", root.joinpath("Dockerfile").read_bytes())]
     files += sorted((f"gate/{entry.name}", entry.read_bytes()) for entry in root.joinpath("gate").iterdir()
                     if entry.is_file() and (entry.name.endswith(".go") or entry.name == "go.mod")
@@ -64,6 +63,8 @@ def spec(settings: ImageSettings) -> ImageSpec:
 
 def placeholder() -> str:
     """What the bottle holds instead of the token: shaped like one, so Claude Code uses it as OAuth."""
+    import secrets
+
     return "sk-ant-oat01-claude-bottle-placeholder-" + secrets.token_hex(16)
 
 

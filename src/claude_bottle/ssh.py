@@ -10,13 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import tarfile
 from collections.abc import Mapping, Sequence
 
 from .docker import Engine
+from . import lazy
 from .errors import BottleError
 from .image import BOTTLE_HOME, BOTTLE_USER, owned
 from .manifest import SshHost
+
+tarfile = lazy.Module("tarfile")
 
 AGENT_SOCKET = "/run/claude-bottle/secrets/agent.sock"
 CONNECT_TIMEOUT = 10

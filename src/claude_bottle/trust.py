@@ -7,11 +7,13 @@ makes it untrusted again. Kept in a private file in the user's state folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from . import lazy
+
+hashlib = lazy.Module("hashlib")
 
 
 def digest(content: bytes) -> str:
@@ -37,6 +39,8 @@ class Store:
     def _write(self, allowed: dict[str, str]) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Written whole and renamed into place, so a crash never leaves half an allowance list.
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".trusted.")
         with os.fdopen(fd, "w") as f:
             json.dump({"version": 1, "allowed": allowed}, f, indent=2, sort_keys=True)

@@ -16,22 +16,24 @@ hanging hook cannot lose the work or hang the teardown.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import resource
 import shlex
 import shutil
 import subprocess
-import tarfile
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from .docker import LABEL_PREFIX, Engine, ExecTimeout, OutputTooLarge
+from . import lazy
 from .errors import BottleError
 from .image import BOTTLE_USER, WORKSPACE, owned
+
+hashlib = lazy.Module("hashlib")
+tarfile = lazy.Module("tarfile")
+tempfile = lazy.Module("tempfile")
 
 STAGING = "/tmp/claude-bottle-workspace"  # in the bottle, while the copy is unpacked
 # Written (as root, where the agent cannot touch it) once the workspace is in: before that, a bottle holds

@@ -1,6 +1,7 @@
 import json
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 from claude_bottle import manifest
@@ -93,6 +94,23 @@ class ReadTest(ManifestCase):
     def test_env_value_repr_hides_the_value(self):
         self.write(self.home, {"bottles": {"b": {"env": {"SECRET": "hunter2-literal"}}}, "agents": {}})
         self.assertNotIn("hunter2", repr(self.load().bottles["b"]))
+
+
+class ValidationCacheTest(ManifestCase):
+    def test_content_that_passed_is_not_checked_again_and_a_change_always_is(self):
+        good = {"agents": {"a": {"bottle": "default"}}}
+        self.write(self.home, good)
+        self.load()
+        cache = manifest.state_dir(self.env) / "valid-manifests"
+        self.assertEqual(len(list(cache.iterdir())), 1)
+        with unittest.mock.patch("jsonschema.Draft202012Validator", side_effect=AssertionError("checked again")):
+            self.assertIn("a", self.load().agents)  # same content: remembered
+            self.write(self.home, {"agents": {"a": {"bottle": "default", "x": 1}}})
+            with self.assertRaisesRegex(AssertionError, "checked again"):
+                self.load()  # changed: checked (the bad key would be refused)
+        self.assertManifestError(f"{self.home / 'claude-bottle.json'}: agents.a.x: unknown key 'x' "
+                                 "(expected one of: bottle, model, prompt, skills)")
+        self.assertEqual(len(list(cache.iterdir())), 1)  # what failed is not remembered
 
 
 class ProjectTrustTest(ManifestCase):
