@@ -427,7 +427,9 @@ def load(cwd: Path, environ: Mapping[str, str], manifest_file: Path | None = Non
         if project_file is None or e.file != project_file or manifest_file is not None:
             raise
         raise ManifestError(f"{e}\n(to use only your home manifest meanwhile, pass --no-project)") from None
-    return replace(manifest, image=_image_settings(manifest.image, environ), skills_dir=skills_dir(environ))
+    manifest = replace(manifest, image=_image_settings(manifest.image, environ), skills_dir=skills_dir(environ))
+    _remember_valid([layer.valid for layer in layers if layer.valid is not None])
+    return manifest
 
 
 @dataclass
@@ -439,6 +441,7 @@ class _Layer:
     image: ImageSettings | None
     bottle_refs: dict[str, str]  # agent name -> field path of its "bottle", for errors
     digest: str = ""
+    valid: Path | None = None  # where to remember that its content passed the schema (see _validate)
 
 
 def _builtin_layer() -> _Layer:
@@ -463,7 +466,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
-    _validate(data, path, state_dir(environ))
+    valid = _validate(data, path, state_dir(environ))
 
     if project and "image" in data:
         raise ManifestError(
@@ -499,6 +502,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         image=image,
         bottle_refs={name: f"agents.{name}.bottle" for name in agents},
         digest=trust.digest(raw_bytes),
+        valid=valid,
     )
 
 
@@ -772,14 +776,15 @@ def schema() -> dict:
     return json.loads((Path(__file__).parent / "manifest.schema.json").read_text())
 
 
-def _validate(data: object, path: Path, state: Path) -> None:
+def _validate(data: object, path: Path, state: Path) -> Path | None:
     """Check `data` against the schema. Content that passed once (the same JSON against the same schema) is
     remembered in the user's state, so a manifest that has not changed is not checked again: importing
-    jsonschema costs every command that reads a manifest a twentieth of a second."""
+    jsonschema costs every command that reads a manifest a twentieth of a second. Returns where to remember
+    it once the whole manifest has been accepted (bad input leaves nothing behind), None if it is known."""
     key = hashlib.sha256(json.dumps([schema(), data], sort_keys=True).encode()).hexdigest()
     passed = state / "valid-manifests" / key
     if passed.exists():
-        return
+        return None
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
@@ -787,12 +792,18 @@ def _validate(data: object, path: Path, state: Path) -> None:
     if errors:
         lines = list(dict.fromkeys(_describe(e) for e in errors))  # one line for keys missing together
         raise ManifestError("\n".join(lines[:1] + [f"{path}: {line}" for line in lines[1:]]), path)
+    return passed
+
+
+def _remember_valid(marks: list[Path]) -> None:
     try:  # only a cache: if it cannot be written, the next command checks again
-        passed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        passed.touch()
-        remembered = sorted(passed.parent.iterdir(), key=lambda f: f.stat().st_mtime)
-        for old in remembered[:-64]:  # the versions of the last few weeks' edits are plenty
-            old.unlink()
+        for passed in marks:
+            passed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            passed.touch()
+        if marks:
+            remembered = sorted(marks[0].parent.iterdir(), key=lambda f: f.stat().st_mtime)
+            for old in remembered[:-64]:  # the versions of the last few weeks' edits are plenty
+                old.unlink()
     except OSError:
         pass
 

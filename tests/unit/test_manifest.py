@@ -112,6 +112,12 @@ class ValidationCacheTest(ManifestCase):
                                  "(expected one of: bottle, model, prompt, skills)")
         self.assertEqual(len(list(cache.iterdir())), 1)  # what failed is not remembered
 
+    def test_a_manifest_refused_after_the_schema_leaves_nothing_behind(self):
+        self.write(self.home, {"agents": {"a": {"bottle": "nowhere"}}})  # schema-valid, refused later
+        with self.assertRaises(ManifestError):
+            self.load()
+        self.assertFalse(manifest.state_dir(self.env).exists())
+
 
 class ProjectTrustTest(ManifestCase):
     """An untrusted project file may add agents and bottles of its own, but nothing that reaches a host
