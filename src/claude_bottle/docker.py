@@ -309,13 +309,6 @@ class Engine:
                 return str(next(subnet.hosts()))
         raise DockerUnavailable("the Docker engine's default bridge network has no IPv4 subnet")
 
-    def create_network(self, name: str, labels: Mapping[str, str]) -> None:
-        if sock := self._direct():
-            sock.send("POST", "/networks/create", {"Name": name, "Driver": "bridge", "Labels": dict(labels),
-                                                   "CheckDuplicate": True})
-            return
-        self._api.create_network(name, driver="bridge", labels=dict(labels), check_duplicate=True)
-
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         """A bridge network that stays (shared by many bottles): made if missing, also when several processes
         make it at once."""
@@ -394,11 +387,10 @@ class Engine:
         if sock := self._direct():
             stream = sock.hijack(f"/containers/{_q(name)}/attach?stdin=1&stdout=1&stderr=1&stream=1",
                                  timeout=timeout)
-            frames = stream.frames()
         else:
             stream = _SdkStream(self._api.attach_socket(name, params={"stdin": 1, "stdout": 1, "stderr": 1,
                                                                       "stream": 1}))
-            frames = stream.frames()
+        frames = stream.frames()
         try:
             self.start_container(name)
             stream.write(data)
@@ -508,7 +500,7 @@ class Engine:
 
     def _exec(self, name: str, argv: Sequence[str], user: str | None, workdir: str | None, stdin: bytes | None,
               timeout: float | None, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> int:
-        stream, exec_id, inspect_exit = self._exec_start(name, argv, user, workdir, stdin is not None, timeout)
+        stream, inspect_exit = self._exec_start(name, argv, user, workdir, stdin is not None, timeout)
         began = time.monotonic()
         try:
             if stdin is not None:
@@ -528,9 +520,9 @@ class Engine:
         return inspect_exit()
 
     def _exec_start(self, name: str, argv: Sequence[str], user: str | None, workdir: str | None, stdin: bool,
-                    timeout: float | None) -> tuple[_Stream, str, Callable[[], int]]:
-        """Start `argv` in container `name`: its stream, its id, and what returns its exit status once its
-        output has ended."""
+                    timeout: float | None) -> tuple[_Stream, Callable[[], int]]:
+        """Start `argv` in container `name`: its stream, and what returns its exit status once its output
+        has ended."""
         if sock := self._direct():
             exec_id = sock.send("POST", f"/containers/{_q(name)}/exec", {
                 "AttachStdin": stdin, "AttachStdout": True, "AttachStderr": True, "Tty": False,
@@ -554,7 +546,7 @@ class Engine:
                     return code
                 time.sleep(0.02)
             return 137
-        return stream, exec_id, exit_status
+        return stream, exit_status
 
     def get_archive_to(self, name: str, path: str, sink: BinaryIO, limit: int | None = None) -> None:
         """`path` in the container, as a tar written to `sink` (at most `limit` bytes)."""
@@ -571,7 +563,7 @@ class Engine:
         """Run a command with our terminal attached, through the docker CLI (raw mode, resize, signals), or
         without one, our stdin and stdout. The arguments carry no secrets; the engine is the one this Engine
         talks to."""
-        if not tty and (sock := self._direct()):
+        if not tty and self._direct():
             return self._exec_piped(name, argv, user, workdir, stdin)
         docker_cli = shutil.which("docker")
         if docker_cli is None:
@@ -599,7 +591,7 @@ class Engine:
     def _exec_piped(self, name: str, argv: Sequence[str], user: str, workdir: str, stdin: bool) -> int:
         """exec without a terminal, over the API: our stdin goes to the command until it ends, its output to
         our stdout and stderr (made visible where that is a terminal)."""
-        stream, _, exit_status = self._exec_start(name, argv, user, workdir, stdin, None)
+        stream, exit_status = self._exec_start(name, argv, user, workdir, stdin, None)
 
         def feed() -> None:
             try:

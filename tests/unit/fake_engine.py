@@ -71,10 +71,6 @@ class FakeEngine:
     def host_address(self):
         return "172.17.0.1"
 
-    def create_network(self, name, labels):
-        self._record("create_network", name)
-        self.objects[("network", name)] = Found("network", name, dict(labels))
-
     def ensure_network(self, name, labels):
         self.networks.add(name)
 
