@@ -21,7 +21,7 @@ def _with_dependencies() -> None:
     """A fresh machine's python3 has none of our dependencies: then run the tests with the Python of the
     .venv that ./cli.sh makes for the CLI itself (the same packages, the same way)."""
     try:
-        import click, docker, jsonschema, rich  # noqa: F401
+        import click, docker, jsonschema, kubernetes, rich  # noqa: F401
         return
     except ImportError:
         if os.environ.get("CLAUDE_BOTTLE_TESTS_IN_VENV"):

@@ -350,6 +350,10 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         egress.pipelock_config(ssh_hosts, plan.bottle.private_hosts, for_ssh=True) if ssh_hosts else None,
         [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh],
         {MANAGED_SETTINGS_FILE: json.dumps(managed_settings(plan.bottle, env), indent=2)})
+    bottle_files = bottle_input(plan.agent, secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder}))
+    if getattr(engine, "kind", "docker") == "kubernetes":
+        _launch_pod(engine, plan, owner, config, bottle_files, ssh_keys or {})
+        return
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
         # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
@@ -359,9 +363,7 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         with ThreadPoolExecutor(2) as pool:
             steps = [
                 pool.submit(_start_sidecar, engine.clone(), plan, owner, config),
-                pool.submit(_fill_bottle, engine.clone(), plan, owner,
-                            bottle_input(plan.agent, secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder})),
-                            ssh_keys or {}),
+                pool.submit(_fill_bottle, engine.clone(), plan, owner, bottle_files, ssh_keys or {}),
             ]
             for step in steps:
                 step.result()
@@ -387,6 +389,33 @@ def _fill_bottle(engine: Engine, plan: LaunchPlan, owner: str, files: bytes, ssh
         raise BottleError(f"the bottle did not start: {said or 'it exited without a word'}")
     if plan.bottle.ssh:
         ssh.setup(engine, n.container, plan.bottle.ssh, ssh_keys, PROXY_PORT)
+
+
+def _launch_pod(cluster, plan: LaunchPlan, owner: str, config: bytes, files: bytes,
+                ssh_keys: Mapping[str, bytes]) -> None:
+    """The same bottle as one pod (kube.py says how it is closed off); removed again on any failure."""
+    from . import kube
+
+    if plan.mount is not None:
+        raise BottleError("--mount binds a folder of this machine, which a cluster's node does not have: use "
+                          "--workspace (a copy whose work comes back), or --runtime docker")
+    n = plan.names
+    side = sidecar.container(n.sidecar, plan.sidecar_image.tag, "", labels(plan, "sidecar", owner), n.proxy_volume)
+    closed = [int(address.rsplit(":", 1)[1]) for address in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,
+                                                             egress.SSH_PIPELOCK_LISTEN, egress.SSH_METRICS_LISTEN)]
+    try:
+        said_sidecar, said_bottle = cluster.launch_pod(
+            bottle_container(plan, owner), side, kube.egress_rules(image.BOTTLE_UID, closed), plan.image.tag,
+            files, config, timeout=sidecar.READY_SECONDS)
+        if said_sidecar != "ready":
+            raise BottleError(f"the egress sidecar did not start: {said_sidecar or 'it exited without a word'}")
+        if said_bottle != "ready":
+            raise BottleError(f"the bottle did not start: {said_bottle or 'it exited without a word'}")
+        if plan.bottle.ssh:
+            ssh.setup(cluster, n.container, plan.bottle.ssh, ssh_keys, PROXY_PORT)
+    except BaseException:
+        teardown(cluster, plan.name)
+        raise
 
 
 def ensure_network(engine: Engine) -> None:

@@ -36,9 +36,9 @@ def _lazily(name: str) -> lazy.Module:
     return lazy.Module(f"{__package__}.{name}")
 
 
-(bottle, cleanup, docker, egress, image, manifest, progress, runs, session, ssh, starter, status, tasks, workspace,
- health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "progress", "runs", "session",
-                         "ssh", "starter", "status", "tasks", "workspace", "doctor"))
+(bottle, cleanup, docker, egress, image, manifest, progress, runs, runtime, session, ssh, starter, status, tasks,
+ workspace, health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "progress", "runs",
+                                    "runtime", "session", "ssh", "starter", "status", "tasks", "workspace", "doctor"))
 
 
 class _Group(click.Group):
@@ -57,7 +57,13 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="claude-bottle")
-def main() -> None:
+@click.option("--runtime", "runtime_name", type=click.Choice(["docker", "kubernetes"]), envvar="CLAUDE_BOTTLE_RUNTIME",
+              help="Where bottles run: the Docker engine (default) or the current kubeconfig's Kubernetes cluster.")
+@click.option("--context", "kube_context", envvar="CLAUDE_BOTTLE_CONTEXT", metavar="NAME",
+              help="With --runtime kubernetes: the kubeconfig context (default: the current one).")
+@click.option("--namespace", "kube_namespace", envvar="CLAUDE_BOTTLE_NAMESPACE", metavar="NAME",
+              help="With --runtime kubernetes: the namespace (default: the context's, else default).")
+def main(runtime_name: str | None, kube_context: str | None, kube_namespace: str | None) -> None:
     """Run Claude Code with full permissions in disposable, egress-filtered Docker containers.
 
     Agents and bottles come from ~/claude-bottle.json and the project's
@@ -66,6 +72,11 @@ def main() -> None:
     A project file is untrusted until you allow it with `claude-bottle trust`.
     Set CLAUDE_BOTTLE_DEBUG=1 to see tracebacks.
     """
+    # In the environment, so that what this process starts (a detached run's supervisor) uses the same.
+    for variable, value in (("CLAUDE_BOTTLE_RUNTIME", runtime_name), ("CLAUDE_BOTTLE_CONTEXT", kube_context),
+                            ("CLAUDE_BOTTLE_NAMESPACE", kube_namespace)):
+        if value:
+            os.environ[variable] = value
 
 
 def _manifest_options(f):
@@ -110,7 +121,7 @@ def _complete_agents(ctx: click.Context, incomplete: str) -> list[str]:
 
 def _complete_bottles(incomplete: str) -> list[str]:
     try:
-        rows = status.bottles(docker.connect(), os.environ)
+        rows = status.bottles(runtime.connect(), os.environ)
     except BottleError:
         return []
     return sorted(r.name for r in rows if r.mine and r.name.startswith(incomplete))
@@ -274,7 +285,7 @@ def build(no_cache: bool, verbose: bool) -> None:
     """Build (or rebuild) the bottle image, showing its steps; the whole output goes to a log file."""
     m = _load()
     spec = image.spec(m.image)
-    engine = docker.connect()
+    engine = runtime.connect()
     why = f"base {m.image.base}, Claude Code {m.image.claude_code_version}"
     with _signals_raise(), _build_view(verbose) as view:
         for line in image.build(engine, spec, nocache=no_cache):
@@ -551,7 +562,7 @@ def _launch_checks(plan: bottle.LaunchPlan, interactive: bool, every: bool = Fal
     checks = [_check_token, plan.check_trust,
               lambda: manifest.check_env(plan.bottle, os.environ, can_ask=interactive),
               *(functools.partial(ssh.check_key, host) for host in plan.bottle.ssh),
-              docker.connect]
+              runtime.connect]
     failed: list[BottleError] = []
     engine = None
     for check in checks:
@@ -665,7 +676,7 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
         code = runs.COULD_NOT_RUN
         with run.writer() as sink:
             try:
-                engine = docker.connect()
+                engine = runtime.connect()
                 with session.Session.resume(engine, name) as s:
                     code = s.run_headless(list(argv), sink)
                     session.keep_egress_report(engine, run)
@@ -762,7 +773,7 @@ def attach(bottle_name: str) -> None:
 
     Ctrl-\\ detaches and leaves Claude running; attach again to come back.
     The exit status is Claude's when it exits."""
-    engine = docker.connect()
+    engine = runtime.connect()
     container = _running(engine, bottle_name)
     state = engine.container(container)
     record = state.labels.get(cleanup.LABEL_RECORD) if state else None
@@ -818,7 +829,7 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
         command = command[1:]
     if not command:
         raise click.UsageError("name a command to run: exec BOTTLE -- CMD…")
-    engine = docker.connect()
+    engine = runtime.connect()
     container = _running(engine, bottle_name)
     tty = _has_terminal()
     with _signals_raise():
@@ -838,7 +849,7 @@ def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
     --discard removes it without bringing anything back."""
     for name in bottle_names:
         cleanup.check_name(name)
-    engine = docker.connect()
+    engine = runtime.connect()
     missing, failed = [], None
     for name in bottle_names:
         try:
@@ -887,7 +898,7 @@ def _ps_filter(ctx, param, values: tuple[str, ...]) -> list[tuple[str, str]]:
 def ps(everyone: bool, quiet: bool, filters: list[tuple[str, str]], as_json: bool) -> None:
     """List your bottles and detached runs: name, agent, bottle, uptime (a finished run: how long it ran),
     state (a finished run: its exit status) and a finished run's result branch."""
-    rows = [r for r in status.bottles(docker.connect(), os.environ) if everyone or r.mine]
+    rows = [r for r in status.bottles(runtime.connect(), os.environ) if everyone or r.mine]
     def matches(r: status.BottleStatus, key: str, want: str) -> bool:
         return r.state.startswith(want) if key == "state" else getattr(r, key) == want
 
@@ -951,7 +962,7 @@ def cleanup_(everyone: bool, yes: bool) -> None:
     """Remove your bottles (with --all, everyone's) and everything made for them, running or not, and your
     finished runs' records. A workspace's work is brought back first; a bottle whose work cannot come back is
     kept and reported."""
-    engine = docker.connect()
+    engine = runtime.connect()
     objects = cleanup.everything(engine) if everyone else cleanup.of_user(engine)
     bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in objects})
     records = runs.all_runs(os.environ)
@@ -1027,7 +1038,7 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool, tail:
     if run is not None and run.is_run and not show_egress:  # Claude's output, kept on the host
         _run_output(run, follow, tail, since)
         return
-    engine = docker.connect()
+    engine = runtime.connect()
     names = bottle.Names(bottle_name)
     if not show_egress:
         if engine.container(names.container) is None:
@@ -1119,7 +1130,7 @@ def _run_output(run: runs.Run, follow: bool, tail: int | None, since: float | No
 
 def _image_present(tag: str) -> bool | None:
     try:
-        return docker.connect().image_exists(tag)
+        return runtime.connect().image_exists(tag)
     except DockerUnavailable:
         return None
 

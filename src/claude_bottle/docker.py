@@ -208,6 +208,8 @@ def _translate_errors(cls):
 class Engine:
     """A connection to one Docker engine."""
 
+    kind = "docker"  # the runtime (kube.Cluster is the other)
+
     def __init__(self, client: docker.DockerClient | None, host: str, environ: Mapping[str, str]):
         self._client = client
         self.host = host

@@ -29,6 +29,10 @@ class DockerUnavailable(BottleError):
     exit_code = 4
 
 
+class ClusterUnavailable(DockerUnavailable):
+    """The Kubernetes cluster cannot be reached, or refused (the runtime's engine, like Docker's)."""
+
+
 class ImageBuildError(BottleError):
     """The bottle image failed to build."""
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bottle, docker
+from . import bottle, docker, runtime
 from .errors import BottleError
 from .runs import COULD_NOT_RUN
 from .session import Secrets, Session
@@ -117,7 +117,7 @@ def run_all(plans: list[bottle.LaunchPlan], tasks: list[Task], secrets: Secrets,
         stopping.set()
         for f in futures:
             f.cancel()
-        engine = docker.connect()
+        engine = runtime.connect()
         for plan in plans:
             bottle.stop_claude(engine, plan.name)
         raise
@@ -135,7 +135,7 @@ def _run_one(index: int, plan: bottle.LaunchPlan, task: Task, secrets: Secrets, 
     try:
         if stopping.is_set():
             raise BottleError("not started: the tasks were interrupted")
-        engine = docker.connect()  # one connection per thread
+        engine = runtime.connect()  # one connection per thread
         with Session.launch(engine, plan, secrets, owner) as session:
             code = session.run_headless(argv, out)
     except Exception as e:  # one task's failure is its own result, not the end of the others

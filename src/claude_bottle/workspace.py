@@ -39,6 +39,7 @@ STAGING = "/tmp/claude-bottle-workspace"  # in the bottle, while the copy is unp
 # Written (as root, where the agent cannot touch it) once the workspace is in: before that, a bottle holds
 # nothing of the agent's, and finishing it brings nothing back.
 COPIED_MARK = "/run/claude-bottle/workspace-copied"
+LABEL_COPIED = LABEL_PREFIX + "workspace-copied"  # the same, on Kubernetes: an annotation of the bottle's pod
 GIT_IDENTITY = ("claude-bottle", "claude-bottle@localhost")
 HIDDEN_REF = "refs/claude-bottle/{name}"  # holds the start commit in the host repository until the work is back
 STEP_SECONDS_VARIABLE = "CLAUDE_BOTTLE_STEP_SECONDS"  # the limit for each command we run in the bottle at the end
@@ -207,6 +208,9 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
         engine.put_archive(container, STAGING, archive)
     script = _unpack_git_script(ws, bottle_name) if ws.is_git else f"cp -a {STAGING}/tree/. {WORKSPACE}/"
     _in_bottle(engine, container, f"{script}; rm -rf {STAGING}", "copying the workspace into the bottle")
+    if getattr(engine, "kind", "docker") == "kubernetes":  # no root in a pod: the mark goes on the pod itself
+        engine.annotate(container, LABEL_COPIED, "1")
+        return
     mark = io.BytesIO()
     with tarfile.open(fileobj=mark, mode="w") as tar:
         tar.addfile(tarfile.TarInfo(COPIED_MARK.rsplit("/", 1)[1]))  # root's, as tar entries are
@@ -245,11 +249,18 @@ class Brought:
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
+def _copied(engine: Engine, container: str) -> bool:
+    if getattr(engine, "kind", "docker") == "kubernetes":
+        state = engine.container(container)
+        return state is not None and state.labels.get(LABEL_COPIED) == "1"
+    return engine.exec(container, ["test", "-e", COPIED_MARK], timeout=30)[0] == 0
+
+
 def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
     """Bring the agent's work out of the bottle, checked. Raises WorkNotBack (and leaves the bottle alone)
     if any step fails or runs out of time, so the caller keeps the bottle."""
     try:
-        if engine.exec(container, ["test", "-e", COPIED_MARK], timeout=30)[0] != 0:
+        if not _copied(engine, container):
             return Brought()  # stopped while it was being made: nothing of the agent's is in it
         return _bring_back_git(engine, container, ws, bottle_name) if ws.is_git else \
             _bring_back_folder(engine, container, ws)

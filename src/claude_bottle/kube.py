@@ -1,0 +1,583 @@
+"""The Kubernetes runtime: the same bottles as on Docker, each one pod, through the official client.
+
+A bottle is one pod: the bottle container, the sidecar container and the proxy folder between them (an
+emptyDir the bottle mounts read-only), as on Docker. A pod's containers share one network namespace, so the
+bottle cannot simply have none: an init container, the only one with NET_ADMIN, writes that namespace's
+packet filter before either container starts. Only the sidecar's user may send anything off the pod; the
+bottle's user may reach its own loopback address and nothing else, not even the sidecar's loopback ports
+(pipelock's and its metrics': the gate's socket is the one way out, as on Docker). Neither container may
+change the filter (no capabilities, no privilege gain). A NetworkPolicy per pod refuses every connection
+into it and the metadata address out of it, for clusters that enforce one; the filter does not rely on it.
+
+The token and the bottle's secrets travel as on Docker: on the containers' stdin, over the API's attach
+stream, never in a pod spec, a Secret or a log. The Engine-shaped methods take Docker's container names:
+`cb-NAME` is the bottle container of pod `cb-NAME`, `cb-NAME-sidecar` its sidecar container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import BinaryIO
+
+from . import lazy
+from .docker import LABEL_PREFIX, ContainerSpec, ContainerState, ExecTimeout, Found, OutputTooLarge, size_in_bytes
+from .errors import BottleError, ClusterUnavailable
+
+k8s = lazy.Module("kubernetes.client")
+k8s_config = lazy.Module("kubernetes.config")
+k8s_stream = lazy.Module("kubernetes.stream")
+
+RUNTIME_VARIABLE = "CLAUDE_BOTTLE_RUNTIME"
+CONTEXT_VARIABLE = "CLAUDE_BOTTLE_CONTEXT"
+NAMESPACE_VARIABLE = "CLAUDE_BOTTLE_NAMESPACE"
+
+SIDECAR_SUFFIX = "-sidecar"
+SIDECAR_UID = 1001  # not the bottle's user: the packet filter tells them apart by their uid
+METADATA = "169.254.0.0/16"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_STDIN, _CLOSE_CHUNK = 0, 1 << 20
+_IMAGE_TROUBLE = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
+
+
+def egress_rules(bottle_uid: int, closed_ports: Sequence[int]) -> str:
+    """The init container's script: the pod's packet filter, IPv4 and IPv6. Anything not let through is
+    refused (REJECT: a tool fails at once instead of hanging), the sidecar's loopback ports first."""
+    ports = ",".join(str(p) for p in sorted(set(closed_ports)))
+    lines = ["set -eu"]
+    for tool, loopback in (("iptables", "127.0.0.1"), ("ip6tables", "::1")):
+        lines += [
+            f"{tool} -P OUTPUT ACCEPT",
+            f"{tool} -F OUTPUT",
+            f"{tool} -A OUTPUT -m owner --uid-owner {SIDECAR_UID} -j ACCEPT",
+            f"{tool} -A OUTPUT -o lo -p tcp -m multiport --dports {ports} -j REJECT",
+            f"{tool} -A OUTPUT -o lo -p udp -m multiport --dports {ports} -j REJECT",
+            f"{tool} -A OUTPUT -o lo -s {loopback} -d {loopback} -j ACCEPT",
+            f"{tool} -A OUTPUT -j REJECT",
+            f"{tool} -P OUTPUT DROP",
+        ]
+    del bottle_uid  # every uid but the sidecar's is held to loopback: the bottle's and any other
+    return "\n".join(lines) + "\necho rules\n"
+
+
+class Cluster:
+    """One namespace of a Kubernetes cluster, seen the way the lifecycle sees a Docker engine."""
+
+    kind = "kubernetes"
+
+    def __init__(self, api, namespace: str, context: str):
+        self.api = api
+        self.namespace = namespace
+        self.context = context
+        self.host = api.configuration.host
+        self.core = k8s.CoreV1Api(api)
+        self.net = k8s.NetworkingV1Api(api)
+
+    def clone(self) -> Cluster:
+        return self  # the client's connection pool is shared safely between threads
+
+    def describe(self) -> tuple[str, str]:
+        version = k8s.VersionApi(self.api).get_code()
+        return f"Kubernetes {version.git_version}", f"{self.host} (context {self.context}, namespace {self.namespace})"
+
+    # -- errors
+
+    def _call(self, what: Callable, *args, not_found=None, **kwargs):
+        """Call the API; a 404 returns `not_found`, any other refusal or a lost connection is one error."""
+        try:
+            return what(*args, **kwargs)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return not_found
+            raise self._refused(e) from None
+        except Exception as e:
+            if isinstance(e, BottleError):
+                raise
+            raise ClusterUnavailable(f"the Kubernetes API at {self.host} could not be reached: "
+                                     f"{_one_line(e)}") from None
+
+    def _refused(self, e) -> ClusterUnavailable:
+        try:
+            message = json.loads(e.body).get("message") or e.reason
+        except (TypeError, ValueError, AttributeError):
+            message = e.reason
+        return ClusterUnavailable(f"the Kubernetes cluster at {self.host} refused: {_one_line(message)}")
+
+    # -- a bottle's pod
+
+    def launch_pod(self, bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: str,
+                   bottle_input: bytes, sidecar_input: bytes, timeout: float) -> tuple[str, str]:
+        """Create the bottle's pod and its NetworkPolicy, wait until its containers run, and hand each its
+        input on stdin. Returns what the sidecar and the bottle said (their first lines)."""
+        name = bottle.name
+        if not _POD_NAME.match(name) or len(name) > 63:
+            raise BottleError(f"'{name}' cannot name a pod: on Kubernetes agent names must be lowercase letters, "
+                              "digits and '-'")
+        pod = self._call(self.core.create_namespaced_pod, self.namespace, _pod(bottle, side, rules, rules_image))
+        self._call(self.net.create_namespaced_network_policy, self.namespace, _policy(name, bottle.labels, pod))
+        self._wait_running(name, timeout)
+        said: dict[str, str] = {}
+        errors: list[BaseException] = []
+
+        def hand(container: str, data: bytes) -> None:
+            try:
+                said[container] = self._attach(name, container, data, timeout)
+            except BaseException as e:  # noqa: B036 - raised again below, in the caller's thread
+                errors.append(e)
+
+        helper = threading.Thread(target=hand, args=("sidecar", sidecar_input))
+        helper.start()
+        hand("bottle", bottle_input)
+        helper.join()
+        if errors:
+            raise errors[0]
+        return said.get("sidecar", ""), said.get("bottle", "")
+
+    def _wait_running(self, pod: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            state = self._call(self.core.read_namespaced_pod, pod, self.namespace)
+            if state is None:
+                raise BottleError(f"pod {pod} went away while it started")
+            status = state.status
+            for c in (status.init_container_statuses or []) + (status.container_statuses or []):
+                waiting = c.state.waiting if c.state else None
+                if waiting and waiting.reason in _IMAGE_TROUBLE:
+                    raise BottleError(f"the cluster cannot get image {c.image} ({waiting.reason}): push it to a "
+                                      "registry the cluster pulls from, or import it into the nodes")
+                done = c.state.terminated if c.state else None
+                if done and (done.exit_code != 0 or c.name != "egress-rules"):
+                    raise BottleError(f"the bottle's {c.name} container ended at start (exit {done.exit_code}): "
+                                      f"{_one_line(self._log(pod, c.name) or done.reason or '')}")
+            running = {c.name for c in status.container_statuses or [] if c.state and c.state.running}
+            if {"bottle", "sidecar"} <= running:
+                return
+            if status.phase in ("Failed", "Succeeded"):
+                raise BottleError(f"pod {pod} ended at start: {status.reason or status.phase} {status.message or ''}")
+            if time.monotonic() > deadline:
+                raise ExecTimeout(f"pod {pod} was not running within {timeout:.0f} s (phase {status.phase})")
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+    def _log(self, pod: str, container: str) -> str:
+        try:
+            return self.core.read_namespaced_pod_log(pod, self.namespace, container=container, tail_lines=5)
+        except Exception:  # only to explain another error
+            return ""
+
+    def _attach(self, pod: str, container: str, data: bytes, timeout: float) -> str:
+        """Write `data` to the container's stdin (which closes after it) and return the first line it says."""
+        ws = self._call(k8s_stream.stream, self._streaming().connect_get_namespaced_pod_attach, pod, self.namespace,
+                        container=container, stdin=True, stdout=True, stderr=True, tty=False,
+                        _preload_content=False, binary=True)
+        try:
+            _write(ws, data)
+            line = ws.readline_channel(1, timeout=timeout)
+            return (line or b"").decode(errors="replace")
+        finally:
+            ws.close()
+
+    def _streaming(self):
+        """A client of its own for each exec or attach: the stream helper swaps its client's request method
+        while it runs, which would send another thread's plain requests over a websocket."""
+        return k8s.CoreV1Api(k8s.ApiClient(self.api.configuration))
+
+    def start_with_input(self, name: str, data: bytes, timeout: float) -> str:
+        pod, container = _target(name)
+        return self._attach(pod, container, data, timeout)
+
+    def start_container(self, name: str) -> None:
+        state = self.container(name)
+        if state is None or not state.running:
+            raise BottleError(f"{name} is not running, and a pod's container cannot be started again")
+
+    def container(self, name: str) -> ContainerState | None:
+        pod, container = _target(name)
+        found = self._call(self.core.read_namespaced_pod, pod, self.namespace)
+        if found is None:
+            return None
+        labels = _labels_of(found.metadata)
+        for c in found.status.container_statuses or []:
+            if c.name == container:
+                state = c.state
+                done = state.terminated if state else None
+                return ContainerState(name=name, running=bool(state and state.running),
+                                      status="running" if state and state.running else
+                                      ("exited" if done else "created"),
+                                      exit_code=done.exit_code if done else None,
+                                      oom_killed=bool(done and done.reason == "OOMKilled"), labels=labels)
+        return ContainerState(name=name, running=False, status=(found.status.phase or "").lower(),
+                              exit_code=None, oom_killed=False, labels=labels)
+
+    def remove_container(self, name: str, wait: float = 60.0) -> None:
+        """Delete the pod at once (its containers get no grace: nothing in a bottle is to be saved by then)
+        and wait until it is gone. Gone already counts as removed."""
+        pod, _ = _target(name)
+        body = k8s.V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
+        if self._call(self.core.delete_namespaced_pod, pod, self.namespace, body=body, not_found=False) is False:
+            return
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        while self._call(self.core.read_namespaced_pod, pod, self.namespace) is not None:
+            if time.monotonic() > deadline:
+                raise BottleError(f"the cluster did not remove pod {pod} within {wait:.0f} s")
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+    def annotate(self, name: str, key: str, value: str) -> None:
+        """Mark the bottle's pod (a place the agent cannot write, as root's files are on Docker)."""
+        pod, _ = _target(name)
+        self._call(self.core.patch_namespaced_pod, pod, self.namespace, {"metadata": {"annotations": {key: value}}})
+
+    def remove_network(self, name: str) -> None:
+        """A bottle's NetworkPolicy (its owner reference would take it with the pod, but not at once)."""
+        self._call(self.net.delete_namespaced_network_policy, name, self.namespace)
+
+    def remove_volume(self, name: str) -> None:
+        return None  # a pod's folders go with it
+
+    # -- running things inside
+
+    def exec(self, name: str, argv: Sequence[str], user: str | None = None, stdin: bytes | None = None,
+             workdir: str | None = None, timeout: float | None = None) -> tuple[int, bytes]:
+        out = bytearray()
+        code = self._exec(name, argv, workdir, stdin, timeout, out.extend, out.extend)
+        return code, bytes(out)
+
+    def exec_to(self, name: str, argv: Sequence[str], sink: BinaryIO, user: str | None = None,
+                workdir: str | None = None, timeout: float | None = None, limit: int | None = None
+                ) -> tuple[int, bytes]:
+        err = bytearray()
+        written = 0
+
+        def to_sink(data: bytes) -> None:
+            nonlocal written
+            written += len(data)
+            if limit is not None and written > limit:
+                raise OutputTooLarge(f"more than {limit // 2**20} MiB came out of `{' '.join(argv[:3])}`")
+            sink.write(data)
+
+        return self._exec(name, argv, workdir, None, timeout, to_sink, err.extend), bytes(err)
+
+    def exec_stream(self, name: str, argv: Sequence[str], user: str, workdir: str, sink) -> int:
+        def write(data: bytes) -> None:
+            sink.write(data)
+            sink.flush()
+
+        if self.container(name) is None:
+            return 137
+        return self._exec(name, argv, workdir, None, None, write, write)
+
+    def put_archive(self, name: str, path: str, tar: bytes | BinaryIO) -> None:
+        data = tar if isinstance(tar, bytes) else tar.read()
+        code, out = self.exec(name, ["tar", "-x", "-f", "-", "-C", path, "--no-same-owner"], stdin=data)
+        if code != 0:
+            raise BottleError(f"copying into {path} in {name} failed: {_one_line(out.decode(errors='replace'))}")
+
+    def get_archive_to(self, name: str, path: str, sink: BinaryIO, limit: int | None = None) -> None:
+        folder, _, base = path.rstrip("/").rpartition("/")
+        code, err = self.exec_to(name, ["tar", "-c", "-f", "-", "-C", folder or "/", base], sink, limit=limit)
+        if code != 0:
+            raise BottleError(f"copying {path} out of {name} failed: {_one_line(err.decode(errors='replace'))}")
+
+    def _open_exec(self, name: str, argv: Sequence[str], workdir: str | None, stdin: bool, tty: bool = False):
+        pod, container = _target(name)
+        command = ["env", "-C", workdir, *argv] if workdir else list(argv)
+        ws = self._call(k8s_stream.stream, self._streaming().connect_get_namespaced_pod_exec, pod, self.namespace,
+                        container=container, command=command, stdin=stdin, stdout=True, stderr=not tty, tty=tty,
+                        _preload_content=False, binary=True)
+        if ws is None:
+            raise BottleError(f"no bottle container {name}: see `claude-bottle ps`")
+        return ws
+
+    def _exec(self, name: str, argv: Sequence[str], workdir: str | None, stdin: bytes | None,
+              timeout: float | None, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> int:
+        ws = self._open_exec(name, argv, workdir, stdin is not None)
+        began = time.monotonic()
+        try:
+            if stdin is not None:
+                _write(ws, stdin)
+            while ws.is_open():
+                left = None if timeout is None else timeout - (time.monotonic() - began)
+                if left is not None and left <= 0:
+                    raise ExecTimeout(f"`{' '.join(argv[:3])}` did not finish within {timeout:.0f} s")
+                ws.update(timeout=1.0 if left is None else min(left, 1.0))
+                _drain(ws, on_stdout, on_stderr)
+            _drain(ws, on_stdout, on_stderr)
+            return _exit_status(ws)
+        finally:
+            ws.close()
+
+    def exec_interactive(self, name: str, argv: Sequence[str], user: str, workdir: str, tty: bool,
+                         stdin: bool) -> int:
+        """Our stdin to the command, its output to ours (made visible on a terminal). With a terminal the
+        command runs in a pseudo-terminal of the cluster's, drawn through our screen filter as on Docker."""
+        from . import screen, terminal
+
+        if tty:
+            cmd = [sys.executable, "-m", "claude_bottle.kube_tty", name, workdir, *argv]
+            with terminal.restored():
+                return screen.run(cmd)
+        ws = self._open_exec(name, argv, workdir, stdin)
+        if stdin:
+            threading.Thread(target=_feed, args=(ws, 0), daemon=True).start()
+        import codecs
+
+        decoders = {1: codecs.getincrementaldecoder("utf-8")(errors="replace"),
+                    2: codecs.getincrementaldecoder("utf-8")(errors="replace")}
+
+        def shown(kind: int) -> Callable[[bytes], None]:
+            out = sys.stderr if kind == 2 else sys.stdout
+
+            def show(data: bytes) -> None:
+                if out.isatty():
+                    out.write(terminal.visible(decoders[kind].decode(data), newlines=True))
+                    out.flush()
+                else:
+                    out.buffer.write(data)
+                    out.buffer.flush()
+            return show
+
+        try:
+            while ws.is_open():
+                ws.update(timeout=1.0)
+                _drain(ws, shown(1), shown(2))
+            _drain(ws, shown(1), shown(2))
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + 13
+        finally:
+            ws.close()
+        return _exit_status(ws)
+
+    def logs(self, name: str, follow: bool = False, tail: int | None = None,
+             since: float | None = None) -> Iterator[bytes]:
+        pod, container = _target(name)
+        kwargs = {"container": container, "follow": follow, "_preload_content": False}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        if since is not None:
+            kwargs["since_seconds"] = max(1, int(since))
+        response = self._call(self.core.read_namespaced_pod_log, pod, self.namespace, **kwargs)
+        if response is None:
+            return
+        yield from response.stream(65536)
+
+    # -- finding our objects
+
+    def find(self, labels: Mapping[str, str]) -> list[Found]:
+        """Pods (as containers) and NetworkPolicies (as networks) carrying all of `labels`."""
+        selector = ",".join(f"{k}={v}" if v else k for k, v in labels.items()
+                            if k in _SELECTABLE and _LABEL_VALUE.match(v) and len(v) <= 63)
+        pods = self._call(self.core.list_namespaced_pod, self.namespace, label_selector=selector)
+        policies = self._call(self.net.list_namespaced_network_policy, self.namespace, label_selector=selector)
+        found = []
+        for pod in pods.items if pods else []:
+            have = _labels_of(pod.metadata)
+            if _matches(have, labels):
+                created = pod.metadata.creation_timestamp
+                found.append(Found("container", pod.metadata.name, have, _pod_state(pod),
+                                   int(created.timestamp()) if created else 0))
+        for policy in policies.items if policies else []:
+            have = _labels_of(policy.metadata)
+            if _matches(have, labels):
+                found.append(Found("network", policy.metadata.name, have))
+        return found
+
+
+# Labels that make good selectors (short values of our own); every label is also kept whole as an annotation.
+_SELECTABLE = {LABEL_PREFIX + key for key in ("bottle", "agent", "config", "role")}
+
+
+def _k8s_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k in _SELECTABLE and _LABEL_VALUE.match(v) and len(v) <= 63}
+
+
+def _labels_of(metadata) -> dict[str, str]:
+    return {k: v for k, v in (metadata.annotations or {}).items() if k.startswith(LABEL_PREFIX)}
+
+
+def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    return all(k in have and (not v or have[k] == v) for k, v in want.items())
+
+
+def _pod_state(pod) -> str:
+    for c in pod.status.container_statuses or []:
+        if c.name == "bottle":
+            if c.state and c.state.running:
+                return "running"
+            if c.state and c.state.terminated:
+                return "exited"
+    return (pod.status.phase or "created").lower()
+
+
+def _target(name: str) -> tuple[str, str]:
+    if name.endswith(SIDECAR_SUFFIX):
+        return name[: -len(SIDECAR_SUFFIX)], "sidecar"
+    return name, "bottle"
+
+
+def _quantity(size: str) -> str:
+    return str(size_in_bytes(size))
+
+
+def _security(uid: int) -> dict:
+    return {"runAsUser": uid, "runAsGroup": uid, "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _memory_volume(name: str, size: str) -> dict:
+    return {"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}}
+
+
+def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: str) -> dict:
+    """The pod of one bottle, from the two containers Docker would run."""
+    (proxy_dir,) = [target for _, target, _ in side.volumes]
+    (side_state, side_state_opts), = side.tmpfs.items()
+    (secrets_dir, _), = bottle.tmpfs.items()
+    bottle_uid = int(bottle.user.split(":")[0])
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": bottle.name, "labels": _k8s_labels(bottle.labels), "annotations": dict(bottle.labels)},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": 1,
+            "hostname": bottle.hostname or None,
+            "volumes": [{"name": "proxy", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                        _memory_volume("gate-state", "64Mi"), _memory_volume("secrets", "1Mi")],
+            "initContainers": [{
+                "name": "egress-rules", "image": rules_image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", rules],
+                "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}},
+                "resources": {"limits": {"memory": "64Mi"}},
+            }],
+            "containers": [
+                {"name": "sidecar", "image": side.image, "imagePullPolicy": "IfNotPresent",
+                 "stdin": True, "stdinOnce": True,
+                 "securityContext": _security(SIDECAR_UID) | {"readOnlyRootFilesystem": True},
+                 "resources": {"limits": {"memory": _quantity(side.mem_limit)}},
+                 "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir},
+                                  {"name": "gate-state", "mountPath": side_state}]},
+                {"name": "bottle", "image": bottle.image, "imagePullPolicy": "IfNotPresent",
+                 "command": list(bottle.command), "workingDir": bottle.working_dir or None,
+                 "stdin": True, "stdinOnce": True,
+                 "env": [{"name": k, "value": v} for k, v in bottle.environment.items()],
+                 "securityContext": _security(bottle_uid),
+                 "resources": {"limits": {"memory": _quantity(bottle.mem_limit)}},
+                 "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir, "readOnly": True},
+                                  {"name": "secrets", "mountPath": secrets_dir}]},
+            ],
+        },
+    }
+
+
+def _policy(name: str, labels: Mapping[str, str], pod) -> dict:
+    """Nothing may connect into the bottle's pod, and it may not reach the metadata address; owned by the pod,
+    so the cluster removes it with the pod even if we cannot."""
+    role = labels | {LABEL_PREFIX + "role": "policy"}
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": _k8s_labels(role), "annotations": dict(role),
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name,
+                                          "uid": pod.metadata.uid, "blockOwnerDeletion": False}]},
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_PREFIX + "bottle": labels[LABEL_PREFIX + "bottle"],
+                                            LABEL_PREFIX + "role": "bottle"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [METADATA]}},
+                               {"ipBlock": {"cidr": "::/0"}}]}],
+        },
+    }
+
+
+def _write(ws, data: bytes) -> None:
+    for at in range(0, len(data), _CLOSE_CHUNK):
+        ws.write_stdin(data[at:at + _CLOSE_CHUNK])
+    if ws.subprotocol != "v5.channel.k8s.io":
+        raise ClusterUnavailable("the Kubernetes API does not speak the v5 stream protocol (Kubernetes 1.30 or "
+                                 "later), so a container's stdin cannot be closed: upgrade the cluster")
+    ws.close_channel(_STDIN)
+
+
+def _feed(ws, fd: int) -> None:
+    try:
+        while data := os.read(fd, 65536):
+            ws.write_stdin(data)
+        ws.close_channel(_STDIN)
+    except Exception:  # our stdin closed, or the command ended and its stream with it
+        pass
+
+
+def _drain(ws, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]) -> None:
+    out = ws.read_channel(1)
+    if out:
+        on_stdout(out)
+    err = ws.read_channel(2)
+    if err:
+        on_stderr(err)
+
+
+def _exit_status(ws) -> int:
+    """The command's exit status, from the status the API sends when it ends (137: it ended without one,
+    its container gone under it)."""
+    raw = ws.read_channel(3)
+    if not raw:
+        return 137
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return 137
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                break
+    raise BottleError(f"the command could not run: {_one_line(status.get('message') or status)}")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def connect(environ: Mapping[str, str]) -> Cluster:
+    """The cluster of the current kubeconfig context (or CLAUDE_BOTTLE_CONTEXT's), in its namespace (or
+    CLAUDE_BOTTLE_NAMESPACE's), checked to answer."""
+    context = environ.get(CONTEXT_VARIABLE) or None
+    config_file = environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        raise ClusterUnavailable("the kubernetes Python package is not installed: install claude-bottle again "
+                                 "(./cli.sh does it when pyproject.toml changes; or pip install kubernetes)") from None
+    try:
+        contexts, active = k8s_config.list_kube_config_contexts(config_file=config_file)
+        if context:
+            chosen = [c for c in contexts if c["name"] == context]
+            if not chosen:
+                raise BottleError(f"--context {context}: no such context in {config_file} (there are: "
+                                  f"{', '.join(c['name'] for c in contexts) or 'none'})")
+            active = chosen[0]
+        api = k8s_config.new_client_from_config(config_file=config_file, context=active["name"])
+    except BottleError:
+        raise
+    except Exception as e:
+        raise ClusterUnavailable(f"no usable Kubernetes configuration in {config_file}: {_one_line(e)}: set "
+                                 "KUBECONFIG or --context, or use --runtime docker") from None
+    namespace = environ.get(NAMESPACE_VARIABLE) or (active.get("context") or {}).get("namespace") or "default"
+    cluster = Cluster(api, namespace, active["name"])
+    cluster._call(cluster.core.list_namespaced_pod, namespace, limit=1)
+    return cluster

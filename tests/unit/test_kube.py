@@ -1,0 +1,194 @@
+"""The Kubernetes runtime's pieces that need no cluster: the pod it asks for, the packet filter its init
+container writes, how it reads the API's answers, and how the runtime is chosen. test_kubernetes (the
+integration suite) attacks the real pod."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+from claude_bottle import bottle, egress, kube, runtime, sidecar
+from claude_bottle.docker import LABEL_PREFIX
+from claude_bottle.errors import BottleError
+
+from .test_bottle import make_plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pod_of(plan=None) -> dict:
+    plan = plan or make_plan()
+    n = plan.names
+    side = sidecar.container(n.sidecar, "sidecar:tag", "", bottle.labels(plan, "sidecar", "lock:h:/x"),
+                             n.proxy_volume)
+    return kube._pod(bottle.bottle_container(plan, "lock:h:/x"), side, kube.egress_rules(1000, [8888, 9464]),
+                     "bottle:tag")
+
+
+class PodTest(unittest.TestCase):
+    def test_the_bottle_cannot_write_the_proxy_folder_nor_see_the_gates(self):
+        containers = {c["name"]: c for c in pod_of()["spec"]["containers"]}
+        bottle_mounts = {m["name"]: m for m in containers["bottle"]["volumeMounts"]}
+        self.assertTrue(bottle_mounts["proxy"]["readOnly"])
+        self.assertEqual(bottle_mounts["proxy"]["mountPath"], sidecar.PROXY_DIR)
+        self.assertNotIn("gate-state", bottle_mounts)
+        side_mounts = {m["name"]: m for m in containers["sidecar"]["volumeMounts"]}
+        self.assertNotIn("readOnly", side_mounts["proxy"])
+        self.assertEqual(side_mounts["gate-state"]["mountPath"], sidecar.STATE_DIR)
+
+    def test_only_the_init_container_has_a_capability_and_the_users_differ(self):
+        spec = pod_of()["spec"]
+        (init,) = spec["initContainers"]
+        self.assertEqual(init["securityContext"]["capabilities"]["add"], ["NET_ADMIN", "NET_RAW"])
+        users = set()
+        for c in spec["containers"]:
+            security = c["securityContext"]
+            self.assertEqual(security["capabilities"], {"drop": ["ALL"]})
+            self.assertFalse(security["allowPrivilegeEscalation"])
+            self.assertTrue(security["runAsNonRoot"])
+            users.add(security["runAsUser"])
+        self.assertEqual(users, {1000, kube.SIDECAR_UID})
+        self.assertFalse(spec["automountServiceAccountToken"])
+        self.assertEqual(spec["restartPolicy"], "Never")
+
+    def test_no_secret_in_the_pod_and_stdin_carries_them(self):
+        pod = pod_of()
+        for c in pod["spec"]["containers"]:
+            self.assertTrue(c["stdin"] and c["stdinOnce"])
+            names = {e["name"] for e in c.get("env", [])}
+            self.assertNotIn(bottle.CLAUDE_TOKEN_VARIABLE, names)
+            self.assertNotIn(bottle.TOKEN_VARIABLE, names)
+        self.assertNotIn("sk-ant", json.dumps(pod))
+
+    def test_labels_are_selectable_and_whole_in_annotations(self):
+        plan = make_plan()
+        meta = pod_of(plan)["metadata"]
+        self.assertEqual(meta["labels"][LABEL_PREFIX + "bottle"], plan.name)
+        self.assertEqual(meta["labels"][LABEL_PREFIX + "role"], "bottle")
+        self.assertNotIn(LABEL_PREFIX + "owner", meta["labels"])  # a path: not a label value
+        self.assertEqual(meta["annotations"][LABEL_PREFIX + "owner"], "lock:h:/x")
+
+    def test_memory_limits_come_from_the_manifest(self):
+        from claude_bottle import manifest
+
+        plan = make_plan(b=manifest.Bottle("dev", memory="2g"))
+        limits = {c["name"]: c["resources"]["limits"]["memory"] for c in pod_of(plan)["spec"]["containers"]}
+        self.assertEqual(limits["bottle"], str(2 * 2**30))
+        self.assertEqual(limits["sidecar"], str(768 * 2**20))
+
+
+class EgressRulesTest(unittest.TestCase):
+    def test_order_sidecar_then_closed_ports_then_loopback_then_nothing(self):
+        script = kube.egress_rules(1000, [9464, 8888, 8888])
+        for tool, loopback in (("iptables", "127.0.0.1"), ("ip6tables", "::1")):
+            rules = [line for line in script.splitlines() if line.startswith(f"{tool} -A OUTPUT")]
+            self.assertEqual(rules, [
+                f"{tool} -A OUTPUT -m owner --uid-owner {kube.SIDECAR_UID} -j ACCEPT",
+                f"{tool} -A OUTPUT -o lo -p tcp -m multiport --dports 8888,9464 -j REJECT",
+                f"{tool} -A OUTPUT -o lo -p udp -m multiport --dports 8888,9464 -j REJECT",
+                f"{tool} -A OUTPUT -o lo -s {loopback} -d {loopback} -j ACCEPT",
+                f"{tool} -A OUTPUT -j REJECT",
+            ])
+        self.assertTrue(script.startswith("set -eu\n"))  # a rule that fails stops the pod
+
+    def test_the_launch_closes_every_port_pipelock_listens_on(self):
+        launched = []
+
+        class Recorder:
+            kind = "kubernetes"
+
+            def launch_pod(self, b, side, rules, rules_image, bottle_input, sidecar_input, timeout):
+                launched.append(rules)
+                return "ready", "ready"
+
+            def find(self, labels):
+                return []
+
+        bottle.launch(Recorder(), make_plan(), {}, "sk-ant-oat01-" + "t" * 40, "lock:h:/x")
+        ports = [a.rsplit(":", 1)[1] for a in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,
+                                               egress.SSH_PIPELOCK_LISTEN, egress.SSH_METRICS_LISTEN)]
+        self.assertIn(f"--dports {','.join(sorted(ports))} -j REJECT", launched[0])
+
+    def test_mount_is_refused_on_a_cluster(self):
+        from dataclasses import replace
+
+        class Cluster:
+            kind = "kubernetes"
+
+            def find(self, labels):
+                return []
+
+        with tempfile.TemporaryDirectory() as folder:
+            with self.assertRaisesRegex(BottleError, "--mount.*--workspace"):
+                bottle.launch(Cluster(), replace(make_plan(), mount=Path(folder)), {}, "t" * 40, "lock:h:/x")
+
+
+class AnswersTest(unittest.TestCase):
+    class Stream:
+        def __init__(self, status: bytes):
+            self.status = status
+
+        def read_channel(self, channel):
+            return self.status if channel == 3 else b""
+
+    def test_exit_status(self):
+        self.assertEqual(kube._exit_status(self.Stream(b'{"status":"Success"}')), 0)
+        failure = {"status": "Failure", "reason": "NonZeroExitCode",
+                   "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
+        self.assertEqual(kube._exit_status(self.Stream(json.dumps(failure).encode())), 3)
+        self.assertEqual(kube._exit_status(self.Stream(b"")), 137)
+        with self.assertRaisesRegex(BottleError, "executable file not found"):
+            kube._exit_status(self.Stream(json.dumps({"status": "Failure", "message":
+                                                      "exec: \"nope\": executable file not found"}).encode()))
+
+    def test_matching_and_names(self):
+        self.assertTrue(kube._matches({"a": "1", "b": "2"}, {"a": "", "b": "2"}))
+        self.assertFalse(kube._matches({"a": "1"}, {"a": "2"}))
+        self.assertEqual(kube._target("cb-x-1a2b3c-sidecar"), ("cb-x-1a2b3c", "sidecar"))
+        self.assertEqual(kube._target("cb-x-1a2b3c"), ("cb-x-1a2b3c", "bottle"))
+        self.assertEqual(kube._k8s_labels({LABEL_PREFIX + "agent": "Bad Name!", LABEL_PREFIX + "role": "bottle"}),
+                         {LABEL_PREFIX + "role": "bottle"})
+
+
+class ChoosingTest(unittest.TestCase):
+    def test_a_bad_runtime_is_named(self):
+        self.assertEqual(runtime.chosen({}), "docker")
+        self.assertEqual(runtime.chosen({"CLAUDE_BOTTLE_RUNTIME": "Kubernetes"}), "kubernetes")
+        with self.assertRaisesRegex(BottleError, "CLAUDE_BOTTLE_RUNTIME=podman: not a runtime"):
+            runtime.chosen({"CLAUDE_BOTTLE_RUNTIME": "podman"})
+
+    def test_no_kubeconfig_is_one_error_line_with_exit_4(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run([sys.executable, "-m", "claude_bottle", "--runtime", "kubernetes", "ps"],
+                                  capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+                                       "KUBECONFIG": str(Path(tmp, "missing")), "XDG_STATE_HOME": tmp})
+        self.assertEqual(done.returncode, 4, done.stderr)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        self.assertRegex(done.stderr, r"^Error: no usable Kubernetes configuration in .*missing.*KUBECONFIG")
+
+    def test_an_unknown_context_is_named(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp, "config")
+            config.write_text(json.dumps({
+                "apiVersion": "v1", "kind": "Config", "current-context": "a",
+                "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {}}]}))
+            done = subprocess.run([sys.executable, "-m", "claude_bottle", "--runtime", "kubernetes", "--context", "b",
+                                   "ps"], capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "KUBECONFIG": str(config),
+                                       "XDG_STATE_HOME": tmp})
+            self.assertEqual(done.returncode, 1, done.stderr)
+            self.assertIn("Error: --context b: no such context", done.stderr)
+            unreachable = subprocess.run([sys.executable, "-m", "claude_bottle", "--runtime", "kubernetes", "ps"],
+                                         capture_output=True, text=True, timeout=60,
+                                         env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "KUBECONFIG": str(config),
+                                              "XDG_STATE_HOME": tmp})
+            self.assertEqual(unreachable.returncode, 4, unreachable.stderr)
+            self.assertRegex(unreachable.stderr, r"^Error: the Kubernetes API at https://127.0.0.1:1 could not be "
+                                                 r"reached")
+            self.assertEqual(len(unreachable.stderr.strip().splitlines()), 1, unreachable.stderr)
