@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """claude-bottle's performance against plain Docker, measured in one run on a real engine.
 
-    python3 bench/run.py [--runs N] [--json FILE] [--only PART...]
+    python3 bench/run.py [--runs N] [--json FILE] [--only PART...] [--runtime kubernetes]
 
 Each figure is the median of N runs after a warm-up, with min and max, beside
 its baseline measured the same way in the same run; the ratio is what to
@@ -255,6 +255,65 @@ class _LocalHttps:
         self.dir.cleanup()
 
 
+class KubeBench(Bench):
+    """The same start, stop and parallel figures on a Kubernetes cluster (the current kubeconfig's, in
+    CLAUDE_BOTTLE_NAMESPACE or bench's own namespace). The baseline is a plain pod of the same image
+    created through the same API (the official client), waited for until it runs, and `true` run in it
+    over the same exec stream; stop deletes it and waits until it is gone, as `claude-bottle stop` does."""
+
+    def __init__(self, runs: int):
+        super().__init__(runs)
+        from claude_bottle import kube
+
+        self.namespace = os.environ.get("CLAUDE_BOTTLE_NAMESPACE") or "claude-bottle-bench"
+        self.env |= {"CLAUDE_BOTTLE_RUNTIME": "kubernetes", "CLAUDE_BOTTLE_NAMESPACE": self.namespace}
+        self.cluster = kube.connect(self.env)
+        from kubernetes import client as k8s
+
+        self.k8s = k8s
+        if self.cluster._call(self.cluster.core.read_namespace, self.namespace) is None:
+            self.cluster.core.create_namespace({"metadata": {"name": self.namespace}})
+
+    def start_plain(self, network: str = "default") -> str:
+        import secrets
+
+        name = f"bench-plain-{secrets.token_hex(4)}"
+        self.cluster.core.create_namespaced_pod(self.namespace, {
+            "metadata": {"name": name, "labels": {"org.claude-bottle.bench": "1"}},
+            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "bottle", "image": self.image, "imagePullPolicy": "IfNotPresent",
+                                     "command": ["sleep", "infinity"]}]}})
+        while True:
+            pod = self.cluster.core.read_namespaced_pod(name, self.namespace)
+            if any(c.state and c.state.running for c in pod.status.container_statuses or []):
+                break
+            time.sleep(0.05)
+        code, _ = self.cluster.exec(name, ["true"])
+        assert code == 0
+        return name
+
+    def stop_plain(self, name: str) -> None:
+        self.cluster.remove_container(name)
+
+    def start_and_stop(self) -> None:
+        starts, stops, base_starts, base_stops = [], [], [], []
+        for i in range(self.runs + 1):
+            holder = {}
+            s = timed(lambda: holder.setdefault("n", self.start_bottle()))
+            t = timed(lambda: cli("stop", holder["n"], env=self.env))
+            bs = timed(lambda: holder.setdefault("c", self.start_plain()))
+            bt = timed(lambda: self.stop_plain(holder["c"]))
+            if i:
+                starts.append(s), stops.append(t), base_starts.append(bs), base_stops.append(bt)
+        self.record("kubernetes: start --detach + exec true", starts, base_starts)
+        self.record("kubernetes: stop, every object gone", stops, base_stops)
+
+    def cleanup(self) -> None:
+        for pod in self.cluster.core.list_namespaced_pod(self.namespace,
+                                                         label_selector="org.claude-bottle.bench").items:
+            self.cluster.remove_container(pod.metadata.name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -263,14 +322,21 @@ def main() -> int:
              "proxy": "proxy"}
     parser.add_argument("--only", nargs="+", choices=parts, default=list(parts), metavar="PART",
                         help=f"measure only these: {', '.join(parts)}")
+    parser.add_argument("--runtime", choices=("docker", "kubernetes"), default="docker",
+                        help="kubernetes: start, stop and parallel on the current kubeconfig's cluster, beside a "
+                             "plain pod made through the same API")
     args = parser.parse_args()
-    bench = Bench(args.runs)
+    if args.runtime == "kubernetes":
+        args.only = [part for part in args.only if part in ("start", "parallel")]
+    bench = KubeBench(args.runs) if args.runtime == "kubernetes" else Bench(args.runs)
     print(f"{'figure':<42} {'claude-bottle':>26}   {'baseline':>26}   ratio")
     cli("--version", env=bench.env)  # ./cli.sh installs itself on first use: not part of any figure
     try:
         for part in args.only:
             getattr(bench, parts[part])()
     finally:
+        if isinstance(bench, KubeBench):
+            bench.cleanup()
         for c in bench.client.containers.list(all=True, filters={"label": "org.claude-bottle.bench"}):
             c.remove(force=True)
         bench.tmp.cleanup()

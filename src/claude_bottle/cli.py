@@ -912,9 +912,11 @@ def ps(everyone: bool, quiet: bool, filters: list[tuple[str, str]], as_json: boo
     elif as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
-        _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT") + (("OWNER",) if everyone else ())]
+        nodes = any(r.node for r in rows)  # on Kubernetes
+        _table([("NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT") + (("NODE",) if nodes else ())
+                + (("OWNER",) if everyone else ())]
                + [(r.name, r.agent, r.bottle, _duration(r.uptime_seconds), r.state, r.result or "-")
-                  + ((r.owner,) if everyone else ()) for r in rows])
+                  + ((r.node or "-",) if nodes else ()) + ((r.owner,) if everyone else ()) for r in rows])
 
 
 @main.command("wait")

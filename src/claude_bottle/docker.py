@@ -139,6 +139,7 @@ class Found:
     labels: Mapping[str, str]
     state: str = ""  # containers: running, exited, created…
     created: int = 0  # containers: seconds since the epoch
+    node: str = ""  # on Kubernetes: the node its pod runs on
 
 
 # Failures of the connection itself, as the SDK and the libraries under it raise them (completed by _load).

@@ -162,7 +162,10 @@ class Cluster:
             if status.phase in ("Failed", "Succeeded"):
                 raise BottleError(f"pod {pod} ended at start: {status.reason or status.phase} {status.message or ''}")
             if time.monotonic() > deadline:
-                raise ExecTimeout(f"pod {pod} was not running within {timeout:.0f} s (phase {status.phase})")
+                why = "; ".join(f"{c.reason}: {c.message}" for c in status.conditions or []
+                                if c.status != "True" and c.message)  # e.g. no node with enough memory
+                raise ExecTimeout(f"pod {pod} was not running within {timeout:.0f} s (phase {status.phase}"
+                                  f"{': ' + _one_line(why) if why else ''})")
             time.sleep(pause)
             pause = min(pause * 1.5, 0.5)
 
@@ -384,7 +387,7 @@ class Cluster:
             if _matches(have, labels):
                 created = pod.metadata.creation_timestamp
                 found.append(Found("container", pod.metadata.name, have, _pod_state(pod),
-                                   int(created.timestamp()) if created else 0))
+                                   int(created.timestamp()) if created else 0, pod.spec.node_name or ""))
         for policy in policies.items if policies else []:
             have = _labels_of(policy.metadata)
             if _matches(have, labels):

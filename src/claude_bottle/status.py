@@ -22,6 +22,7 @@ class BottleStatus:
     owner: str = ""  # uid@host of whoever made it
     mine: bool = True
     result: str = ""  # a finished run's: the branch (or folder) its work came back as
+    node: str = ""  # on Kubernetes: the node its pod runs on
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -51,7 +52,8 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
                 state = "held: work not brought back" if cleanup.holds_work(c) else "left over"
         user = c.labels.get(cleanup.LABEL_USER, "")
         found[name] = BottleStatus(name, c.labels.get(cleanup.LABEL_AGENT, ""), c.labels.get(cleanup.LABEL_CONFIG, ""),
-                                   max(0, int(now - c.created)), state, detached, None, user, user == me)
+                                   max(0, int(now - c.created)), state, detached, None, user, user == me,
+                                   node=c.node)
     for run in records.values():
         meta, status = run.meta, run.exit_status
         started = meta.get("started", now)

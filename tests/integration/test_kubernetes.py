@@ -60,6 +60,12 @@ class Cluster:
         cls.ready = True
 
 
+def tearDownModule():
+    if Cluster.ready:  # waited for: a namespace being deleted takes no new pods
+        kubectl("delete", "namespace", NAMESPACE, "--timeout=120s", check=False)
+    shutil.rmtree(STATE, ignore_errors=True)
+
+
 def cli(*args: str, env: dict | None = None, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "claude_bottle", "--runtime", "kubernetes", *args],
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
@@ -119,7 +125,11 @@ class KubernetesTest(unittest.TestCase):
 
     def test_ps_and_exec_see_the_bottle_as_on_docker(self):
         rows = json.loads(cli("ps", "--json", env=self.env).stdout)
-        self.assertIn(self.name, [r["name"] for r in rows])
+        (row,) = [r for r in rows if r["name"] == self.name]
+        self.assertEqual((row["agent"], row["state"]), ("kube", "running"))
+        self.assertEqual(row["node"], self.pod_json()["spec"]["nodeName"])
+        table = cli("ps", env=self.env).stdout.splitlines()
+        self.assertEqual(table[0].split(), ["NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT", "NODE"])
         out = self.sh('id -un; pwd; echo "$KUBE_SECRET"')
         self.assertEqual(out.stdout.split(), [image.BOTTLE_USER, image.WORKSPACE, SECRET])
 
@@ -298,4 +308,55 @@ class KubernetesLifecycleTest(unittest.TestCase):
         name = started.stdout.strip().splitlines()[-1]
         self.assertNotIn(killed[0], ours())
         self.assertEqual(cli("stop", name, env=self.env).returncode, 0)
+        self.assertEqual(ours(), [])
+
+
+class KubernetesRunTest(unittest.TestCase):
+    """The real Claude Code, headless in a bottle pod, against a scripted Messages API on the node (a
+    private host the manifest names): its output, its exit status, and a tool call's commit as a branch."""
+
+    @classmethod
+    def setUpClass(cls):
+        from .test_run import MessagesApi
+
+        Cluster.ensure()
+        cls.api = MessagesApi()
+        node = json.loads(kubectl("get", "nodes", "-o", "json"))["items"][0]
+        cls.node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+        cls.home = Path(tempfile.mkdtemp(prefix="claude-bottle-test-kube-home-"))
+        (cls.home / "claude-bottle.json").write_text(json.dumps({
+            "version": 1,
+            "bottles": {"gw": {"env": {"ANTHROPIC_BASE_URL": f"http://{cls.node_ip}:{cls.api.port}"},
+                               "egress": {"private_hosts": [cls.node_ip]}}},
+            "agents": {"coder": {"bottle": "gw", "prompt": "You are a test agent."}}}))
+        cls.env = {"CLAUDE_BOTTLE_HOME": str(cls.home)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.api.close()
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+    def test_output_and_exit_status_as_on_docker(self):
+        from .test_run import GREETING
+
+        out = cli("run", "coder", "say hi", "--yes", env=self.env, cwd=self.home)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), GREETING)
+        self.assertIn(f"Bearer {TOKEN}", self.api.authorization)  # the gateway is the home manifest's
+        failed = cli("run", "coder", "please fail", "--yes", env=self.env, cwd=self.home)
+        self.assertNotEqual(failed.returncode, 0)
+        self.assertIn("scripted failure", failed.stdout + failed.stderr)
+        self.assertEqual(ours(), [])
+
+    def test_a_tool_calls_commit_comes_back_as_a_branch(self):
+        from .test_workspace import git, make_repo
+
+        with tempfile.TemporaryDirectory() as tmp:
+            repo = make_repo(Path(tmp))
+            out = cli("run", "coder", "please commit", "--yes", "--workspace", str(repo), env=self.env, cwd=self.home)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("committed", out.stdout)
+            branches = git(repo, "branch", "--list", "bottle/coder/*", "--format=%(refname:short)").split()
+            self.assertEqual(len(branches), 1)
+            self.assertEqual(git(repo, "show", f"{branches[0]}:agent.txt").strip(), "agent")
         self.assertEqual(ours(), [])
