@@ -40,6 +40,10 @@ NAMESPACE_VARIABLE = "CLAUDE_BOTTLE_NAMESPACE"
 SIDECAR_SUFFIX = "-sidecar"
 SIDECAR_UID = 1001  # not the bottle's user: the packet filter tells them apart by their uid
 METADATA = "169.254.0.0/16"
+# What the scheduler reserves: an idle bottle's use, not its limit (a request defaults to the limit, and 4 GiB
+# per bottle would fit five on a 24 GiB node however little they use). Limits come from the manifest.
+BOTTLE_REQUEST = "512m"
+SIDECAR_REQUEST = "64Mi"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _STDIN, _CLOSE_CHUNK = 0, 1 << 20
@@ -220,10 +224,10 @@ class Cluster:
                               exit_code=None, oom_killed=False, labels=labels)
 
     def remove_container(self, name: str, wait: float = 60.0) -> None:
-        """Delete the pod at once (its containers get no grace: nothing in a bottle is to be saved by then)
-        and wait until it is gone. Gone already counts as removed."""
+        """Delete the pod and wait until it is gone: until its node has stopped its containers, not only until
+        the API forgets it (what a zero grace period would do). Gone already counts as removed."""
         pod, _ = _target(name)
-        body = k8s.V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
+        body = k8s.V1DeleteOptions(propagation_policy="Background")  # the pod's own 1 s grace
         if self._call(self.core.delete_namespaced_pod, pod, self.namespace, body=body, not_found=False) is False:
             return
         deadline = time.monotonic() + wait
@@ -468,7 +472,8 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
                 {"name": "sidecar", "image": side.image, "imagePullPolicy": "IfNotPresent",
                  "stdin": True, "stdinOnce": True,
                  "securityContext": _security(SIDECAR_UID) | {"readOnlyRootFilesystem": True},
-                 "resources": {"limits": {"memory": _quantity(side.mem_limit)}},
+                 "resources": {"requests": {"memory": SIDECAR_REQUEST, "cpu": "50m"},
+                               "limits": {"memory": _quantity(side.mem_limit)}},
                  "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir},
                                   {"name": "gate-state", "mountPath": side_state}]},
                 {"name": "bottle", "image": bottle.image, "imagePullPolicy": "IfNotPresent",
@@ -476,7 +481,9 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
                  "stdin": True, "stdinOnce": True,
                  "env": [{"name": k, "value": v} for k, v in bottle.environment.items()],
                  "securityContext": _security(bottle_uid),
-                 "resources": {"limits": {"memory": _quantity(bottle.mem_limit)}},
+                 "resources": {"requests": {"memory": str(min(size_in_bytes(BOTTLE_REQUEST),
+                                                              size_in_bytes(bottle.mem_limit))), "cpu": "100m"},
+                               "limits": {"memory": _quantity(bottle.mem_limit)}},
                  "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir, "readOnly": True},
                                   {"name": "secrets", "mountPath": secrets_dir}]},
             ],

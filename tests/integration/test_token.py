@@ -95,5 +95,24 @@ class TokenOutsideTest(support.IntegrationTest):
         self.assertTrue(out.stdout.endswith(" 403"), out.stdout)
         self.assertNotIn(TOKEN, repr(self.other.authorization))
 
+    def test_no_way_around_the_gates_checks_of_the_api(self):
+        """A hostile agent's requests past the checks on Claude Code's API (found by attacking it): a path that
+        walks out of the API's paths, an https:// URL asked for as a plain request (the gate would make the TLS
+        connection itself, out of pipelock's sight) and the API's host on another port (passed through unread)."""
+        auth = '-H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN"'
+        walks = ["/v1/messages/../files", "/v1/messages/%2e%2e/files", "/v1/messages/..%2ffiles",
+                 "/api/claude_code/%5c..%5cfiles"]
+        script = "".join(f"curl -s -o /dev/null -w '%{{http_code}}\\n' -m 20 --path-as-is {auth} "
+                         f"'https://api.anthropic.com{path}'; " for path in walks)
+        script += ("printf 'GET https://api.anthropic.com/v1/files HTTP/1.1\\r\\nHost: api.anthropic.com\\r\\n"
+                   "Connection: close\\r\\n\\r\\n' | socat -t 10 - TCP:127.0.0.1:3128 | head -1; "
+                   "curl -s -o /dev/null -w '%{http_connect}\\n' -m 20 https://api.anthropic.com:8443/v1/messages; "
+                   f"curl -s -o /dev/null -w '%{{http_code}}\\n' -m 20 {auth} https://api.anthropic.com/v1/messages")
+        out = self.sh(script).stdout.splitlines()
+        self.assertEqual(out[:len(walks)], ["403"] * len(walks), out)
+        self.assertEqual(out[len(walks)].strip(), "HTTP/1.1 400 Bad Request", out)
+        self.assertEqual(out[len(walks) + 1], "403", out)
+        self.assertNotEqual(out[len(walks) + 2], "403", out)  # control: the API's own path is not refused
+
     def placeholder(self) -> str:
         return self.sh("printenv CLAUDE_CODE_OAUTH_TOKEN").stdout.strip()

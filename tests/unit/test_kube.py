@@ -78,6 +78,12 @@ class PodTest(unittest.TestCase):
         limits = {c["name"]: c["resources"]["limits"]["memory"] for c in pod_of(plan)["spec"]["containers"]}
         self.assertEqual(limits["bottle"], str(2 * 2**30))
         self.assertEqual(limits["sidecar"], str(768 * 2**20))
+        # The scheduler reserves what an idle bottle uses, not its limit (else five 4 GiB bottles fill 24 GiB).
+        requests = {c["name"]: c["resources"]["requests"]["memory"] for c in pod_of(plan)["spec"]["containers"]}
+        self.assertEqual(requests, {"bottle": str(512 * 2**20), "sidecar": "64Mi"})
+        small = make_plan(b=manifest.Bottle("dev", memory="256m"))
+        (bottle_c,) = [c for c in pod_of(small)["spec"]["containers"] if c["name"] == "bottle"]
+        self.assertEqual(bottle_c["resources"]["requests"]["memory"], str(256 * 2**20))
 
 
 class EgressRulesTest(unittest.TestCase):

@@ -93,7 +93,11 @@ func (g *gate) handle(conn net.Conn) {
 		refuse(conn, "a CONNECT target needs a port")
 		return
 	}
-	if why := g.portRefused(host, port); why != "" {
+	why := g.portRefused(host, port)
+	if why == "" {
+		why = g.credentialPortRefused(host, port)
+	}
+	if why != "" {
 		g.counter.add(host+":"+port, "blocked", why)
 		refuse(conn, why)
 		return
@@ -118,6 +122,18 @@ func (g *gate) handle(conn net.Conn) {
 	splice(&bufferedConn{conn, reader}, upstream)
 	conn.Close()
 	upstream.Close()
+}
+
+// credentialPortRefused says why a host the user's token goes to may not be reached on this port ("" if it
+// may): on another port the gate would not judge its paths and credentials, and pipelock would pass it through
+// unread.
+func (g *gate) credentialPortRefused(host, port string) string {
+	for _, cred := range g.credentials {
+		if strings.EqualFold(cred.Host, strings.Trim(host, "[]")) && cred.Port != port {
+			return fmt.Sprintf("%s is reached on port %s only", cred.Host, cred.Port)
+		}
+	}
+	return ""
 }
 
 // portRefused says why a private host may not be reached on this port ("" if it may).
@@ -213,11 +229,22 @@ func (g *gate) forwardPlain(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "claude-bottle: this is a proxy; ask for an absolute URL", http.StatusBadRequest)
 		return
 	}
+	if !strings.EqualFold(r.URL.Scheme, "http") {
+		// The gate would make the TLS connection itself, where neither its own checks nor pipelock's could read it.
+		why := "only http:// URLs are proxied as plain requests; HTTPS goes through CONNECT"
+		g.counter.add(r.URL.Host, "blocked", why)
+		http.Error(w, "claude-bottle: "+why, http.StatusBadRequest)
+		return
+	}
 	host, port := r.URL.Hostname(), r.URL.Port()
 	if port == "" {
 		port = "80"
 	}
-	if why := g.portRefused(strings.ToLower(host), port); why != "" {
+	why := g.portRefused(strings.ToLower(host), port)
+	if why == "" {
+		why = g.credentialPortRefused(host, port)
+	}
+	if why != "" {
 		g.counter.add(host+":"+port, "blocked", why)
 		http.Error(w, "claude-bottle: "+why, http.StatusForbidden)
 		return
@@ -261,10 +288,23 @@ func (g *gate) refuseCutAnswers(resp *http.Response) error {
 	return nil
 }
 
-// allowedPath says whether a credential host's token may go to this path (prefixes; "/" for all).
-func allowedPath(prefixes []string, path string) bool {
+// allowedPath says whether a credential host's token may go to this URL's path (prefixes; "/" for all). A
+// path that a server could read as another one (dot segments, encoded dots, slashes or backslashes) is refused:
+// Claude Code sends none, and a prefix check cannot judge them.
+func allowedPath(prefixes []string, u *url.URL) bool {
+	escaped := strings.ToLower(u.EscapedPath())
+	for _, sneaky := range []string{"%2e", "%2f", "%5c", "\\"} {
+		if strings.Contains(escaped, sneaky) {
+			return false
+		}
+	}
+	for _, segment := range strings.Split(u.Path, "/") {
+		if segment == "." || segment == ".." {
+			return false
+		}
+	}
 	for _, prefix := range prefixes {
-		if strings.HasPrefix(path, prefix) {
+		if strings.HasPrefix(u.Path, prefix) {
 			return true
 		}
 	}
@@ -287,7 +327,7 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 		proxy.Transport = g.direct
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !allowedPath(cred.Paths, r.URL.Path) {
+		if !allowedPath(cred.Paths, r.URL) {
 			g.counter.add(cred.Host, "blocked", "not a path of Claude Code's API: "+r.URL.Path)
 			http.Error(w, "claude-bottle: "+r.URL.Path+" is not a path the bottle's credential is for", http.StatusForbidden)
 			return

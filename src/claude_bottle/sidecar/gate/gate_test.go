@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +56,58 @@ func TestPrivateRanges(t *testing.T) {
 		if got := isPrivate(net.ParseIP(addr)); got != want {
 			t.Errorf("isPrivate(%s) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+func TestTheTokensPathsCannotBeWalkedOutOf(t *testing.T) {
+	prefixes := []string{"/v1/messages", "/api/claude_code/"}
+	for raw, want := range map[string]bool{
+		"/v1/messages":                   true,
+		"/v1/messages?beta=true":         true,
+		"/api/claude_code/settings":      true,
+		"/v1/files":                      false,
+		"/v1/messages/../files":          false,
+		"/v1/messages/%2e%2e/files":      false,
+		"/v1/messages/..%2Ffiles":        false,
+		"/v1/messages/.%2e/files":        false,
+		"/v1/messages/./x":               false,
+		"/api/claude_code/%5c..%5cfoo":   false,
+		"/api/claude_code/a%2fb":         false,
+		"/api/claude_code/..":            false,
+		"/v1/messages%2f..%2f..%2ffiles": false,
+	} {
+		u, err := url.Parse("https://api.anthropic.com" + raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := allowedPath(prefixes, u); got != want {
+			t.Errorf("allowedPath(%q) = %v, want %v", raw, got, want)
+		}
+	}
+}
+
+func TestPlainRequestsForHTTPSAndCredentialHostsOnOtherPortsAreRefused(t *testing.T) {
+	cfg := &Config{Credentials: []CredentialHost{{Host: "api.anthropic.com", Port: "443", TLS: true,
+		Paths: []string{"/v1/messages"}, Inject: true}}, Token: "real", Placeholder: "placeholder"}
+	g := newGate(cfg, nil, newCounter(nil), nil)
+	for _, target := range []string{"https://api.anthropic.com/v1/files", "https://pypi.org/simple/",
+		"HTTPS://example.com/", "ftp://example.com/x", "http://api.anthropic.com:8443/v1/messages",
+		"http://api.anthropic.com/v1/messages"} {
+		r := httptest.NewRequest("GET", target, nil)
+		r.Header.Set("Authorization", "Bearer placeholder")
+		w := httptest.NewRecorder()
+		g.forwardPlain(w, r)
+		if w.Code != http.StatusBadRequest && w.Code != http.StatusForbidden {
+			t.Errorf("%s: status %d, want a refusal", target, w.Code)
+		}
+	}
+	if why := g.credentialPortRefused("api.anthropic.com", "8443"); !strings.Contains(why, "port 443 only") {
+		t.Errorf("CONNECT to another port of the API: %q", why)
+	}
+	if why := g.credentialPortRefused("API.anthropic.com", "443"); why != "" {
+		t.Errorf("the API's own port: %q", why)
+	}
+	if why := g.credentialPortRefused("pypi.org", "8443"); why != "" {
+		t.Errorf("another host: %q", why)
 	}
 }
