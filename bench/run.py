@@ -119,8 +119,10 @@ class Bench:
         self.record("  baseline on no network: start", starts, none_starts)
         self.record("  baseline on no network: stop", stops, none_stops)
 
+    sizes = (1, 4, 8, 16)
+
     def parallel_start(self) -> None:
-        for n in (1, 4, 8, 16):
+        for n in self.sizes:
             ours, base = [], []
             for _ in range(max(1, self.runs // 2)):
                 with ThreadPoolExecutor(n) as pool:
@@ -260,6 +262,8 @@ class KubeBench(Bench):
     CLAUDE_BOTTLE_NAMESPACE or bench's own namespace). The baseline is a plain pod of the same image
     created through the same API (the official client), waited for until it runs, and `true` run in it
     over the same exec stream; stop deletes it and waits until it is gone, as `claude-bottle stop` does."""
+
+    sizes = (1, 4, 8)  # what the issue asks; of 16 at once, 3 were not running within 60 s on the 2-core test cluster
 
     def __init__(self, runs: int):
         super().__init__(runs)
