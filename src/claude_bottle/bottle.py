@@ -405,7 +405,7 @@ def _launch_pod(cluster, plan: LaunchPlan, owner: str, config: bytes, files: byt
                                                              egress.SSH_PIPELOCK_LISTEN, egress.SSH_METRICS_LISTEN)]
     try:
         said_sidecar, said_bottle = cluster.launch_pod(
-            bottle_container(plan, owner), side, kube.egress_rules(image.BOTTLE_UID, closed), plan.image.tag,
+            bottle_container(plan, owner), side, kube.egress_rules(closed), plan.image.tag,
             files, config, timeout=sidecar.READY_SECONDS)
         if said_sidecar != "ready":
             raise BottleError(f"the egress sidecar did not start: {said_sidecar or 'it exited without a word'}")

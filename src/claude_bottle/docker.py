@@ -476,16 +476,8 @@ class Engine:
         """Run a command, its stdout written to the binary file `sink` as it comes (at most `limit` bytes);
         returns its exit status and its stderr."""
         err = bytearray()
-        written = 0
-
-        def to_sink(data: bytes) -> None:
-            nonlocal written
-            written += len(data)
-            if limit is not None and written > limit:
-                raise OutputTooLarge(f"more than {limit // 2**20} MiB came out of `{' '.join(argv[:3])}`")
-            sink.write(data)
-
-        return self._exec(name, argv, user, workdir, None, timeout, to_sink, err.extend), bytes(err)
+        code = self._exec(name, argv, user, workdir, None, timeout, limited(sink, limit, argv), err.extend)
+        return code, bytes(err)
 
     def exec_stream(self, name: str, argv: Sequence[str], user: str, workdir: str, sink) -> int:
         """Run a command, writing its output to the binary file `sink` as it comes; returns its
@@ -648,6 +640,19 @@ class Engine:
         found += [Found("network", n["Name"], n.get("Labels") or {}) for n in networks]
         found += [Found("volume", v["Name"], v.get("Labels") or {}) for v in (volumes.get("Volumes") or [])]
         return found
+
+
+def limited(sink: BinaryIO, limit: int | None, argv: Sequence[str]) -> Callable[[bytes], None]:
+    """What writes a command's output to `sink`, and raises OutputTooLarge past `limit` bytes."""
+    written = 0
+
+    def write(data: bytes) -> None:
+        nonlocal written
+        written += len(data)
+        if limit is not None and written > limit:
+            raise OutputTooLarge(f"more than {limit // 2**20} MiB came out of `{' '.join(argv[:3])}`")
+        sink.write(data)
+    return write
 
 
 def _label_filter(labels: Mapping[str, str]) -> list[str]:

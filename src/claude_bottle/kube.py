@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import BinaryIO
 
 from . import lazy
-from .docker import LABEL_PREFIX, ContainerSpec, ContainerState, ExecTimeout, Found, OutputTooLarge, size_in_bytes
+from .docker import LABEL_PREFIX, ContainerSpec, ContainerState, ExecTimeout, Found, limited, size_in_bytes
 from .errors import BottleError, ClusterUnavailable
 
 k8s = lazy.Module("kubernetes.client")
@@ -46,13 +46,14 @@ BOTTLE_REQUEST = "512m"
 SIDECAR_REQUEST = "64Mi"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_STDIN, _CLOSE_CHUNK = 0, 1 << 20
+_STDIN, _CHUNK = 0, 1 << 20  # stdin's channel; what one websocket frame carries
 _IMAGE_TROUBLE = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 
 
-def egress_rules(bottle_uid: int, closed_ports: Sequence[int]) -> str:
-    """The init container's script: the pod's packet filter, IPv4 and IPv6. Anything not let through is
-    refused (REJECT: a tool fails at once instead of hanging), the sidecar's loopback ports first."""
+def egress_rules(closed_ports: Sequence[int]) -> str:
+    """The init container's script: the pod's packet filter, IPv4 and IPv6. Only the sidecar's user leaves the
+    pod; every other user (the bottle's and any it could become) stays on its loopback address, away from the
+    sidecar's loopback ports. Anything else is refused (REJECT: a tool fails at once instead of hanging)."""
     ports = ",".join(str(p) for p in sorted(set(closed_ports)))
     lines = ["set -eu"]
     for tool, loopback in (("iptables", "127.0.0.1"), ("ip6tables", "::1")):
@@ -66,7 +67,6 @@ def egress_rules(bottle_uid: int, closed_ports: Sequence[int]) -> str:
             f"{tool} -A OUTPUT -j REJECT",
             f"{tool} -P OUTPUT DROP",
         ]
-    del bottle_uid  # every uid but the sidecar's is held to loopback: the bottle's and any other
     return "\n".join(lines) + "\necho rules\n"
 
 
@@ -262,16 +262,7 @@ class Cluster:
                 workdir: str | None = None, timeout: float | None = None, limit: int | None = None
                 ) -> tuple[int, bytes]:
         err = bytearray()
-        written = 0
-
-        def to_sink(data: bytes) -> None:
-            nonlocal written
-            written += len(data)
-            if limit is not None and written > limit:
-                raise OutputTooLarge(f"more than {limit // 2**20} MiB came out of `{' '.join(argv[:3])}`")
-            sink.write(data)
-
-        return self._exec(name, argv, workdir, None, timeout, to_sink, err.extend), bytes(err)
+        return self._exec(name, argv, workdir, None, timeout, limited(sink, limit, argv), err.extend), bytes(err)
 
     def exec_stream(self, name: str, argv: Sequence[str], user: str, workdir: str, sink) -> int:
         def write(data: bytes) -> None:
@@ -512,8 +503,8 @@ def _policy(name: str, labels: Mapping[str, str], pod) -> dict:
 
 
 def _write(ws, data: bytes) -> None:
-    for at in range(0, len(data), _CLOSE_CHUNK):
-        ws.write_stdin(data[at:at + _CLOSE_CHUNK])
+    for at in range(0, len(data), _CHUNK):
+        ws.write_stdin(data[at:at + _CHUNK])
     if ws.subprotocol != "v5.channel.k8s.io":
         raise ClusterUnavailable("the Kubernetes API does not speak the v5 stream protocol (Kubernetes 1.30 or "
                                  "later), so a container's stdin cannot be closed: upgrade the cluster")

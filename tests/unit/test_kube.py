@@ -24,7 +24,7 @@ def pod_of(plan=None) -> dict:
     n = plan.names
     side = sidecar.container(n.sidecar, "sidecar:tag", "", bottle.labels(plan, "sidecar", "lock:h:/x"),
                              n.proxy_volume)
-    return kube._pod(bottle.bottle_container(plan, "lock:h:/x"), side, kube.egress_rules(1000, [8888, 9464]),
+    return kube._pod(bottle.bottle_container(plan, "lock:h:/x"), side, kube.egress_rules([8888, 9464]),
                      "bottle:tag")
 
 
@@ -88,7 +88,7 @@ class PodTest(unittest.TestCase):
 
 class EgressRulesTest(unittest.TestCase):
     def test_order_sidecar_then_closed_ports_then_loopback_then_nothing(self):
-        script = kube.egress_rules(1000, [9464, 8888, 8888])
+        script = kube.egress_rules([9464, 8888, 8888])
         for tool, loopback in (("iptables", "127.0.0.1"), ("ip6tables", "::1")):
             rules = [line for line in script.splitlines() if line.startswith(f"{tool} -A OUTPUT")]
             self.assertEqual(rules, [
