@@ -171,7 +171,7 @@ class Cluster:
                 raise ExecTimeout(f"pod {pod} was not running within {timeout:.0f} s (phase {status.phase}"
                                   f"{': ' + _one_line(why) if why else ''})")
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+            pause = min(pause * 1.5, 0.1)  # a pod changes state in tenths of a second
 
     def _log(self, pod: str, container: str) -> str:
         try:
@@ -236,7 +236,7 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise BottleError(f"the cluster did not remove pod {pod} within {wait:.0f} s")
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+            pause = min(pause * 1.5, 0.1)  # a pod changes state in tenths of a second
 
     def annotate(self, name: str, key: str, value: str) -> None:
         """Mark the bottle's pod (a place the agent cannot write, as root's files are on Docker)."""

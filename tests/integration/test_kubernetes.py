@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -235,6 +236,28 @@ class KubernetesTest(unittest.TestCase):
                       f"echo '{{}}' > {sidecar.PROXY_DIR}/{bottle.MANAGED_SETTINGS_FILE} 2>/dev/null && echo WROTE; "
                       f"rm -f {sidecar.PROXY_DIR}/{bottle.MANAGED_SETTINGS_FILE} 2>/dev/null && echo REMOVED; true")
         self.assertEqual(out.stdout.split(), ["READ"])
+
+    def test_attach_opens_claude_detaches_and_reconnects_through_the_pods_terminal(self):
+        argv = [sys.executable, "-m", "claude_bottle", "--runtime", "kubernetes", "attach", self.name]
+        term = Terminal(argv, env=environment(self.env), cwd=str(self.home))
+        screen = term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
+        self.assertNotIn("trustthefiles", screen.replace(" ", "").lower())
+        term.type(b"\x1c")  # Ctrl-\: detach, Claude goes on
+        term.read_until(lambda s: f"detached; Claude goes on in {self.name}" in s)
+        self.assertEqual(term.wait(), 0)
+        running = self.sh("pgrep -fc '^claude --dangerously-skip-permissions'").stdout.strip()
+        self.assertEqual(running, "1")
+        term = Terminal(argv, rows=30, cols=100, env=environment(self.env), cwd=str(self.home))
+        time.sleep(3)
+        term.type(b"zebra42")
+        term.read_until(lambda s: "zebra42" in "".join(s.split()), timeout=60)
+        term.type(b"\x15\x03")  # clear the typed line, then quit Claude
+        time.sleep(0.5)
+        term.type(b"\x03")
+        self.assertEqual(term.proc.wait(60), 0)
+        term.assert_restored(self)
+        os.close(term.master)
+        self.assertEqual(self.sh("pgrep -fc '^claude --dangerously-skip-permissions'").stdout.strip(), "0")
 
     def test_egress_report(self):
         self.sh("curl -s -o /dev/null --max-time 20 https://example.com/")
