@@ -124,6 +124,9 @@ class Cluster:
             raise BottleError(f"'{name}' cannot name a pod: on Kubernetes agent names must be lowercase letters, "
                               "digits and '-'")
         pod = self._call(self.core.create_namespaced_pod, self.namespace, _pod(bottle, side, rules, rules_image))
+        if pod is None:  # the API's 404 for a pod being created: its namespace
+            raise BottleError(f"namespace {self.namespace} does not exist in context {self.context}: create it "
+                              f"(kubectl create namespace {self.namespace}) or name another with --namespace")
         self._call(self.net.create_namespaced_network_policy, self.namespace, _policy(name, bottle.labels, pod))
         self._wait_running(name, timeout)
         said: dict[str, str] = {}

@@ -288,6 +288,17 @@ class KubernetesLifecycleTest(unittest.TestCase):
         self.assertEqual([o for o in ours() if name in o], [])
         self.assertEqual(cli("stop", name, env=self.env).returncode, 1)
 
+    def test_a_namespace_that_does_not_exist_is_named(self):
+        missing = f"claude-bottle-missing-{support.RUN_ID}"
+        out = cli("start", "--detach", "--yes", "kube", env=self.env | {"CLAUDE_BOTTLE_NAMESPACE": missing},
+                  cwd=self.home)
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertEqual(out.stderr.strip().splitlines()[-1],
+                         f"Error: namespace {missing} does not exist in context "
+                         f"{kubectl('config', 'current-context').strip()}: create it (kubectl create namespace "
+                         f"{missing}) or name another with --namespace")
+        self.assertNotIn("Traceback", out.stderr)
+
     def test_a_workspace_comes_back_as_a_branch(self):
         repo = Path(tempfile.mkdtemp(prefix="claude-bottle-test-kube-repo-"))
         try:
