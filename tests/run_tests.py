@@ -59,6 +59,10 @@ def _remove_shared_network() -> None:
 
 def main() -> int:
     _with_dependencies()
+    # The tests choose their runtime themselves (the Kubernetes suite names it): a user's choice for the CLI
+    # must not move the Docker tests onto a cluster.
+    for variable in ("CLAUDE_BOTTLE_RUNTIME", "CLAUDE_BOTTLE_CONTEXT", "CLAUDE_BOTTLE_NAMESPACE"):
+        os.environ.pop(variable, None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", default="all", choices=["unit", "integration", "all"])
     parser.add_argument("-v", "--verbose", action="store_true")
