@@ -351,7 +351,7 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh],
         {MANAGED_SETTINGS_FILE: json.dumps(managed_settings(plan.bottle, env), indent=2)})
     bottle_files = bottle_input(plan.agent, secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder}))
-    if getattr(engine, "kind", "docker") == "kubernetes":
+    if engine.kind == "kubernetes":
         _launch_pod(engine, plan, owner, config, bottle_files, ssh_keys or {})
         return
     try:

@@ -54,7 +54,7 @@ def prepare(engine: Engine, plan: LaunchPlan, environ: Mapping[str, str],
     of such bottles that are kept because they hold work."""
     dead, held = cleanup.of_dead_sessions(engine)
     cleanup.remove(engine, dead)
-    if getattr(engine, "kind", "docker") == "kubernetes":
+    if engine.kind == "kubernetes":
         return held  # the cluster's nodes get the images from a registry, or have them imported (README)
     bottle.ensure_pipelock_image(engine, pins.PIPELOCK_IMAGE)
     for spec in (plan.image, plan.sidecar_image):

@@ -208,7 +208,7 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
         engine.put_archive(container, STAGING, archive)
     script = _unpack_git_script(ws, bottle_name) if ws.is_git else f"cp -a {STAGING}/tree/. {WORKSPACE}/"
     _in_bottle(engine, container, f"{script}; rm -rf {STAGING}", "copying the workspace into the bottle")
-    if getattr(engine, "kind", "docker") == "kubernetes":  # no root in a pod: the mark goes on the pod itself
+    if engine.kind == "kubernetes":  # no root in a pod: the mark goes on the pod itself
         engine.annotate(container, LABEL_COPIED, "1")
         return
     mark = io.BytesIO()
@@ -250,7 +250,7 @@ class Brought:
 
 
 def _copied(engine: Engine, container: str) -> bool:
-    if getattr(engine, "kind", "docker") == "kubernetes":
+    if engine.kind == "kubernetes":
         state = engine.container(container)
         return state is not None and state.labels.get(LABEL_COPIED) == "1"
     return engine.exec(container, ["test", "-e", COPIED_MARK], timeout=30)[0] == 0

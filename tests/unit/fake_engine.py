@@ -23,6 +23,7 @@ BUILD_OUTPUT = ["Step 1/2 : FROM debian:bookworm-slim\n", " ---> 5f1a0e2b\n",
 
 class FakeEngine:
     host = "unix:///fake.sock"
+    kind = "docker"
 
     def __init__(self, images=(), fail_on=None, interactive=0, headless=(0, b"")):
         self.images = set(images)
