@@ -72,6 +72,12 @@ def main(runtime_name: str | None, kube_context: str | None, kube_namespace: str
     A project file is untrusted until you allow it with `claude-bottle trust`.
     Set CLAUDE_BOTTLE_DEBUG=1 to see tracebacks.
     """
+    ctx = click.get_current_context()
+    given = [f"--{name}" for name in ("context", "namespace")
+             if ctx.get_parameter_source(f"kube_{name}") == click.core.ParameterSource.COMMANDLINE]
+    if given and (runtime_name or os.environ.get("CLAUDE_BOTTLE_RUNTIME", "docker")) != "kubernetes":
+        raise click.UsageError(f"{' and '.join(given)}: only for bottles on Kubernetes: add --runtime kubernetes "
+                               "(or set CLAUDE_BOTTLE_RUNTIME=kubernetes)")
     # In the environment, so that what this process starts (a detached run's supervisor) uses the same.
     for variable, value in (("CLAUDE_BOTTLE_RUNTIME", runtime_name), ("CLAUDE_BOTTLE_CONTEXT", kube_context),
                             ("CLAUDE_BOTTLE_NAMESPACE", kube_namespace)):
@@ -285,7 +291,7 @@ def build(no_cache: bool, verbose: bool) -> None:
     """Build (or rebuild) the bottle image, showing its steps; the whole output goes to a log file."""
     m = _load()
     spec = image.spec(m.image)
-    engine = runtime.connect()
+    engine = docker.connect()  # on either runtime: a cluster's nodes get the images from a registry (README)
     why = f"base {m.image.base}, Claude Code {m.image.claude_code_version}"
     with _signals_raise(), _build_view(verbose) as view:
         for line in image.build(engine, spec, nocache=no_cache):
@@ -705,10 +711,12 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
         click.echo(json.dumps(plan.to_json(image_present=present), indent=2))
         _launch_checks(plan, sys.stdin.isatty(), every=True)
         return
-    _preflight(plan, image_state={True: "present", False: "will be built",
-                                  None: "unknown (Docker not reachable)"}[present])
+    on_cluster = runtime.chosen() == "kubernetes"
+    _preflight(plan, image_state="on the cluster's nodes: pushed or imported" if on_cluster else
+               {True: "present", False: "will be built", None: "unknown (Docker not reachable)"}[present])
     n = plan.names
-    click.echo(f"creates:  containers {n.container}, {n.sidecar}; volume {n.proxy_volume} "
+    click.echo(f"creates:  pod {n.container} (bottle and sidecar containers), NetworkPolicy {n.container}"
+               if on_cluster else f"creates:  containers {n.container}, {n.sidecar}; volume {n.proxy_volume} "
                f"(on the shared network {bottle.EGRESS_NETWORK})")
     click.echo("dry run: nothing was created")
     # What `start` would refuse, found without reading a secret or creating anything.
@@ -1131,8 +1139,11 @@ def _run_output(run: runs.Run, follow: bool, tail: int | None, since: float | No
 
 
 def _image_present(tag: str) -> bool | None:
+    """Whether this machine's Docker engine has the image (None: it cannot say, or bottles run on a cluster)."""
+    if runtime.chosen() == "kubernetes":
+        return None
     try:
-        return runtime.connect().image_exists(tag)
+        return docker.connect().image_exists(tag)
     except DockerUnavailable:
         return None
 

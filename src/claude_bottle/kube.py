@@ -86,10 +86,6 @@ class Cluster:
     def clone(self) -> Cluster:
         return self  # the client's connection pool is shared safely between threads
 
-    def describe(self) -> tuple[str, str]:
-        version = k8s.VersionApi(self.api).get_code()
-        return f"Kubernetes {version.git_version}", f"{self.host} (context {self.context}, namespace {self.namespace})"
-
     # -- errors
 
     def _call(self, what: Callable, *args, not_found=None, **kwargs):
@@ -199,10 +195,6 @@ class Cluster:
         while it runs, which would send another thread's plain requests over a websocket."""
         return k8s.CoreV1Api(k8s.ApiClient(self.api.configuration))
 
-    def start_with_input(self, name: str, data: bytes, timeout: float) -> str:
-        pod, container = _target(name)
-        return self._attach(pod, container, data, timeout)
-
     def start_container(self, name: str) -> None:
         state = self.container(name)
         if state is None or not state.running:
@@ -249,9 +241,6 @@ class Cluster:
     def remove_network(self, name: str) -> None:
         """A bottle's NetworkPolicy (its owner reference would take it with the pod, but not at once)."""
         self._call(self.net.delete_namespaced_network_policy, name, self.namespace)
-
-    def remove_volume(self, name: str) -> None:
-        return None  # a pod's folders go with it
 
     # -- running things inside
 

@@ -198,3 +198,25 @@ class ChoosingTest(unittest.TestCase):
             self.assertRegex(unreachable.stderr, r"^Error: the Kubernetes API at https://127.0.0.1:1 could not be "
                                                  r"reached")
             self.assertEqual(len(unreachable.stderr.strip().splitlines()), 1, unreachable.stderr)
+
+
+class OptionsTest(unittest.TestCase):
+    def run_cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as tmp:
+            return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True,
+                                  timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "XDG_STATE_HOME": tmp,
+                                                   "CLAUDE_BOTTLE_HOME": tmp, **env})
+
+    def test_cluster_options_without_the_kubernetes_runtime_are_refused(self):
+        for args in (["--context", "lab"], ["--namespace", "agents"]):
+            done = self.run_cli(*args, "ps", CLAUDE_BOTTLE_RUNTIME="docker")
+            self.assertEqual(done.returncode, 2, done.stderr)
+            self.assertIn(f"Error: {args[0]}: only for bottles on Kubernetes: add --runtime kubernetes", done.stderr)
+
+    def test_a_dry_run_on_a_cluster_says_what_it_would_create_there(self):
+        done = self.run_cli("--runtime", "kubernetes", "start", "--dry-run", KUBECONFIG="/nonexistent",
+                            CLAUDE_BOTTLE_OAUTH_TOKEN="sk-ant-oat01-" + "x" * 40)
+        self.assertNotIn("Traceback", done.stderr)
+        self.assertIn("on the cluster's nodes: pushed or imported", done.stdout + done.stderr)
+        self.assertRegex(done.stdout + done.stderr, r"creates:  pod cb-default-[0-9a-f]{6} \(bottle and sidecar")
+        self.assertEqual(done.returncode, 4, done.stderr)  # the cluster check fails: no kubeconfig
