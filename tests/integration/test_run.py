@@ -12,7 +12,7 @@ from claude_bottle import cleanup
 from . import support
 from .test_workspace import git, make_repo
 from . import test_sidecar
-from .test_sidecar import Project
+from .test_sidecar import TOKEN, Project
 
 GREETING = "Hello from the stand-in."
 
@@ -92,17 +92,21 @@ class MessagesApi(support.Server):
         super().__init__(Handler)
 
 
-class RunTest(support.IntegrationTest):
+class RunTest:
+    """Run on both runtimes (the classes at the end)."""
+
+    runtime: support.Runtime
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.api = MessagesApi()
-        # The Docker host's bridge address: private, so the bottle must name it as a private host.
-        host = support.host_address()
+        # This host as the runtime's workloads reach it: private, so the bottle must name it as a private host.
+        host = cls.runtime.host_address()
         cls.project = Project({"bottles": {"gw": {
             "env": {"ANTHROPIC_BASE_URL": f"http://{host}:{cls.api.port}"},
             "egress": {"private_hosts": [host]}}},
-            "agents": {"coder": {"bottle": "gw", "prompt": "You are a test agent."}}}, {})
+            "agents": {"coder": {"bottle": "gw", "prompt": "You are a test agent."}}}, {}, cls.runtime)
 
     @classmethod
     def tearDownClass(cls):
@@ -111,13 +115,14 @@ class RunTest(support.IntegrationTest):
         super().tearDownClass()
 
     def test_output_streams_back_and_nothing_is_left(self):
-        before = support.objects_of(self.project.dir)
+        before = support.objects_of(self.project.dir, self.runtime.engine())
         out = self.project.cli("run", "coder", "say hi", "--yes")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(out.stdout.strip(), GREETING)
         self.assertIn("private:  ", out.stderr)
-        self.assertEqual(support.objects_of(self.project.dir), before)
+        self.assertEqual(support.objects_of(self.project.dir, self.runtime.engine()), before)
         self.assertTrue(any(p.startswith("/v1/messages") for p in self.api.requests))
+        self.assertEqual(set(self.api.authorization), {f"Bearer {TOKEN}"})  # the gateway is the home manifest's
 
     def test_json_output_format_passes_through(self):
         out = self.project.cli("run", "coder", "say hi", "--yes", "--output-format", "json")
@@ -182,7 +187,7 @@ class RunTest(support.IntegrationTest):
         self.assertEqual(waited.stdout.splitlines()[0], f"{ok}: exit 0")
         self.assertRegex(waited.stdout.splitlines()[1], rf"^{bad}: exit [1-9]\d*$")
         for name in (ok, bad):  # finished: the sidecar, network and bottle are gone, the record stays
-            self.assertEqual(cleanup.of_bottle(support.engine(), name), [])
+            self.assertEqual(cleanup.of_bottle(self.runtime.engine(), name), [])
         rows = {r["name"]: r for r in json.loads(project.cli("ps", "--json").stdout)}
         self.assertEqual((rows[ok]["state"], rows[ok]["exit_status"]), ("exited (0)", 0))
         self.assertNotEqual(rows[bad]["exit_status"], 0)
@@ -200,7 +205,7 @@ class RunTest(support.IntegrationTest):
                          (0, f"{ok}: already finished (exit 0); its output stays until `claude-bottle rm {ok}`\n"))
         kept = project.cli("logs", ok, "--egress", "--json")  # a finished run's report stays until rm
         self.assertEqual(kept.returncode, 0, kept.stderr)
-        self.assertTrue(any(r["host"].startswith(support.host_address()) and r["decision"] == "allowed"
+        self.assertTrue(any(r["host"].startswith(self.runtime.host_address()) and r["decision"] == "allowed"
                             for r in json.loads(kept.stdout)), kept.stdout)
         self.assertEqual(project.cli("rm", ok, bad).returncode, 0)
         self.assertNotIn(ok, project.cli("ps").stdout)
@@ -219,3 +224,15 @@ class RunTest(support.IntegrationTest):
             row = next(line for line in self.project.cli("ps").stdout.splitlines() if line.startswith(name))
             self.assertEqual(row.split()[-1], branch)
             self.assertEqual(self.project.cli("rm", name).returncode, 0)
+
+
+class RunOnDockerTest(RunTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class RunOnKubernetesTest(RunTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()

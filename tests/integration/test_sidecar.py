@@ -31,13 +31,13 @@ def setUpModule():
 class Project:
     """A project directory with a manifest, and the CLI run from it."""
 
-    def __init__(self, manifest: dict, env: dict):
+    def __init__(self, manifest: dict, env: dict, runtime: support.Runtime | None = None):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = Path(self.tmp.name)
         (self.dir / "home").mkdir()
         (self.dir / "home" / "claude-bottle.json").write_text(json.dumps(manifest))
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(self.dir / "home"),
-                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, **env}
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, **(runtime.env() if runtime else {}), **env}
 
     def cli(self, *args, timeout=180) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "claude_bottle", *args], cwd=self.dir, env=self.env,

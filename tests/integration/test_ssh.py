@@ -7,8 +7,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from claude_bottle import cleanup
-
 from . import support
 from . import test_sidecar
 from .test_sidecar import Project

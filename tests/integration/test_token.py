@@ -4,25 +4,27 @@ home manifest), and nowhere else. The real Claude Code, streaming, through the r
 
 import json
 
-from claude_bottle import cleanup
 
 from . import support
 from .test_run import GREETING, MessagesApi
 from .test_sidecar import TOKEN, Project
 
 
-class TokenOutsideTest(support.IntegrationTest):
+class TokenOutsideTest:
+    """Run on both runtimes (the classes at the end)."""
+
+    runtime: support.Runtime
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        support.sidecar_image()
         cls.api = MessagesApi()
         cls.other = MessagesApi()  # an allowed host that is not the gateway
-        host = support.host_address()
+        host = cls.runtime.host_address()
         cls.project = Project({"bottles": {"gw": {
             "env": {"ANTHROPIC_BASE_URL": f"http://{host}:{cls.api.port}"},
             "egress": {"private_hosts": [f"{host}:{cls.api.port}", f"{host}:{cls.other.port}"]}}},
-            "agents": {"coder": {"bottle": "gw"}}}, {})
+            "agents": {"coder": {"bottle": "gw"}}}, {}, cls.runtime)
         out = cls.project.cli("start", "coder", "--yes", "--detach")
         assert out.returncode == 0, out.stderr
         cls.name = out.stdout.strip()
@@ -59,11 +61,11 @@ class TokenOutsideTest(support.IntegrationTest):
         self.assertEqual(lines[1], "scanned")  # ...but no file holds the real token
         self.assertRegex(lines[-1], r"^sk-ant-oat01-claude-bottle-placeholder-[0-9a-f]{32}$")  # it is a placeholder
         self.assertNotIn(TOKEN, scan.stdout)
-        for found in cleanup.of_bottle(support.engine(), self.name):
-            if found.kind == "container":
-                self.assertNotIn(TOKEN, json.dumps(support.sdk().api.inspect_container(found.name)))
+        described = self.runtime.described(self.name)  # docker inspect; the pod and its policy
+        self.assertIn(self.name, described)
+        self.assertNotIn(TOKEN, described)
         self.assertEqual(support.found_on_command_lines(TOKEN), [])
-        self.assertEqual(support.found_on_docker_disk(TOKEN), [])
+        self.assertEqual(self.runtime.files_with(TOKEN), [])  # the engine's disk state and logs
 
     def test_the_managed_settings_pin_the_gateway_and_the_agent_cannot_change_them(self):
         read = "cat /etc/claude-code/managed-settings.json"
@@ -116,3 +118,15 @@ class TokenOutsideTest(support.IntegrationTest):
 
     def placeholder(self) -> str:
         return self.sh("printenv CLAUDE_CODE_OAUTH_TOKEN").stdout.strip()
+
+
+class TokenOutsideOnDockerTest(TokenOutsideTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class TokenOutsideOnKubernetesTest(TokenOutsideTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()

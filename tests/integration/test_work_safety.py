@@ -28,7 +28,7 @@ TOKEN = "sk-ant-oat01-work-safety-" + "w" * 30
 class Machine:
     """A user's home (an agent `coder` on the built-in bottle), state folder and a repository to work on."""
 
-    def __init__(self, manifest: dict | None = None, step_seconds: int = 20):
+    def __init__(self, manifest: dict | None = None, step_seconds: int = 20, runtime: support.Runtime | None = None):
         self.tmp = tempfile.TemporaryDirectory()
         d = Path(self.tmp.name)
         self.home = d / "home"
@@ -37,7 +37,8 @@ class Machine:
             manifest or {"agents": {"coder": {"bottle": "default"}}}))
         self.repo = make_repo(d)
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(d / "home"),
-                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, "CLAUDE_BOTTLE_STEP_SECONDS": str(step_seconds)}
+                    "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, "CLAUDE_BOTTLE_STEP_SECONDS": str(step_seconds),
+                    **(runtime.env() if runtime else {})}
 
     def argv(self, *args) -> list[str]:
         return [sys.executable, "-m", "claude_bottle", *args]
@@ -322,25 +323,6 @@ class _DroppingProxy:
 class DeadSessionsTest(WorkSafetyCase):
     """5 and 8: a killed session's work is kept until it comes back; a live session elsewhere is live."""
 
-    def test_a_killed_session_with_work_is_kept_and_stop_brings_it_back(self):
-        term = Terminal(self.m.argv("start", "coder", "--yes", "--workspace", str(self.m.repo)), env=self.m.env,
-                        cwd=self.m.tmp.name)
-        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
-        name = next(iter(support.bottles_of(self.m.home)))
-        self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
-                           "git commit -q -m 'agent: saved'")
-        term.proc.kill()  # SIGKILL: nothing of ours runs
-        term.proc.wait(30)
-        os.close(term.master)
-        other = self.m.start("--no-results")  # anyone's next start
-        out = self.m.cli("ps")
-        self.assertRegex(out.stdout, rf"{name}\s.*held: work not brought back")
-        self.assertFalse(self.gone(name))
-        stopped = self.m.cli("stop", name)
-        self.assertEqual(stopped.returncode, 0, stopped.stderr)
-        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:saved.txt"), "saved\n")
-        self.m.cli("stop", other)
-
     def test_a_session_in_another_pid_namespace_is_not_taken_for_dead(self):
         with tempfile.TemporaryDirectory() as tmp:
             lock = Path(tmp, "elsewhere.lock")
@@ -443,3 +425,105 @@ class BadValuesTest(WorkSafetyCase):
             self.assertEqual(ctx.exception.exit_code, 137)
         finally:
             b.remove()
+
+
+class LifecycleTest:
+    """Stop, a CLI killed with SIGKILL, and cleanup: the same assertions on both runtimes (the classes below)."""
+
+    runtime: support.Runtime
+
+    def setUp(self):
+        self.m = Machine(runtime=self.runtime)
+        self.addCleanup(self.m.close)
+        self.addCleanup(self.discard_left)
+
+    def discard_left(self):
+        """Whatever a failed test left of its bottles goes, so the next test starts clean."""
+        for name in support.bottles_of(self.m.home, self.runtime.engine()):
+            self.m.cli("stop", "--discard", name)
+
+    def objects(self) -> set[str]:
+        return support.objects_of(self.m.home, self.runtime.engine())
+
+    def interactive(self, *extra) -> tuple[Terminal, str]:
+        """A session on a terminal, as a person starts one, with Claude Code up; returns it and its bottle."""
+        before = support.bottles_of(self.m.home, self.runtime.engine())
+        term = Terminal(self.m.argv("start", "coder", "--yes", *extra), env=self.m.env, cwd=self.m.tmp.name)
+        try:
+            term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
+        except BaseException:
+            self.kill(term)
+            raise
+        (name,) = support.bottles_of(self.m.home, self.runtime.engine()) - before
+        return term, name
+
+    def kill(self, term: Terminal):
+        term.proc.kill()  # SIGKILL: nothing of ours runs
+        term.proc.wait(30)
+        os.close(term.master)
+
+    def test_stop_removes_every_object_and_a_second_stop_says_there_is_none(self):
+        name = self.m.start()
+        made = self.objects()
+        self.assertTrue(made)
+        self.assertTrue(all(name in o for o in made), made)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(self.objects(), set())
+        again = self.m.cli("stop", name)
+        self.assertEqual(again.returncode, 1)
+        self.assertEqual(again.stderr, f"Error: no bottle named '{name}': see `claude-bottle ps`\n")
+
+    def test_a_killed_session_without_work_is_removed_by_the_next_start(self):
+        term, name = self.interactive()
+        made = self.objects()
+        self.kill(term)
+        self.assertEqual(self.objects(), made)  # nothing of ours ran: everything is still there
+        other = self.m.start("--no-results")  # anyone's next start
+        self.assertEqual({o for o in self.objects() if name in o}, set())
+        self.assertEqual(self.m.cli("stop", other).returncode, 0)
+        self.assertEqual(self.objects(), set())
+
+    def test_a_killed_session_with_work_is_kept_and_stop_brings_it_back(self):
+        term, name = self.interactive("--workspace", str(self.m.repo))
+        self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
+                           "git commit -q -m 'agent: saved'")
+        self.kill(term)
+        other = self.m.start("--no-results")  # anyone's next start
+        out = self.m.cli("ps")
+        self.assertRegex(out.stdout, rf"{name}\s.*held: work not brought back")
+        self.assertTrue({o for o in self.objects() if name in o})
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:saved.txt"), "saved\n")
+        self.m.cli("stop", other)
+        self.assertEqual(self.objects(), set())
+
+    def test_cleanup_asks_then_removes_your_bottles_running_or_killed_and_brings_their_work_back(self):
+        others = {o.labels.get(cleanup.LABEL_BOTTLE) for o in cleanup.of_user(self.runtime.engine())}
+        if others:
+            self.skipTest(f"cleanup would also remove bottles of yours that are not this test's: {others}")
+        running = self.m.start()
+        self.m.agent(running, "cd /workspace && echo kept > kept.txt && git add kept.txt && git commit -qm kept")
+        term, killed = self.interactive()
+        self.kill(term)
+        refused = self.m.cli("cleanup")  # stdin is not a terminal: nobody to ask
+        self.assertEqual(refused.returncode, 6, refused.stderr)
+        self.assertEqual(support.bottles_of(self.m.home, self.runtime.engine()), {running, killed})
+        out = self.m.cli("cleanup", "--yes")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "removed 2 bottles")
+        self.assertEqual(self.objects(), set())
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(running)}:kept.txt"), "kept\n")
+
+
+class LifecycleOnDockerTest(LifecycleTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class LifecycleOnKubernetesTest(LifecycleTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()

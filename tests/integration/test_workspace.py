@@ -192,3 +192,84 @@ class PlainFolderTest(support.IntegrationTest):
             workspace.inspect(Path("/nonexistent/dir"), "a", "b")
         self.assertEqual(str(ctx.exception), "--workspace /nonexistent/dir: no such directory: name an existing "
                                              "folder to copy into the bottle")
+
+
+class ResultBranchTest:
+    """A repository's copy in a bottle, and the agent's work back as a branch when the bottle stops: the same
+    assertions on both runtimes, through the CLI (the classes below)."""
+
+    runtime: support.Runtime
+
+    def setUp(self):
+        from .test_sidecar import Project
+
+        self.project = Project({"agents": {"coder": {"bottle": "default"}}}, {}, self.runtime)
+        self.addCleanup(self.project.tmp.cleanup)
+        self.repo = make_repo(self.project.dir)
+        self.host_state = (git(self.repo, "rev-parse", "HEAD"), git(self.repo, "status", "--porcelain"),
+                           git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text())
+
+    def start(self) -> str:
+        out = self.project.cli("start", "coder", "--yes", "--detach", "--workspace", str(self.repo))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout.strip()
+
+    def agent(self, name: str, script: str) -> str:
+        out = self.project.cli("exec", name, "--", "sh", "-c", f"cd /workspace && {script}")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout
+
+    def stop(self, name: str) -> str:
+        out = self.project.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(support.objects_of(self.project.dir, self.runtime.engine()), set())
+        return out.stderr
+
+    def assertHostUntouched(self):
+        self.assertEqual((git(self.repo, "rev-parse", "HEAD"), git(self.repo, "status", "--porcelain"),
+                          git(self.repo, "branch", "--show-current"), (self.repo / "app.py").read_text()),
+                         self.host_state)
+
+    def test_the_copy_is_the_hosts_working_tree_without_ignored_files_or_remotes(self):
+        name = self.start()
+        try:
+            seen = self.agent(name, "ls -A | sort | tr '\\n' ' '; echo; cat app.py; git branch --show-current; "
+                                    "git log --format=%s; git status --porcelain; git remote")
+        finally:
+            self.stop(name)
+        self.assertEqual(seen.splitlines(), [".git .gitignore app.py notes.md ", "print('v2, not committed')",
+                                             f"bottle/coder/{name}", "claude-bottle: the host's working tree at start",
+                                             "first"])
+        self.assertHostUntouched()
+
+    def test_commits_and_uncommitted_edits_come_back_as_a_branch(self):
+        name = self.start()
+        self.agent(name, "echo one > one.txt && git add one.txt && git -c user.name=a -c user.email=a@b "
+                         "commit -qm 'agent: one' && echo two > two.txt && echo v3 > app.py")
+        said = self.stop(name)
+        branch = f"bottle/coder/{name}"
+        self.assertIn(f"on branch {branch} in {self.repo}", said)
+        self.assertEqual(git(self.repo, "show", f"{branch}:one.txt"), "one\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}:two.txt"), "two\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}:app.py"), "v3\n")
+        self.assertIn("agent: one", git(self.repo, "log", "--format=%s", branch))
+        self.assertHostUntouched()
+
+    def test_no_work_no_branch(self):
+        name = self.start()
+        said = self.stop(name)
+        self.assertNotIn("branch", said)
+        self.assertEqual(git(self.repo, "branch", "--list", "bottle/*"), "")
+        self.assertHostUntouched()
+
+
+class ResultBranchOnDockerTest(ResultBranchTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class ResultBranchOnKubernetesTest(ResultBranchTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()
