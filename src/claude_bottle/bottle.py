@@ -7,6 +7,8 @@ at all; its only way out is the socket its sidecar listens on (sidecar.py).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
 import sys
@@ -80,6 +82,7 @@ class LaunchPlan:
     passthrough: tuple[egress.AllowedHost, ...] = ()  # hosts whose HTTPS the sidecar does not look inside
     workspace: Workspace | None = None  # copied in; a git repository's work comes back as a branch
     mount: Path | None = None  # bind-mounted read-write at /workspace: the user's explicit opt-in
+    registry: str | None = None  # on a cluster: where its nodes pull the images from (else they have them)
     project: ProjectShare | None = None  # what the project file wrote of this launch
     record: Path | None = None  # a detached bottle's record folder, once it is to be detached
     refusals: tuple[Refusal, ...] = ()  # what it asks for that an untrusted project file may not have
@@ -120,6 +123,7 @@ class LaunchPlan:
             },
             "image": {
                 "tag": self.image.tag,
+                "registry": self.registry,
                 "base": self.image_base,
                 "claude_code_version": self.claude_code_version,
                 "present": image_present,
@@ -196,6 +200,7 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         allowlist=allowed,
         token_present=bool(environ.get(TOKEN_VARIABLE)),
         sidecar_image=sidecar.spec(manifest.image),
+        registry=manifest.image.registry,
         credentials=credentials,
         passthrough=tuple(passthrough.values()),
         project=share,
@@ -400,12 +405,15 @@ def _launch_pod(cluster, plan: LaunchPlan, owner: str, config: bytes, files: byt
         raise BottleError("--mount binds a folder of this machine, which a cluster's node does not have: use "
                           "--workspace (a copy whose work comes back), or --runtime docker")
     n = plan.names
-    side = sidecar.container(n.sidecar, plan.sidecar_image.tag, "", labels(plan, "sidecar", owner), n.proxy_volume)
+    pulled = functools.partial(image.in_registry, registry=plan.registry)
+    side = sidecar.container(n.sidecar, pulled(plan.sidecar_image.tag), "", labels(plan, "sidecar", owner),
+                             n.proxy_volume)
     closed = [int(address.rsplit(":", 1)[1]) for address in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,
                                                              egress.SSH_PIPELOCK_LISTEN, egress.SSH_METRICS_LISTEN)]
     try:
         said_sidecar, said_bottle = cluster.launch_pod(
-            bottle_container(plan, owner), side, kube.egress_rules(closed), plan.image.tag,
+            dataclasses.replace(bottle_container(plan, owner), image=pulled(plan.image.tag)), side,
+            kube.egress_rules(closed), pulled(plan.image.tag),
             files, config, timeout=sidecar.READY_SECONDS)
         if said_sidecar != "ready":
             raise BottleError(f"the egress sidecar did not start: {said_sidecar or 'it exited without a word'}")

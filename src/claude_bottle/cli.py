@@ -36,9 +36,10 @@ def _lazily(name: str) -> lazy.Module:
     return lazy.Module(f"{__package__}.{name}")
 
 
-(bottle, cleanup, docker, egress, image, manifest, progress, runs, runtime, session, ssh, starter, status, tasks,
- workspace, health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "progress", "runs",
-                                    "runtime", "session", "ssh", "starter", "status", "tasks", "workspace", "doctor"))
+(bottle, cleanup, docker, egress, image, manifest, pins, progress, runs, runtime, session, sidecar, ssh, starter, status,
+ tasks, workspace, health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "pins",
+                                          "progress", "runs", "runtime", "session", "sidecar", "ssh", "starter",
+                                          "status", "tasks", "workspace", "doctor"))
 
 
 class _Group(click.Group):
@@ -73,16 +74,18 @@ def main(runtime_name: str | None, kube_context: str | None, kube_namespace: str
     Set CLAUDE_BOTTLE_DEBUG=1 to see tracebacks.
     """
     ctx = click.get_current_context()
-    given = [f"--{name}" for name in ("context", "namespace")
-             if ctx.get_parameter_source(f"kube_{name}") == click.core.ParameterSource.COMMANDLINE]
-    if given and (runtime_name or os.environ.get("CLAUDE_BOTTLE_RUNTIME", "docker")) != "kubernetes":
-        raise click.UsageError(f"{' and '.join(given)}: only for bottles on Kubernetes: add --runtime kubernetes "
-                               "(or set CLAUDE_BOTTLE_RUNTIME=kubernetes)")
-    # In the environment, so that what this process starts (a detached run's supervisor) uses the same.
+    # In the environment, so that what this process starts (a detached run's supervisor) uses the same; what
+    # neither an option nor a variable says comes from the home manifest's `runtime`.
     for variable, value in (("CLAUDE_BOTTLE_RUNTIME", runtime_name), ("CLAUDE_BOTTLE_CONTEXT", kube_context),
                             ("CLAUDE_BOTTLE_NAMESPACE", kube_namespace)):
         if value:
             os.environ[variable] = value
+    runtime.settle(os.environ)
+    given = [f"--{name}" for name in ("context", "namespace")
+             if ctx.get_parameter_source(f"kube_{name}") == click.core.ParameterSource.COMMANDLINE]
+    if given and os.environ.get("CLAUDE_BOTTLE_RUNTIME", "docker") != "kubernetes":
+        raise click.UsageError(f"{' and '.join(given)}: only for bottles on Kubernetes: add --runtime kubernetes "
+                               "(or set CLAUDE_BOTTLE_RUNTIME=kubernetes, or runtime.name in ~/claude-bottle.json)")
 
 
 def _manifest_options(f):
@@ -287,16 +290,36 @@ def trust_(file: Path | None, yes: bool, revoke: bool) -> None:
 @main.command()
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer (fresh packages), not just what changed.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the build's whole output, not only its steps.")
-def build(no_cache: bool, verbose: bool) -> None:
+@click.option("--push", is_flag=True,
+              help="Also build the sidecar image and push both to the home manifest's image.registry, where a "
+                   "Kubernetes cluster's nodes pull them from.")
+def build(no_cache: bool, verbose: bool, push: bool) -> None:
     """Build (or rebuild) the bottle image, showing its steps; the whole output goes to a log file."""
     m = _load()
+    if push and not m.image.registry:
+        raise BottleError(f"--push needs a registry to push to: add \"image\": {{\"registry\": "
+                          f"\"registry.example.com/team\"}} to {manifest.home_dir(os.environ) / manifest.MANIFEST_NAME}")
     spec = image.spec(m.image)
     engine = docker.connect()  # on either runtime: a cluster's nodes get the images from a registry (README)
     why = f"base {m.image.base}, Claude Code {m.image.claude_code_version}"
     with _signals_raise(), _build_view(verbose) as view:
         for line in image.build(engine, spec, nocache=no_cache):
             view.feed(spec.tag, line, why)
-    click.echo(spec.tag)
+        if push:
+            side = sidecar.spec(m.image)
+            for line in image.build(engine, side, nocache=no_cache):
+                view.feed(side.tag, line, f"pipelock {pins.PIPELOCK_VERSION} and the gate")
+    if not push:
+        click.echo(spec.tag)
+        return
+    with _signals_raise():
+        for tag in (spec.tag, side.tag):
+            ref = image.in_registry(tag, m.image.registry)
+            click.echo(f"pushing {visible(ref)}", err=True)
+            for line in engine.push_image(tag, ref):
+                if verbose:
+                    click.echo(visible(line, newlines=True), nl=False, err=True)
+            click.echo(visible(ref))
 
 
 def _build_view(verbose: bool = False) -> progress.BuildView:
@@ -712,8 +735,13 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
         _launch_checks(plan, sys.stdin.isatty(), every=True)
         return
     on_cluster = runtime.chosen() == "kubernetes"
-    _preflight(plan, image_state="on the cluster's nodes: pushed or imported" if on_cluster else
-               {True: "present", False: "will be built", None: "unknown (Docker not reachable)"}[present])
+    if on_cluster:
+        state = (f"pulled by the cluster's nodes from {plan.registry} (`claude-bottle build --push` puts it there)"
+                 if plan.registry else "must be on the cluster's nodes (imported: no image.registry in the home "
+                                       "manifest)")
+    else:
+        state = {True: "present", False: "will be built", None: "unknown (Docker not reachable)"}[present]
+    _preflight(plan, image_state=state)
     n = plan.names
     click.echo(f"creates:  pod {n.container} (bottle and sidecar containers), NetworkPolicy {n.container}"
                if on_cluster else f"creates:  containers {n.container}, {n.sidecar}; volume {n.proxy_volume} "

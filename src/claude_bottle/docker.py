@@ -279,6 +279,19 @@ class Engine:
                 del recent[:-50]
                 yield text
 
+    def push_image(self, tag: str, ref: str) -> Iterator[str]:
+        """Tag the local image `tag` as `ref` too and push that, yielding the engine's progress lines. The
+        registry's credentials are Docker's own (`docker login`): none pass through us."""
+        repository, _, version = ref.rpartition(":")
+        self._api.tag(tag, repository, version)
+        for chunk in self._api.push(repository, tag=version, stream=True, decode=True):
+            if "error" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                raise ImageBuildError(f"pushing {ref} failed: {_one_line(detail)}")
+            text = " ".join(str(chunk[k]) for k in ("id", "status", "progress") if chunk.get(k))
+            if text:
+                yield text + "\n"
+
     def pull_image(self, ref: str) -> None:
         repository, _, tag = ref.rpartition(":")
         self._api.pull(repository, tag=tag)

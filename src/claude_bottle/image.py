@@ -68,6 +68,11 @@ def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def in_registry(tag: str, registry: str | None) -> str:
+    """`tag` (repository:content-hash) as the home manifest's image.registry holds it, or as it is without one."""
+    return f"{registry}/{tag}" if registry else tag
+
+
 def spec(settings: ImageSettings) -> ImageSpec:
     """The image that `settings` describe; reads the CA file, touches nothing else."""
     context = Path(__file__).parent / "image_context"

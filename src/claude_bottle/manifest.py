@@ -188,6 +188,7 @@ class ImageSettings:
     base: str = pins.BASE_IMAGE
     claude_code_version: str = pins.CLAUDE_CODE_VERSION
     ca_cert: Path | None = None
+    registry: str | None = None  # where a cluster's nodes pull the images from: `build --push` puts them there
 
 
 @dataclass(frozen=True)
@@ -468,13 +469,14 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
     valid = _validate(data, path, state_dir(environ))
 
-    if project and "image" in data:
-        raise ManifestError(
-            f"image settings are only read from the home manifest ({home_dir(environ) / MANIFEST_NAME}): "
-            "move them there",
-            path,
-            "image",
-        )
+    for home_only in ("image", "runtime"):
+        if project and home_only in data:
+            raise ManifestError(
+                f"{home_only} settings are only read from the home manifest ({home_dir(environ) / MANIFEST_NAME}): "
+                "move them there",
+                path,
+                home_only,
+            )
     base_dir = path.parent
     bottles = {
         name: _read_bottle(name, raw, path, base_dir, environ, project)
@@ -491,6 +493,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
             base=raw.get("base", pins.BASE_IMAGE),
             claude_code_version=raw.get("claude_code_version", pins.CLAUDE_CODE_VERSION),
             ca_cert=_resolve_path(ca, base_dir, environ) if ca else None,
+            registry=raw.get("registry"),
         )
         if image.ca_cert is not None:
             _check_ca_file(image.ca_cert, path, "image.ca_cert")

@@ -27,6 +27,7 @@ class FakeEngine:
 
     def __init__(self, images=(), fail_on=None, interactive=0, headless=(0, b"")):
         self.images = set(images)
+        self.pushed: set[str] = set()
         self.networks: set[str] = set()
         self.objects: dict[tuple[str, str], Found] = {}
         self.specs: dict[str, ContainerSpec] = {}
@@ -56,6 +57,13 @@ class FakeEngine:
         self._record("build_image", tag)
         self.images.add(tag)
         yield from BUILD_OUTPUT
+
+    def push_image(self, tag, ref):
+        self._record("push_image", tag, ref)
+        if tag not in self.images:
+            raise DockerUnavailable(f"no such image: {tag}")
+        self.pushed.add(ref)
+        yield f"{ref}: pushed\n"
 
     def pull_image(self, ref):
         self._record("pull_image", ref)

@@ -3,6 +3,7 @@ container writes, how it reads the API's answers, and how the runtime is chosen.
 integration suite) attacks the real pod."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -201,11 +202,55 @@ class ChoosingTest(unittest.TestCase):
 
 
 class OptionsTest(unittest.TestCase):
-    def run_cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+    def run_cli(self, *args: str, home: dict | None = None, **env: str) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory() as tmp:
+            if home is not None:
+                Path(tmp, "claude-bottle.json").write_text(json.dumps(home))
             return subprocess.run([sys.executable, "-m", "claude_bottle", *args], capture_output=True, text=True,
                                   timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "XDG_STATE_HOME": tmp,
-                                                   "CLAUDE_BOTTLE_HOME": tmp, **env})
+                                                   "CLAUDE_BOTTLE_HOME": tmp, "KUBECONFIG": "/nonexistent", **env})
+
+    def test_the_home_manifest_chooses_the_runtime_unless_an_option_or_a_variable_does(self):
+        home = {"runtime": {"name": "kubernetes", "context": "lab", "namespace": "agents"}}
+        on_cluster = self.run_cli("ps", home=home)  # the cluster is tried: there is no kubeconfig here
+        self.assertEqual(on_cluster.returncode, 4, on_cluster.stderr)
+        self.assertIn("Error: no usable Kubernetes configuration in /nonexistent", on_cluster.stderr)
+        with_namespace = self.run_cli("--namespace", "other", "ps", home=home)  # allowed: the runtime is Kubernetes
+        self.assertEqual(with_namespace.returncode, 4, with_namespace.stderr)
+        for args, env in ((["--runtime", "docker", "--context", "x"], {}), (["--context", "x"],
+                                                                            {"CLAUDE_BOTTLE_RUNTIME": "docker"})):
+            refused = self.run_cli(*args, "ps", home=home, **env)  # the option, then the variable, win
+            self.assertEqual(refused.returncode, 2, refused.stderr)
+            self.assertIn("--context: only for bottles on Kubernetes", refused.stderr)
+
+    def test_bad_runtime_settings_are_named(self):
+        for runtime, field, says in (({"name": "nomad"}, "runtime.name", "must be docker or kubernetes"),
+                                     ({"name": ""}, "runtime.name", "must be a non-empty string"),
+                                     ({"zone": "x"}, "runtime", "unknown setting 'zone': use name, context, namespace"),
+                                     ("kubernetes", "runtime", 'must be an object like {"name": "kubernetes"}')):
+            with self.subTest(runtime=runtime):
+                done = self.run_cli("ps", home={"runtime": runtime})
+                self.assertEqual(done.returncode, 3, done.stderr)
+                self.assertRegex(done.stderr, rf"^Error: \S+claude-bottle.json: {re.escape(field)}: {re.escape(says)}")
+                self.assertEqual(len(done.stderr.splitlines()), 1, done.stderr)
+
+    def test_a_dry_run_names_the_registry_the_nodes_pull_from(self):
+        done = self.run_cli("--runtime", "kubernetes", "start", "--dry-run",
+                            home={"image": {"registry": "registry.example.com:5000/team"}},
+                            CLAUDE_BOTTLE_OAUTH_TOKEN="sk-ant-oat01-" + "x" * 40)
+        self.assertRegex(done.stdout, r"image:    claude-bottle:[0-9a-f]{16} \(pulled by the cluster's nodes from "
+                                      r"registry.example.com:5000/team \(`claude-bottle build --push` puts it there\)\)")
+
+    def test_a_registry_that_is_not_one_is_refused_and_push_needs_one(self):
+        for registry in ("https://registry.example.com", "Registry.example.com", "registry.example.com/team:v1", ""):
+            with self.subTest(registry=registry):
+                done = self.run_cli("build", "--push", home={"image": {"registry": registry}})
+                self.assertEqual(done.returncode, 3, done.stderr)
+                self.assertIn("image.registry", done.stderr)
+        done = self.run_cli("build", "--push", home={})
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertIn('--push needs a registry to push to: add "image": {"registry": "registry.example.com/team"} to ',
+                      done.stderr)
 
     def test_cluster_options_without_the_kubernetes_runtime_are_refused(self):
         for args in (["--context", "lab"], ["--namespace", "agents"]):
@@ -217,6 +262,7 @@ class OptionsTest(unittest.TestCase):
         done = self.run_cli("--runtime", "kubernetes", "start", "--dry-run", KUBECONFIG="/nonexistent",
                             CLAUDE_BOTTLE_OAUTH_TOKEN="sk-ant-oat01-" + "x" * 40)
         self.assertNotIn("Traceback", done.stderr)
-        self.assertIn("on the cluster's nodes: pushed or imported", done.stdout + done.stderr)
+        self.assertIn("must be on the cluster's nodes (imported: no image.registry in the home manifest)",
+                      done.stdout + done.stderr)
         self.assertRegex(done.stdout + done.stderr, r"creates:  pod cb-default-[0-9a-f]{6} \(bottle and sidecar")
         self.assertEqual(done.returncode, 4, done.stderr)  # the cluster check fails: no kubeconfig

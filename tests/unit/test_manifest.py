@@ -251,6 +251,20 @@ class ProjectTrustTest(ManifestCase):
             f"{f}: image: image settings are only read from the home manifest "
             f"({self.home / 'claude-bottle.json'}): move them there\n{NO_PROJECT_HINT}")
 
+    def test_project_may_not_choose_the_runtime_or_the_registry(self):
+        """A cloned repository must not send the user's bottles (and token) to a cluster or images of its choice."""
+        for data, key in (({"runtime": {"name": "kubernetes", "context": "theirs"}}, "runtime"),
+                          ({"image": {"registry": "evil.example.com"}}, "image")):
+            with self.subTest(key=key):
+                f = self.write(self.project, data)
+                self.assertManifestError(
+                    f"{f}: {key}: {key} settings are only read from the home manifest "
+                    f"({self.home / 'claude-bottle.json'}): move them there\n{NO_PROJECT_HINT}")
+
+    def test_the_home_manifest_names_the_registry(self):
+        self.write(self.home, {"image": {"registry": "127.0.0.1:5000/team"}})
+        self.assertEqual(self.load().image.registry, "127.0.0.1:5000/team")
+
 
 class FindProjectTest(ManifestCase):
     def test_found_from_a_subfolder_up_to_the_repository_root(self):
@@ -331,7 +345,7 @@ class BadInputTest(ManifestCase):
 
     def test_unknown_top_level_key(self):
         f = self.write(self.home, {"agent": {}})
-        self.assertManifestError(f"{f}: agent: unknown key 'agent' (expected one of: $schema, agents, bottles, image, version)")
+        self.assertManifestError(f"{f}: agent: unknown key 'agent' (expected one of: $schema, agents, bottles, image, runtime, version)")
 
     def test_unknown_nested_key(self):
         f = self.write(self.home, {"bottles": {"dev": {"egress": {"allow": ["x.com"]}}}})
