@@ -93,16 +93,34 @@ class KubernetesTest(unittest.TestCase):
         (line,) = [line for line in cli("ps", env=self.env).stdout.splitlines() if line.startswith(self.name)]
         self.assertEqual(line.split()[-1], row["node"])
 
-    def test_the_clusters_own_addresses_are_unreachable(self):
-        """Beyond what both runtimes' tests try (test_isolation.ReachTest): the apiserver, the kubelet, the
-        node's SSH, the service range and the pod's own address."""
-        status = self.pod_json()["status"]
-        node = status["hostIP"]
-        self.assertTrue(CLUSTER.plain_workload_reaches(node, 6443))  # control: a plain pod reaches the apiserver
-        for host, port in [(node, 6443), (node, 10250), (node, 22), ("10.96.0.1", 443), (status["podIP"], 3128),
-                           (status["podIP"], 8888)]:
-            with self.subTest(target=f"{host}:{port}"):
-                self.assertFalse(self.connects(host, port))
+    def test_the_apiserver_and_kubelet_ports_of_the_node_are_unreachable(self):
+        """Beyond what both runtimes' tests try (test_isolation.ReachTest, this host at every address): the
+        node's apiserver and kubelet ports. The test cluster binds those to loopback only, so listeners of the
+        test's stand there on the node's address (as a real cluster's would), shown reachable by a plain pod."""
+        import socket
+        import threading
+
+        def serve(server: socket.socket) -> None:
+            try:
+                while True:
+                    server.accept()[0].close()
+            except OSError:
+                pass  # closed: the test is over
+
+        node = self.pod_json()["status"]["hostIP"]
+        listeners = []
+        for port in (6443, 10250):
+            server = socket.create_server((node, port))
+            listeners.append(server)
+            threading.Thread(target=serve, args=(server,), daemon=True).start()
+        try:
+            for port in (6443, 10250):
+                with self.subTest(port=port):
+                    self.assertTrue(CLUSTER.plain_workload_reaches(node, port))  # the control
+                    self.assertFalse(self.connects(node, port))
+        finally:
+            for server in listeners:
+                server.close()
 
     def test_the_pod_is_hardened_and_carries_no_secret(self):
         pod = self.pod_json()
@@ -169,3 +187,95 @@ class KubernetesLifecycleTest(unittest.TestCase):
                          f"{kubectl('config', 'current-context').strip()}: create it (kubectl create namespace "
                          f"{missing}) or name another with --namespace")
         self.assertNotIn("Traceback", out.stderr)
+
+
+def untag(prefix: str) -> None:
+    """Remove the names under `prefix` that pushing gave our images, on Docker and on the node (the images stay
+    under their own names)."""
+    for image in support.sdk().images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                support.sdk().images.remove(tag)
+    ctr = ["ctr", "-a", "/run/k8s-lab/containerd.sock", "-n", "k8s.io", "images"]  # as up.sh imports them
+    listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True)
+    refs = [ref for ref in listed.stdout.split() if ref.startswith(prefix)]
+    if refs:
+        subprocess.run([*ctr, "rm", *refs], capture_output=True)
+
+
+class RegistryTest(unittest.TestCase):
+    """Images from a registry the user names: `build --push` puts both there, and the cluster's nodes pull
+    them from it (a real OCI registry on this host, go-containerregistry's, which .ci/run installs)."""
+
+    @classmethod
+    def setUpClass(cls):
+        CLUSTER.ensure()
+        crane = shutil.which("crane")
+        if not crane:
+            raise support.missing("crane (go install github.com/google/go-containerregistry/cmd/crane@v0.20.7), "
+                                  "whose registry the test pushes to")
+        cls.storage = tempfile.mkdtemp(prefix="claude-bottle-test-registry-")
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            cls.port = s.getsockname()[1]
+        cls.server = subprocess.Popen([crane, "registry", "serve", "--address", f"127.0.0.1:{cls.port}",
+                                       "--disk", cls.storage], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cls.registry = f"127.0.0.1:{cls.port}/claude-bottle-test-{support.RUN_ID}"
+        cls.home = Path(tempfile.mkdtemp(prefix="claude-bottle-test-kube-home-"))
+        (cls.home / "claude-bottle.json").write_text(json.dumps({"image": {"registry": cls.registry}}))
+        cls.env = {"CLAUDE_BOTTLE_HOME": str(cls.home)}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.kill()
+        cls.server.wait()
+        untag(f"127.0.0.1:{cls.port}/")
+        shutil.rmtree(cls.storage, ignore_errors=True)
+        shutil.rmtree(cls.home, ignore_errors=True)
+
+    def test_build_push_then_a_bottle_whose_pod_pulls_from_the_registry(self):
+        pushed = cli("build", "--push", env=self.env, timeout=900)
+        self.assertEqual(pushed.returncode, 0, pushed.stderr)
+        refs = pushed.stdout.split()
+        self.assertEqual([r.rsplit(":", 1)[0] for r in refs],
+                         [f"{self.registry}/claude-bottle", f"{self.registry}/claude-bottle-sidecar"])
+        for ref in refs:  # the registry has them
+            repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+            listed = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{self.port}/v2/{repository}/tags/list"],
+                                    capture_output=True, text=True)
+            self.assertEqual(json.loads(listed.stdout)["tags"], [tag])
+        started = cli("start", "--detach", "--yes", env=self.env, cwd=self.home)
+        self.assertEqual(started.returncode, 0, started.stderr)
+        name = started.stdout.strip()
+        try:
+            pod = bottle.Names(name).container
+            spec = json.loads(kubectl("-n", NAMESPACE, "get", "pod", pod, "-o", "json"))
+            self.assertEqual(sorted(c["image"] for c in spec["spec"]["containers"]), sorted(refs))
+            self.assertEqual(spec["spec"]["initContainers"][0]["image"], refs[0])
+            pulled = kubectl("-n", NAMESPACE, "get", "events", "--field-selector", f"involvedObject.name={pod}",
+                             "-o", "json")
+            messages = [e["message"] for e in json.loads(pulled)["items"] if e["reason"] in ("Pulling", "Pulled")]
+            self.assertTrue(any(refs[0] in m for m in messages), messages)
+            self.assertEqual(cli("exec", name, "--", "true", env=self.env).returncode, 0)
+        finally:
+            self.assertEqual(cli("stop", name, env=self.env).returncode, 0)
+
+    def test_a_registry_that_refuses_is_one_error_line(self):
+        home = Path(tempfile.mkdtemp(prefix="claude-bottle-test-kube-home-"))
+        try:
+            # A port nobody listens on: the engine cannot push there.
+            with __import__("socket").socket() as s:
+                s.bind(("127.0.0.1", 0))
+                closed = s.getsockname()[1]
+            (home / "claude-bottle.json").write_text(json.dumps({"image": {"registry": f"127.0.0.1:{closed}/x"}}))
+            out = cli("build", "--push", env={"CLAUDE_BOTTLE_HOME": str(home)}, timeout=900)
+            self.assertEqual(out.returncode, 5, out.stderr)
+            errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+            self.assertEqual(len(errors), 1, out.stderr)
+            self.assertTrue(errors[0].startswith(f"Error: pushing 127.0.0.1:{closed}/x/claude-bottle:"), errors[0])
+            self.assertNotIn("Traceback", out.stderr)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+            untag(f"127.0.0.1:{closed}/")
