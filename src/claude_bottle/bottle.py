@@ -161,6 +161,21 @@ class LaunchPlan:
         }
 
 
+def _check_reserve(b: Bottle) -> None:
+    """A reservation above the limit is refused by a cluster (and means nothing on Docker): say so up front."""
+    from .docker import size_in_bytes
+    from .manifest import ManifestError
+
+    where = f"bottles.{b.name}.resources.reserve"
+    limit = b.memory or DEFAULT_MEMORY
+    if b.reserve_memory and size_in_bytes(b.reserve_memory) > size_in_bytes(limit):
+        raise ManifestError(f"{b.reserve_memory} is more than the memory limit ({limit}): reserve at most that",
+                            b.files[-1], f"{where}.memory")
+    if b.reserve_cpus and b.cpus and b.reserve_cpus > b.cpus:
+        raise ManifestError(f"{b.reserve_cpus} is more than the CPU limit ({b.cpus}): reserve at most that",
+                            b.files[-1], f"{where}.cpus")
+
+
 def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], workspace_dir: Path | None = None,
          results: bool = True, mount: Path | None = None) -> LaunchPlan:
     """Decide everything about a launch of `agent_name`; reads files, creates nothing."""
@@ -174,6 +189,7 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
         if not mount.is_dir():
             raise BottleError(f"--mount {mount}: no such directory: name an existing folder to mount")
         _check_writable_by_bottle(mount)
+    _check_reserve(bottle)
     share = manifest.share(agent)
     api_base_url = bottle.api_base_url(environ)
     # Only a gateway the home manifest names gets the user's token; a project's (even allowed) keeps the
@@ -268,6 +284,9 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
         | ({"SSH_AUTH_SOCK": ssh.AGENT_SOCKET} if plan.bottle.ssh else {}),
         mem_limit=plan.bottle.memory or DEFAULT_MEMORY,
         pids_limit=plan.bottle.pids or DEFAULT_PIDS,
+        cpus=plan.bottle.cpus,
+        mem_reservation=plan.bottle.reserve_memory,
+        cpu_reservation=plan.bottle.reserve_cpus,
         volumes=((plan.names.proxy_volume, PROXY_DIR, True),),
         binds=((str(plan.mount), image.WORKSPACE, False),) if plan.mount else (),
         tmpfs={SECRETS_DIR: f"size=1m,mode=0700,uid={image.BOTTLE_UID},gid={image.BOTTLE_UID}"},

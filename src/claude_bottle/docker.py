@@ -54,6 +54,9 @@ class ContainerSpec:
     init: bool = True
     mem_limit: str | None = None
     pids_limit: int | None = None
+    cpus: float | None = None
+    mem_reservation: str | None = None  # a soft floor here; what a cluster's scheduler sets aside there
+    cpu_reservation: float | None = None  # only a cluster's (Docker has no such reservation)
     volumes: tuple[tuple[str, str, bool], ...] = ()  # (volume name, mount path, read only)
     binds: tuple[tuple[str, str, bool], ...] = ()  # (host folder, mount path, read only)
     tmpfs: Mapping[str, str] = field(default_factory=dict)  # mount path -> mount options
@@ -92,6 +95,10 @@ class ContainerSpec:
             body["HostConfig"]["Memory"] = body["HostConfig"]["MemorySwap"] = size_in_bytes(self.mem_limit)
         if self.pids_limit is not None:
             body["HostConfig"]["PidsLimit"] = self.pids_limit
+        if self.cpus is not None:
+            body["HostConfig"]["NanoCpus"] = round(self.cpus * 1e9)
+        if self.mem_reservation is not None:
+            body["HostConfig"]["MemoryReservation"] = size_in_bytes(self.mem_reservation)
         return body
 
 

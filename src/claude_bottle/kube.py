@@ -427,6 +427,19 @@ def _memory_volume(name: str, size: str) -> dict:
     return {"name": name, "emptyDir": {"medium": "Memory", "sizeLimit": size}}
 
 
+def _bottle_resources(bottle: ContainerSpec) -> dict:
+    """Limits and requests from the manifest; without a reservation there, what an idle bottle uses."""
+    limit = size_in_bytes(bottle.mem_limit)
+    memory = size_in_bytes(bottle.mem_reservation) if bottle.mem_reservation else min(
+        size_in_bytes(BOTTLE_REQUEST), limit)
+    requests = {"memory": str(memory), "cpu": f"{round((bottle.cpu_reservation or 0.1) * 1000)}m"}
+    limits = {"memory": _quantity(bottle.mem_limit)}
+    if bottle.cpus is not None:
+        limits["cpu"] = f"{round(bottle.cpus * 1000)}m"
+        requests["cpu"] = f"{min(round(bottle.cpus * 1000), round((bottle.cpu_reservation or 0.1) * 1000))}m"
+    return {"requests": requests, "limits": limits}
+
+
 def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: str) -> dict:
     """The pod of one bottle, from the two containers Docker would run."""
     (proxy_dir,) = [target for _, target, _ in side.volumes]
@@ -442,6 +455,12 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 1,
             "hostname": bottle.hostname or None,
+            # Bottles spread over the nodes (a `run --tasks` batch across the cluster, not piled on one node),
+            # as far as the nodes' room allows: a preference, never a reason to leave a bottle unscheduled.
+            "topologySpreadConstraints": [{
+                "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchExpressions": [{"key": LABEL_PREFIX + "bottle", "operator": "Exists"}]},
+            }],
             "volumes": [{"name": "proxy", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                         _memory_volume("gate-state", "64Mi"), _memory_volume("secrets", "1Mi")],
             "initContainers": [{
@@ -464,9 +483,7 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
                  "stdin": True, "stdinOnce": True,
                  "env": [{"name": k, "value": v} for k, v in bottle.environment.items()],
                  "securityContext": _security(bottle_uid),
-                 "resources": {"requests": {"memory": str(min(size_in_bytes(BOTTLE_REQUEST),
-                                                              size_in_bytes(bottle.mem_limit))), "cpu": "100m"},
-                               "limits": {"memory": _quantity(bottle.mem_limit)}},
+                 "resources": _bottle_resources(bottle),
                  "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir, "readOnly": True},
                                   {"name": "secrets", "mountPath": secrets_dir}]},
             ],

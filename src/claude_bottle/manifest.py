@@ -123,6 +123,9 @@ class Bottle:
     files: tuple[Path, ...] = ()
     memory: str | None = None
     pids: int | None = None
+    cpus: float | None = None
+    reserve_memory: str | None = None  # what a cluster's scheduler sets aside (Kubernetes requests)
+    reserve_cpus: float | None = None
     private_hosts: tuple[PrivateHost, ...] = ()
     passthrough: tuple[str, ...] = ()  # hosts the sidecar does not look inside (HTTPS judged by name only)
     ca_cert: Path | None = None  # more CAs the sidecar trusts for the servers it reaches
@@ -547,9 +550,13 @@ def _read_bottle(
     ca_cert = _resolve_path(ca, base_dir, environ) if ca else None
     if ca_cert is not None:
         _check_ca_file(ca_cert, path, f"{prefix}.egress.ca_cert")
+    reserve = limits.get("reserve", {})
     return Bottle(name, env, tuple(ssh), _dedup(allowlist), trusted=not project, files=(path,),
                   memory=_memory(limits.get("memory"), path, f"{prefix}.resources.memory"),
                   pids=_whole(limits.get("pids"), path, f"{prefix}.resources.pids"),
+                  cpus=limits.get("cpus"),
+                  reserve_memory=_memory(reserve.get("memory"), path, f"{prefix}.resources.reserve.memory"),
+                  reserve_cpus=reserve.get("cpus"),
                   private_hosts=_dedup(private), passthrough=_dedup(passthrough), ca_cert=ca_cert)
 
 
@@ -707,6 +714,9 @@ def _merge_bottle(base: Bottle, over: Bottle) -> Bottle:
         files=base.files + over.files,
         memory=over.memory or base.memory,
         pids=over.pids or base.pids,
+        cpus=over.cpus or base.cpus,
+        reserve_memory=over.reserve_memory or base.reserve_memory,
+        reserve_cpus=over.reserve_cpus or base.reserve_cpus,
         private_hosts=_dedup(base.private_hosts + over.private_hosts),
         passthrough=_dedup(base.passthrough + over.passthrough),
         ca_cert=over.ca_cert or base.ca_cert,

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import os
 import subprocess
@@ -64,6 +65,26 @@ class BottleContainerTest(unittest.TestCase):
                 "Tmpfs": {"/run/claude-bottle/secrets": "size=1m,mode=0700,uid=1000,gid=1000"},
             },
         })
+
+    def test_cpu_limit_and_memory_reservation_from_the_manifest(self):
+        b = manifest.Bottle("dev", cpus=1.5, reserve_memory="1g", reserve_cpus=1)
+        hc = bottle.bottle_container(make_plan(b=b), "o").api_body()["HostConfig"]
+        self.assertEqual((hc["NanoCpus"], hc["MemoryReservation"]), (1_500_000_000, 2**30))
+        self.assertNotIn("NanoCpus", bottle.bottle_container(make_plan(), "o").api_body()["HostConfig"])
+
+    def test_a_reservation_above_the_limit_is_named(self):
+        for b, field, says in ((manifest.Bottle("dev", memory="1g", reserve_memory="2g"), "reserve.memory",
+                                "2g is more than the memory limit (1g): reserve at most that"),
+                               (manifest.Bottle("dev", reserve_memory="5g"), "reserve.memory",
+                                "5g is more than the memory limit (4g): reserve at most that"),
+                               (manifest.Bottle("dev", cpus=1, reserve_cpus=2), "reserve.cpus",
+                                "2 is more than the CPU limit (1): reserve at most that")):
+            with self.subTest(field=field, says=says):
+                b = dataclasses.replace(b, files=(Path("/home/u/claude-bottle.json"),))
+                with self.assertRaises(manifest.ManifestError) as ctx:
+                    bottle._check_reserve(b)
+                self.assertEqual(str(ctx.exception),
+                                 f"/home/u/claude-bottle.json: bottles.dev.resources.{field}: {says}")
 
     def test_no_secret_in_the_payload(self):
         b = manifest.Bottle("dev", env=(manifest.EnvVar("X", "literal", "literal-secret", "f"),))

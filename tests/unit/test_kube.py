@@ -72,6 +72,15 @@ class PodTest(unittest.TestCase):
         self.assertNotIn(LABEL_PREFIX + "owner", meta["labels"])  # a path: not a label value
         self.assertEqual(meta["annotations"][LABEL_PREFIX + "owner"], "lock:h:/x")
 
+    def test_bottles_spread_over_the_nodes_without_being_refused_a_node(self):
+        pod = pod_of()
+        (spread,) = pod["spec"]["topologySpreadConstraints"]
+        self.assertEqual((spread["topologyKey"], spread["whenUnsatisfiable"], spread["maxSkew"]),
+                         ("kubernetes.io/hostname", "ScheduleAnyway", 1))
+        (rule,) = spread["labelSelector"]["matchExpressions"]
+        self.assertEqual(rule["operator"], "Exists")
+        self.assertIn(rule["key"], pod["metadata"]["labels"])  # it counts every bottle's pod, this one's too
+
     def test_memory_limits_come_from_the_manifest(self):
         from claude_bottle import manifest
 
@@ -85,6 +94,21 @@ class PodTest(unittest.TestCase):
         small = make_plan(b=manifest.Bottle("dev", memory="256m"))
         (bottle_c,) = [c for c in pod_of(small)["spec"]["containers"] if c["name"] == "bottle"]
         self.assertEqual(bottle_c["resources"]["requests"]["memory"], str(256 * 2**20))
+
+    def test_cpu_limits_and_reservations_come_from_the_manifest(self):
+        from claude_bottle import manifest
+
+        def bottle_resources(b):
+            (c,) = [c for c in pod_of(make_plan(b=b))["spec"]["containers"] if c["name"] == "bottle"]
+            return c["resources"]
+
+        self.assertEqual(bottle_resources(manifest.Bottle("dev", memory="8g", cpus=2, reserve_memory="2g",
+                                                          reserve_cpus=1.5)),
+                         {"limits": {"memory": str(8 * 2**30), "cpu": "2000m"},
+                          "requests": {"memory": str(2 * 2**30), "cpu": "1500m"}})
+        self.assertEqual(bottle_resources(manifest.Bottle("dev", cpus=0.05)),  # the default request, capped
+                         {"limits": {"memory": str(4 * 2**30), "cpu": "50m"},
+                          "requests": {"memory": str(512 * 2**20), "cpu": "50m"}})
 
 
 class EgressRulesTest(unittest.TestCase):

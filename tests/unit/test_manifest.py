@@ -453,6 +453,11 @@ class BadInputTest(ManifestCase):
             ({"resources": {"pids": 2048.0}}, "bottles.b.resources.pids: must be a whole number like 2048, not 2048.0"),
             ({"resources": {"memory": "1k"}}, "bottles.b.resources.memory: '1k' is too little for Claude Code: give "
                                               "at least 64m"),
+            ({"resources": {"reserve": {"memory": "1k"}}}, "bottles.b.resources.reserve.memory: '1k' is too little "
+                                                           "for Claude Code: give at least 64m"),
+            ({"resources": {"cpus": 0}}, "bottles.b.resources.cpus: must be a number of cores like 2 or 0.5"),
+            ({"resources": {"reserve": {"cpus": "1"}}}, "bottles.b.resources.reserve.cpus: must be a number, "
+                                                        "not a string"),
             ({"ssh": [{"Host": "g", "Hostname": "g.com", "Port": 22.0, "IdentityFile": "k", "KnownHostKey": HOST_KEY}]},
              "bottles.b.ssh[0].Port: must be a whole number like 22, not 22.0"),
         ):
