@@ -207,7 +207,9 @@ class ReachTest:
         super().setUpClass()
         cls.host_service = HostService()
         cls.project = Project({"bottles": {"reach": {"env": {"REACH_SECRET": "${REACH_SECRET}"},
-                                                     "egress": {"allowlist": ["pypi.org"]}}},
+                                                     "egress": {"allowlist": ["pypi.org"]},
+                                                     "resources": {"memory": "3g", "cpus": 1.5,
+                                                                   "reserve": {"memory": "1g", "cpus": 0.5}}}},
                                "agents": {"reach": {"bottle": "reach", "prompt": "test"}}},
                               {"REACH_SECRET": SECRET}, cls.runtime)
         out = cls.project.cli("start", "reach", "--yes", "--detach")
@@ -307,6 +309,11 @@ class ReachTest:
                                               "NoNewPrivs:", "1"])
         self.assertFalse(self.connects("1.1.1.1", 443))
         self.assertTrue(self.sh("curl -s -o /dev/null --max-time 30 https://pypi.org/simple/").returncode == 0)
+
+    def test_the_manifests_limits_hold_inside(self):
+        out = self.sh("cd /sys/fs/cgroup && if [ -f cpu.max ]; then cat cpu.max memory.max; else "  # v2, else v1
+                      "cat cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us memory/memory.limit_in_bytes; fi")
+        self.assertEqual(out.stdout.split(), ["150000", "100000", str(3 * 2**30)], out.stderr)
 
     def test_the_secret_is_in_no_description_of_the_bottle(self):
         described = self.runtime.described(self.name)
