@@ -24,7 +24,12 @@ def setUpModule():
     test_sidecar.setUpModule()
 
 
-class GitOverSshTest(support.IntegrationTest):
+class GitOverSshTest:
+    """Run on both runtimes (the classes at the end): the sshd is published on this host's address as the
+    runtime's workloads reach it."""
+
+    runtime: support.Runtime
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -35,7 +40,7 @@ class GitOverSshTest(support.IntegrationTest):
         client = support.sdk()
         cls.server_image, _ = client.images.build(fileobj=io.BytesIO(SERVER_DOCKERFILE), tag=f"cb-test-sshd:{support.RUN_ID}",
                                                   labels=support.labels(), rm=True)
-        cls.gateway = support.host_address()
+        cls.gateway = cls.runtime.host_address()
         cls.server = client.containers.run(cls.server_image.id, detach=True, labels=support.labels(),
                                            ports={"22/tcp": (cls.gateway, None)})
         cls.server.put_archive("/home/git/.ssh", _tar("authorized_keys", (d / "id_bottle.pub").read_bytes()))
@@ -59,7 +64,7 @@ class GitOverSshTest(support.IntegrationTest):
         bottle = {"egress": {"private_hosts": [self.gateway]}}
         if with_entry:
             bottle["ssh"] = [entry]
-        p = Project({"bottles": {"b": bottle}, "agents": {"a": {"bottle": "b"}}}, {})
+        p = Project({"bottles": {"b": bottle}, "agents": {"a": {"bottle": "b"}}}, {}, self.runtime)
         self.addCleanup(p.tmp.cleanup)
         return p
 
@@ -103,7 +108,7 @@ class GitOverSshTest(support.IntegrationTest):
         self.assertIn("Host key verification failed", out)
 
     def test_bottle_without_the_entry_cannot_reach_the_server(self):
-        p = Project({"agents": {"a": {"bottle": "default"}}}, {})
+        p = Project({"agents": {"a": {"bottle": "default"}}}, {}, self.runtime)
         self.addCleanup(p.tmp.cleanup)
         name = self.started(p)
         code, out = self.sh(p, name, f"echo | timeout 20 socat - PROXY:127.0.0.1:{self.gateway}:{self.port},"
@@ -118,12 +123,25 @@ class GitOverSshTest(support.IntegrationTest):
         locked = Path(self.tmp.name) / "id_locked"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret phrase", "-f", str(locked)], check=True)
         p = Project({"bottles": {"b": {"ssh": [{"Host": "g", "Hostname": self.gateway, "IdentityFile": str(locked),
-                                                "KnownHostKey": self.host_key}]}}, "agents": {"a": {"bottle": "b"}}}, {})
+                                                "KnownHostKey": self.host_key}]}}, "agents": {"a": {"bottle": "b"}}}, {},
+                    self.runtime)
         self.addCleanup(p.tmp.cleanup)
         out = p.cli("start", "a", "--yes", "--detach")
         self.assertEqual(out.returncode, 1)
         self.assertIn("is protected by a passphrase", out.stderr)
-        self.assertEqual(support.objects_of(p.dir), set())
+        self.assertEqual(support.objects_of(p.dir, self.runtime.engine()), set())
+
+
+class GitOverSshOnDockerTest(GitOverSshTest, support.IntegrationTest):
+    runtime = support.DOCKER
+
+
+class GitOverSshOnKubernetesTest(GitOverSshTest, support.IntegrationTest):
+    runtime = support.KUBERNETES
+
+
+def tearDownModule():
+    support.KUBERNETES.tear_down()
 
 
 def _tar(name: str, data: bytes) -> bytes:
