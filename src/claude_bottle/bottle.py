@@ -8,7 +8,6 @@ at all; its only way out is the socket its sidecar listens on (sidecar.py).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 import sys
@@ -22,7 +21,7 @@ from . import cleanup, egress, image, pins, sidecar, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER
 from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
 from .errors import BottleError
-from .manifest import Agent, Bottle, Manifest, ProjectShare, Refusal, refused
+from .manifest import Agent, Bottle, Manifest, ProjectShare, Refusal, refused, state_dir
 from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
@@ -83,6 +82,7 @@ class LaunchPlan:
     workspace: Workspace | None = None  # copied in; a git repository's work comes back as a branch
     mount: Path | None = None  # bind-mounted read-write at /workspace: the user's explicit opt-in
     registry: str | None = None  # on a cluster: where its nodes pull the images from (else they have them)
+    image_refs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # tag -> what a node pulls
     project: ProjectShare | None = None  # what the project file wrote of this launch
     record: Path | None = None  # a detached bottle's record folder, once it is to be detached
     refusals: tuple[Refusal, ...] = ()  # what it asks for that an untrusted project file may not have
@@ -124,6 +124,7 @@ class LaunchPlan:
             "image": {
                 "tag": self.image.tag,
                 "registry": self.registry,
+                "pulled_as": dict(self.image_refs),
                 "base": self.image_base,
                 "claude_code_version": self.claude_code_version,
                 "present": image_present,
@@ -204,19 +205,23 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
             [egress.AllowedHost(h, "a download host, its answers too big to inspect")
              for h in egress.download_hosts(allowed)]:
         passthrough.setdefault(h.host, h)
+    bottle_image, sidecar_image = image.spec(manifest.image), sidecar.spec(manifest.image)
     return LaunchPlan(
         name=name,
         workspace=workspace.inspect(workspace_dir, agent.name, name, results) if workspace_dir else None,
         mount=mount,
         agent=agent,
         bottle=bottle,
-        image=image.spec(manifest.image),
+        image=bottle_image,
         image_base=manifest.image.base,
         claude_code_version=manifest.image.claude_code_version,
         allowlist=allowed,
         token_present=bool(environ.get(TOKEN_VARIABLE)),
-        sidecar_image=sidecar.spec(manifest.image),
+        sidecar_image=sidecar_image,
         registry=manifest.image.registry,
+        image_refs={spec.tag: image.in_registry(spec.tag, manifest.image.registry, state_dir(environ))
+                    for spec in (bottle_image, sidecar_image)}
+        if manifest.image.registry else {},
         credentials=credentials,
         passthrough=tuple(passthrough.values()),
         project=share,
@@ -424,7 +429,7 @@ def _launch_pod(cluster, plan: LaunchPlan, owner: str, config: bytes, files: byt
         raise BottleError("--mount binds a folder of this machine, which a cluster's node does not have: use "
                           "--workspace (a copy whose work comes back), or --runtime docker")
     n = plan.names
-    pulled = functools.partial(image.in_registry, registry=plan.registry)
+    pulled = lambda tag: plan.image_refs.get(tag, tag)  # noqa: E731
     side = sidecar.container(n.sidecar, pulled(plan.sidecar_image.tag), "", labels(plan, "sidecar", owner),
                              n.proxy_volume)
     closed = [int(address.rsplit(":", 1)[1]) for address in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,

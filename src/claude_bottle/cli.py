@@ -319,7 +319,10 @@ def build(no_cache: bool, verbose: bool, push: bool) -> None:
             for line in engine.push_image(tag, ref):
                 if verbose:
                     click.echo(visible(line, newlines=True), nl=False, err=True)
-            click.echo(visible(ref))
+            digest = engine.repo_digest(ref)
+            if digest:  # bottles started from here name the image by it
+                image.record_push(manifest.state_dir(os.environ), ref, digest)
+            click.echo(visible(f"{ref}@{digest}" if digest else ref))
 
 
 def _build_view(verbose: bool = False) -> progress.BuildView:
@@ -736,7 +739,9 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
         return
     on_cluster = runtime.chosen() == "kubernetes"
     if on_cluster:
-        state = (f"pulled by the cluster's nodes from {plan.registry} (`claude-bottle build --push` puts it there)"
+        pinned = "@" in plan.image_refs.get(plan.image.tag, "")
+        state = (f"pulled by the cluster's nodes from {plan.registry}" + (", by the digest pushed from here" if pinned
+                 else " (`claude-bottle build --push` puts it there)")
                  if plan.registry else "must be on the cluster's nodes (imported: no image.registry in the home "
                                        "manifest)")
     else:

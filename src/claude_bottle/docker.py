@@ -299,6 +299,15 @@ class Engine:
             if text:
                 yield text + "\n"
 
+    def repo_digest(self, ref: str) -> str | None:
+        """The digest under which the registry of `ref` holds this image (known once pushed or pulled)."""
+        repository = ref.rpartition(":")[0]
+        for entry in self._api.inspect_image(ref).get("RepoDigests") or []:
+            name, _, digest = entry.partition("@")
+            if name == repository:
+                return digest
+        return None
+
     def pull_image(self, ref: str) -> None:
         repository, _, tag = ref.rpartition(":")
         self._api.pull(repository, tag=tag)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +70,37 @@ def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def in_registry(tag: str, registry: str | None) -> str:
-    """`tag` (repository:content-hash) as the home manifest's image.registry holds it, or as it is without one."""
-    return f"{registry}/{tag}" if registry else tag
+PUSHED_FILE = "pushed-images.json"  # in the state folder: what `build --push` pushed, by digest
+
+
+def in_registry(tag: str, registry: str | None, state: Path | None = None) -> str:
+    """`tag` (repository:content-hash) as the home manifest's image.registry holds it, or as it is without one.
+
+    Pinned to the digest `build --push` pushed from this machine when there is one: a tag in a registry can
+    be moved by whoever may push there, a digest names the very image we built."""
+    if not registry:
+        return tag
+    ref = f"{registry}/{tag}"
+    digest = pushed(state).get(ref) if state else None
+    return f"{ref}@{digest}" if digest else ref
+
+
+def pushed(state: Path) -> dict[str, str]:
+    try:
+        data = json.loads((state / PUSHED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", v)} \
+        if isinstance(data, dict) else {}
+
+
+def record_push(state: Path, ref: str, digest: str) -> None:
+    """Remember that `ref` was pushed as `digest` (written whole, then renamed: never half a file)."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = pushed(state) | {ref: digest}
+    tmp = state / f".{PUSHED_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(state / PUSHED_FILE)
 
 
 def spec(settings: ImageSettings) -> ImageSpec:

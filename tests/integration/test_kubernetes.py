@@ -238,20 +238,26 @@ class RegistryTest(unittest.TestCase):
     def test_build_push_then_a_bottle_whose_pod_pulls_from_the_registry(self):
         pushed = cli("build", "--push", env=self.env, timeout=900)
         self.assertEqual(pushed.returncode, 0, pushed.stderr)
-        refs = pushed.stdout.split()
-        self.assertEqual([r.rsplit(":", 1)[0] for r in refs],
+        refs = pushed.stdout.split()  # registry/repository:tag@digest
+        self.assertEqual([r.split("@")[0].rsplit(":", 1)[0] for r in refs],
                          [f"{self.registry}/claude-bottle", f"{self.registry}/claude-bottle-sidecar"])
-        for ref in refs:  # the registry has them
-            repository, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        for ref in refs:  # the registry has them, under that tag and that digest
+            named, digest = ref.split("@")
+            repository, tag = named.split("/", 1)[1].rsplit(":", 1)
             listed = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{self.port}/v2/{repository}/tags/list"],
                                     capture_output=True, text=True)
             self.assertEqual(json.loads(listed.stdout)["tags"], [tag])
+            head = subprocess.run(["curl", "-sfI", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                                   f"http://127.0.0.1:{self.port}/v2/{repository}/manifests/{tag}"],
+                                  capture_output=True, text=True)
+            self.assertIn(f"docker-content-digest: {digest}", head.stdout.lower())
         started = cli("start", "--detach", "--yes", env=self.env, cwd=self.home)
         self.assertEqual(started.returncode, 0, started.stderr)
         name = started.stdout.strip()
         try:
             pod = bottle.Names(name).container
             spec = json.loads(kubectl("-n", NAMESPACE, "get", "pod", pod, "-o", "json"))
+            # By digest: what was pushed from here, whatever the tag in the registry points at later.
             self.assertEqual(sorted(c["image"] for c in spec["spec"]["containers"]), sorted(refs))
             self.assertEqual(spec["spec"]["initContainers"][0]["image"], refs[0])
             pulled = kubectl("-n", NAMESPACE, "get", "events", "--field-selector", f"involvedObject.name={pod}",

@@ -65,6 +65,9 @@ class FakeEngine:
         self.pushed.add(ref)
         yield f"{ref}: pushed\n"
 
+    def repo_digest(self, ref):
+        return "sha256:" + "ab" * 32 if ref in self.pushed else None
+
     def pull_image(self, ref):
         self._record("pull_image", ref)
         raise DockerUnavailable("no registry in unit tests")

@@ -2,9 +2,10 @@
 container writes, how it reads the API's answers, and how the runtime is chosen. test_kubernetes (the
 integration suite) attacks the real pod."""
 
+import dataclasses
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -264,6 +265,34 @@ class OptionsTest(unittest.TestCase):
                             CLAUDE_BOTTLE_OAUTH_TOKEN="sk-ant-oat01-" + "x" * 40)
         self.assertRegex(done.stdout, r"image:    claude-bottle:[0-9a-f]{16} \(pulled by the cluster's nodes from "
                                       r"registry.example.com:5000/team \(`claude-bottle build --push` puts it there\)\)")
+
+    def test_images_pushed_from_here_are_pulled_by_their_digest(self):
+        from claude_bottle import image, manifest
+
+        digest = "sha256:" + "c" * 64
+        with tempfile.TemporaryDirectory() as tmp:
+            state = Path(tmp)
+            self.assertEqual(image.in_registry("claude-bottle:abc", "reg.example.com/t", state),
+                             "reg.example.com/t/claude-bottle:abc")  # nothing pushed from here: the tag
+            image.record_push(state, "reg.example.com/t/claude-bottle:abc", digest)
+            image.record_push(state, "reg.example.com/t/other:x", "sha256:" + "d" * 64)
+            self.assertEqual(image.in_registry("claude-bottle:abc", "reg.example.com/t", state),
+                             f"reg.example.com/t/claude-bottle:abc@{digest}")
+            self.assertEqual(image.in_registry("claude-bottle:abc", None, state), "claude-bottle:abc")
+            (state / image.PUSHED_FILE).write_text('{"reg.example.com/t/claude-bottle:abc": "sha256:not-a-digest"}')
+            self.assertEqual(image.in_registry("claude-bottle:abc", "reg.example.com/t", state),
+                             "reg.example.com/t/claude-bottle:abc")  # a broken record is not trusted
+            # The plan names both images as the nodes pull them.
+            m = manifest.load(state, {"CLAUDE_BOTTLE_HOME": tmp})
+            m = dataclasses.replace(m, image=dataclasses.replace(m.image, registry="reg.example.com/t"))
+            plan = bottle.plan(m, "default", {"CLAUDE_BOTTLE_HOME": tmp})
+            spec = bottle.bottle_container(plan, "o")
+            ref = f"reg.example.com/t/{plan.image.tag}"
+            image.record_push(manifest.state_dir({"CLAUDE_BOTTLE_HOME": tmp}), ref, digest)
+            pinned = bottle.plan(m, "default", {"CLAUDE_BOTTLE_HOME": tmp})
+            self.assertEqual(pinned.image_refs, {plan.image.tag: f"{ref}@{digest}",
+                                                 plan.sidecar_image.tag: f"reg.example.com/t/{plan.sidecar_image.tag}"})
+            self.assertEqual(spec.image, plan.image.tag)  # Docker's container keeps the local name
 
     def test_a_registry_that_is_not_one_is_refused_and_push_needs_one(self):
         for registry in ("https://registry.example.com", "Registry.example.com", "registry.example.com/team:v1", ""):
