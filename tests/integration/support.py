@@ -366,6 +366,17 @@ DOCKER = _Docker()
 KUBERNETES = _Kubernetes()
 
 
+def on_each_runtime(tests: type, module: dict) -> None:
+    """Run `tests` (a class of test methods naming no runtime) on Docker and on Kubernetes: adds
+    <Name>OnDockerTest and <Name>OnKubernetesTest to the calling module, whose teardown then removes the
+    cluster's test namespace."""
+    for runtime in (DOCKER, KUBERNETES):
+        name = f"{tests.__name__.removesuffix('Test')}On{runtime.name.capitalize()}Test"
+        module[name] = type(name, (tests, IntegrationTest), {"runtime": runtime, "__module__": module["__name__"],
+                                                             "__qualname__": name})
+    module["tearDownModule"] = KUBERNETES.tear_down
+
+
 LISTENER_REPLY = "reply-from-the-sidecar-side"
 
 

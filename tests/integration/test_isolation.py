@@ -322,13 +322,4 @@ class ReachTest:
         self.assertEqual(support.found_on_command_lines(SECRET), [])
 
 
-class ReachOnDockerTest(ReachTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class ReachOnKubernetesTest(ReachTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(ReachTest, globals())

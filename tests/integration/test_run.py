@@ -93,7 +93,7 @@ class MessagesApi(support.Server):
 
 
 class RunTest:
-    """Run on both runtimes (the classes at the end)."""
+    """Run on both runtimes (support.on_each_runtime)."""
 
     runtime: support.Runtime
 
@@ -226,13 +226,4 @@ class RunTest:
             self.assertEqual(self.project.cli("rm", name).returncode, 0)
 
 
-class RunOnDockerTest(RunTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class RunOnKubernetesTest(RunTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(RunTest, globals())

@@ -25,7 +25,7 @@ def setUpModule():
 
 
 class GitOverSshTest:
-    """Run on both runtimes (the classes at the end): the sshd is published on this host's address as the
+    """Run on both runtimes (support.on_each_runtime): the sshd is published on this host's address as the
     runtime's workloads reach it."""
 
     runtime: support.Runtime
@@ -132,16 +132,7 @@ class GitOverSshTest:
         self.assertEqual(support.objects_of(p.dir, self.runtime.engine()), set())
 
 
-class GitOverSshOnDockerTest(GitOverSshTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class GitOverSshOnKubernetesTest(GitOverSshTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(GitOverSshTest, globals())
 
 
 def _tar(name: str, data: bytes) -> bytes:

@@ -11,7 +11,7 @@ from .test_sidecar import TOKEN, Project
 
 
 class TokenOutsideTest:
-    """Run on both runtimes (the classes at the end)."""
+    """Run on both runtimes (support.on_each_runtime)."""
 
     runtime: support.Runtime
 
@@ -120,13 +120,4 @@ class TokenOutsideTest:
         return self.sh("printenv CLAUDE_CODE_OAUTH_TOKEN").stdout.strip()
 
 
-class TokenOutsideOnDockerTest(TokenOutsideTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class TokenOutsideOnKubernetesTest(TokenOutsideTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(TokenOutsideTest, globals())

@@ -428,7 +428,8 @@ class BadValuesTest(WorkSafetyCase):
 
 
 class LifecycleTest:
-    """Stop, a CLI killed with SIGKILL, and cleanup: the same assertions on both runtimes (the classes below)."""
+    """Stop, a CLI killed with SIGKILL, and cleanup: the same assertions on both runtimes
+    (support.on_each_runtime)."""
 
     runtime: support.Runtime
 
@@ -517,13 +518,4 @@ class LifecycleTest:
         self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(running)}:kept.txt"), "kept\n")
 
 
-class LifecycleOnDockerTest(LifecycleTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class LifecycleOnKubernetesTest(LifecycleTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(LifecycleTest, globals())

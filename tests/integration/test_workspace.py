@@ -196,7 +196,7 @@ class PlainFolderTest(support.IntegrationTest):
 
 class ResultBranchTest:
     """A repository's copy in a bottle, and the agent's work back as a branch when the bottle stops: the same
-    assertions on both runtimes, through the CLI (the classes below)."""
+    assertions on both runtimes, through the CLI (support.on_each_runtime)."""
 
     runtime: support.Runtime
 
@@ -263,13 +263,4 @@ class ResultBranchTest:
         self.assertHostUntouched()
 
 
-class ResultBranchOnDockerTest(ResultBranchTest, support.IntegrationTest):
-    runtime = support.DOCKER
-
-
-class ResultBranchOnKubernetesTest(ResultBranchTest, support.IntegrationTest):
-    runtime = support.KUBERNETES
-
-
-def tearDownModule():
-    support.KUBERNETES.tear_down()
+support.on_each_runtime(ResultBranchTest, globals())
