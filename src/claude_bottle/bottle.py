@@ -19,9 +19,9 @@ from pathlib import Path
 
 from . import cleanup, egress, image, pins, sidecar, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER
-from .docker import LABEL_PREFIX, ContainerSpec, Engine, Found
+from .docker import ContainerSpec, Engine, Found, size_in_bytes
 from .errors import BottleError
-from .manifest import Agent, Bottle, Manifest, ProjectShare, Refusal, refused, state_dir
+from .manifest import Agent, Bottle, Manifest, ManifestError, ProjectShare, Refusal, refused, state_dir
 from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
@@ -164,9 +164,6 @@ class LaunchPlan:
 
 def _check_reserve(b: Bottle) -> None:
     """A reservation above the limit is refused by a cluster (and means nothing on Docker): say so up front."""
-    from .docker import size_in_bytes
-    from .manifest import ManifestError
-
     where = f"bottles.{b.name}.resources.reserve"
     limit = b.memory or DEFAULT_MEMORY
     if b.reserve_memory and size_in_bytes(b.reserve_memory) > size_in_bytes(limit):
@@ -429,7 +426,9 @@ def _launch_pod(cluster, plan: LaunchPlan, owner: str, config: bytes, files: byt
         raise BottleError("--mount binds a folder of this machine, which a cluster's node does not have: use "
                           "--workspace (a copy whose work comes back), or --runtime docker")
     n = plan.names
-    pulled = lambda tag: plan.image_refs.get(tag, tag)  # noqa: E731
+    def pulled(tag: str) -> str:
+        return plan.image_refs.get(tag, tag)
+
     side = sidecar.container(n.sidecar, pulled(plan.sidecar_image.tag), "", labels(plan, "sidecar", owner),
                              n.proxy_volume)
     closed = [int(address.rsplit(":", 1)[1]) for address in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,

@@ -432,12 +432,12 @@ def _bottle_resources(bottle: ContainerSpec) -> dict:
     limit = size_in_bytes(bottle.mem_limit)
     memory = size_in_bytes(bottle.mem_reservation) if bottle.mem_reservation else min(
         size_in_bytes(BOTTLE_REQUEST), limit)
-    requests = {"memory": str(memory), "cpu": f"{round((bottle.cpu_reservation or 0.1) * 1000)}m"}
+    cpu = round((bottle.cpu_reservation or 0.1) * 1000)  # millicores
     limits = {"memory": _quantity(bottle.mem_limit)}
     if bottle.cpus is not None:
         limits["cpu"] = f"{round(bottle.cpus * 1000)}m"
-        requests["cpu"] = f"{min(round(bottle.cpus * 1000), round((bottle.cpu_reservation or 0.1) * 1000))}m"
-    return {"requests": requests, "limits": limits}
+        cpu = min(cpu, round(bottle.cpus * 1000))
+    return {"requests": {"memory": str(memory), "cpu": f"{cpu}m"}, "limits": limits}
 
 
 def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: str) -> dict:
