@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import docker, image, manifest, pins, sidecar
+from . import docker, image, manifest, pins, runtime, sidecar
 from .bottle import TOKEN_VARIABLE
 from .errors import BottleError
 
@@ -38,6 +38,8 @@ def checks(environ: Mapping[str, str], cwd: Path) -> list[Check]:
     ca = environ.get("CLAUDE_BOTTLE_CA_CERT")
     settings = m.image if m else manifest.ImageSettings(ca_cert=Path(ca) if ca else None)
     found.append(_ca(settings))
+    if runtime.chosen(environ) == "kubernetes":
+        found += _cluster(environ, m)
     try:
         engine = docker.connect(environ)
     except BottleError as e:
@@ -103,6 +105,34 @@ def _ca(settings: manifest.ImageSettings) -> Check:
         return Check("ca", "fail", f"{settings.ca_cert} holds no PEM certificate",
                      "give a PEM file (-----BEGIN CERTIFICATE----- blocks)")
     return Check("ca", "ok", f"{settings.ca_cert}: {count} certificate{'s' if count != 1 else ''}")
+
+
+def _cluster(environ: Mapping[str, str], m: manifest.Manifest | None) -> list[Check]:
+    """On the Kubernetes runtime: the cluster answers, the namespace is there, and where its nodes get our images.
+    (Docker is still checked below: it builds the images a cluster runs.)"""
+    from . import kube
+
+    try:
+        cluster = kube.connect(environ)
+    except BottleError as e:
+        return [Check("cluster", "fail", str(e), "check KUBECONFIG and --context (or runtime.context in the home "
+                                                 "manifest), or use --runtime docker")]
+    out = [Check("cluster", "ok", f"Kubernetes at {cluster.host}, context {cluster.context}")]
+    exists = cluster.namespace_exists()
+    if exists is False:
+        out.append(Check("namespace", "fail", f"{cluster.namespace} does not exist",
+                         f"kubectl create namespace {cluster.namespace}, or name another with --namespace"))
+    else:
+        out.append(Check("namespace", "ok", cluster.namespace + ("" if exists else " (may not look it up: not checked)")))
+    registry = m.image.registry if m else None
+    if registry:
+        out.append(Check("registry", "ok", f"the nodes pull the images from {registry} "
+                                           "(`claude-bottle build --push` puts them there)"))
+    else:
+        out.append(Check("registry", "warn", "no image.registry in the home manifest: the nodes must have the images "
+                                             "already", "set image.registry and run `claude-bottle build --push`, or "
+                                                        "import the images into the nodes"))
+    return out
 
 
 def _images(engine: docker.Engine, settings: manifest.ImageSettings) -> list[Check]:

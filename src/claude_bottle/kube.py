@@ -109,6 +109,15 @@ class Cluster:
             message = e.reason
         return ClusterUnavailable(f"the Kubernetes cluster at {self.host} refused: {_one_line(message)}")
 
+    def namespace_exists(self) -> bool | None:
+        """Whether this namespace exists; None when this user may not ask (namespaces are cluster-wide)."""
+        try:
+            return self._call(self.core.read_namespace, self.namespace, not_found=False) is not False
+        except ClusterUnavailable as e:
+            if "forbidden" in str(e).lower():
+                return None
+            raise
+
     # -- a bottle's pod
 
     def launch_pod(self, bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: str,

@@ -285,3 +285,21 @@ class RegistryTest(unittest.TestCase):
         finally:
             shutil.rmtree(home, ignore_errors=True)
             untag(f"127.0.0.1:{closed}/")
+
+
+class DoctorTest(unittest.TestCase):
+    def test_the_cluster_the_namespace_and_the_registry(self):
+        CLUSTER.ensure()
+        with tempfile.TemporaryDirectory() as home:
+            env = {"CLAUDE_BOTTLE_HOME": home}
+            out = cli("doctor", "--json", env=env)
+            checks = {c["name"]: c for c in json.loads(out.stdout)}
+            self.assertEqual(checks["cluster"]["status"], "ok", out.stdout)
+            self.assertEqual((checks["namespace"]["status"], checks["namespace"]["found"]), ("ok", NAMESPACE))
+            self.assertEqual(checks["registry"]["status"], "warn")
+            missing = f"claude-bottle-missing-{support.RUN_ID}"
+            out = cli("doctor", "--json", env=env | {"CLAUDE_BOTTLE_NAMESPACE": missing})
+            self.assertEqual(out.returncode, 1, out.stderr)
+            checks = {c["name"]: c for c in json.loads(out.stdout)}
+            self.assertEqual(checks["namespace"]["status"], "fail")
+            self.assertIn(f"kubectl create namespace {missing}", checks["namespace"]["fix"])

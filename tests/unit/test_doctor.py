@@ -70,6 +70,20 @@ class DoctorTest(unittest.TestCase):
         s = self.statuses(r)
         self.assertEqual((s["token"], s["bottle image"], s["pipelock image"]), ("warn", "warn", "warn"))
 
+    # On the Kubernetes runtime doctor checks the cluster too (a real one: test_kubernetes).
+
+    def test_an_unreachable_cluster_fails_with_what_to_do(self):
+        r = self.run_doctor({"CLAUDE_BOTTLE_RUNTIME": "kubernetes", "KUBECONFIG": "/nonexistent"}, None, "--json")
+        self.assertEqual(r.exit_code, 1, r.output)
+        cluster = next(c for c in json.loads(r.stdout) if c["name"] == "cluster")
+        self.assertEqual(cluster["status"], "fail")
+        self.assertIn("no usable Kubernetes configuration in /nonexistent", cluster["found"])
+        self.assertIn("check KUBECONFIG and --context", cluster["fix"])
+        self.assertEqual(self.statuses(r)["engine"], "ok")  # Docker, which builds the images, is still checked
+
+    def test_not_checked_on_docker(self):
+        self.assertNotIn("cluster", self.statuses(self.run_doctor(None, None, "--json")))
+
 
 if __name__ == "__main__":
     unittest.main()
