@@ -5,8 +5,10 @@ Without a reachable engine the tests skip, except under CI=true, where that is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import docker as docker_sdk
 
-from claude_bottle import bottle, cleanup, docker, image, manifest, pins, workspace
+from claude_bottle import bottle, cleanup, docker, image, manifest, pins, sidecar, workspace
 from claude_bottle.docker import ContainerSpec
 from claude_bottle.errors import DockerUnavailable
 
@@ -195,7 +197,7 @@ class Runtime:
         return self.name
 
 
-def _connects_script(host: str, port: int) -> str:
+def connects_script(host: str, port: int) -> str:
     return f"timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null && echo OPEN || echo SHUT"
 
 
@@ -218,16 +220,12 @@ class _Docker(Runtime):
     def described(self, name):
         api = sdk().api
         inspect = {"container": api.inspect_container, "network": api.inspect_network, "volume": api.inspect_volume}
-        import json
-
         return json.dumps([inspect[o.kind](o.name) for o in cleanup.of_bottle(engine(), name)])
 
     def files_with(self, needle):
         return found_on_docker_disk(needle)
 
     def neighbour(self):
-        import contextlib
-
         @contextlib.contextmanager
         def listener():
             bottle.ensure_network(engine())
@@ -245,7 +243,7 @@ class _Docker(Runtime):
     def plain_workload_reaches(self, host, port):
         # A container on the network the sidecars share, as one of them would.
         bottle.ensure_network(engine())
-        code, out = run(bottle_image(), ["bash", "-c", _connects_script(host, port)], network=bottle.EGRESS_NETWORK)
+        code, out = run(bottle_image(), ["bash", "-c", connects_script(host, port)], network=bottle.EGRESS_NETWORK)
         return out.strip() == "OPEN"
 
 
@@ -271,8 +269,6 @@ class _Kubernetes(Runtime):
         if not self.ready:
             if not Path(self.KUBECONFIG).exists() or not (self.LAB / "up.sh").exists():
                 raise missing(f"the test Kubernetes cluster ({self.LAB}/up.sh, started: {self.KUBECONFIG})")
-            from claude_bottle import sidecar
-
             tags = [bottle_image(), build(sidecar.spec(image_settings()))]
             # Starts whatever is not running and imports images whose id changed; quick when all is there.
             up = subprocess.run([str(self.LAB / "up.sh"), *(arg for tag in tags for arg in ("--image", tag))],
@@ -300,8 +296,6 @@ class _Kubernetes(Runtime):
 
     @functools.cache
     def host_address(self):
-        import json
-
         node = json.loads(self.kubectl("get", "nodes", "-o", "json"))["items"][0]
         return next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
 
@@ -324,8 +318,6 @@ class _Kubernetes(Runtime):
         self.kubectl("-n", self.NAMESPACE, "run", name, "--image", bottle_image(), "--image-pull-policy=IfNotPresent",
                      "--restart=Never", f"--labels={TEST_LABEL}={RUN_ID}", "--command", "--", "sh", "-c", command)
         self.kubectl("-n", self.NAMESPACE, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=90s")
-        import json
-
         return json.loads(self.kubectl("-n", self.NAMESPACE, "get", "pod", name, "-o", "json"))["status"]["podIP"]
 
     def remove_pod(self, name: str):
@@ -333,8 +325,6 @@ class _Kubernetes(Runtime):
                      "--ignore-not-found", check=False)
 
     def neighbour(self):
-        import contextlib
-
         @contextlib.contextmanager
         def listener():
             name = f"neighbour-{RUN_ID}"
@@ -349,7 +339,7 @@ class _Kubernetes(Runtime):
         name = f"control-{RUN_ID}"
         try:
             self.pod(name, "exec sleep 600")
-            out = self.kubectl("-n", self.NAMESPACE, "exec", name, "--", "bash", "-c", _connects_script(host, port),
+            out = self.kubectl("-n", self.NAMESPACE, "exec", name, "--", "bash", "-c", connects_script(host, port),
                                check=False)
             return out.strip() == "OPEN"
         finally:

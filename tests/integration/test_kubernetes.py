@@ -79,7 +79,7 @@ class KubernetesTest(unittest.TestCase):
 
     def connects(self, host: str, port: int) -> bool:
         """Whether the agent can open a TCP connection to host:port (bash's /dev/tcp, as a hostile agent)."""
-        done = self.sh(support._connects_script(host, port))
+        done = self.sh(support.connects_script(host, port))
         self.assertEqual(done.returncode, 0, done.stderr)
         return done.stdout.strip() == "OPEN"
 
