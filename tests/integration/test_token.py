@@ -2,7 +2,9 @@
 the real token on its requests to the API (here a scripted Messages API, named as the gateway in the user's
 home manifest), and nowhere else. The real Claude Code, streaming, through the real sidecar."""
 
+import base64
 import json
+from collections import Counter
 
 
 from . import support
@@ -115,6 +117,24 @@ class TokenOutsideTest:
         self.assertEqual(out[len(walks)].strip(), "HTTP/1.1 400 Bad Request", out)
         self.assertEqual(out[len(walks) + 1], "403", out)
         self.assertNotEqual(out[len(walks) + 2], "403", out)  # control: the API's own path is not refused
+
+    def test_quick_answers_to_big_requests_arrive_whole(self):
+        """An API that refuses a request answers the moment its last byte arrives. The gate once cut such answers
+        after their header, mostly among the first requests on a connection (Claude Code: "API Error: 400 ECONNRESET"):
+        here 40 connections of 40 requests."""
+        connections, requests = 40, 40
+        one = (f'url = "http://{self.host}:{self.api.port}/v1/messages"\n'
+               f'header = "Authorization: Bearer {self.placeholder()}"\n'
+               'header = "Content-Type: application/json"\ndata-binary = "@/tmp/big.json"\n'
+               'output = "/dev/null"\nwrite-out = "%{http_code}\\n"\n')
+        out = self.sh("printf '%s' '{\"messages\":[{\"role\":\"user\",\"content\":\"please fail\"}],\"pad\":\"' "
+                      "> /tmp/big.json; head -c 100000 /dev/zero | tr '\\0' x >> /tmp/big.json; "
+                      "printf '\"}' >> /tmp/big.json; "
+                      f"echo {base64.b64encode(one.encode()).decode()} | base64 -d > /tmp/one; "
+                      f"for i in $(seq {requests}); do [ $i -eq 1 ] || echo next; cat /tmp/one; done > /tmp/many; "
+                      f"for i in $(seq {connections}); do curl -sS -K /tmp/many; done")
+        self.assertEqual(out.stderr, "")
+        self.assertEqual(Counter(out.stdout.split()), {"400": connections * requests}, out.stdout[-300:])
 
     def placeholder(self) -> str:
         return self.sh("printenv CLAUDE_CODE_OAUTH_TOKEN").stdout.strip()

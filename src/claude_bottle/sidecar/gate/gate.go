@@ -357,6 +357,9 @@ func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
 			if to != nil {
 				r.URL.Scheme, r.URL.Host, r.Host = to.Scheme, to.Host, to.Host
 			}
+			if r.Body != nil && r.ContentLength > 0 {
+				r.Body = &declaredBody{ReadCloser: r.Body, left: r.ContentLength}
+			}
 			r.Header.Del("Proxy-Connection")
 			r.Header.Del("Proxy-Authorization")
 		},
@@ -372,6 +375,30 @@ func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
 			http.Error(w, "claude-bottle: the sidecar could not reach "+r.URL.Host+": "+err.Error(), http.StatusBadGateway)
 		},
 	}
+}
+
+// declaredBody ends a request body at its declared length without reading past it. The server discards and
+// closes a request's body as soon as the answer's header goes out; an upstream that answers the moment the
+// last byte arrives can send that header before the transport has made its one read past the length, which
+// then fails, and the transport drops the connection with the answer half read.
+type declaredBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *declaredBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func refuse(conn net.Conn, why string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -109,5 +110,41 @@ func TestPlainRequestsForHTTPSAndCredentialHostsOnOtherPortsAreRefused(t *testin
 	}
 	if why := g.credentialPortRefused("pypi.org", "8443"); why != "" {
 		t.Errorf("another host: %q", why)
+	}
+}
+
+// closedAfter is a request body as the server holds it once the answer's header went out: its declared bytes,
+// then closed.
+type closedAfter struct{ data *strings.Reader }
+
+func (b *closedAfter) Read(p []byte) (int, error) {
+	if b.data.Len() == 0 {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.data.Read(p)
+}
+
+func (b *closedAfter) Close() error { return nil }
+
+func TestAnAnswerIsWholeWhenTheRequestBodyIsClosedAfterItsLength(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "scripted failure", http.StatusBadRequest)
+	}))
+	defer upstream.Close()
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(upstream.URL, "http://"))
+	cfg := &Config{Credentials: []CredentialHost{{Host: host, Port: port, Paths: []string{"/"}, Inject: true}},
+		PrivatePorts: map[string][]string{host: {}}, Token: "real", Placeholder: "placeholder"}
+	g := newGate(cfg, nil, newCounter(nil), nil)
+	body := strings.Repeat("x", 100_000)
+	for i := 0; i < 20; i++ {
+		r := httptest.NewRequest("POST", upstream.URL+"/v1/messages", &closedAfter{strings.NewReader(body)})
+		r.ContentLength = int64(len(body))
+		r.Header.Set("Authorization", "Bearer placeholder")
+		w := httptest.NewRecorder()
+		g.forwardPlain(w, r)
+		if w.Code != http.StatusBadRequest || w.Body.String() != "scripted failure\n" {
+			t.Fatalf("request %d: %d %q, want the upstream's whole 400", i, w.Code, w.Body.String())
+		}
 	}
 }
