@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import cleanup, egress, image, pins, sidecar, ssh, workspace
-from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER
-from .docker import ContainerSpec, Engine, Found, size_in_bytes
+from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER, Names, teardown
+from .docker import ContainerSpec, Engine, size_in_bytes
 from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest, ManifestError, ProjectShare, Refusal, refused, state_dir
 from .workspace import Workspace
@@ -38,25 +38,6 @@ PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 EGRESS_NETWORK = "claude-bottle-egress"
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
-
-
-@dataclass(frozen=True)
-class Names:
-    """The names of every Docker object of one bottle, derived from the bottle's name."""
-
-    bottle: str
-
-    @property
-    def container(self) -> str:
-        return f"cb-{self.bottle}"
-
-    @property
-    def sidecar(self) -> str:
-        return f"cb-{self.bottle}-sidecar"
-
-    @property
-    def proxy_volume(self) -> str:
-        return f"cb-{self.bottle}-proxy"
 
 
 def new_bottle_name(agent: str) -> str:
@@ -497,11 +478,6 @@ def stop_claude(engine: Engine, name: str) -> None:
                     user=image.BOTTLE_USER, timeout=10)
     except BottleError:
         pass  # already gone
-
-
-def teardown(engine: Engine, name: str) -> list[Found]:
-    """Remove every object of bottle `name`; what is already gone counts as removed."""
-    return cleanup.remove(engine, cleanup.of_bottle(engine, name))
 
 
 def _check(result: tuple[int, bytes], what: str) -> None:

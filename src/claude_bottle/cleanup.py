@@ -18,9 +18,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import workspace
+from . import lazy
 from .docker import LABEL_PREFIX, Engine, Found
 from .errors import BottleError
+
+workspace = lazy.Module(f"{__package__}.workspace")  # for one label; `ps` and `stop` rarely need the rest
 
 LABEL_BOTTLE = LABEL_PREFIX + "bottle"
 LABEL_AGENT = LABEL_PREFIX + "agent"
@@ -29,6 +31,25 @@ LABEL_OWNER = LABEL_PREFIX + "owner"  # the lock of the session that made it
 LABEL_USER = LABEL_PREFIX + "user"  # uid@host of the user who made it
 LABEL_CONFIG = LABEL_PREFIX + "config"  # the manifest's bottle this one was made from
 LABEL_RECORD = LABEL_PREFIX + "record"  # a detached bottle's record folder: it lives on while that exists
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names of every Docker object of one bottle, derived from the bottle's name."""
+
+    bottle: str
+
+    @property
+    def container(self) -> str:
+        return f"cb-{self.bottle}"
+
+    @property
+    def sidecar(self) -> str:
+        return f"cb-{self.bottle}-sidecar"
+
+    @property
+    def proxy_volume(self) -> str:
+        return f"cb-{self.bottle}-proxy"
 
 
 def current_user() -> str:
@@ -190,3 +211,8 @@ def remove(engine: Engine, objects: list[Found]) -> list[Found]:
     for obj in sorted((o for o in objects if o.kind != "container"), key=lambda o: _ORDER[o.kind]):
         (engine.remove_network if obj.kind == "network" else engine.remove_volume)(obj.name)
     return objects
+
+
+def teardown(engine: Engine, name: str) -> list[Found]:
+    """Remove every object of bottle `name`; what is already gone counts as removed."""
+    return remove(engine, of_bottle(engine, name))

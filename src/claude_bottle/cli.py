@@ -790,7 +790,7 @@ def _question(plan: bottle.LaunchPlan) -> str:
 
 
 def _running(engine: docker.Engine, name: str) -> str:
-    container = bottle.Names(cleanup.check_name(name)).container
+    container = cleanup.Names(cleanup.check_name(name)).container
     state = engine.container(container)
     if state is None or not state.running or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
@@ -1082,7 +1082,7 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool, tail:
         _run_output(run, follow, tail, since)
         return
     engine = runtime.connect()
-    names = bottle.Names(bottle_name)
+    names = cleanup.Names(bottle_name)
     if not show_egress:
         if engine.container(names.container) is None:
             raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
@@ -1131,7 +1131,7 @@ def _follow_egress(engine: docker.Engine, name: str, report: egress.Report, as_j
             click.echo(json.dumps({**r.to_json(), "new": r.count}))
     while True:
         time.sleep(EGRESS_POLL_SECONDS)
-        gate = engine.container(bottle.Names(name).sidecar)
+        gate = engine.container(cleanup.Names(name).sidecar)
         if gate is None or not gate.running:
             if not as_json:
                 click.echo(f"(bottle {visible(name)} has ended)", err=True)

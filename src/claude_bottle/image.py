@@ -15,9 +15,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .docker import LABEL_PREFIX, Engine
-from .manifest import ImageSettings
+
+if TYPE_CHECKING:  # only named here: `exec` and `stop` need this module, and manifest takes a tenth of their imports
+    from .manifest import ImageSettings
 
 REPOSITORY = "claude-bottle"
 BOTTLE_USER = "claude"

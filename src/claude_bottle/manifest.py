@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from . import pins, trust
 from .errors import ManifestError
+from .paths import home_dir, state_dir  # noqa: F401 (state_dir: many modules name it as the manifest's)
 
 MANIFEST_NAME = "claude-bottle.json"
 DEFAULT_AGENT = "default"
@@ -362,21 +363,8 @@ def _inside(path: Path, *folders: Path | None) -> bool:
 # ---------------------------------------------------------------- locations
 
 
-def home_dir(environ: Mapping[str, str]) -> Path:
-    """The home claude-bottle reads from: CLAUDE_BOTTLE_HOME, else the user's home."""
-    override = environ.get("CLAUDE_BOTTLE_HOME")
-    return Path(override).expanduser() if override else Path.home()
-
-
 def skills_dir(environ: Mapping[str, str]) -> Path:
     return home_dir(environ) / ".claude" / "skills"
-
-
-def state_dir(environ: Mapping[str, str]) -> Path:
-    """Where claude-bottle keeps what it must remember (allowed project files, detached runs)."""
-    state = environ.get("XDG_STATE_HOME")
-    base = Path(state) if state and not environ.get("CLAUDE_BOTTLE_HOME") else home_dir(environ) / ".local" / "state"
-    return base / "claude-bottle"
 
 
 def trust_store(environ: Mapping[str, str]) -> trust.Store:

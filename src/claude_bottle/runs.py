@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cleanup import check_name, owner_alive
 from .errors import BottleError
-from .manifest import state_dir
+from .paths import state_dir
 
 # The exit status of a run whose bottle could not be made or run, or whose supervisor died (docker run's).
 COULD_NOT_RUN = 125

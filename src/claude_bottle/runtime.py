@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from .errors import BottleError, ManifestError
+from .paths import home_dir
 
 RUNTIMES = ("docker", "kubernetes")
 VARIABLE = "CLAUDE_BOTTLE_RUNTIME"
@@ -26,8 +26,7 @@ def home_runtime(environ: Mapping[str, str]) -> dict[str, str]:
 
     Read on its own, without the schema (every command needs it, `ps` and `stop` included, and they must
     work even when something else in the file is wrong: the commands that read the whole file say so)."""
-    home = environ.get("CLAUDE_BOTTLE_HOME")  # as manifest.home_dir, which costs an import every command would pay
-    path = (Path(home).expanduser() if home else Path.home()) / "claude-bottle.json"
+    path = home_dir(environ) / "claude-bottle.json"
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):

@@ -15,14 +15,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from . import bottle, cleanup, image, pins, runs, workspace
-from .bottle import LaunchPlan, Names
+from . import cleanup, image, lazy, pins, runs, workspace
+from .cleanup import Names
 from .docker import Engine
 from .errors import BottleError
-from .manifest import state_dir
+from .paths import state_dir
 from .workspace import Brought, Workspace, WorkNotBack
+
+if TYPE_CHECKING:
+    from .bottle import LaunchPlan
+
+# Making a bottle needs most of the package; `stop` and `ps` need none of it.
+bottle = lazy.Module(f"{__package__}.bottle")
 
 FINISH_WAIT_SECONDS = 300  # for another process that is finishing the same bottle
 
@@ -92,7 +98,7 @@ class Session:
             if ws is not None:
                 workspace.copy_in(engine, plan.names.container, ws, plan.name, copy_progress)
         except BaseException:
-            bottle.teardown(engine, plan.name)
+            cleanup.teardown(engine, plan.name)
             if ws is not None:
                 workspace.release(ws, plan.name)
             raise
@@ -151,7 +157,7 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
     with _finishing(name):
         state = engine.container(Names(name).container)
         if state is None:  # finished by someone else, or never made
-            bottle.teardown(engine, name)
+            cleanup.teardown(engine, name)
             return Ended(name, None, ws, gone=True)
         brought = None
         if ws is not None and ws.brings_back and not discard:
@@ -167,7 +173,7 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
             except BaseException:
                 raise WorkNotBack(f"interrupted while bringing the agent's work back: bottle {name} is kept; "
                                   f"`claude-bottle stop {name}` brings it back") from None
-        bottle.teardown(engine, name)
+        cleanup.teardown(engine, name)
         if ws is not None:
             workspace.release(ws, name)
         return Ended(name, brought, ws, discarded=discard)
