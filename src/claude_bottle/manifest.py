@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from . import pins, trust
 from .errors import ManifestError
-from .paths import home_dir, state_dir  # noqa: F401 (state_dir: many modules name it as the manifest's)
+from .paths import home_dir, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
 
 MANIFEST_NAME = "claude-bottle.json"
 DEFAULT_AGENT = "default"
