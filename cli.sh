@@ -3,7 +3,8 @@
 # after pyproject.toml changes) it installs the package and its dependencies into
 # .venv beside this script, saying so, since that takes a few seconds.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac  # dirname without a process: this runs before every command
+here=$(cd -- "$here" && pwd)
 venv="$here/.venv"
 fail() { echo "Error: $*" >&2; exit 1; }
 if [[ ! -x $venv/bin/claude-bottle || $here/pyproject.toml -nt $venv/.installed ]]; then
@@ -24,9 +25,7 @@ if [[ ! -x $venv/bin/claude-bottle || $here/pyproject.toml -nt $venv/.installed 
 fi
 # The install is editable (a pull or an edit takes effect at once), so Python reads src/ itself. Where
 # PYTHONDONTWRITEBYTECODE is set (many images and CI machines) it would compile every module on every run,
-# a third of the start-up: keep compiled copies beside the sources, made again when one is newer.
-if [[ ! -e $venv/.compiled || -n $(find "$here/src" -name '*.py' -newer "$venv/.compiled" -print -quit) ]]; then
-  touch "$venv/.compiled"
-  "$venv/bin/python" -m compileall -q "$here/src" >/dev/null 2>&1 || true
-fi
+# a third of the start-up: let Python keep compiled copies beside the sources (it remakes one when its
+# source is newer), which costs nothing on the runs after.
+unset PYTHONDONTWRITEBYTECODE
 exec "$venv/bin/claude-bottle" "$@"
