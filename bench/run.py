@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """claude-bottle's performance against plain Docker, measured in one run on a real engine.
 
-    python3 bench/run.py [--runs N] [--json FILE] [--only PART...] [--runtime kubernetes]
+    python3 bench/run.py [--runs N] [--json FILE] [--only cli start parallel tasks memory proxy]
+                         [--runtime kubernetes]
 
 Each figure is the median of N runs after a warm-up, with min and max, beside
 its baseline measured the same way in the same run; the ratio is what to
@@ -176,6 +177,39 @@ class Bench:
             self.record(f"{self.label}parallel start of {n}: all ready", ours, base)
             if self.pair_baseline:
                 self.record(f"  baseline of {n} bottles' containers ({2 * n})", ours, pairs)
+
+    # -- fan-out: many headless tasks
+
+    def tasks(self, count: int = 16, parallel: int = 8) -> None:
+        """`run --tasks` with `count` tasks, `parallel` at a time, each Claude Code printing its version (a
+        whole bottle's life: start, one command, teardown), against plain Docker running the same command
+        in `count` throwaway containers as many at a time, and the engine's floor: each task's two
+        containers made, the command run in one, both removed."""
+        tasks = Path(self.tmp.name, "tasks.txt")
+        tasks.write_text("".join(f"task {i}\n" for i in range(count)))
+        argv = ["claude", "--version"]
+        bottle.ensure_network(self.engine)
+
+        def plain(_) -> None:
+            subprocess.run(["docker", "run", "--rm", "--label", "org.claude-bottle.bench=1", "--network", "none",
+                            self.image, *argv], capture_output=True, check=True)
+
+        def pair(_) -> None:
+            ids = self.start_pair()
+            subprocess.run(["docker", "exec", ids.split()[1], *argv], capture_output=True, check=True)
+            self.stop_pair(ids)
+
+        ours, base, floor = [], [], []
+        for i in range(max(1, self.runs // 2) + 1):
+            o = timed(lambda: cli("run", "default", "--yes", "--tasks", str(tasks), "--parallel", str(parallel),
+                                  "--", "--version", env=self.env))
+            with ThreadPoolExecutor(parallel) as pool:
+                b = timed(lambda: list(pool.map(plain, range(count))))
+                f = timed(lambda: list(pool.map(pair, range(count))))
+            if i:
+                ours.append(o), base.append(b), floor.append(f)
+        self.record(f"run --tasks: {count} tasks, {parallel} at a time", ours, base)
+        self.record(f"  baseline of the tasks' containers ({2 * count})", ours, floor)
 
     # -- the CLI's own start-up
 
@@ -353,8 +387,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
-    parts = {"cli": "cli_startup", "start": "start_and_stop", "parallel": "parallel_start", "memory": "memory",
-             "proxy": "proxy"}
+    parts = {"cli": "cli_startup", "start": "start_and_stop", "parallel": "parallel_start", "tasks": "tasks",
+             "memory": "memory", "proxy": "proxy"}
     parser.add_argument("--only", nargs="+", choices=parts, default=list(parts), metavar="PART",
                         help=f"measure only these: {', '.join(parts)}")
     parser.add_argument("--runtime", choices=("docker", "kubernetes"), default="docker",
