@@ -51,10 +51,6 @@ def step_seconds() -> int:
     except ValueError:
         raise BottleError(f"{STEP_SECONDS_VARIABLE} must be a number of seconds") from None
 MAX_RESULT_BYTES = 4 * 2**30  # the most we take out of a bottle
-# Our commit in the bottle: no hooks, no fsmonitor, no signing, no editor; whatever the agent configured.
-SAFE_GIT = ("git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false "
-            "-c commit.gpgSign=false -c core.editor=true -c gc.auto=0 "
-            f"-c user.name={GIT_IDENTITY[0]} -c user.email={GIT_IDENTITY[1]}")
 
 
 class WorkNotBack(BottleError):
@@ -270,12 +266,36 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
         raise WorkNotBack(str(e)) from None
 
 
+# The agent's uncommitted changes become one last commit, taken from the working tree alone. Nothing the agent
+# can set in its repository decides what that commit holds or whether it can be made: it is built in a
+# repository of our own (our config, no hooks, excludes only from .gitignore files, no content filters or
+# conversions, whatever the attributes say) with a fresh index read from HEAD, so index flags
+# (skip-worktree, assume-unchanged), .git/info/exclude, clean filters and sparse checkouts neither hide work
+# nor hold it up. Its objects go into the agent's repository and its branch moves to the commit, so a
+# `stop` that is run again makes no second commit. Beside a subfolder workspace (a sparse checkout), files
+# the agent wrote come back too, and what it never had is not taken as deleted.
 # Nested repositories (an agent's `git init` inside the workspace, not a submodule): their files are the
 # agent's work too, so their .git is set aside while our commit adds them as files, then put back.
 _COMMIT_SCRIPT = r"""
 cd /workspace
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
+R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
+head=$(R rev-parse --verify -q 'HEAD^{commit}') || { echo "no HEAD"; exit 0; }
+objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
+snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
+git init -q --bare --template= "$snap"
+mkdir -p "$snap/objects/info" "$snap/info"
+printf '%s\n' "$objects" > "$snap/objects/info/alternates"
+printf '* -text -crlf -ident -filter !eol !working-tree-encoding\n' > "$snap/info/attributes"
+S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_OBJECT_DIRECTORY="$objects" \
+      git -c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null \
+      -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false \
+      -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false \
+      -c user.name=@NAME@ -c user.email=@EMAIL@ "$@"; }
+S update-ref --no-deref HEAD "$head"
+S read-tree HEAD
 : > /tmp/claude-bottle-aside
-links=$(git ls-files -s | awk '$1 == "160000" {print $4}')
+links=$(S ls-files -s | awk '$1 == "160000" {print $4}')
 find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r -d '' g; do
   d=${g%/.git}; d=${d#./}
   if printf '%s\n' "$links" | grep -qxF -- "$d"; then continue; fi
@@ -283,33 +303,64 @@ find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r
 done
 put_back() { while IFS= read -r -d '' g; do mv -- "$g.claude-bottle-aside" "$g"; done < /tmp/claude-bottle-aside; }
 trap put_back EXIT
-GIT add -A -- . ':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**'
-GIT diff --cached --quiet || GIT commit --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
-GIT rev-parse --verify HEAD
-GIT symbolic-ref -q HEAD || echo HEAD
-GIT for-each-ref --format='%(refname)' refs/heads refs/stash
+aside=(':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**')
+S add --ignore-removal -- . "${aside[@]}"
+S add -A -- @SCOPE@ "${aside[@]}"
+if ! S diff --cached --quiet; then
+  S commit --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
+  R update-ref HEAD "$(S rev-parse --verify HEAD)" "$head" || true  # only spares a second stop a second commit
+fi
+echo "$snap"
+S rev-parse --verify HEAD
+R symbolic-ref -q HEAD || echo HEAD
+R for-each-ref --format='%(objectname) %(refname)' refs/heads refs/stash | while read -r sha ref; do
+  S update-ref "$ref" "$sha" && echo "$ref"
+done
 """
 
 
+def _commit_script(ws: Workspace) -> str:
+    q = shlex.quote
+    return (_COMMIT_SCRIPT.replace("@NAME@", q(GIT_IDENTITY[0])).replace("@EMAIL@", q(GIT_IDENTITY[1]))
+            .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else ".")))
+
+
+def extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
+    """Where the bottle's other branches and its stash land, beside the results branch: `<branch>.<name>`
+    (a name's slashes kept, so that no two branches meet) and `<branch>.stash`, or the first of
+    `<branch>.stash.2`, `.3`, ... that no branch of the bottle takes."""
+    found = {r: f"refs/heads/{branch}.{r.removeprefix('refs/heads/')}" for r in refs if r.startswith("refs/heads/")}
+    if "refs/stash" in refs:
+        taken, n, to = set(found.values()), 1, f"refs/heads/{branch}.stash"
+        while to in taken:
+            n += 1
+            to = f"refs/heads/{branch}.stash.{n}"
+        found["refs/stash"] = to
+    return found
+
+
 def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
-    # The agent's uncommitted changes become one last commit, made with its hooks and helpers switched off.
-    out = _in_bottle(engine, container, _COMMIT_SCRIPT.replace("GIT ", SAFE_GIT + " "),
-                     "committing the agent's uncommitted changes", shell="bash").split("\n")
-    head, current, refs = out[0].strip(), out[1].strip(), [r for r in out[2:] if r.strip()]
+    out = _in_bottle(engine, container, _commit_script(ws), "committing the agent's uncommitted changes",
+                     shell="bash").split("\n")
+    if len(out) < 3:
+        raise WorkNotBack(f"the bottle's repository has no usable HEAD ({' '.join(out)[-200:]!r})")
+    snapshot, head, current, refs = out[0].strip(), out[1].strip(), out[2].strip(), [r for r in out[3:] if r.strip()]
     if len(head) != 40 or any(c not in "0123456789abcdef" for c in head):
         raise WorkNotBack(f"the bottle's repository has no usable HEAD ({head[-200:]!r})")
-    # Every branch and the stash come back, not only HEAD: beside the results branch, as <branch>.<name>.
-    extra = {r: f"refs/heads/{ws.branch}." + ("stash" if r == "refs/stash" else
-                                               r.removeprefix("refs/heads/").replace("/", "."))
-             for r in refs if r != current}
+    # Every branch and the stash come back, not only HEAD.
+    extra = extra_branches(ws.branch, [r for r in refs if r != current])
     ref = f"refs/heads/{ws.branch}"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp, "results.bundle")
         with bundle.open("wb") as sink:
             limit = step_seconds()
+            # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
+            # config takes part.
             code, err = engine.exec_to(
-                container, ["timeout", "-k", "5", str(limit), "git", "-C", WORKSPACE, "-c", "core.hooksPath=/dev/null",
-                            "bundle", "create", "-q", "-", "HEAD", *extra, "--not", ws.start],
+                container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
+                            "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "git", "--git-dir", snapshot,
+                            "-c", "core.hooksPath=/dev/null", "bundle", "create", "-q", "-", "HEAD", *extra,
+                            "--not", ws.start],
                 sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
         if code != 0 and b"empty bundle" not in err:
             raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")

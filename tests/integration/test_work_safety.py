@@ -168,6 +168,87 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertTrue(self.gone(name))
 
 
+class NothingHidesTheWorkTest(WorkSafetyCase):
+    """What the agent sets in its own repository decides neither what the last commit holds nor whether it
+    can be made: the working tree is the work."""
+
+    def test_index_flags_and_private_excludes_hide_nothing(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo c > c.txt && git add c.txt && git commit -qm c && "
+                                 "echo W >> app.py && git update-index --skip-worktree app.py && "
+                                 "echo W >> c.txt && git update-index --assume-unchanged c.txt && "
+                                 "echo keep > new.txt && echo new.txt >> .git/info/exclude && "
+                                 "echo more > more.txt && git config core.excludesFile /workspace/.hide && "
+                                 "echo more.txt > .hide && git config core.sparseCheckout true")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertTrue(git(self.m.repo, "show", f"{branch}:app.py").endswith("W\n"))
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:c.txt"), "c\nW\n")
+        for f, text in (("new.txt", "keep\n"), ("more.txt", "more\n")):
+            self.assertEqual(git(self.m.repo, "show", f"{branch}:{f}"), text)
+        # .gitignore still decides: what the repository ignores stays out.
+        self.assertNotIn("secret.env", git(self.m.repo, "ls-tree", "-r", "--name-only", branch))
+        self.assertTrue(self.gone(name))
+
+    def test_filters_neither_hold_the_work_nor_change_it(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo c > c.txt && git add c.txt && git commit -qm c && "
+                                 "git config filter.e.clean false && git config filter.e.required true && "
+                                 "git config filter.s.clean 'sleep 100000' && "
+                                 "printf '* filter=e\\n*.txt filter=s\\n' > .git/info/attributes && "
+                                 "printf 'u\\r\\n' > u.txt && printf '*.txt text eol=lf working-tree-encoding=NOPE\\n' "
+                                 "> .gitattributes")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        began = time.monotonic()
+        stopped = self.m.cli("stop", name)
+        self.assertLess(time.monotonic() - began, 30)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:c.txt"), "c\n")
+        self.assertEqual(subprocess.run(["git", "-C", str(self.m.repo), "cat-file", "blob", f"{branch}:u.txt"],
+                                        capture_output=True).stdout, b"u\r\n")  # as written, byte for byte
+        self.assertTrue(self.gone(name))
+
+    def test_branches_whose_names_would_meet_all_come_back(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && h=$(git symbolic-ref --short HEAD) && for b in x/y x.y stash; do "
+                                 "git checkout -qb $b $h && echo $b > b.txt && git add b.txt && git commit -qm $b; done && "
+                                 "git checkout -q $h && "
+                                 "echo s > s.txt && git add s.txt && git stash -q")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        for b in ("x/y", "x.y", "stash"):
+            self.assertEqual(git(self.m.repo, "show", f"{branch}.{b}:b.txt"), f"{b}\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.stash.2:s.txt"), "s\n")
+        self.assertTrue(self.gone(name))
+
+    def test_a_subfolder_workspace_brings_back_what_was_written_beside_it(self):
+        (self.m.repo / "sub").mkdir()
+        (self.m.repo / "sub" / "s.txt").write_text("s\n")
+        (self.m.repo / "top.txt").write_text("top\n")
+        git(self.m.repo, "add", "-A")
+        git(self.m.repo, "commit", "-q", "-m", "sub")
+        out = self.m.cli("start", "coder", "--yes", "--detach", "--workspace", str(self.m.repo / "sub"))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        name = out.stdout.strip()
+        out = self.m.agent(name, "cd /workspace && echo in > sub/in.txt && rm sub/s.txt && echo o > outside.txt && "
+                                 "echo m > app.py")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        files = set(git(self.m.repo, "ls-tree", "-r", "--name-only", self.m.branch(name)).split())
+        self.assertIn("sub/in.txt", files)
+        self.assertNotIn("sub/s.txt", files)  # deleted in the folder it had
+        self.assertIn("top.txt", files)  # never in the bottle: not taken as deleted
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:outside.txt"), "o\n")
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:app.py"), "m\n")
+        self.assertTrue(self.gone(name))
+
+
 class AlwaysStoppableTest(WorkSafetyCase):
     """4 and 7: whatever runs in the bottle, stop ends in bounded time; races end in a clean result."""
 
@@ -177,9 +258,8 @@ class AlwaysStoppableTest(WorkSafetyCase):
 
     def test_a_git_that_hangs_keeps_the_bottle_within_the_time_limit(self):
         name = self.m.start()
-        # A clean filter that never returns: `git add` in the bottle hangs.
-        self.m.agent(name, "cd /workspace && git config filter.slow.clean 'sleep 100000' && "
-                           "echo '* filter=slow' > .gitattributes && echo x > x.txt")
+        # The repository's config is a pipe nobody writes to: every git command in it waits forever.
+        self.m.agent(name, "cd /workspace && echo x > x.txt && rm .git/config && mkfifo .git/config")
         began = time.monotonic()
         out = self.m.cli("stop", name)
         self.assertLess(time.monotonic() - began, 40)
