@@ -32,6 +32,10 @@ from .errors import BottleError, DockerUnavailable, ImageBuildError
 
 LABEL_PREFIX = "org.claude-bottle."
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# What the engine keeps of a container's output, whatever the daemon's default: a bottle that writes without
+# end would otherwise fill the host's disk. json-file, which `claude-bottle logs` reads back.
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILES = 2
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class ContainerSpec:
                     for src, dst, ro in self.binds
                 ],
                 "Tmpfs": dict(self.tmpfs),
+                "LogConfig": {"Type": "json-file",
+                              "Config": {"max-size": LOG_MAX_SIZE, "max-file": str(LOG_MAX_FILES)}},
             },
         }
         if self.mem_limit is not None:

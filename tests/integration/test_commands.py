@@ -284,6 +284,32 @@ class CommandsTest(support.IntegrationTest):
                          (1, "Error: no bottle named 'nope-000000': see `claude-bottle ps`\n"))
 
 
+class LogBoundTest(support.IntegrationTest):
+    def test_a_bottle_that_writes_without_end_keeps_a_bounded_log(self):
+        b = support.TestBottle()
+        try:
+            info = {c: support.sdk().api.inspect_container(c) for c in (b.plan.names.container,
+                                                                          b.plan.names.sidecar)}
+            for c, i in info.items():
+                self.assertEqual(i["HostConfig"]["LogConfig"],
+                                 {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}}, c)
+            log = Path(info[b.plan.names.container]["LogPath"])
+            if not os.access(log.parent, os.R_OK):
+                raise support.missing(f"root on the Docker host, to read {log}")
+            # 50 MB of output on the bottle's own stdout, where the engine keeps it: what `logs` shows.
+            out = cli("exec", b.name, "--", "sh", "-c",
+                      'head -c 50000000 /dev/zero | tr "\\0" x | fold -w 1000 > /proc/1/fd/1')
+            self.assertEqual(out.returncode, 0, out.stderr)
+            kept = sorted(log.parent.glob(log.name + "*"))
+            self.assertEqual([f.name for f in kept], [log.name, log.name + ".1"])  # rotated, one old file kept
+            for f in kept:
+                self.assertLess(f.stat().st_size, 10 * 2**20, f)  # 10m is 10 MB; a message past it fits below
+            out = cli("logs", "-n", "1", b.name)
+            self.assertEqual((out.returncode, out.stdout.strip(), out.stderr), (0, "x" * 1000, ""))
+        finally:
+            b.remove()
+
+
 class RemovalTest(support.IntegrationTest):
     def test_stop_removes_every_object_of_the_bottle(self):
         b = support.TestBottle()

@@ -63,6 +63,7 @@ class BottleContainerTest(unittest.TestCase):
                 "Mounts": [{"Type": "volume", "Source": n.proxy_volume, "Target": "/run/claude-bottle/proxy",
                             "ReadOnly": True}],
                 "Tmpfs": {"/run/claude-bottle/secrets": "size=1m,mode=0700,uid=1000,gid=1000"},
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
             },
         })
 
@@ -101,6 +102,8 @@ class BottleContainerTest(unittest.TestCase):
         self.assertEqual(hc["Mounts"], [
             {"Type": "volume", "Source": "vol", "Target": "/run/claude-bottle/proxy", "ReadOnly": False}])
         self.assertEqual(hc["Tmpfs"], {"/run/gate": "size=64m,mode=0700,uid=1000,gid=1000"})
+        # What pipelock logs, like what a bottle writes, is kept to 20 MB on the host's disk.
+        self.assertEqual(hc["LogConfig"], {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}})
 
     def test_sizes_in_bytes_as_docker_reads_them(self):
         self.assertEqual([docker.size_in_bytes(v) for v in ("4g", "512M", "80m", "1k", "65536")],
@@ -182,7 +185,7 @@ class SessionLockTest(unittest.TestCase):
         self.assertTrue(cleanup.owner_alive(""))
 
     def test_names_that_could_match_more_than_one_bottle_are_refused(self):
-        for bad in ("", "../x", "a/b", "-x", ".", "x" * 81, "a b", "é"):
+        for bad in ("", "../x", "a/b", "-x", ".", "x" * 81, "a b", "é", "a\n", "a\x1b"):
             with self.subTest(bad), self.assertRaises(BottleError):
                 cleanup.check_name(bad)
         self.assertEqual(cleanup.check_name("coder-1a2b3c"), "coder-1a2b3c")
