@@ -123,11 +123,17 @@ def owner_alive(label: str) -> bool:
 _ORDER = {"container": 0, "network": 1, "volume": 2}
 
 
+def is_name(name: str) -> bool:
+    """Whether `name` is a bottle name as `stop`, `exec` and the others take it: not one that could match
+    something else (empty: every bottle) or name a path. Character by character, not a regex whose `$`
+    would also let a final newline through."""
+    return bool(name) and len(name) <= 80 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name) \
+        and not name.startswith((".", "-"))
+
+
 def check_name(name: str) -> str:
-    """A bottle name as `stop`, `exec` and the others take it: refused before it reaches the engine or the
-    filesystem if it could match something else (empty: every bottle) or name a path."""
-    if not name or len(name) > 80 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name) \
-            or name.startswith((".", "-")):
+    """`name` if it is a bottle name (see is_name), refused before it reaches the engine or the filesystem."""
+    if not is_name(name):
         raise BottleError(f"'{name}' is not a bottle name: names look like coder-1a2b3c (see `claude-bottle ps`)")
     return name
 

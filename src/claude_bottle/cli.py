@@ -133,7 +133,8 @@ def _complete_bottles(incomplete: str) -> list[str]:
         rows = status.bottles(runtime.connect(), os.environ)
     except BottleError:
         return []
-    return sorted(r.name for r in rows if r.mine and r.name.startswith(incomplete))
+    # Only what `stop` and the others take: a label that is no bottle name would reach the shell's line as it is.
+    return sorted(r.name for r in rows if r.mine and r.name.startswith(incomplete) and cleanup.is_name(r.name))
 
 
 @main.command()
@@ -619,9 +620,9 @@ def _prepare(engine: docker.Engine, plan: bottle.LaunchPlan) -> None:
     with _build_view() as view:
         held = session.prepare(engine, plan, os.environ,
                                lambda tag, line: view.feed(tag, line, "first use; later starts reuse it"))
-    for name in held:
-        click.echo(f"note: bottle {name} of a session that ended without finishing holds work not brought back; "
-                   f"`claude-bottle stop {name}` brings it back", err=True)
+    for name in held:  # a label: anyone with access to the engine can write one
+        click.echo(f"note: bottle {visible(name)} of a session that ended without finishing holds work not brought "
+                   f"back; `claude-bottle stop {visible(name)}` brings it back", err=True)
 
 
 def _launch(engine: docker.Engine, plan: bottle.LaunchPlan, secrets: session.Secrets,
@@ -657,7 +658,7 @@ def _report(ended: session.Ended | None) -> None:
     elif brought.branch or brought.extra:
         if brought.branch:
             click.echo(f"results: {brought.commits} new commit{'s' if brought.commits != 1 else ''} on branch "
-                       f"{brought.branch} in {visible(str(ended.workspace.git_root))}", err=True)
+                       f"{visible(brought.branch)} in {visible(str(ended.workspace.git_root))}", err=True)
         if brought.extra:
             click.echo(f"results: the bottle's other branches and stash too: {visible(', '.join(brought.extra))}",
                        err=True)
@@ -1008,6 +1009,12 @@ def cleanup_(everyone: bool, yes: bool) -> None:
     engine = runtime.connect()
     objects = cleanup.everything(engine) if everyone else cleanup.of_user(engine)
     bottles = sorted({o.labels.get(cleanup.LABEL_BOTTLE, "") for o in objects})
+    # Labels anyone with the engine can write: what no bottle of ours is ever named is not ours to stop.
+    strange = [name for name in bottles if not cleanup.is_name(name)]
+    bottles = [name for name in bottles if cleanup.is_name(name)]
+    if strange:
+        click.echo(f"note: left alone, labelled as bottles under names claude-bottle never gives: "
+                   f"{visible(', '.join(repr(n) for n in strange))}", err=True)
     records = runs.all_runs(os.environ)
     if not bottles and not records:
         click.echo("nothing to remove")
@@ -1031,7 +1038,8 @@ def cleanup_(everyone: bool, yes: bool) -> None:
     for run in records:
         if run.name not in kept:
             runs.remove(run, force=True)
-    click.echo(f"removed {len(bottles) - len(kept)} bottles" + (f"; kept {', '.join(kept)}" if kept else ""))
+    click.echo(f"removed {len(bottles) - len(kept)} bottles"
+               + (f"; kept {visible(', '.join(kept))}" if kept else ""))
     if kept:
         sys.exit(workspace.WorkNotBack.exit_code)
 

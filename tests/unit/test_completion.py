@@ -38,6 +38,18 @@ class CompletionTest(unittest.TestCase):
         (self.home / "claude-bottle.json").write_text("{ broken")
         self.assertEqual(self.complete("bash", "claude-bottle start c", 2), [])
 
+    def test_only_bottle_names_are_offered(self):
+        # A container anyone can label as ours: its "name" would reach the shell's command line as it is.
+        from unittest import mock
+
+        from claude_bottle import cli, status
+
+        rows = [status.BottleStatus(name, "a", "b", 1, "running", False, None) for name in
+                ("coder-1a2b3c", "coder-\x1b]0;pwned\x07", "coder-x\n", "coder-x; rm -rf ~")]
+        with mock.patch("claude_bottle.status.bottles", return_value=rows), \
+                mock.patch("claude_bottle.runtime.connect"):
+            self.assertEqual(cli._complete_bottles("coder"), ["coder-1a2b3c"])
+
     def test_each_shells_script(self):
         for shell, marker in (("bash", "complete -o nosort -F _claude_bottle_completion claude-bottle"),
                               ("zsh", "compdef _claude_bottle_completion claude-bottle"),

@@ -263,6 +263,37 @@ class StartCommandTest(StartCase):
         self.assertEqual(r.exit_code, 0, r.output)
         self.assertIn(("remove_container", "cb-old"), engine.calls)
 
+    def test_a_hostile_bottle_name_in_a_label_is_shown_made_visible(self):
+        # Anyone who can reach the engine can label a container as ours, with a name a terminal would obey.
+        engine = self.engine()
+        dead = cleanup.owner_label(self.tmp / "ended-session.lock")
+        engine.objects[("container", "rt-fake-1")] = Found(
+            "container", "rt-fake-1", {cleanup.LABEL_BOTTLE: "evil\x1b]0;pwned\x07", cleanup.LABEL_OWNER: dead,
+                                       cleanup.LABEL_ROLE: "bottle", "org.claude-bottle.results-repo": "/x"},
+            "created", 1)
+        r = self.start(engine, "--yes", "--detach")
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn("note: bottle evil\\x1b]0;pwned\\x07 of a session that ended without finishing holds work "
+                      "not brought back; `claude-bottle stop evil\\x1b]0;pwned\\x07` brings it back\n", r.stderr)
+        self.assertNotIn("\x1b", r.output)
+        self.assertNotIn("\x07", r.output)
+
+    def test_cleanup_leaves_a_container_labelled_with_no_bottle_name_alone(self):
+        engine = self.engine()
+        engine.objects[("container", "rt-fake-2")] = Found(
+            "container", "rt-fake-2", {cleanup.LABEL_BOTTLE: "evil\x1b]0;pwned\x07", cleanup.LABEL_ROLE: "bottle",
+                                       cleanup.LABEL_USER: cleanup.current_user()}, "created", 1)
+        r = self.start(engine, "--yes", "--detach")
+        self.assertEqual(r.exit_code, 0, r.output)
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            r = CliRunner().invoke(cli.main, ["cleanup", "--yes"], env=self.env)
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn("note: left alone, labelled as bottles under names claude-bottle never gives: "
+                      "'evil\\x1b]0;pwned\\x07'", r.stderr)
+        self.assertIn("removed 1 bottles", r.stdout)
+        self.assertEqual(list(engine.objects), [("container", "rt-fake-2")])
+        self.assertNotIn("\x1b", r.output)
+
     def test_missing_token_creates_nothing(self):
         engine = self.engine()
         r = self.start(engine, "--yes", env={"CLAUDE_BOTTLE_OAUTH_TOKEN": None})
