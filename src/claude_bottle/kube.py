@@ -44,8 +44,9 @@ METADATA = "169.254.0.0/16"
 # per bottle would fit five on a 24 GiB node however little they use). Limits come from the manifest.
 BOTTLE_REQUEST = "512m"
 SIDECAR_REQUEST = "64Mi"
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Each used with fullmatch: a `$` would also match before a final newline.
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_POD_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _STDIN, _CHUNK = 0, 1 << 20  # stdin's channel; what one websocket frame carries
 _IMAGE_TROUBLE = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 
@@ -125,7 +126,7 @@ class Cluster:
         """Create the bottle's pod and its NetworkPolicy, wait until its containers run, and hand each its
         input on stdin. Returns what the sidecar and the bottle said (their first lines)."""
         name = bottle.name
-        if not _POD_NAME.match(name) or len(name) > 63:
+        if not _POD_NAME.fullmatch(name) or len(name) > 63:
             raise BottleError(f"'{name}' cannot name a pod: on Kubernetes agent names must be lowercase letters, "
                               "digits and '-'")
         pod = self._call(self.core.create_namespaced_pod, self.namespace, _pod(bottle, side, rules, rules_image))
@@ -374,7 +375,7 @@ class Cluster:
     def find(self, labels: Mapping[str, str]) -> list[Found]:
         """Pods (as containers) and NetworkPolicies (as networks) carrying all of `labels`."""
         selector = ",".join(f"{k}={v}" if v else k for k, v in labels.items()
-                            if k in _SELECTABLE and _LABEL_VALUE.match(v) and len(v) <= 63)
+                            if k in _SELECTABLE and _LABEL_VALUE.fullmatch(v) and len(v) <= 63)
         pods = self._call(self.core.list_namespaced_pod, self.namespace, label_selector=selector)
         policies = self._call(self.net.list_namespaced_network_policy, self.namespace, label_selector=selector)
         found = []
@@ -396,7 +397,7 @@ _SELECTABLE = {LABEL_PREFIX + key for key in ("bottle", "agent", "config", "role
 
 
 def _k8s_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in labels.items() if k in _SELECTABLE and _LABEL_VALUE.match(v) and len(v) <= 63}
+    return {k: v for k, v in labels.items() if k in _SELECTABLE and _LABEL_VALUE.fullmatch(v) and len(v) <= 63}
 
 
 def _labels_of(metadata) -> dict[str, str]:

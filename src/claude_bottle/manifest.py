@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from . import pins, trust
 from .errors import ManifestError
 from .paths import home_dir, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
+from .terminal import visible
 
 MANIFEST_NAME = "claude-bottle.json"
 DEFAULT_AGENT = "default"
@@ -67,7 +68,7 @@ def routes_token(name: str) -> bool:
     return _TOKEN_ROUTING.fullmatch(name) is not None
 
 
-_HOST_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_HOST_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # fullmatch: `$` would let "${X}\n" through
 
 
 @dataclass(frozen=True)
@@ -458,6 +459,11 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
+    except RecursionError:
+        raise ManifestError(_TOO_DEEP, path) from None
+    except ValueError as e:  # a number too long to convert, for one
+        raise ManifestError(f"invalid JSON: {e}", path) from None
+    _check_text(data, path)
     valid = _validate(data, path, state_dir(environ))
 
     for home_only in ("image", "runtime"):
@@ -599,7 +605,7 @@ def _read_env(name: str, value: str, where: str, path: Path) -> EnvVar:
         return EnvVar(name, "literal", value[1:], where, path)
     if value.startswith("?"):
         return EnvVar(name, "prompt", value[1:].strip() or f"Value for {name}", where, path)
-    match = _HOST_REF.match(value)
+    match = _HOST_REF.fullmatch(value)
     if match:
         return EnvVar(name, "host", match.group(1), where, path)
     if "${" in value:
@@ -772,6 +778,35 @@ def resolve_env(bottle: Bottle, environ: Mapping[str, str], ask: Callable[[str],
 # ---------------------------------------------------------------- validation
 
 
+# Far deeper than a manifest goes (bottles.NAME.resources.reserve.memory is five levels down), and shallow
+# enough for the schema check and the key of what passed it, which recurse.
+MAX_DEPTH = 32
+_TOO_DEEP = f"lists and objects nested more than {MAX_DEPTH} levels deep: a manifest needs only a few"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _check_text(data: object, path: Path) -> None:
+    """Refuse what JSON can hold and Python cannot handle later: nesting deeper than MAX_DEPTH, and a string
+    (a key too) with half of a surrogate pair (an escape such as \\ud800 alone), which is no character and
+    cannot be written out as UTF-8."""
+    stack: list[tuple[object, list]] = [(data, [])]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, (dict, list)) and len(where) >= MAX_DEPTH:
+            raise ManifestError(_TOO_DEEP, path, format_path(where[:1]))
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise ManifestError(_NOT_TEXT, path, format_path(where))
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and _SURROGATE.search(key):
+                raise ManifestError(_NOT_TEXT, path, format_path(where + [key]))
+            stack.append((item, where + [key]))
+
+
+_NOT_TEXT = ("not valid Unicode text: it holds half of a surrogate pair (an escape from \\ud800 to \\udfff "
+             "without its other half): write the character itself, or both halves of its escape")
+
+
 @cache
 def schema() -> dict:
     return json.loads((Path(__file__).parent / "manifest.schema.json").read_text())
@@ -782,18 +817,39 @@ def _validate(data: object, path: Path, state: Path) -> Path | None:
     remembered in the user's state, so a manifest that has not changed is not checked again: importing
     jsonschema costs every command that reads a manifest a twentieth of a second. Returns where to remember
     it once the whole manifest has been accepted (bad input leaves nothing behind), None if it is known."""
-    key = hashlib.sha256(json.dumps([schema(), data], sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([schema(), data, _CHECKED_AS], sort_keys=True).encode()).hexdigest()
     passed = state / "valid-manifests" / key
     if passed.exists():
         return None
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         lines = list(dict.fromkeys(_describe(e) for e in errors))  # one line for keys missing together
         raise ManifestError("\n".join(lines[:1] + [f"{path}: {line}" for line in lines[1:]]), path)
     return passed
+
+
+# How _validate reads the schema beyond what jsonschema does: part of the key of what passed, so that content
+# remembered as valid under older rules is checked again.
+_CHECKED_AS = "patterns as ECMA-262"
+
+
+def _pattern(validator, pattern: str, instance, schema_: dict):
+    """The schema's `pattern` as JSON Schema means it and editors read it: an ECMA-262 regular expression, in
+    which `$` is the end of the text. Python's `$` also matches before a final newline, which would let a name
+    such as "a\\n" through."""
+    if validator.is_type(instance, "string") and not re.search(_ecma(pattern), instance):
+        import jsonschema
+
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@cache
+def _ecma(pattern: str) -> str:
+    """`pattern` with each `$` that is not escaped or in a character class made `\\Z`, Python's end of the text."""
+    return re.sub(r"(\\.|\[(?:\\.|[^\\\]])*\])|\$", lambda m: m.group(1) or r"\Z", pattern)
 
 
 def _remember_valid(marks: list[Path]) -> None:
@@ -832,8 +888,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if v in ("pattern", "maxLength") and isinstance(error.instance, str):
         if "propertyNames" in error.absolute_schema_path:
             # A bad key is reported on the object that holds it; name the key itself.
-            return f"{format_path(where + [error.instance])}: invalid name '{error.instance}': {hint}"
-        return f"{format_path(where)}: '{error.instance}': {hint or 'not allowed here'}"
+            return f"{format_path(where + [error.instance])}: invalid name '{visible(error.instance)}': {hint}"
+        return f"{format_path(where)}: '{visible(error.instance)}': {hint or 'not allowed here'}"
     if v == "minLength":
         return f"{format_path(where)}: must not be empty"
     if v in ("minimum", "maximum"):

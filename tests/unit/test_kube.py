@@ -72,6 +72,8 @@ class PodTest(unittest.TestCase):
         self.assertEqual(meta["labels"][LABEL_PREFIX + "role"], "bottle")
         self.assertNotIn(LABEL_PREFIX + "owner", meta["labels"])  # a path: not a label value
         self.assertEqual(meta["annotations"][LABEL_PREFIX + "owner"], "lock:h:/x")
+        self.assertEqual(kube._k8s_labels({LABEL_PREFIX + "bottle": "b\n", LABEL_PREFIX + "role": "bottle"}),
+                         {LABEL_PREFIX + "role": "bottle"})  # not a label value: the API would refuse the pod
 
     def test_bottles_spread_over_the_nodes_without_being_refused_a_node(self):
         pod = pod_of()

@@ -103,7 +103,7 @@ class ValidationCacheTest(ManifestCase):
         self.load()
         cache = manifest.state_dir(self.env) / "valid-manifests"
         self.assertEqual(len(list(cache.iterdir())), 1)
-        with unittest.mock.patch("jsonschema.Draft202012Validator", side_effect=AssertionError("checked again")):
+        with unittest.mock.patch("jsonschema.validators.extend", side_effect=AssertionError("checked again")):
             self.assertIn("a", self.load().agents)  # same content: remembered
             self.write(self.home, {"agents": {"a": {"bottle": "default", "x": 1}}})
             with self.assertRaisesRegex(AssertionError, "checked again"):
@@ -111,6 +111,16 @@ class ValidationCacheTest(ManifestCase):
         self.assertManifestError(f"{self.home / 'claude-bottle.json'}: agents.a.x: unknown key 'x' "
                                  "(expected one of: bottle, model, prompt, skills)")
         self.assertEqual(len(list(cache.iterdir())), 1)  # what failed is not remembered
+
+    def test_what_passed_under_the_old_reading_of_patterns_is_checked_again(self):
+        data = {"agents": {"a\n": {"bottle": "default"}}}
+        old_key = manifest.hashlib.sha256(json.dumps([manifest.schema(), data], sort_keys=True).encode()).hexdigest()
+        remembered = manifest.state_dir(self.env) / "valid-manifests" / old_key
+        remembered.parent.mkdir(parents=True)
+        remembered.touch()
+        self.write(self.home, data)
+        with self.assertRaises(ManifestError):
+            self.load()
 
     def test_a_manifest_refused_after_the_schema_leaves_nothing_behind(self):
         self.write(self.home, {"agents": {"a": {"bottle": "nowhere"}}})  # schema-valid, refused later
@@ -443,9 +453,11 @@ class BadInputTest(ManifestCase):
                                  "remove it from the manifest")
 
     def test_partial_host_reference(self):
-        f = self.write(self.home, {"bottles": {"b": {"env": {"X": "pre-${HOME}"}}}})
-        self.assertManifestError(f'{f}: bottles.b.env.X: to copy a host variable the value must be exactly '
-                                 '"${NAME}"; literal values cannot contain "${"')
+        for value in ("pre-${HOME}", "${HOME}\n"):
+            with self.subTest(value):
+                f = self.write(self.home, {"bottles": {"b": {"env": {"X": value}}}})
+                self.assertManifestError(f'{f}: bottles.b.env.X: to copy a host variable the value must be exactly '
+                                         '"${NAME}"; literal values cannot contain "${"')
 
     def test_numbers_docker_would_refuse(self):
         (self.home / "k").write_text("k")
@@ -482,6 +494,63 @@ class BadInputTest(ManifestCase):
             manifest.resolve_env(self.load().bottles["b"], {"HUGE": "y" * 200000}, None)
         self.assertIn("the value of BIG is 200000 bytes; the limit is 65536", str(ctx.exception))
         self.assertNotIn("yyyy", str(ctx.exception))
+
+    def test_nesting_too_deep_for_python_is_one_error(self):
+        f = self.write(self.home, "[" * 100000 + "]" * 100000)  # past the parser's recursion
+        self.assertManifestError(f"{f}: lists and objects nested more than 32 levels deep: a manifest needs only "
+                                 "a few")
+        for depth in (500, 32):  # what the parser takes, but the schema check or the key of what passed may not
+            with self.subTest(depth):
+                f = self.write(self.home, '{"$comment": ' + "[" * depth + "]" * depth + "}")
+                self.assertManifestError(f"{f}: $comment: lists and objects nested more than 32 levels deep: a "
+                                         "manifest needs only a few")
+        f = self.write(self.home, '{"$comment": ' + "[" * 31 + "]" * 31 + "}")
+        self.assertManifestError(f"{f}: $comment: must be a string, not a list")
+
+    def test_a_number_too_long_to_read_is_one_error(self):
+        f = self.write(self.home, '{"$comment": ' + "9" * 5000 + "}")
+        with self.assertRaises(ManifestError) as ctx:
+            self.load()
+        self.assertTrue(str(ctx.exception).startswith(f"{f}: invalid JSON: "), str(ctx.exception))
+
+    def test_half_a_surrogate_pair_is_not_text(self):
+        not_text = ("not valid Unicode text: it holds half of a surrogate pair (an escape from \\ud800 to "
+                    "\\udfff without its other half): write the character itself, or both halves of its escape")
+        for text, where in (
+            ('{"version": 1, "agents": {"a": {"bottle": "default", "prompt": "x\\ud800y"}}}', "agents.a.prompt"),
+            ('{"agents": {"a": {"bottle": "default", "skills": ["ok", "\\udfff"]}}}', "agents.a.skills[1]"),
+            ('{"bottles": {"b": {"env": {"K\\udc00": "v"}}}}', 'bottles.b.env["K\\udc00"]'),
+            ('{"agents": {"a\\ud800": {"bottle": "default"}}}', 'agents["a\\ud800"]'),
+            ('{"$comment": "\\ude00\\ud83d"}', "$comment"),  # both halves, in the wrong order
+        ):
+            with self.subTest(where):
+                f = self.write(self.home, text)
+                self.assertManifestError(f"{f}: {where}: {not_text}")
+        self.write(self.home, '{"agents": {"a": {"bottle": "default", "prompt": "\\ud83d\\ude00"}}}')
+        self.assertEqual(self.load().agents["a"].prompt, "\U0001f600")  # a whole pair is one character
+
+    def test_no_name_or_host_ends_in_a_newline(self):
+        # The schema's patterns are ECMA-262, whose `$` ends the text; Python's also matches before a last "\n".
+        names = "names are 1 to 56 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        for data, message in (
+            ({"agents": {"a\n": {"bottle": "default"}}}, f"agents[\"a\\n\"]: invalid name 'a\\x0a': {names}"),
+            ({"bottles": {"b\n": {}}}, f"bottles[\"b\\n\"]: invalid name 'b\\x0a': {names}"),
+            ({"agents": {"a": {"bottle": "default\n"}}}, f"agents.a.bottle: 'default\\x0a': {names}"),
+            ({"bottles": {"b": {"env": {"V\n": "x"}}}},
+             "bottles.b.env[\"V\\n\"]: invalid name 'V\\x0a': not an environment variable name: use letters, "
+             "digits and '_', not starting with a digit"),
+            ({"bottles": {"b": {"egress": {"allowlist": ["example.com\n"]}}}},
+             "bottles.b.egress.allowlist[0]: 'example.com\\x0a': not a host name: use a name like github.com, or "
+             "*.github.com for it and all its subdomains (no scheme, port or path)"),
+            ({"bottles": {"b": {"egress": {"private_hosts": ["git.corp:22\n"]}}}},
+             "bottles.b.egress.private_hosts[0]: 'git.corp:22\\x0a': not a host: use host:port, or an exact host "
+             "name or IPv4 address alone for every port (no wildcard, scheme or path)"),
+            ({"agents": {"a": {"bottle": "default", "model": "opus\n"}}},
+             "agents.a.model: 'opus\\x0a': not allowed here"),
+        ):
+            with self.subTest(message):
+                f = self.write(self.home, data)
+                self.assertManifestError(f"{f}: {message}")
 
     def test_wrong_version(self):
         f = self.write(self.home, {"version": 2})
