@@ -141,6 +141,9 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[PrivateHost] =
             "max_body_bytes": MAX_INSPECTED_BODY,
             "scan_headers": True,
             "header_mode": "all",
+            # pipelock's default list skips User-Agent, Accept, Accept-Encoding and Content-Type, each of which
+            # carries whatever the agent writes in it: only the length is left out.
+            "ignore_headers": ["Content-Length"],
         },
         "cross_request_detection": {
             "enabled": True,
