@@ -131,6 +131,17 @@ def is_name(name: str) -> bool:
         and not name.startswith((".", "-"))
 
 
+def check_mine(name: str, labels: dict[str, str]) -> None:
+    """Commands act on the user's own bottles: on a shared engine another user's holds their secrets and
+    their agent's work. `cleanup --all` is the way to remove everyone's."""
+    owner = labels.get(LABEL_USER)
+    if owner is not None and owner != current_user():
+        from .terminal import visible
+
+        raise BottleError(f"bottle '{name}' is {visible(owner)}'s, not yours ({current_user()}): only its owner "
+                          "can use it; `claude-bottle cleanup --all` removes every user's bottles")
+
+
 def check_name(name: str) -> str:
     """`name` if it is a bottle name (see is_name), refused before it reaches the engine or the filesystem."""
     if not is_name(name):

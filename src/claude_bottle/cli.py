@@ -795,6 +795,7 @@ def _running(engine: docker.Engine, name: str) -> str:
     state = engine.container(container)
     if state is None or not state.running or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
+    cleanup.check_mine(name, state.labels)
     return container
 
 
@@ -896,7 +897,7 @@ def stop(bottle_names: tuple[str, ...], discard: bool) -> None:
     for name in bottle_names:
         try:
             with _signals_raise():
-                ended = session.stop(engine, os.environ, name, discard)
+                ended = session.stop(engine, os.environ, name, discard, anyones=False)
         except BottleError as e:
             click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
             failed = failed or e
@@ -1030,7 +1031,7 @@ def cleanup_(everyone: bool, yes: bool) -> None:
     kept = []
     for name in bottles:
         try:
-            ended = session.stop(engine, os.environ, name)
+            ended = session.stop(engine, os.environ, name, anyones=everyone)
             _report(ended)
         except workspace.WorkNotBack as e:
             click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
@@ -1092,11 +1093,15 @@ def logs(bottle_name: str, show_egress: bool, as_json: bool, follow: bool, tail:
     engine = runtime.connect()
     names = cleanup.Names(bottle_name)
     if not show_egress:
-        if engine.container(names.container) is None:
+        state = engine.container(names.container)
+        if state is None:
             raise BottleError(f"no bottle named '{bottle_name}': see `claude-bottle ps`")
+        cleanup.check_mine(bottle_name, state.labels)
         _bottle_output(engine.logs(names.container, follow=follow, tail=tail, since=since))
         return
     gate = engine.container(names.sidecar)
+    if gate is not None:
+        cleanup.check_mine(bottle_name, gate.labels)
     if gate is not None and gate.running:
         report = egress.report(bottle.egress_report(engine, bottle_name))
     elif run is not None and run.egress_report.is_file():  # a finished run's, kept with its output

@@ -217,18 +217,24 @@ def keep_egress_report(engine: Engine, run: runs.Run) -> None:
     run.egress_report.write_text(report)
 
 
-def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = False) -> Ended | None:
-    """`claude-bottle stop NAME`: finish a bottle whoever made it. A detached run is marked stopped (its
-    output stays until `rm`); a detached session's record goes. None: there was no such bottle."""
+def stop(engine: Engine, environ: Mapping[str, str], name: str, discard: bool = False,
+         anyones: bool = False) -> Ended | None:
+    """`claude-bottle stop NAME`: finish a bottle of this user's (`anyones`: of anyone's, for `cleanup
+    --all`). A detached run is marked stopped (its output stays until `rm`); a detached session's record
+    goes. None: there was no such bottle."""
     cleanup.check_name(name)
     record = runs.get(environ, name)
     state = engine.container(Names(name).container)
     if state is not None and state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         state = None  # NAME-sidecar and the like: a part of a bottle, not one
-    if state is None and not cleanup.of_bottle(engine, name):
+    parts = cleanup.of_bottle(engine, name) if state is None else []
+    if state is None and not parts:
         if record is not None and not record.is_run:
             runs.remove(record)
         return None
+    if not anyones:
+        for labels in [state.labels] if state is not None else [p.labels for p in parts]:
+            cleanup.check_mine(name, labels)
     ws = workspace.from_labels(state.labels) if state else None
     if record is not None and record.is_run and record.exit_status is None:
         record.mark_stopped()

@@ -1,6 +1,7 @@
 """launch/teardown and `start` against a fake engine: what is created, with which labels,
 and that every exit path (Claude's exit, Ctrl-C, SIGTERM, a failed step) removes it all."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -293,6 +294,27 @@ class StartCommandTest(StartCase):
         self.assertIn("removed 1 bottles", r.stdout)
         self.assertEqual(list(engine.objects), [("container", "rt-fake-2")])
         self.assertNotIn("\x1b", r.output)
+
+    def test_another_users_bottle_is_refused_to_every_command_but_cleanup_all(self):
+        engine = self.engine()
+        r = self.start(engine, "--yes", "--detach")
+        self.assertEqual(r.exit_code, 0, r.output)
+        name = r.stdout.strip()
+        for key, found in list(engine.objects.items()):  # as another user of the engine made it
+            engine.objects[key] = dataclasses.replace(
+                found, labels={**found.labels, cleanup.LABEL_USER: "4242@elsewhere"})
+        before = dict(engine.objects)
+        with mock.patch("claude_bottle.docker.connect", return_value=engine):
+            for args in (["stop", name], ["stop", "--discard", name], ["exec", name, "--", "true"],
+                         ["logs", name], ["logs", name, "--egress"], ["attach", name]):
+                with self.subTest(args[0]):
+                    r = CliRunner().invoke(cli.main, args, env=self.env)
+                    self.assertEqual(r.exit_code, 1, r.output)
+                    self.assertIn(f"Error: bottle '{name}' is 4242@elsewhere's, not yours", r.stderr)
+            self.assertEqual(engine.objects, before)
+            r = CliRunner().invoke(cli.main, ["cleanup", "--all", "--yes"], env=self.env)
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertEqual(engine.objects, {})
 
     def test_missing_token_creates_nothing(self):
         engine = self.engine()
