@@ -304,9 +304,13 @@ class Manifest:
             if agent.name in self.home_agents:
                 found.append(Refusal(f"agents.{agent.name}",
                                      f"replaces {_whose(self.home_agents[agent.name])} agent '{agent.name}'"))
-            if mine is None and (bottle.env or bottle.ssh):
+            # A home bottle grants what an untrusted file may not ask for itself: values, keys, private
+            # addresses, trusted certificates.
+            if mine is None and (bottle.env or bottle.ssh or bottle.private_hosts or bottle.ca_cert is not None):
                 held = [f"${v.source}" if v.kind == "host" else v.name for v in bottle.env] + \
-                    [str(s.identity_file) for s in bottle.ssh]
+                    [str(s.identity_file) for s in bottle.ssh] + \
+                    [f"private host {h}" for h in bottle.private_hosts] + \
+                    ([f"the certificates in {bottle.ca_cert}"] if bottle.ca_cert is not None else [])
                 found.append(Refusal(f"agents.{agent.name}.bottle",
                                      f"puts a project agent in your home bottle '{bottle.name}', which holds values "
                                      f"of your home manifest ({', '.join(held)})"))

@@ -169,6 +169,20 @@ class ProjectTrustTest(ManifestCase):
             ("agents.lit.bottle", "puts a project agent in your home bottle 'lit', which holds values of your "
                                   "home manifest (MODE)")])
 
+    def test_a_project_agent_in_a_home_bottle_with_private_hosts_or_certificates_is_refused(self):
+        # What the project file may not ask for itself, it may not borrow either.
+        ca = self.home / "ca.pem"
+        ca.write_text("-----BEGIN CERTIFICATE-----\n")
+        self.write(self.home, {"bottles": {"net": {"egress": {"private_hosts": ["10.0.0.5:8080"]}},
+                                           "tls": {"egress": {"ca_cert": str(ca)}}}})
+        self.write(self.project, {"agents": {"a": {"bottle": "net"}, "b": {"bottle": "tls"}}})
+        self.assertEqual(self.refusals("a"), [
+            ("agents.a.bottle", "puts a project agent in your home bottle 'net', which holds values of your "
+                                "home manifest (private host 10.0.0.5:8080)")])
+        self.assertEqual(self.refusals("b"), [
+            ("agents.b.bottle", f"puts a project agent in your home bottle 'tls', which holds values of your "
+                                f"home manifest (the certificates in {ca})")])
+
     def test_host_variables_ssh_keys_private_hosts_and_token_routing_are_refused(self):
         self.write(self.project, {"bottles": {"p": {
             "env": {"K": "${HOME_SECRET}", "ANTHROPIC_BASE_URL": "http://10.0.0.5:8080", "ANTHROPIC_API_KEY": "x",
