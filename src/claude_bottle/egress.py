@@ -183,9 +183,27 @@ def _is_ip(host: str) -> bool:
 
 
 def secrets_list(secret_values: Iterable[str]) -> list[str]:
-    """The lines of pipelock's secrets file: each long-enough line of each secret value."""
-    return sorted({line.strip() for value in secret_values for line in value.splitlines()
-                   if len(line.strip()) >= MIN_SECRET_LENGTH})
+    """The lines of pipelock's secrets file: each long-enough line of each secret value, and the forms of it
+    pipelock does not derive itself (it looks for a secret's own base64, hex and base32)."""
+    lines = {line.strip() for value in secret_values for line in value.splitlines()
+             if len(line.strip()) >= MIN_SECRET_LENGTH}
+    return sorted(lines | {form for line in lines for form in _encoded_forms(line.encode())})
+
+
+def _encoded_forms(secret: bytes) -> set[str]:
+    """Base64 of the secret inside a longer text (`printf 'k=%s' "$SECRET" | base64`): at each of the three
+    alignments, the characters that depend on the secret alone, in both alphabets; and every byte
+    percent-encoded, in either case."""
+    import base64
+
+    forms = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + secret).decode()
+        core = encoded[4 if shift else 0:4 * ((shift + len(secret)) // 3)]
+        if len(core) >= MIN_SECRET_LENGTH:
+            forms |= {core, core.replace("+", "-").replace("/", "_")}
+    percent = "".join(f"%{b:02X}" for b in secret)
+    return forms | {percent, percent.lower()}
 
 
 # ---------------------------------------------------------------- what happened

@@ -102,10 +102,16 @@ class CredentialsTest(BottleCase):
             "an AWS secret key line": f"aws_secret_access_key={AWS_SECRET}",
         }
         encodings = {"plain": lambda v: v, "base64": lambda v: base64.b64encode(v.encode()).decode(),
-                     "hex": lambda v: v.encode().hex()}
+                     "hex": lambda v: v.encode().hex(),
+                     # The bottle's own secret in the encodings a DLP pattern cannot know but a known value can.
+                     "base64 after a prefix": lambda v: base64.b64encode(b"k=" + v.encode()).decode(),
+                     "percent-encoded": lambda v: "".join(f"%{b:02X}" for b in v.encode())}
+        known_only = ("base64 after a prefix", "percent-encoded")
         for scheme, url in self.targets().items():
             for what, credential in credentials.items():
                 for encoding, encode in encodings.items():
+                    if encoding in known_only and credential != self.secret:
+                        continue
                     for where in ("url", "header", "body", "header User-Agent", "header Accept",
                                   "header Accept-Encoding", "header Content-Type"):
                         if scheme == "https" and where == "header Accept-Encoding":
@@ -118,8 +124,9 @@ class CredentialsTest(BottleCase):
                             self.assertIn("blocked", out)
         arrived = repr(self.recorder.seen)
         for credential in (self.secret, AWS_KEY, AWS_SECRET):
-            for encode in encodings.values():
-                self.assertNotIn(encode(credential), arrived)
+            for encoding, encode in encodings.items():
+                if credential == self.secret or encoding not in known_only:
+                    self.assertNotIn(encode(credential), arrived)
 
 
 

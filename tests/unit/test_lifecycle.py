@@ -80,7 +80,8 @@ class LaunchTest(unittest.TestCase):
             {"host": "api.anthropic.com", "port": "443", "tls": True, "paths": list(sidecar.API_PATHS),
              "inject": True}])
         # Literal values are configuration, not secrets: only host-copied ones and the token are blocked.
-        self.assertEqual(config["secrets"], sorted([TOKEN, "database-password-123"]))
+        self.assertEqual(config["secrets"], egress.secrets_list([TOKEN, "database-password-123"]))
+        self.assertTrue({TOKEN, "database-password-123"} <= set(config["secrets"]))
         pipelock = json.loads(config["pipelock_config"])
         self.assertEqual(pipelock["api_allowlist"], [h.host for h in self.plan.allowlist])
         self.assertEqual(pipelock["tls_interception"]["passthrough_domains"], ["api.anthropic.com"])
@@ -174,7 +175,27 @@ class LaunchTest(unittest.TestCase):
         self.assertGreaterEqual(config["forward_proxy"]["idle_timeout_seconds"], 600)
 
     def test_short_secrets_are_left_out(self):
-        self.assertEqual(egress.secrets_list(["short", "x" * 16, "two\n" + "y" * 20]), ["x" * 16, "y" * 20])
+        listed = egress.secrets_list(["short", "x" * 16, "two\n" + "y" * 20])
+        self.assertEqual([line for line in listed if line.isalpha()], ["x" * 16, "y" * 20])
+        self.assertFalse(any("short" in line or "two" in line for line in listed))
+        self.assertEqual(egress.secrets_list([]), [])
+
+    def test_a_secret_is_listed_in_the_encodings_pipelock_does_not_derive(self):
+        import base64
+        import secrets as random
+
+        for n in (16, 17, 18, 41):
+            secret = random.token_urlsafe(n)[:n]
+            listed = [line for line in egress.secrets_list([secret]) if line != secret]
+            for prefix in (b"", b"k", b"k=", b"abc"):  # inside a longer text, at every alignment
+                for suffix in (b"", b"\n", b"xy"):
+                    data = prefix + secret.encode() + suffix
+                    for encoded in (base64.b64encode(data), base64.urlsafe_b64encode(data)):
+                        with self.subTest(n=n, prefix=prefix, suffix=suffix):
+                            self.assertTrue(any(line in encoded.decode() for line in listed))
+            self.assertIn("".join(f"%{b:02X}" for b in secret.encode()), listed)
+            self.assertIn("".join(f"%{b:02x}" for b in secret.encode()), listed)
+            self.assertTrue(all(len(line) >= egress.MIN_SECRET_LENGTH for line in listed))
 
 
 class StartCase(unittest.TestCase):
