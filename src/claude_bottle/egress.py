@@ -148,8 +148,8 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[PrivateHost] =
         "cross_request_detection": {
             "enabled": True,
             "action": "block",
-            # A secret split over requests is found in what they send together, within the window; once one
-            # has been, the bottle's requests are blocked until it has passed (a bottle caught smuggling).
+            # A secret split over requests is found in what they send together (query values and bodies)
+            # within the window; the request that completes it is blocked.
             "fragment_reassembly": {"enabled": True, "max_buffer_bytes": 256 * 1024, "window_minutes": 2},
         },
         "dlp": {
