@@ -36,6 +36,7 @@ class Machine:
         (d / "home" / "claude-bottle.json").write_text(json.dumps(
             manifest or {"agents": {"coder": {"bottle": "default"}}}))
         self.repo = make_repo(d)
+        self.started: list[str] = []
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(d / "home"),
                     "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, "CLAUDE_BOTTLE_STEP_SECONDS": str(step_seconds),
                     **(runtime.env() if runtime else {})}
@@ -50,6 +51,7 @@ class Machine:
     def start(self, *extra) -> str:
         out = self.cli("start", "coder", "--yes", "--detach", "--workspace", str(self.repo), *extra)
         assert out.returncode == 0, out.stderr
+        self.started.append(out.stdout.strip())
         return out.stdout.strip()
 
     def agent(self, name: str, script: str) -> subprocess.CompletedProcess:
@@ -59,6 +61,10 @@ class Machine:
         return f"bottle/coder/{name}"
 
     def close(self):
+        # A test that failed half-way leaves its bottles: nothing of a test outlives it.
+        for name in self.started:
+            if cleanup.of_bottle(support.engine(), name):
+                self.cli("stop", "--discard", name)
         self.tmp.cleanup()
 
 
@@ -235,6 +241,7 @@ class NothingHidesTheWorkTest(WorkSafetyCase):
         out = self.m.cli("start", "coder", "--yes", "--detach", "--workspace", str(self.m.repo / "sub"))
         self.assertEqual(out.returncode, 0, out.stderr)
         name = out.stdout.strip()
+        self.m.started.append(name)
         out = self.m.agent(name, "cd /workspace && echo in > sub/in.txt && rm sub/s.txt && echo o > outside.txt && "
                                  "echo m > app.py")
         self.assertEqual(out.returncode, 0, out.stderr)
