@@ -325,7 +325,7 @@ def _commit_script(ws: Workspace) -> str:
             .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else ".")))
 
 
-def extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
+def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other branches and its stash land, beside the results branch: `<branch>.<name>`
     (a name's slashes kept, so that no two branches meet) and `<branch>.stash`, or the first of
     `<branch>.stash.2`, `.3`, ... that no branch of the bottle takes."""
@@ -348,7 +348,7 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
     if len(head) != 40 or any(c not in "0123456789abcdef" for c in head):
         raise WorkNotBack(f"the bottle's repository has no usable HEAD ({head[-200:]!r})")
     # Every branch and the stash come back, not only HEAD.
-    extra = extra_branches(ws.branch, [r for r in refs if r != current])
+    extra = _extra_branches(ws.branch, [r for r in refs if r != current])
     ref = f"refs/heads/{ws.branch}"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp, "results.bundle")
