@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import sys
+import os
 import shlex
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -42,9 +44,7 @@ DEFAULT_PIDS = 1024
 
 def new_bottle_name(agent: str) -> str:
     """Unique per run, so the same agent can run many times at once."""
-    import secrets
-
-    return f"{agent}-{secrets.token_hex(3)}"
+    return f"{agent}-{os.urandom(3).hex()}"  # what secrets.token_hex is, without its imports
 
 
 @dataclass(frozen=True)
@@ -363,20 +363,38 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         return
     try:
         engine.create_volume(n.proxy_volume, labels(plan, "proxy-socket", owner))
-        # The sidecar's start and the bottle's filling do not depend on each other: overlap them.
-        # Leaving the pool waits for both, so nothing is created after the teardown below.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(2) as pool:
-            steps = [
-                pool.submit(_start_sidecar, engine.clone(), plan, owner, config),
-                pool.submit(_fill_bottle, engine.clone(), plan, owner, bottle_files, ssh_keys or {}),
-            ]
-            for step in steps:
-                step.result()
+        # The sidecar's start and the bottle's filling do not depend on each other: overlap them (in
+        # threads of our own: concurrent.futures costs every start a few ms to import).
+        _together([lambda: _start_sidecar(engine.clone(), plan, owner, config),
+                   lambda: _fill_bottle(engine.clone(), plan, owner, bottle_files, ssh_keys or {})])
     except BaseException:
         teardown(engine, plan.name)
         raise
+
+
+def _together(steps: list) -> None:
+    """Run `steps` at once; once all have ended (even on Ctrl-C, so that nothing is created after a
+    teardown that follows), raise the failure of the first in the list that failed."""
+    failed: list[BaseException | None] = [None] * len(steps)
+
+    def run(i: int) -> None:
+        try:
+            steps[i]()
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+            failed[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(steps))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        for thread in threads:
+            thread.join()
+    for error in failed:
+        if error is not None:
+            raise error
 
 
 def _start_sidecar(engine: Engine, plan: LaunchPlan, owner: str, config: bytes) -> None:

@@ -66,9 +66,7 @@ class SessionLock:
     @classmethod
     def acquire(cls, folder: Path) -> SessionLock:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        import secrets
-
-        path = folder / f"{secrets.token_hex(8)}.lock"
+        path = folder / f"{os.urandom(8).hex()}.lock"
         # Not inherited by the processes we start (docker exec and the like), so it dies with us.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

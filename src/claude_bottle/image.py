@@ -7,7 +7,6 @@ certificates), so an image is rebuilt exactly when one of those changes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import lazy
 from .docker import LABEL_PREFIX, Engine
+
+hashlib = lazy.Module("hashlib")  # OpenSSL's, a few ms: `exec` and `stop` read this module's names only
 
 if TYPE_CHECKING:  # only named here: `exec` and `stop` need this module, and manifest takes a tenth of their imports
     from .manifest import ImageSettings

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import hashlib
 import json
 import re
@@ -22,10 +21,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
-from . import pins, trust
+from . import lazy, pins, trust
 from .errors import ManifestError
 from .paths import home_dir, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
 from .terminal import visible
+
+difflib = lazy.Module("difflib")  # for "did you mean", on a mistake only
 
 MANIFEST_NAME = "claude-bottle.json"
 DEFAULT_AGENT = "default"
@@ -40,7 +41,7 @@ NOT_SECRET = frozenset({"ANTHROPIC_BASE_URL"})
 # provider it uses, which CAs, proxies and name resolution it trusts, or where it reads its settings: Claude
 # Code's own list of sensitive names (read from its 2.1.332 binary), widened to whole prefixes. Only the
 # home manifest, or a project file the user allowed, may set them.
-_TOKEN_ROUTING = re.compile("|".join([
+_TOKEN_ROUTING = "|".join([
     r"ANTHROPIC_\w+",
     r"_?CLAUDE_CODE_\w*BASE_URL", r"CLAUDE_CODE_USE_\w+", r"CLAUDE_CODE_SKIP_\w+_AUTH", r"CLAUDE_CODE_SIMPLE",
     r"CLAUDE_CODE_\w*(OAUTH|HOST_AUTH|FEDERATION|FILE_DESCRIPTOR)\w*", r"CLAUDE_CODE_\w*_TOKEN(_\w+)?",
@@ -59,13 +60,13 @@ _TOKEN_ROUTING = re.compile("|".join([
     # What runs before the agent does: the programs a bottle starts, and the shell's and git's start-up.
     r"PATH", r"BASH_ENV", r"ENV", r"SHELL", r"CLAUDE_ENV_FILE", r"CLAUDE_CODE_SHELL\w*", r"GIT_\w+",
     r"(?i:npm_config_\w+)",
-]))
+])  # compiled on first use (re caches it): most manifests name no variable, and it costs a start 2 ms
 
 
 def routes_token(name: str) -> bool:
     """Whether setting `name` can send Claude Code's requests or the user's token elsewhere, or swap its
     credential (see _TOKEN_ROUTING)."""
-    return _TOKEN_ROUTING.fullmatch(name) is not None
+    return re.fullmatch(_TOKEN_ROUTING, name) is not None
 
 
 _HOST_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # fullmatch: `$` would let "${X}\n" through

@@ -10,6 +10,7 @@ pipelock, which sees inside HTTPS with a certificate authority made for the bott
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,7 @@ def spec(settings: ImageSettings) -> ImageSpec:
 
 def placeholder() -> str:
     """What the bottle holds instead of the token: shaped like one, so Claude Code uses it as OAuth."""
-    import secrets
-
-    return "sk-ant-oat01-claude-bottle-placeholder-" + secrets.token_hex(16)
+    return "sk-ant-oat01-claude-bottle-placeholder-" + os.urandom(16).hex()  # secrets.token_hex, unimported
 
 
 def credential_hosts(api_base_url: str | None, from_home: bool) -> tuple[CredentialHost, ...]:
