@@ -356,7 +356,8 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
         plan.bottle.ca_cert.read_text(errors="replace") if plan.bottle.ca_cert else "",
         egress.pipelock_config(ssh_hosts, plan.bottle.private_hosts, for_ssh=True) if ssh_hosts else None,
         [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh],
-        {MANAGED_SETTINGS_FILE: json.dumps(managed_settings(plan.bottle, env), indent=2)})
+        {MANAGED_SETTINGS_FILE: json.dumps(managed_settings(plan.bottle, env), indent=2)},
+        [h.host for h in plan.passthrough])
     bottle_files = bottle_input(plan.agent, secrets_file({**env, CLAUDE_TOKEN_VARIABLE: placeholder}))
     if engine.kind == "kubernetes":
         _launch_pod(engine, plan, owner, config, bottle_files, ssh_keys or {})

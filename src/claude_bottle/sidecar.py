@@ -86,7 +86,8 @@ def credential_hosts(api_base_url: str | None, from_home: bool) -> tuple[Credent
 def gate_config(pipelock_config: dict, secret_values: Sequence[str], token: str, bottle_placeholder: str,
                 credentials: Sequence[CredentialHost], private_ports: Mapping[str, Sequence[int]],
                 upstream_ca: str = "", ssh_pipelock_config: dict | None = None,
-                ssh_targets: Sequence[str] = (), files: Mapping[str, str] | None = None) -> bytes:
+                ssh_targets: Sequence[str] = (), files: Mapping[str, str] | None = None,
+                passthrough: Sequence[str] = ()) -> bytes:
     """What the gate reads on its stdin at start: never a file, never on a command line. `files` (name:
     text) go into the proxy volume, which the bottle reads and cannot write."""
     return json.dumps({
@@ -103,6 +104,8 @@ def gate_config(pipelock_config: dict, secret_values: Sequence[str], token: str,
         "ssh_targets": list(ssh_targets),
         "max_inspected_response": egress.MAX_INSPECTED_RESPONSE,
         "files": dict(files or {}),
+        # pipelock's passthrough_domains: the gate does not end their TLS either.
+        "passthrough": list(passthrough),
     }).encode()
 
 

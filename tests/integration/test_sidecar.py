@@ -39,9 +39,9 @@ class Project:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CLAUDE_BOTTLE_HOME": str(self.dir / "home"),
                     "CLAUDE_BOTTLE_OAUTH_TOKEN": TOKEN, **(runtime.env() if runtime else {}), **env}
 
-    def cli(self, *args, timeout=180) -> subprocess.CompletedProcess:
+    def cli(self, *args, timeout=180, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "claude_bottle", *args], cwd=self.dir, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, input=input)
 
     def argv(self, *args) -> list[str]:
         return [sys.executable, "-m", "claude_bottle", *args]

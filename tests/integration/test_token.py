@@ -118,6 +118,24 @@ class TokenOutsideTest:
         self.assertEqual(out[len(walks) + 1], "403", out)
         self.assertNotEqual(out[len(walks) + 2], "403", out)  # control: the API's own path is not refused
 
+    def test_a_second_credential_or_another_spelling_of_the_gateway_does_not_pass(self):
+        """Found by attacking the gate: an empty first X-Api-Key or Authorization hid a second one after it, and
+        the gateway's address in brackets, or any tunnel to it, reached it past the gate's checks, unread."""
+        before = len(self.api.requests)
+        gw = f"{self.host}:{self.api.port}"
+        post = f"-s -o /dev/null -w '%{{http_code}}\\n' -m 20 -X POST http://{gw}/v1/messages -d '{{}}'"
+        script = (f"curl {post} -H 'X-Api-Key;' -H 'X-Api-Key: attacker-key'; "
+                  f"curl {post} -H 'Authorization;' -H 'Authorization: Bearer attacker-key'; ")
+        for target in (f"[{self.host}]:{self.api.port}", gw):
+            script += (f"printf 'CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n"
+                       "POST /v1/messages HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer attacker-key\\r\\n"
+                       "Content-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}' "
+                       "| socat -t 5 - TCP:127.0.0.1:3128 | head -1; ")
+        out = [line.strip() for line in self.sh(script).stdout.splitlines()]
+        self.assertEqual(out, ["403", "403", "HTTP/1.1 403 Forbidden", "HTTP/1.1 403 Forbidden"])
+        self.assertEqual(self.api.requests[before:], [])
+        self.assertNotIn("attacker-key", repr(self.api.authorization))
+
     def test_quick_answers_to_big_requests_arrive_whole(self):
         """An API that refuses a request answers the moment its last byte arrives. The gate once cut such answers
         after their header, mostly among the first requests on a connection (Claude Code: "API Error: 400 ECONNRESET"):

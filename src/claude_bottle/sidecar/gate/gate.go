@@ -25,13 +25,16 @@ type gate struct {
 	credentials map[string]CredentialHost // by host:port
 	injectors   map[string]http.Handler   // by host:port
 	upstream    *http.Transport           // through pipelock
+	inspected   *http.Transport           // through pipelock, which ends the TLS again with the bottle's CA
+	scanner     *secretScanner            // the bottle's secrets, looked for in what the gate reads
+	passthrough []string                  // hosts pipelock does not look inside: the gate does not either
 	direct      *http.Transport           // to a plain-HTTP gateway ANTHROPIC_BASE_URL names
-	plain       http.Handler              // forwards any other plain-HTTP request through pipelock
+	plain       http.Handler              // forwards any other plain-HTTP request through pipelock, once read
 }
 
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
-		injectors: map[string]http.Handler{}}
+		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.Secrets), passthrough: cfg.Passthrough}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -42,6 +45,16 @@ func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate 
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	// Past the gate, pipelock ends the TLS of an inspected host with a certificate of the bottle's CA.
+	inspectRoots := x509.NewCertPool()
+	if roots != nil {
+		inspectRoots = roots.Clone()
+	}
+	if a != nil {
+		inspectRoots.AppendCertsFromPEM(a.certPEM)
+	}
+	g.inspected = g.upstream.Clone()
+	g.inspected.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: inspectRoots}
 	// pipelock would rightly block a request that carries the user's token in the clear, and would judge
 	// the conversation's body by DLP, so a plain-HTTP gateway ANTHROPIC_BASE_URL names is reached
 	// directly, and only it.
@@ -53,8 +66,9 @@ func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate 
 		g.credentials[k] = cred
 		g.injectors[k] = g.injector(cred)
 	}
-	g.plain = g.reverseProxy(nil)
-	g.plain.(*httputil.ReverseProxy).ModifyResponse = g.refuseCutAnswers
+	plain := g.reverseProxy(nil)
+	plain.ModifyResponse = g.refuseCutAnswers
+	g.plain = g.scanned(plain)
 	return g
 }
 
@@ -87,12 +101,14 @@ func (g *gate) handle(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	target := strings.ToLower(req.Host)
-	host, port, err := net.SplitHostPort(target)
-	if err != nil {
-		refuse(conn, "a CONNECT target needs a port")
+	host, port, ok := canonicalTarget(req.Host)
+	if !ok {
+		refuse(conn, "a CONNECT target is a host name or an IP address and a port")
 		return
 	}
+	// From here on the target is judged, and sent on to pipelock, in this one spelling: pipelock reads
+	// "[name]:443" or "NAME.:443" as name:443, so any other spelling would pass the gate's checks by.
+	target := net.JoinHostPort(host, port)
 	why := g.portRefused(host, port)
 	if why == "" {
 		why = g.credentialPortRefused(host, port)
@@ -102,9 +118,16 @@ func (g *gate) handle(conn net.Conn) {
 		refuse(conn, why)
 		return
 	}
-	if cred, ok := g.credentials[target]; ok && cred.TLS {
+	if cred, ok := g.credentials[target]; ok {
+		if !cred.TLS {
+			// A tunnel would reach it past the gate's checks, unread (pipelock passes credential hosts through).
+			why := "a plain-HTTP gateway is reached with plain HTTP requests, not through a tunnel"
+			g.counter.add(target, "blocked", why)
+			refuse(conn, why)
+			return
+		}
 		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), &cred)
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), g.injectors[target])
 		return
 	}
 	judge := pipelockAddr
@@ -113,12 +136,19 @@ func (g *gate) handle(conn net.Conn) {
 			judge = sshPipelockAddr
 		}
 	}
+	if judge == pipelockAddr && !matchesHost(host, g.passthrough) {
+		// Inspected HTTPS: the gate ends the TLS and reads each request itself, then sends it on through
+		// pipelock (which reads it too) to the target and nowhere else.
+		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), g.inspector(target))
+		return
+	}
 	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
 	if err != nil {
 		refuse(conn, "the sidecar's proxy is not answering")
 		return
 	}
-	fmt.Fprintf(upstream, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", req.Host, req.Host)
+	fmt.Fprintf(upstream, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
 	splice(&bufferedConn{conn, reader}, upstream)
 	conn.Close()
 	upstream.Close()
@@ -210,12 +240,11 @@ func (g *gate) tlsConfig(host string) *tls.Config {
 	}
 }
 
-// serveHTTP serves the requests on one connection: plain HTTP proxy requests (cred nil), or the requests
-// inside a TLS tunnel to a credential host.
-func (g *gate) serveHTTP(conn net.Conn, cred *CredentialHost) {
-	var handler http.Handler = http.HandlerFunc(g.forwardPlain)
-	if cred != nil {
-		handler = g.injectors[net.JoinHostPort(strings.ToLower(cred.Host), cred.Port)]
+// serveHTTP serves the requests on one connection: plain HTTP proxy requests (handler nil), or the requests
+// inside a TLS tunnel the gate ended.
+func (g *gate) serveHTTP(conn net.Conn, handler http.Handler) {
+	if handler == nil {
+		handler = http.HandlerFunc(g.forwardPlain)
 	}
 	server := &http.Server{Handler: handler, ReadHeaderTimeout: 60 * time.Second, IdleTimeout: 30 * time.Minute,
 		ErrorLog: quietLog}
@@ -334,6 +363,11 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 		}
 		auth, key := r.Header.Get("Authorization"), r.Header.Get("X-Api-Key")
 		switch {
+		case len(r.Header.Values("Authorization")) > 1 || len(r.Header.Values("X-Api-Key")) > 1:
+			// Get reads the first only: an empty first one would hide a credential after it.
+			g.counter.add(cred.Host, "blocked", "a credential other than the bottle's own")
+			http.Error(w, "claude-bottle: one credential at most may be sent to "+cred.Host, http.StatusForbidden)
+			return
 		case auth == "" && key == "":
 			g.counter.add(cred.Host, "allowed", "allowed")
 		case auth == "Bearer "+g.cfg.Placeholder && key == "" && cred.Inject:
@@ -350,6 +384,38 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 	})
 }
 
+// inspector forwards the requests of an inspected HTTPS tunnel to target (host:port), once read.
+func (g *gate) inspector(target string) http.Handler {
+	if host, port, _ := net.SplitHostPort(target); port == "443" {
+		target = host // as a client names it: the Host header carries no default port
+		if strings.Contains(host, ":") {
+			target = "[" + host + "]"
+		}
+	}
+	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: target})
+	proxy.Transport = g.inspected
+	return g.scanned(proxy)
+}
+
+// scanned refuses a request that carries a secret of the bottle's, reading its body as it goes on.
+func (g *gate) scanned(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if r.URL.Host != "" {
+			host = r.URL.Host
+		}
+		if why := g.scanner.refusedRequest(r); why != "" {
+			g.counter.add(host, "blocked", why)
+			http.Error(w, "claude-bottle: blocked: "+why, http.StatusForbidden)
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &scannedBody{src: r.Body, scanner: g.scanner}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // reverseProxy forwards through pipelock, streaming answers as they come (server-sent events).
 func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
@@ -362,12 +428,20 @@ func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
 			}
 			r.Header.Del("Proxy-Connection")
 			r.Header.Del("Proxy-Authorization")
+			// No scanner reads a request's trailers, and nothing the bottle runs needs them.
+			r.Header.Del("Trailer")
+			r.Trailer = nil
 		},
 		Transport:     g.upstream,
 		FlushInterval: -1,
 		ErrorLog:      quietLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var refused refusal
+			if errors.Is(err, errSecretInBody) {
+				g.counter.add(r.URL.Hostname(), "blocked", errSecretInBody.Error())
+				http.Error(w, "claude-bottle: blocked: "+err.Error(), http.StatusForbidden)
+				return
+			}
 			if errors.As(err, &refused) {
 				http.Error(w, "claude-bottle: "+err.Error(), http.StatusBadGateway)
 				return
@@ -450,4 +524,40 @@ func (c *closeNotifyConn) Close() error {
 		}
 	})
 	return err
+}
+
+// canonicalTarget reads a CONNECT target as one host (lower case, without a final dot; an IPv6 address
+// without its brackets) and port, or fails: brackets around anything but an IPv6 address, an empty or
+// non-numeric port, or a character no host name has.
+func canonicalTarget(authority string) (host, port string, ok bool) {
+	h, p, err := net.SplitHostPort(strings.ToLower(authority))
+	if err != nil || p == "" || len(p) > 5 || strings.Trim(p, "0123456789") != "" {
+		return "", "", false
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		if strings.HasPrefix(authority, "[") != (ip.To4() == nil) {
+			return "", "", false // [1.2.3.4]:443, or a bare IPv6 address
+		}
+		return ip.String(), p, true
+	}
+	if strings.HasPrefix(authority, "[") {
+		return "", "", false
+	}
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" || strings.Contains(h, "..") {
+		return "", "", false
+	}
+	return h, p, true
+}
+
+// matchesHost says whether host is one of patterns, an exact name or a "*." wildcard for its subdomains
+// (as pipelock matches its passthrough domains).
+func matchesHost(host string, patterns []string) bool {
+	for _, pattern := range patterns {
+		pattern = strings.ToLower(pattern)
+		if pattern == host || (strings.HasPrefix(pattern, "*.") && strings.HasSuffix(host, pattern[1:])) {
+			return true
+		}
+	}
+	return false
 }

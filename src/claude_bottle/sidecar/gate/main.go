@@ -66,6 +66,9 @@ type Config struct {
 	Credentials       []CredentialHost    `json:"credential_hosts"`
 	PrivatePorts      map[string][]string `json:"private_ports"` // private host -> the ports it may be reached on
 	UpstreamCA        string              `json:"upstream_ca"`   // PEM: more CAs to trust for the servers reached
+	// Passthrough hosts ("*." wildcards too) are pipelock's passthrough_domains: their HTTPS is judged by
+	// name only, by pipelock and the gate alike.
+	Passthrough []string `json:"passthrough"`
 	// MaxAnswer is pipelock's fetch_proxy.max_response_mb in bytes: it cuts a longer plain-HTTP answer to
 	// exactly this length without saying so, so an answer of this length is taken as cut.
 	MaxAnswer int64 `json:"max_inspected_response"`

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+const testSecret = "Zq8vT3kLm9PxW2rYb7NcJ4hGd6FsQ1aE"
+
+// readBody reads body through a scannedBody, `chunk` bytes at a time at most, from a source that gives
+// one byte or half of what is asked at a time: a secret split over reads anywhere.
+func readBody(t *testing.T, body string, chunk int) (string, error) {
+	t.Helper()
+	src := io.NopCloser(iotest.HalfReader(strings.NewReader(body)))
+	if chunk == 1 {
+		src = io.NopCloser(iotest.OneByteReader(strings.NewReader(body)))
+	}
+	b := &scannedBody{src: src, scanner: newSecretScanner([]string{testSecret})}
+	var out []byte
+	buf := make([]byte, chunk)
+	for {
+		n, err := b.Read(buf)
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			return string(out), nil
+		}
+		if err != nil {
+			return string(out), err
+		}
+	}
+}
+
+func TestABodyIsPassedOnWholeWhenItCarriesNoSecret(t *testing.T) {
+	body := strings.Repeat("some text, no secret; ", 5000)
+	for _, chunk := range []int{1, 7, 4096, 1 << 20} {
+		got, err := readBody(t, body, chunk)
+		if err != nil || got != body {
+			t.Fatalf("chunk %d: %d bytes, error %v; want the whole %d", chunk, len(got), err, len(body))
+		}
+	}
+}
+
+func TestASecretAnywhereInABodyIsRefusedBeforeAnyOfItLeaves(t *testing.T) {
+	shapes := map[string]string{
+		"JSON, duplicated key":   `{"a":"` + testSecret + `","a":"x"}`,
+		"JSON, 70 deep":          strings.Repeat("[", 70) + `"` + testSecret + `"` + strings.Repeat("]", 70),
+		"multipart preamble":     testSecret + "\r\n--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--b--\r\n",
+		"multipart epilogue":     "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--b--\r\n" + testSecret,
+		"multipart header name":  "--b\r\n" + testSecret + ": 1\r\n\r\nv\r\n--b--\r\n",
+		"other case":             "x=" + strings.ToUpper(testSecret),
+		"hex":                    "x=" + hex.EncodeToString([]byte(testSecret)),
+		"after 1 MB":             strings.Repeat("a", 1<<20) + testSecret,
+		"across a read boundary": strings.Repeat("a", 32<<10-5) + testSecret,
+	}
+	for name, body := range shapes {
+		for _, chunk := range []int{1, 13, 32 << 10} {
+			got, err := readBody(t, body, chunk)
+			if !errors.Is(err, errSecretInBody) {
+				t.Errorf("%s (reads of %d): error %v, want the secret refused", name, chunk, err)
+			}
+			// Not even the secret's first byte went on.
+			if idx := strings.Index(strings.ToLower(body), strings.ToLower(testSecret)); idx >= 0 && len(got) > idx {
+				t.Errorf("%s (reads of %d): %d bytes passed on, the secret starts at %d", name, chunk, len(got), idx)
+			}
+		}
+	}
+}
+
+func TestASecretInTheMethodTargetHeadersOrTrailersIsRefused(t *testing.T) {
+	s := newSecretScanner([]string{testSecret})
+	for name, build := range map[string]func(r *http.Request){
+		"method":       func(r *http.Request) { r.Method = testSecret },
+		"odd method":   func(r *http.Request) { r.Method = "PROPX" },
+		"query":        func(r *http.Request) { r.RequestURI = "/x?k=" + testSecret },
+		"header value": func(r *http.Request) { r.Header.Set("User-Agent", testSecret) },
+		"header name":  func(r *http.Request) { r.Header.Set("X-"+testSecret, "1") },
+		"trailer name": func(r *http.Request) { r.Trailer = http.Header{"X-" + testSecret: nil} },
+	} {
+		r := httptest.NewRequest("GET", "https://allowed.test/x", nil)
+		build(r)
+		if why := s.refusedRequest(r); why == "" {
+			t.Errorf("%s: not refused", name)
+		} else if strings.Contains(strings.ToLower(why), strings.ToLower(testSecret)) {
+			t.Errorf("%s: the refusal repeats the secret: %s", name, why)
+		}
+	}
+	for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+		r := httptest.NewRequest(method, "https://allowed.test/x?q=1", nil)
+		r.Header.Set("User-Agent", "curl/8")
+		if why := s.refusedRequest(r); why != "" {
+			t.Errorf("%s without a secret refused: %s", method, why)
+		}
+	}
+}
+
+func TestACONNECTTargetHasOneSpelling(t *testing.T) {
+	for authority, want := range map[string]string{
+		"api.anthropic.com:443":     "api.anthropic.com:443",
+		"API.Anthropic.COM:443":     "api.anthropic.com:443",
+		"api.anthropic.com.:443":    "api.anthropic.com:443",
+		"172.18.0.1:7443":           "172.18.0.1:7443",
+		"[::1]:443":                 "[::1]:443",
+		"[api.anthropic.com]:443":   "",
+		"[172.18.0.1]:7443":         "",
+		"::1:443":                   "",
+		"[::ffff:172.18.0.1]:7443":  "",
+		"api.anthropic.com":         "",
+		"api.anthropic.com:":        "",
+		"api.anthropic.com:+443":    "",
+		"api.anthropic.com:4430000": "",
+		"api..anthropic.com:443":    "",
+		"api.anthropic.com\x1b:443": "",
+		"a b:443":                   "",
+		".:443":                     "",
+	} {
+		host, port, ok := canonicalTarget(authority)
+		got := ""
+		if ok {
+			got = host + ":" + port
+			if strings.Contains(host, ":") {
+				got = "[" + host + "]:" + port
+			}
+		}
+		if got != want {
+			t.Errorf("canonicalTarget(%q) = %q, want %q", authority, got, want)
+		}
+	}
+}
+
+func TestOnlyOneCredentialHeaderMayGoToTheAPI(t *testing.T) {
+	var forwarded int
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { forwarded++ }))
+	defer upstream.Close()
+	host, port := splitURL(t, upstream.URL)
+	cfg := &Config{Credentials: []CredentialHost{{Host: host, Port: port, Paths: []string{"/"}, Inject: true}},
+		PrivatePorts: map[string][]string{host: {}}, Token: "real", Placeholder: "placeholder"}
+	g := newGate(cfg, nil, newCounter(nil), nil)
+	for name, headers := range map[string][][2]string{
+		"two X-Api-Key":       {{"X-Api-Key", ""}, {"X-Api-Key", "sk-ant-api03-attacker"}},
+		"two Authorization":   {{"Authorization", ""}, {"Authorization", "Bearer sk-ant-api03-attacker"}},
+		"placeholder and key": {{"Authorization", "Bearer placeholder"}, {"X-Api-Key", ""}, {"X-Api-Key", "k"}},
+	} {
+		r := httptest.NewRequest("POST", upstream.URL+"/v1/messages", strings.NewReader("{}"))
+		for _, h := range headers {
+			r.Header.Add(h[0], h[1])
+		}
+		w := httptest.NewRecorder()
+		g.forwardPlain(w, r)
+		if w.Code != http.StatusForbidden {
+			t.Errorf("%s: status %d, want 403", name, w.Code)
+		}
+	}
+	if forwarded != 0 {
+		t.Errorf("%d requests reached the API", forwarded)
+	}
+	r := httptest.NewRequest("POST", upstream.URL+"/v1/messages", strings.NewReader("{}"))
+	r.Header.Set("Authorization", "Bearer placeholder")
+	w := httptest.NewRecorder()
+	g.forwardPlain(w, r)
+	if w.Code != http.StatusOK || forwarded != 1 {
+		t.Errorf("the bottle's own credential: status %d, forwarded %d", w.Code, forwarded)
+	}
+}
+
+func splitURL(t *testing.T, u string) (string, string) {
+	t.Helper()
+	hostport := strings.TrimPrefix(u, "http://")
+	i := strings.LastIndex(hostport, ":")
+	return hostport[:i], hostport[i+1:]
+}
+
+func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
+	var got []string
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, string(body)+"|"+r.Trailer.Get("X-Leak"))
+	}))
+	defer upstream.Close()
+	host, port := splitURL(t, upstream.URL)
+	// The upstream stands in for a plain-HTTP gateway, which the gate reaches without pipelock.
+	cfg := &Config{Credentials: []CredentialHost{{Host: host, Port: port, Paths: []string{"/"}, Inject: false}},
+		PrivatePorts: map[string][]string{host: {}}, Placeholder: "placeholder", Secrets: []string{testSecret}}
+	g := newGate(cfg, nil, newCounter(nil), nil)
+	inner := g.reverseProxy(&url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)})
+	inner.Transport = g.direct
+	handler := g.scanned(inner)
+	for name, body := range map[string]string{"clean": "hello", "secret": "--b\r\n" + testSecret + ": 1\r\n"} {
+		r := httptest.NewRequest("POST", upstream.URL+"/x", strings.NewReader(body))
+		r.Trailer = http.Header{"X-Leak": {"trailer value"}}
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, r)
+		if want := map[string]int{"clean": 200, "secret": 403}[name]; w.Code != want {
+			t.Errorf("%s: status %d, want %d (%s)", name, w.Code, want, w.Body.String())
+		}
+	}
+	// The refused request's headers may have gone ahead of its body (which is read as it goes on), but not a
+	// byte of the body before the secret, nor the secret.
+	clean := 0
+	for _, r := range got {
+		if r == "hello|" {
+			clean++
+		} else if r != "|" {
+			t.Errorf("the upstream received %q", r)
+		}
+	}
+	if clean != 1 {
+		t.Errorf("the upstream received %q, want the clean body once, without its trailer", got)
+	}
+}
