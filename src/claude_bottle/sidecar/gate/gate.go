@@ -25,7 +25,7 @@ type gate struct {
 	credentials map[string]CredentialHost // by host:port
 	injectors   map[string]http.Handler   // by host:port
 	upstream    *http.Transport           // through pipelock
-	inspected   *http.Transport           // through pipelock, which ends the TLS again with the bottle's CA
+	inspectTLS  *tls.Config               // for pipelock, which ends the TLS again with the bottle's CA
 	scanner     *secretScanner            // the bottle's secrets, looked for in what the gate reads
 	passthrough []string                  // hosts pipelock does not look inside: the gate does not either
 	direct      *http.Transport           // to a plain-HTTP gateway ANTHROPIC_BASE_URL names
@@ -53,8 +53,7 @@ func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate 
 	if a != nil {
 		inspectRoots.AppendCertsFromPEM(a.certPEM)
 	}
-	g.inspected = g.upstream.Clone()
-	g.inspected.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: inspectRoots}
+	g.inspectTLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: inspectRoots, NextProtos: []string{"http/1.1"}}
 	// pipelock would rightly block a request that carries the user's token in the clear, and would judge
 	// the conversation's body by DLP, so a plain-HTTP gateway ANTHROPIC_BASE_URL names is reached
 	// directly, and only it.
@@ -137,10 +136,23 @@ func (g *gate) handle(conn net.Conn) {
 		}
 	}
 	if judge == pipelockAddr && !matchesHost(host, g.passthrough) {
-		// Inspected HTTPS: the gate ends the TLS and reads each request itself, then sends it on through
-		// pipelock (which reads it too) to the target and nowhere else.
+		// Inspected HTTPS: pipelock judges the target first (its refusal goes back as it is); then the gate
+		// ends the TLS and reads each request itself, and sends it on through that tunnel, where pipelock
+		// reads it too, to the target and nowhere else.
+		tunnel, refusal, err := g.dialInspected(target)
+		if err != nil {
+			refuse(conn, "the sidecar's proxy is not answering: "+err.Error())
+			return
+		}
+		if refusal != nil {
+			refusal.Write(conn)
+			conn.Close()
+			return
+		}
 		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), g.inspector(target))
+		forward := g.inspector(target, tunnel)
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), forward)
+		forward.close()
 		return
 	}
 	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
@@ -384,17 +396,88 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 	})
 }
 
-// inspector forwards the requests of an inspected HTTPS tunnel to target (host:port), once read.
-func (g *gate) inspector(target string) http.Handler {
+// dialInspected opens a tunnel through pipelock to target (host:port) and speaks TLS in it; if pipelock
+// refuses, its answer is returned instead.
+func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
+	conn, err := net.DialTimeout("tcp", pipelockAddr, 10*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	reader := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(reader, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		conn.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Close = true
+		return nil, resp, nil
+	}
+	host, _, _ := net.SplitHostPort(target)
+	config := g.inspectTLS.Clone()
+	config.ServerName = host
+	tlsConn := tls.Client(&bufferedConn{conn, reader}, config)
+	if err := tlsConn.Handshake(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return tlsConn, nil, nil
+}
+
+// inspection forwards the requests of one inspected HTTPS tunnel, once read; close ends its tunnels.
+type inspection struct {
+	http.Handler
+	close func()
+}
+
+// inspector forwards the requests of one inspected HTTPS tunnel to target (host:port): over `first` (the
+// tunnel pipelock opened for it), then over new ones if the server closes it.
+func (g *gate) inspector(target string, first net.Conn) inspection {
+	var mu sync.Mutex
+	transport := &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			conn := first
+			first = nil
+			mu.Unlock()
+			if conn != nil {
+				return conn, nil
+			}
+			conn, refused, err := g.dialInspected(target)
+			if refused != nil {
+				return nil, refusal(fmt.Sprintf("pipelock refused %s: %s", target, refused.Status))
+			}
+			return conn, err
+		},
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	name := target
 	if host, port, _ := net.SplitHostPort(target); port == "443" {
-		target = host // as a client names it: the Host header carries no default port
+		name = host // as a client names it: the Host header carries no default port
 		if strings.Contains(host, ":") {
-			target = "[" + host + "]"
+			name = "[" + host + "]"
 		}
 	}
-	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: target})
-	proxy.Transport = g.inspected
-	return g.scanned(proxy)
+	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: name})
+	proxy.Transport = transport
+	return inspection{g.scanned(proxy), func() {
+		mu.Lock()
+		if first != nil {
+			first.Close() // the bottle never sent a request
+			first = nil
+		}
+		mu.Unlock()
+		transport.CloseIdleConnections()
+	}}
 }
 
 // scanned refuses a request that carries a secret of the bottle's, reading its body as it goes on.
