@@ -260,10 +260,18 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
             return Brought()  # stopped while it was being made: nothing of the agent's is in it
         return _bring_back_git(engine, container, ws, bottle_name) if ws.is_git else \
             _bring_back_folder(engine, container, ws)
-    except WorkNotBack:
-        raise
-    except (BottleError, OSError) as e:
+    except BaseException as e:
+        _thaw(engine, container)  # the bottle is kept: what the snapshot stopped goes on
+        if isinstance(e, WorkNotBack) or not isinstance(e, (BottleError, OSError)):
+            raise
         raise WorkNotBack(str(e)) from None
+
+
+def _thaw(engine: Engine, container: str) -> None:
+    try:
+        engine.exec(container, ["kill", "-CONT", "-1"], user=BOTTLE_USER, timeout=10)
+    except BottleError:
+        pass  # gone, or the engine is: nothing to let go on
 
 
 # The agent's uncommitted changes become one last commit, taken from the working tree alone. Nothing the agent
@@ -274,10 +282,23 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
 # nor hold it up. Its objects go into the agent's repository and its branch moves to the commit, so a
 # `stop` that is run again makes no second commit. Beside a subfolder workspace (a sparse checkout), files
 # the agent wrote come back too, and what it never had is not taken as deleted.
-# Nested repositories (an agent's `git init` inside the workspace, not a submodule): their files are the
-# agent's work too, so their .git is set aside while our commit adds them as files, then put back.
+# Nested repositories (an agent's `git init` inside the workspace, not a submodule that .gitmodules names):
+# their files are the agent's work too, so their .git is set aside while our commit adds them as files, then
+# put back, and a gitlink the agent's own `git add` made of one is taken out of our index first.
 _COMMIT_SCRIPT = r"""
 cd /workspace
+# Every other process of the agent's is stopped (SIGSTOP) before the snapshot, and stays so until the bottle
+# is removed: nothing written after it could be lost, and no file is taken half written. This script and
+# the processes it runs in are spared; a failure lets them all go on (thaw).
+spare=" 1 $$ "; p=$$
+while p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) && [ "${p:-1}" -gt 1 ]; do spare="$spare$p "; done
+for round in 1 2; do  # twice: a process may have forked while the first round ran
+  for d in /proc/[0-9]*; do
+    case "$spare" in *" ${d#/proc/} "*) continue ;; esac
+    kill -STOP "${d#/proc/}" 2>/dev/null || true
+  done
+done
+trap 'kill -CONT -1 2>/dev/null || true' ERR
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
 R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
 head=$(R rev-parse --verify -q 'HEAD^{commit}') || { echo "no HEAD"; exit 0; }
@@ -295,14 +316,18 @@ S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_
 S update-ref --no-deref HEAD "$head"
 S read-tree HEAD
 : > /tmp/claude-bottle-aside
-links=$(S ls-files -s | awk '$1 == "160000" {print $4}')
+subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
+S ls-files -s | awk -F'\t' '$1 ~ /^160000 /' | cut -f2- | while IFS= read -r d; do
+  # A gitlink no .gitmodules names is what `git add` makes of a nested repository: its files come back.
+  printf '%s\n' "$subs" | grep -qxF -- "$d" || S rm --cached -q -- "$d"
+done
 find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r -d '' g; do
   d=${g%/.git}; d=${d#./}
-  if printf '%s\n' "$links" | grep -qxF -- "$d"; then continue; fi
+  if printf '%s\n' "$subs" | grep -qxF -- "$d"; then continue; fi
   mv -- "$g" "$g.claude-bottle-aside" && printf '%s\0' "$g" >> /tmp/claude-bottle-aside
 done
 put_back() { while IFS= read -r -d '' g; do mv -- "$g.claude-bottle-aside" "$g"; done < /tmp/claude-bottle-aside; }
-trap put_back EXIT
+trap 'rc=$?; put_back; [ "$rc" = 0 ] || kill -CONT -1 2>/dev/null || true' EXIT
 aside=(':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**')
 S add --ignore-removal -- . "${aside[@]}"
 S add -A -- @SCOPE@ "${aside[@]}"
@@ -313,8 +338,14 @@ fi
 echo "$snap"
 S rev-parse --verify HEAD
 R symbolic-ref -q HEAD || echo HEAD
-R for-each-ref --format='%(objectname) %(refname)' refs/heads refs/stash | while read -r sha ref; do
+R for-each-ref --format='%(objectname) %(refname)' refs/heads refs/stash refs/tags refs/notes | while read -r sha ref; do
+  sha=$(S rev-parse --verify -q "$sha^{commit}") || continue  # a branch can hold a commit only
   S update-ref "$ref" "$sha" && echo "$ref"
+done
+n=0
+R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
+  n=$((n + 1)); [ "$n" -gt 1 ] || continue
+  S update-ref "refs/stash-entries/$((n - 1))" "$sha" && echo "refs/stash-entries/$((n - 1))"
 done
 """
 
@@ -326,16 +357,31 @@ def _commit_script(ws: Workspace) -> str:
 
 
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
-    """Where the bottle's other branches and its stash land, beside the results branch: `<branch>.<name>`
-    (a name's slashes kept, so that no two branches meet) and `<branch>.stash`, or the first of
-    `<branch>.stash.2`, `.3`, ... that no branch of the bottle takes."""
-    found = {r: f"refs/heads/{branch}.{r.removeprefix('refs/heads/')}" for r in refs if r.startswith("refs/heads/")}
-    if "refs/stash" in refs:
-        taken, n, to = set(found.values()), 1, f"refs/heads/{branch}.stash"
-        while to in taken:
+    """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
+    name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
+    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>` and notes as `.notes.<name>`; a name some earlier one
+    took gets `.2`, `.3`, ... after it."""
+    def wanted(ref: str) -> str | None:
+        for prefix, to in (("refs/heads/", ""), ("refs/tags/", "tag."), ("refs/notes/", "notes.")):
+            if ref.startswith(prefix):
+                return to + ref.removeprefix(prefix)
+        if ref == "refs/stash":
+            return "stash"
+        if ref.startswith("refs/stash-entries/"):
+            return "stash-" + ref.removeprefix("refs/stash-entries/")
+        return None
+
+    found: dict[str, str] = {}
+    order = sorted(refs, key=lambda r: (not r.startswith("refs/heads/"), r != "refs/stash", r))  # branches first
+    for ref in order:
+        name = wanted(ref)
+        if name is None:
+            continue
+        to, n = f"refs/heads/{branch}.{name}", 1
+        while to in found.values():
             n += 1
-            to = f"refs/heads/{branch}.stash.{n}"
-        found["refs/stash"] = to
+            to = f"refs/heads/{branch}.{name}.{n}"
+        found[ref] = to
     return found
 
 

@@ -153,6 +153,26 @@ class BringingBackFailsTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "show", f"{branch}:b.txt"), "b\n")
 
 
+class FrozenForTheSnapshotTest(WorkSafetyCase):
+    """`stop` stops the agent's other processes before its snapshot (so nothing written after it is lost); if
+    the work then cannot come back, the kept bottle's processes go on."""
+
+    def test_a_kept_bottle_is_not_left_frozen(self):
+        name = self.m.start()
+        self.m.agent(name, "cd /workspace && echo w > w.txt && (setsid sh -c 'while :; do sleep 0.1; done' "
+                           "</dev/null >/dev/null 2>&1 & echo $! > /tmp/writer.pid)")
+        branch = self.m.branch(name)
+        git(self.m.repo, "branch", f"{branch}/x")  # the fetch fails after the snapshot
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 7, out.stderr)
+        state = self.m.agent(name, "ps -o stat= -p $(cat /tmp/writer.pid)").stdout.strip()
+        self.assertTrue(state and not state.startswith("T"), state)
+        git(self.m.repo, "branch", "-D", f"{branch}/x")
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:w.txt"), "w\n")
+
+
 class EverythingComesBackTest(WorkSafetyCase):
     """Not only HEAD is the agent's work: its other branches, its stash and a repository it made inside the
     workspace come back too."""
@@ -171,6 +191,30 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "show", f"{branch}.feature:f.txt"), "f\n")
         self.assertEqual(git(self.m.repo, "show", f"{branch}.stash:s.txt"), "s\n")
         self.assertIn(f"{branch}.feature", stopped.stderr)
+        self.assertTrue(self.gone(name))
+
+    def test_a_nested_repository_the_agent_committed_older_stashes_tags_and_notes(self):
+        """Found by attacking it: `git add -A` makes a gitlink of a repository a scaffolder made (its files were
+        lost), and only the newest stash came back (not older ones, nor commits only a tag or notes hold)."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && mkdir app && cd app && git init -q && echo i > index.js && "
+                                 "git add . && git -c user.email=a@b -c user.name=a commit -q -m scaffold && "
+                                 "echo more > more.js && cd .. && git add -A && git commit -q -m 'add app' && "
+                                 "echo s1 > s1.txt && git add s1.txt && git stash -q && "
+                                 "echo s2 > s2.txt && git add s2.txt && git stash -q && "
+                                 "git checkout -q -b tmp && echo t > t.txt && git add t.txt && git commit -q -m t && "
+                                 "git tag v-only && git checkout -q - && git branch -D tmp && "
+                                 "git notes add -m note HEAD")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:app/index.js"), "i\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:app/more.js"), "more\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.stash:s2.txt"), "s2\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.stash-1:s1.txt"), "s1\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.tag.v-only:t.txt"), "t\n")
+        self.assertIn(f"{branch}.notes.commits", git(self.m.repo, "branch", "--list", f"{branch}.*"))
         self.assertTrue(self.gone(name))
 
 
