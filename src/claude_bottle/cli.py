@@ -1254,7 +1254,9 @@ def _preflight(plan: bottle.LaunchPlan, err: bool = False, image_state: str = ""
         back = (f"results come back as branch {ws.branch}" if ws.branch else
                 f"not a git repository: if anything in it changes, it comes back as a new folder {ws.results_dir}"
                 if ws.results_dir else "nothing comes back (--no-results)")
-        add("workspace", f"{ws.path} copied in; {back}")
+        where = (f" (a folder of repository {ws.git_root}: its history and committed files go in too, and of the "
+                 "uncommitted files only this folder's)" if ws.is_git and ws.subdir else "")
+        add("workspace", f"{ws.path} copied in{where}; {back}")
     if plan.mount:
         add("mount", f"{plan.mount} read-write at {image.WORKSPACE}: WARNING: the agent changes these files on "
                      "your machine")

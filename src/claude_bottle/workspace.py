@@ -124,6 +124,12 @@ def inspect(path: Path, agent: str, bottle_name: str, results: bool = True) -> W
         raise BottleError(f"--workspace {path}: no such directory: name an existing folder to copy into the bottle")
     top = _git(path, "rev-parse", "--show-toplevel", check=False)
     git_root = Path(top.strip()) if top and _git(path, "rev-parse", "--verify", "-q", "HEAD", check=False) else None
+    if git_root is not None and git_root != path and not _git(git_root, "ls-tree", "-r", "--name-only", "HEAD", "--",
+                                                             path.relative_to(git_root).as_posix(), check=False):
+        # A folder of which the repository around it has committed nothing (a project under a home folder
+        # kept in git, an ignored folder) is not part of that repository's work: it travels as a plain folder,
+        # and nothing else of the repository goes with it.
+        git_root = None
     if git_root is None:
         results_dir = path.parent / f"{path.name}.{bottle_name}" if results else None
         return Workspace(path, None, None, results_dir)
@@ -162,7 +168,8 @@ def prepare(ws: Workspace, bottle_name: str) -> Workspace:
     with tempfile.TemporaryDirectory() as tmp:
         env["GIT_INDEX_FILE"] = str(Path(tmp, "index"))
         _git(ws.git_root, "read-tree", "HEAD", env=env)
-        _git(ws.git_root, "add", "-A", env=env)
+        # Of what is not committed, only the named folder's goes in: the rest of the tree is not the bottle's.
+        _git(ws.git_root, "add", "-A", "--", f":(literal){ws.subdir}" if ws.subdir else ".", env=env)
         tree = _git(ws.git_root, "write-tree", env=env).strip()
         start = _git(ws.git_root, "commit-tree", tree, "-p", "HEAD", "-m",
                      "claude-bottle: the host's working tree at start", env=env).strip()

@@ -105,16 +105,34 @@ class GitWorkspaceTest(support.IntegrationTest):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
         (sub / "mod.py").write_text("x = 1\n")
+        git(self.repo, "add", "pkg dir")
+        git(self.repo, "commit", "-q", "-m", "pkg")
+        (sub / "draft.py").write_text("draft\n")  # uncommitted, in the folder: goes in
         b = self.bottle(sub)
         code, out = b.sh(f"cd {shlex.quote(b.plan.workdir)} && pwd && ls -A /workspace | sort | tr '\\n' ' ' "
-                         "&& echo 'y = 2' >> mod.py && echo new > added.txt")
+                         "&& cat draft.py && echo 'y = 2' >> mod.py && echo new > added.txt && "
+                         "git show HEAD:notes.md 2>&1 | head -1")
         self.assertEqual(code, 0, out)
-        self.assertEqual(out.splitlines(), ["/workspace/pkg dir/inner", ".git pkg dir "])
+        lines = out.splitlines()
+        self.assertEqual(lines[:2], ["/workspace/pkg dir/inner", ".git pkg dir draft"])
+        self.assertIn("notes.md", lines[2])  # uncommitted beside the folder: not in the bottle at all
+        self.assertIn("does not exist", lines[2])
         brought = self.bring_back(b)
         self.assertEqual(brought.commits, 1)
         self.assertEqual(git(self.repo, "show", f"{brought.branch}:pkg dir/inner/mod.py"), "x = 1\ny = 2\n")
         self.assertEqual(git(self.repo, "show", f"{brought.branch}:pkg dir/inner/added.txt"), "new\n")
-        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "print('v2, not committed')\n")
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "print('v1')\n")  # not taken
+
+    def test_a_folder_the_repository_around_it_never_committed_travels_alone(self):
+        """Found by attacking it: a project under a home folder kept in git took the whole home folder's
+        uncommitted files (keys) into the bottle."""
+        project = self.repo / "projects" / "foo"
+        project.mkdir(parents=True)
+        (project / "main.py").write_text("print(1)\n")
+        (self.repo / "id_ed25519").write_text("PRIVATE KEY\n")
+        ws = workspace.inspect(project, "default", "x-000000")
+        self.assertFalse(ws.is_git)
+        self.assertEqual(workspace.files(ws), [Path("main.py")])
 
     def test_links_out_of_the_repository_travel_as_links(self):
         (self.repo / "up").symlink_to("../..")
