@@ -409,11 +409,15 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             limit = step_seconds()
             # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
             # config takes part.
+            # Without the start commit (an agent that made its repository anew), the whole history comes.
+            q = shlex.quote
+            git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
+            script = (f"not=''; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then "
+                      f"not='--not {ws.start}'; fi; exec {git} bundle create -q - HEAD "
+                      + " ".join(q(r) for r in extra) + " $not")
             code, err = engine.exec_to(
                 container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
-                            "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "git", "--git-dir", snapshot,
-                            "-c", "core.hooksPath=/dev/null", "bundle", "create", "-q", "-", "HEAD", *extra,
-                            "--not", ws.start],
+                            "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],
                 sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
         if code != 0 and b"empty bundle" not in err:
             raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")

@@ -153,6 +153,19 @@ class BringingBackFailsTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "show", f"{branch}:b.txt"), "b\n")
 
 
+class ANewRepositoryTest(WorkSafetyCase):
+    def test_an_agent_that_makes_its_repository_anew_still_gets_its_work_back(self):
+        """Found by attacking it: `rm -rf .git && git init` took the start commit away, and every `stop` failed."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && rm -rf .git && git init -q && echo fresh > fresh.txt && "
+                                 "git add -A && git -c user.email=a@b -c user.name=a commit -q -m fresh")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:fresh.txt"), "fresh\n")
+        self.assertTrue(self.gone(name))
+
+
 class FrozenForTheSnapshotTest(WorkSafetyCase):
     """`stop` stops the agent's other processes before its snapshot (so nothing written after it is lost); if
     the work then cannot come back, the kept bottle's processes go on."""
