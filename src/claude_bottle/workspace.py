@@ -592,9 +592,11 @@ def _tail(data: bytes) -> str:
 
 
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
-    """git in a host repository; a failure is a BottleError with git's own words, never a traceback."""
+    """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
+    hooks or fsmonitor run: nothing but what we ask for happens in the user's repository."""
     try:
-        out = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True,
+        out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+                              *args], capture_output=True,
                              env={**os.environ, **env} if env else None)
     except FileNotFoundError:
         if check:

@@ -116,3 +116,30 @@ class ExtraBranchesTest(unittest.TestCase):
             "refs/notes/commits": "refs/heads/bottle/a/b.notes.commits"})
         self.assertEqual(len(set(got.values())), len(got))
         self.assertEqual(workspace._extra_branches("b", ["refs/remotes/origin/x", "refs/replace/abc"]), {})
+
+
+class NoHooksTest(unittest.TestCase):
+    def test_the_users_hooks_and_fsmonitor_do_not_run_at_start_or_stop(self):
+        """Found by attacking it: the repository's reference-transaction hook ran at stop (and its fsmonitor at
+        start), though the README says no hooks run."""
+        import subprocess
+
+        with tempfile.TemporaryDirectory() as tmp:
+            repo, hooks, ran = Path(tmp, "repo"), Path(tmp, "hooks"), Path(tmp, "ran")
+            hooks.mkdir()
+            for hook in ("reference-transaction", "post-index-change", "fsmonitor"):
+                (hooks / hook).write_text(f"#!/bin/sh\necho {hook} >> {ran}\n")
+                (hooks / hook).chmod(0o755)
+
+            def git(*args):
+                subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+            repo.mkdir()
+            git("init", "-q", "-b", "main")
+            git("-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "first")
+            git("config", "core.hooksPath", str(hooks))
+            git("config", "core.fsmonitor", str(hooks / "fsmonitor"))
+            (repo / "new.txt").write_text("x\n")
+            ws = workspace.prepare(workspace.inspect(repo, "a", "a-000000"), "a-000000")
+            workspace.release(ws, "a-000000")
+            self.assertFalse(ran.exists(), ran.read_text() if ran.exists() else "")
