@@ -460,14 +460,8 @@ func (g *gate) inspector(target string, first net.Conn) inspection {
 		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	name := target
-	if host, port, _ := net.SplitHostPort(target); port == "443" {
-		name = host // as a client names it: the Host header carries no default port
-		if strings.Contains(host, ":") {
-			name = "[" + host + "]"
-		}
-	}
-	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: name})
+	// As a client names it: the Host header carries no default port.
+	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: strings.TrimSuffix(target, ":443")})
 	proxy.Transport = transport
 	return inspection{g.scanned(proxy), func() {
 		mu.Lock()
