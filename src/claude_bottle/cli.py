@@ -735,7 +735,8 @@ def _copy_progress(done: int, total: int) -> None:
 def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     present = _image_present(plan.image.tag)
     if as_json:
-        click.echo(json.dumps(plan.to_json(image_present=present), indent=2))
+        click.echo(json.dumps(plan.to_json(image_present=present,
+                                           network=bottle.planned_sidecar_network(os.environ)), indent=2))
         _launch_checks(plan, sys.stdin.isatty(), every=True)
         return
     on_cluster = runtime.chosen() == "kubernetes"
@@ -751,7 +752,7 @@ def _dry_run(plan: bottle.LaunchPlan, as_json: bool) -> None:
     n = plan.names
     click.echo(f"creates:  pod {n.container} (bottle and sidecar containers), NetworkPolicy {n.container}"
                if on_cluster else f"creates:  containers {n.container}, {n.sidecar}; volume {n.proxy_volume} "
-               f"(on the shared network {bottle.EGRESS_NETWORK})")
+               f"(on the shared network {bottle.planned_sidecar_network(os.environ)})")
     click.echo("dry run: nothing was created")
     # What `start` would refuse, found without reading a secret or creating anything.
     _launch_checks(plan, sys.stdin.isatty(), every=True)

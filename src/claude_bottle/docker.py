@@ -347,6 +347,11 @@ class Engine:
                 return str(next(subnet.hosts()))
         raise DockerUnavailable("the Docker engine's default bridge network has no IPv4 subnet")
 
+    def network_exists(self, name: str) -> bool:
+        if sock := self._direct():
+            return sock.call("GET", f"/networks/{_q(name)}")[0] == 200
+        return bool(self._api.networks(names=[name]))
+
     def ensure_network(self, name: str, labels: Mapping[str, str]) -> None:
         """A bridge network that stays (shared by many bottles): made if missing, also when several processes
         make it at once."""

@@ -56,7 +56,7 @@ class Ended:
 def prepare(engine: Engine, plan: LaunchPlan, environ: Mapping[str, str],
             on_build: Callable[[str, str], None] = lambda tag, line: None) -> list[str]:
     """Before a launch: remove what sessions that ended without tearing down left behind, and make sure
-    the images and the sidecars' network are here (`on_build` hears a build's progress). Returns the names
+    the images are here (`on_build` hears a build's progress). Returns the names
     of such bottles that are kept because they hold work."""
     dead, held = cleanup.of_dead_sessions(engine)
     cleanup.remove(engine, dead)
@@ -66,7 +66,6 @@ def prepare(engine: Engine, plan: LaunchPlan, environ: Mapping[str, str],
     for spec in (plan.image, plan.sidecar_image):
         for line in image.ensure(engine, spec):
             on_build(spec.tag, line)
-    bottle.ensure_network(engine)
     return held
 
 

@@ -228,13 +228,13 @@ class _Docker(Runtime):
     def neighbour(self):
         @contextlib.contextmanager
         def listener():
-            bottle.ensure_network(engine())
+            network = bottle.sidecar_network(engine())
             c = sdk().containers.run(bottle_image(), ["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo hi"],
-                                     detach=True, labels=labels(), network=bottle.EGRESS_NETWORK,
+                                     detach=True, labels=labels(), network=network,
                                      name=f"cb-test-neighbour-{RUN_ID}")
             try:
                 c.reload()
-                yield c.attrs["NetworkSettings"]["Networks"][bottle.EGRESS_NETWORK]["IPAddress"], 8080
+                yield c.attrs["NetworkSettings"]["Networks"][network]["IPAddress"], 8080
             finally:
                 c.remove(force=True)
 
@@ -242,8 +242,8 @@ class _Docker(Runtime):
 
     def plain_workload_reaches(self, host, port):
         # A container on the network the sidecars share, as one of them would.
-        bottle.ensure_network(engine())
-        code, out = run(bottle_image(), ["bash", "-c", connects_script(host, port)], network=bottle.EGRESS_NETWORK)
+        code, out = run(bottle_image(), ["bash", "-c", connects_script(host, port)],
+                        network=bottle.sidecar_network(engine()))
         return out.strip() == "OPEN"
 
 
@@ -405,11 +405,11 @@ class TestBottle:
             lab[cleanup.LABEL_USER] = user
         try:
             e.create_volume(n.proxy_volume, {**lab, cleanup.LABEL_ROLE: "proxy-socket"})
-            bottle.ensure_network(e)
+            network = bottle.sidecar_network(e)
             reply = f"SYSTEM:echo HTTP/1.0 200 OK; echo; echo {LISTENER_REPLY}"
             standin = ContainerSpec(
                 name=n.sidecar, image=bottle_image(), labels={**lab, cleanup.LABEL_ROLE: "sidecar"},
-                user="1000:1000", network_mode=bottle.EGRESS_NETWORK,
+                user="1000:1000", network_mode=network,
                 volumes=((n.proxy_volume, bottle.PROXY_DIR, False),),
                 command=("sh", "-c", f"socat TCP-LISTEN:{STANDIN_PORT},fork,reuseaddr '{reply}' & "
                                      f"exec socat UNIX-LISTEN:{bottle.PROXY_SOCKET},fork,mode=666 '{reply}'"))

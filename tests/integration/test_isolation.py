@@ -91,8 +91,9 @@ class IsolationTest(support.IntegrationTest):
         self.assertEqual(support.engine().host_address(), out.stdout.split()[3].split("/")[0])
 
     def test_docker_host_unreachable_at_every_address(self):
+        bottle.ensure_network(support.engine())  # ours, even where sidecars go on the default bridge
         egress_gateway = support.sdk().networks.get(bottle.EGRESS_NETWORK).attrs["IPAM"]["Config"][0]["Gateway"]
-        addresses = host_addresses() | {egress_gateway, "172.17.0.1"}
+        addresses = host_addresses() | {egress_gateway, support.engine().host_address(), "172.17.0.1"}
         for addr in sorted(addresses):
             with self.subTest(addr):
                 code, out = self.curl_direct(f"http://{addr}:{self.host.port}/")
@@ -120,7 +121,7 @@ class IsolationTest(support.IntegrationTest):
 
     def test_other_bottle_and_its_sidecar_unreachable(self):
         n = self.b.plan.names
-        sidecar_ip = self.b.ip_of(n.sidecar, bottle.EGRESS_NETWORK)
+        sidecar_ip = self.b.ip_of(n.sidecar, bottle.sidecar_network(support.engine()))
         code, out = self.curl_direct(f"http://{sidecar_ip}:{support.STANDIN_PORT}/")
         self.assertNotEqual(code, 0)
         self.assertNotIn(support.LISTENER_REPLY, out)

@@ -86,6 +86,9 @@ class FakeEngine:
     def ensure_network(self, name, labels):
         self.networks.add(name)
 
+    def network_exists(self, name):
+        return name in self.networks
+
     def remove_network(self, name):
         self.calls.append(("remove_network", name))
         self.objects.pop(("network", name), None)

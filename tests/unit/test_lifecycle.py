@@ -198,6 +198,45 @@ class LaunchTest(unittest.TestCase):
             self.assertTrue(all(len(line) >= egress.MIN_SECRET_LENGTH for line in listed))
 
 
+class SidecarNetworkTest(unittest.TestCase):
+    """Docker's default bridge only where a container there resolves names as the host does."""
+
+    def choice(self, resolv_conf: str | None, host: str = "unix:///var/run/docker.sock") -> str:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d, "resolv.conf")
+            if resolv_conf is not None:
+                path.write_text(resolv_conf)
+            return bottle.sidecar_network_for(host, str(path))
+
+    def test_the_default_bridge_when_this_machines_engine_has_a_resolver_off_loopback(self):
+        for text in ("nameserver 10.0.0.2\n", "# by dhcp\nsearch corp\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n"):
+            for host in ("unix:///var/run/docker.sock", "unix:///run/docker.sock"):
+                with self.subTest(text=text, host=host):
+                    self.assertEqual(self.choice(text, host), bottle.DEFAULT_BRIDGE)
+
+    def test_our_network_where_the_bridge_would_fall_back_to_public_resolvers(self):
+        for text in ("nameserver 127.0.0.53\n", "nameserver 127.0.1.1\nnameserver ::1\n", "nameserver 0.0.0.0\n",
+                     "nameserver 2001:db8::53\n", "nameserver fe80::1%eth0\n", "nameserver bogus\n", "", None):
+            with self.subTest(text=text):
+                self.assertEqual(self.choice(text), bottle.EGRESS_NETWORK)
+
+    def test_our_network_for_an_engine_elsewhere(self):
+        # Its resolv.conf is not ours to read: rootless, Docker Desktop's, remote, another socket.
+        for host in ("unix:///run/user/1000/docker.sock", "tcp://10.0.0.5:2376", "ssh://me@box",
+                     "unix:///home/me/.docker/desktop/docker.sock"):
+            with self.subTest(host):
+                self.assertEqual(self.choice("nameserver 10.0.0.2\n", host), bottle.EGRESS_NETWORK)
+
+    def test_an_engine_without_a_default_bridge_gets_ours(self):
+        engine = FakeEngine()
+        engine.host = "unix:///var/run/docker.sock"
+        with mock.patch.object(bottle, "sidecar_network_for", return_value=bottle.DEFAULT_BRIDGE):
+            self.assertEqual(bottle.sidecar_network(engine), bottle.EGRESS_NETWORK)
+            self.assertIn(bottle.EGRESS_NETWORK, engine.networks)
+            engine.networks.add(bottle.DEFAULT_BRIDGE)
+            self.assertEqual(bottle.sidecar_network(engine), bottle.DEFAULT_BRIDGE)
+
+
 class StartCase(unittest.TestCase):
     """`start` through the CLI entry point with the fake engine in place of docker.connect()."""
 
