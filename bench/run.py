@@ -19,6 +19,7 @@ pipelock image. Prints a table and writes the same figures as JSON
 from __future__ import annotations
 
 import argparse
+import functools
 import http.server
 import json
 import os
@@ -103,14 +104,18 @@ class Bench:
     def stop_plain(cid: str) -> None:
         subprocess.run(["docker", "rm", "-f", *cid.split()], capture_output=True, check=True)
 
+    @functools.cached_property
+    def sidecar_network(self) -> str:
+        return bottle.sidecar_network(self.engine)
+
     def start_pair(self) -> str:
         """The engine's floor for a bottle: plain Docker making the two containers a bottle is (one on the
-        sidecars' network, one on none), started at once, then `true` run in the second."""
+        network its sidecar would go on, one on none), started at once, then `true` run in the second."""
         with ThreadPoolExecutor(2) as pool:
             ids = list(pool.map(lambda net: subprocess.run(
                 ["docker", "run", "-d", "--label", "org.claude-bottle.bench=1", "--network", net, self.image, "sleep",
                  "infinity"], capture_output=True, text=True, check=True).stdout.strip(),
-                (bottle.EGRESS_NETWORK, "none")))
+                (self.sidecar_network, "none")))
         subprocess.run(["docker", "exec", ids[1], "true"], check=True)
         return " ".join(ids)
 
@@ -125,8 +130,6 @@ class Bench:
     def start_and_stop(self) -> None:
         starts, stops, base_starts, base_stops, none_starts, none_stops = [], [], [], [], [], []
         pair_starts, pair_stops = [], []
-        if self.pair_baseline:
-            bottle.ensure_network(self.engine)
         for i in range(self.runs + 1):
             holder = {}
             s = timed(lambda: holder.setdefault("n", self.start_bottle()))
@@ -188,7 +191,6 @@ class Bench:
         tasks = Path(self.tmp.name, "tasks.txt")
         tasks.write_text("".join(f"task {i}\n" for i in range(count)))
         argv = ["claude", "--version"]
-        bottle.ensure_network(self.engine)
 
         def plain(_) -> None:
             subprocess.run(["docker", "run", "--rm", "--label", "org.claude-bottle.bench=1", "--network", "none",

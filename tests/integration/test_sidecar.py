@@ -144,6 +144,42 @@ class EgressTest(support.IntegrationTest):
             self.assertEqual(support.found_on_docker_disk(needle), [])
 
 
+class SidecarNetworkTest(support.IntegrationTest):
+    """The sidecar goes on Docker's default bridge where names resolve there as on the host, else on our own
+    network: from either, it reaches an allowed host by name and the bottle gets its answer."""
+
+    def test_an_allowed_host_by_name_on_each_network_a_sidecar_may_go_on(self):
+        engine = support.engine()
+        here = bottle.sidecar_network(engine)
+        if engine.network_exists(bottle.DEFAULT_BRIDGE):
+            self.assertEqual(here, bottle.sidecar_network_for(engine.host))
+        project = Project({"bottles": {"net": {"egress": {"allowlist": [ALLOWED]}}},
+                           "agents": {"net": {"bottle": "net", "prompt": "test"}}}, {})
+        try:
+            for network in dict.fromkeys((here, bottle.EGRESS_NETWORK)):
+                with self.subTest(network):
+                    # The CLI as a user runs it, with only the choice of network made for it.
+                    forced = ("import sys; from claude_bottle import bottle, cli; "
+                              f"bottle.sidecar_network_for = lambda host, *_: {network!r}; cli.run()")
+                    out = subprocess.run([sys.executable, "-c", forced, "start", "net", "--yes", "--detach"],
+                                         cwd=project.dir, env=project.env, capture_output=True, text=True, timeout=180)
+                    self.assertEqual(out.returncode, 0, out.stderr)
+                    name = out.stdout.strip()
+                    try:
+                        n = cleanup.Names(name)
+                        networks = support.sdk().api.inspect_container(n.sidecar)["NetworkSettings"]["Networks"]
+                        self.assertEqual(list(networks), [network])
+                        self.assertEqual(list(support.sdk().api.inspect_container(n.container)["NetworkSettings"]
+                                              ["Networks"]), ["none"])
+                        got = project.cli("exec", name, "--", "sh", "-c", "curl -sS -m 30 -o /dev/null -w "
+                                          f"'%{{http_code}}' https://{ALLOWED}/is-number")
+                        self.assertEqual(got.stdout.strip(), "200", got.stderr)
+                    finally:
+                        project.cli("stop", name)
+        finally:
+            project.tmp.cleanup()
+
+
 class InteractiveSessionTest(support.IntegrationTest):
     def setUp(self):
         self.project = Project({}, {})
