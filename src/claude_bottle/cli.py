@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,6 +49,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except BottleError as e:
             if os.environ.get("CLAUDE_BOTTLE_DEBUG"):
+                import traceback
+
                 traceback.print_exc()
             # Messages quote manifests, labels and bottle output: nothing in them may drive the terminal.
             click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
