@@ -30,16 +30,11 @@ type gate struct {
 	passthrough []string                  // hosts pipelock does not look inside: the gate does not either
 	direct      *http.Transport           // to a plain-HTTP gateway ANTHROPIC_BASE_URL names
 	plain       http.Handler              // forwards any other plain-HTTP request through pipelock, once read
-	pipelock    string                    // where pipelock listens (pipelockAddr)
-
-	mu        sync.Mutex
-	inspected map[string]*inspectedTarget // by host:port, once pipelock has let a tunnel to it through
 }
 
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
-		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.Secrets), passthrough: cfg.Passthrough,
-		pipelock: pipelockAddr, inspected: map[string]*inspectedTarget{}}
+		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.Secrets), passthrough: cfg.Passthrough}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -142,28 +137,22 @@ func (g *gate) handle(conn net.Conn) {
 	}
 	if judge == pipelockAddr && !matchesHost(host, g.passthrough) {
 		// Inspected HTTPS: pipelock judges the target first (its refusal goes back as it is); then the gate
-		// ends the TLS and reads each request itself, and sends it on through a tunnel pipelock opened to
-		// the target, where pipelock reads it too, to the target and nowhere else. Tunnels stay open for
-		// the bottle's next connections to the same target: a new one is asked of pipelock only when none
-		// is free, and every request in any of them is read by both.
-		t := g.inspectedTarget(target)
-		if t == nil {
-			tunnel, refusal, err := g.dialInspected(target)
-			if err != nil {
-				refuse(conn, "the sidecar's proxy is not answering: "+err.Error())
-				return
-			}
-			if refusal != nil {
-				refusal.Write(conn)
-				conn.Close()
-				return
-			}
-			t = g.inspectedTargetAccepted(target, tunnel)
+		// ends the TLS and reads each request itself, and sends it on through that tunnel, where pipelock
+		// reads it too, to the target and nowhere else.
+		tunnel, refusal, err := g.dialInspected(target)
+		if err != nil {
+			refuse(conn, "the sidecar's proxy is not answering: "+err.Error())
+			return
 		}
-		// Counted here, once for each connection: pipelock's tunnels are shared between them.
-		g.counter.add(hostOf(target), "allowed", "allowed, looked inside")
+		if refusal != nil {
+			refusal.Write(conn)
+			conn.Close()
+			return
+		}
 		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), t.handler)
+		forward := g.inspector(target, tunnel)
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), forward)
+		forward.close()
 		return
 	}
 	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
@@ -410,7 +399,7 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 // dialInspected opens a tunnel through pipelock to target (host:port) and speaks TLS in it; if pipelock
 // refuses, its answer is returned instead.
 func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
-	conn, err := net.DialTimeout("tcp", g.pipelock, 10*time.Second)
+	conn, err := net.DialTimeout("tcp", pipelockAddr, 10*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -442,77 +431,23 @@ func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
 	return tlsConn, nil, nil
 }
 
-// inspectedTarget forwards the requests of all the bottle's inspected tunnels to one target (host:port),
-// through tunnels pipelock opened to it: one it has just opened for a new connection of the bottle's
-// (spare), else one a request has finished with, else a new one.
-type inspectedTarget struct {
-	handler   http.Handler
-	transport *http.Transport
-	mu        sync.Mutex
-	spare     []spareTunnel
+// inspection forwards the requests of one inspected HTTPS tunnel, once read; close ends its tunnels.
+type inspection struct {
+	http.Handler
+	close func()
 }
 
-const maxInspectedTargets = 256
-
-// close ends the target's tunnels that no request is using.
-func (t *inspectedTarget) close() {
-	t.transport.CloseIdleConnections()
-	t.mu.Lock()
-	for _, s := range t.spare {
-		s.conn.Close()
-	}
-	t.spare = nil
-	t.mu.Unlock()
-}
-
-type spareTunnel struct {
-	conn  net.Conn
-	since time.Time
-}
-
-// pipelock ends a tunnel in which no request has begun within 30 s; a spare is used well before, or closed.
-const spareLifetime = 10 * time.Second
-
-// inspectedTarget is the target's, if pipelock has let a tunnel to it through before (nil if not).
-func (g *gate) inspectedTarget(target string) *inspectedTarget {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.inspected[target]
-}
-
-// inspectedTargetAccepted keeps the tunnel pipelock has just opened to target for its first request.
-func (g *gate) inspectedTargetAccepted(target string, tunnel net.Conn) *inspectedTarget {
-	g.mu.Lock()
-	t := g.inspected[target]
-	if t == nil {
-		// Many names under an allowed wildcard would each keep one: past a few hundred, one goes (its
-		// next connection asks pipelock again).
-		if len(g.inspected) >= maxInspectedTargets {
-			for other, old := range g.inspected {
-				old.close()
-				delete(g.inspected, other)
-				break
-			}
-		}
-		t = g.newInspectedTarget(target)
-		g.inspected[target] = t
-	}
-	g.mu.Unlock()
-	t.mu.Lock()
-	t.spare = append(t.spare, spareTunnel{tunnel, time.Now()})
-	if len(t.spare) > 4 { // connections opened at once: more than a few are not worth keeping
-		t.spare[0].conn.Close()
-		t.spare = t.spare[1:]
-	}
-	t.mu.Unlock()
-	return t
-}
-
-func (g *gate) newInspectedTarget(target string) *inspectedTarget {
-	t := &inspectedTarget{}
+// inspector forwards the requests of one inspected HTTPS tunnel to target (host:port): over `first` (the
+// tunnel pipelock opened for it), then over new ones if the server closes it.
+func (g *gate) inspector(target string, first net.Conn) inspection {
+	var mu sync.Mutex
 	transport := &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if conn := t.takeSpare(); conn != nil {
+			mu.Lock()
+			conn := first
+			first = nil
+			mu.Unlock()
+			if conn != nil {
 				return conn, nil
 			}
 			conn, refused, err := g.dialInspected(target)
@@ -522,28 +457,21 @@ func (g *gate) newInspectedTarget(target string) *inspectedTarget {
 			return conn, err
 		},
 		DisableCompression:  true,
-		MaxIdleConnsPerHost: 4,
+		MaxIdleConnsPerHost: 1,
 		IdleConnTimeout:     90 * time.Second,
 	}
 	// As a client names it: the Host header carries no default port.
 	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: strings.TrimSuffix(target, ":443")})
 	proxy.Transport = transport
-	t.handler, t.transport = g.scanned(proxy), transport
-	return t
-}
-
-func (t *inspectedTarget) takeSpare() net.Conn {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for len(t.spare) > 0 {
-		s := t.spare[len(t.spare)-1]
-		t.spare = t.spare[:len(t.spare)-1]
-		if time.Since(s.since) < spareLifetime {
-			return s.conn
+	return inspection{g.scanned(proxy), func() {
+		mu.Lock()
+		if first != nil {
+			first.Close() // the bottle never sent a request
+			first = nil
 		}
-		s.conn.Close()
-	}
-	return nil
+		mu.Unlock()
+		transport.CloseIdleConnections()
+	}}
 }
 
 // scanned refuses a request that carries a secret of the bottle's, reading its body as it goes on.

@@ -121,8 +121,7 @@ func (c *counter) read(r io.Reader) {
 		case event == "tunnel_open" || event == "forward_http":
 			c.add(hostOf(target), "allowed", "allowed")
 		case event == "anomaly" && str("scanner") == "tls_intercept":
-			// A tunnel the gate opened for inspected connections of the bottle's, which may share it: the
-			// gate counts each connection itself.
+			c.add(hostOf(target), "allowed", "allowed, looked inside")
 		case event == "anomaly":
 			c.add(hostOf(target), "warned", str("scanner")+": "+str("reason"))
 		case event == "blocked" || event == "ws_blocked" || event == "sni_mismatch":

@@ -40,6 +40,7 @@ func TestCountsPerHostDecisionAndReasonWithSecretsRedacted(t *testing.T) {
 		{key{"10.0.0.5:8080", "blocked", "ssrf: internal address"}, 1},
 		{key{"2001:db8::1", "blocked", "ssrf: internal address"}, 1},
 		{key{"[secret].registry.npmjs.org", "blocked", "allowlist: domain not in allowlist: [secret].registry.npmjs.org"}, 1},
+		{key{"pypi.org", "allowed", "allowed, looked inside"}, 1},
 		{key{"registry.npmjs.org", "blocked", "dlp: known secret leak detected"}, 1},
 	}
 	if !reflect.DeepEqual(report.Rows, want) || report.Folded != 0 {
