@@ -306,6 +306,9 @@ class _LocalHttps:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The header and the body go out in two writes: with Nagle's algorithm the second waits for the
+            # client's delayed ACK, 40 ms that would be most of every figure.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
