@@ -67,7 +67,7 @@ func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate 
 	}
 	plain := g.reverseProxy(nil)
 	plain.ModifyResponse = g.refuseCutAnswers
-	g.plain = g.scanned(plain)
+	g.plain = g.scanned(plain, "")
 	return g
 }
 
@@ -463,7 +463,7 @@ func (g *gate) inspector(target string, first net.Conn) inspection {
 	// As a client names it: the Host header carries no default port.
 	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: strings.TrimSuffix(target, ":443")})
 	proxy.Transport = transport
-	return inspection{g.scanned(proxy), func() {
+	return inspection{g.scanned(proxy, hostOf(target)), func() {
 		mu.Lock()
 		if first != nil {
 			first.Close() // the bottle never sent a request
@@ -475,11 +475,15 @@ func (g *gate) inspector(target string, first net.Conn) inspection {
 }
 
 // scanned refuses a request that carries a secret of the bottle's, reading its body as it goes on.
-func (g *gate) scanned(next http.Handler) http.Handler {
+func (g *gate) scanned(next http.Handler, target string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if r.URL.Host != "" {
-			host = r.URL.Host
+		// In a tunnel the request goes to the tunnel's target whatever host it names: the report says so.
+		host := target
+		if host == "" {
+			host = r.Host
+			if r.URL.Host != "" {
+				host = r.URL.Host
+			}
 		}
 		if why := g.scanner.refusedRequest(r); why != "" {
 			g.counter.add(host, "blocked", why)

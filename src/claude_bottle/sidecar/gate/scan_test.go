@@ -191,7 +191,7 @@ func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
 	g := newGate(cfg, nil, newCounter(nil), nil)
 	inner := g.reverseProxy(&url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)})
 	inner.Transport = g.direct
-	handler := g.scanned(inner)
+	handler := g.scanned(inner, "")
 	for name, body := range map[string]string{"clean": "hello", "secret": "--b\r\n" + testSecret + ": 1\r\n"} {
 		r := httptest.NewRequest("POST", upstream.URL+"/x", strings.NewReader(body))
 		r.Trailer = http.Header{"X-Leak": {"trailer value"}}
@@ -213,5 +213,23 @@ func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
 	}
 	if clean != 1 {
 		t.Errorf("the upstream received %q, want the clean body once, without its trailer", got)
+	}
+}
+
+func TestARefusalInATunnelIsReportedUnderTheTunnelsTarget(t *testing.T) {
+	counter := newCounter([]string{testSecret})
+	g := newGate(&Config{Secrets: []string{testSecret}}, nil, counter, nil)
+	forward := g.inspector("pypi.org:443", nil)
+	defer forward.close()
+	// The request names another host; inside a tunnel to pypi.org it could only go to pypi.org.
+	r := httptest.NewRequest("GET", "https://api.anthropic.com/x?k="+testSecret, nil)
+	w := httptest.NewRecorder()
+	forward.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", w.Code)
+	}
+	report := string(counter.snapshot())
+	if !strings.Contains(report, `"host":"pypi.org","decision":"blocked"`) || strings.Contains(report, "anthropic") {
+		t.Errorf("report: %s", report)
 	}
 }
