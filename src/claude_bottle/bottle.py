@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import ipaddress
 import json
 import os
 import shlex
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cleanup, egress, image, pins, sidecar, ssh, workspace
+from . import cleanup, docker, egress, image, pins, sidecar, ssh, workspace
 from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL_ROLE, LABEL_USER, Names, teardown
 from .docker import ContainerSpec, Engine, size_in_bytes
 from .errors import BottleError
@@ -41,7 +42,7 @@ PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 DEFAULT_BRIDGE = "bridge"
 EGRESS_NETWORK = "claude-bottle-egress"
 # Where this machine's own engine listens: only then is its /etc/resolv.conf the one the engine reads.
-_LOCAL_ENGINES = ("unix:///var/run/docker.sock", "unix:///run/docker.sock")
+_LOCAL_ENGINES = (docker.DEFAULT_HOST, "unix:///run/docker.sock")
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 
@@ -474,8 +475,6 @@ def sidecar_network_for(host: str, resolv_conf: str = "/etc/resolv.conf") -> str
         text = Path(resolv_conf).read_text(errors="replace")
     except OSError:
         return EGRESS_NETWORK
-    import ipaddress
-
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 2 and fields[0] == "nameserver":
@@ -490,7 +489,7 @@ def sidecar_network_for(host: str, resolv_conf: str = "/etc/resolv.conf") -> str
 
 def planned_sidecar_network(environ: Mapping[str, str]) -> str:
     """What sidecar_network will most likely say, without asking the engine (for a dry run)."""
-    return sidecar_network_for(environ.get("DOCKER_HOST") or _LOCAL_ENGINES[0])
+    return sidecar_network_for(environ.get("DOCKER_HOST") or docker.DEFAULT_HOST)
 
 
 def sidecar_network(engine: Engine) -> str:

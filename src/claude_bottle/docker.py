@@ -883,10 +883,13 @@ class _SdkStream(_Stream):
         self._sdk_socket.close()
 
 
+DEFAULT_HOST = "unix:///var/run/docker.sock"  # what DOCKER_HOST means when unset
+
+
 def connect(environ: Mapping[str, str] | None = None) -> Engine:
     """Connect to the engine DOCKER_HOST names (or the default socket) and check it answers."""
     environ = os.environ if environ is None else environ
-    where = environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = environ.get("DOCKER_HOST") or DEFAULT_HOST
     socket_path = _unix_socket(where)
     if socket_path and not environ.get("DOCKER_TLS_VERIFY"):
         try:
@@ -904,7 +907,7 @@ def connect(environ: Mapping[str, str] | None = None) -> Engine:
         raise DockerUnavailable(
             f"Docker daemon not reachable at {where}: start Docker or set DOCKER_HOST ({_short(e)})"
         ) from None
-    return Engine(client, environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", dict(environ))
+    return Engine(client, environ.get("DOCKER_HOST") or DEFAULT_HOST, dict(environ))
 
 
 def _short(e: Exception) -> str:
