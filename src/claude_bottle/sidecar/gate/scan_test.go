@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 )
@@ -179,9 +180,12 @@ func splitURL(t *testing.T, u string) (string, string) {
 
 func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
 	var got []string
+	var mu sync.Mutex
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
 		got = append(got, string(body)+"|"+r.Trailer.Get("X-Leak"))
+		mu.Unlock()
 	}))
 	defer upstream.Close()
 	host, port := splitURL(t, upstream.URL)
@@ -202,7 +206,10 @@ func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
 		}
 	}
 	// The refused request's headers may have gone ahead of its body (which is read as it goes on), but not a
-	// byte of the body before the secret, nor the secret.
+	// byte of the body before the secret, nor the secret. Its handler may still be running: Close waits for it.
+	upstream.Close()
+	mu.Lock()
+	defer mu.Unlock()
 	clean := 0
 	for _, r := range got {
 		if r == "hello|" {
