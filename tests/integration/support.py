@@ -188,6 +188,16 @@ class Runtime:
 
     def plain_workload_reaches(self, host: str, port: int) -> bool:
         """Whether a workload of this runtime that is not a bottle can connect to host:port (the control)."""
+        return self.plain_workload_connects([(host, port)]) == [True]
+
+    def plain_workload_connects(self, targets: list[tuple[str, int]]) -> list[bool]:
+        """For each (host, port), whether one workload of this runtime that is not a bottle, where other
+        workloads live, can open a TCP connection to it."""
+        raise NotImplementedError
+
+    def sidecar_endpoint(self, name: str) -> tuple[str, set[int]]:
+        """The bottle's sidecar as seen from its network: its address there, and every TCP port anything
+        listens on in its network namespace (on any address, loopback included)."""
         raise NotImplementedError
 
     def leftovers(self) -> list[str]:
@@ -199,6 +209,17 @@ class Runtime:
 
 def connects_script(host: str, port: int) -> str:
     return f"timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{port}' 2>/dev/null && echo OPEN || echo SHUT"
+
+
+def connects_each_script(targets: list[tuple[str, int]]) -> str:
+    """One line per target, OPEN or SHUT, in order."""
+    return "; ".join(connects_script(host, port) for host, port in targets)
+
+
+def listening_ports(proc_net_tcp: str) -> set[int]:
+    """The ports of the listening sockets in the text of /proc/net/tcp and /proc/net/tcp6."""
+    rows = (line.split() for line in proc_net_tcp.splitlines())
+    return {int(row[1].rsplit(":", 1)[1], 16) for row in rows if len(row) > 3 and row[3] == "0A" and ":" in row[1]}
 
 
 class _Docker(Runtime):
@@ -240,11 +261,33 @@ class _Docker(Runtime):
 
         return listener()
 
-    def plain_workload_reaches(self, host, port):
-        # A container on the network the sidecars share, as one of them would.
-        code, out = run(bottle_image(), ["bash", "-c", connects_script(host, port)],
+    def plain_workload_connects(self, targets):
+        # A container on the network the sidecars share, as one of them (or anyone's, on the default bridge) would.
+        code, out = run(bottle_image(), ["bash", "-c", connects_each_script(targets)],
                         network=bottle.sidecar_network(engine()))
-        return out.strip() == "OPEN"
+        return [line == "OPEN" for line in out.split()]
+
+    def sidecar_endpoint(self, name):
+        info = sdk().api.inspect_container(cleanup.Names(name).sidecar)
+        (network,) = info["NetworkSettings"]["Networks"].values()
+        pid = info["State"]["Pid"]
+        tables = Path(f"/proc/{pid}/net/tcp").read_text() + Path(f"/proc/{pid}/net/tcp6").read_text()
+        return network["IPAddress"], listening_ports(tables)
+
+    @contextlib.contextmanager
+    def listener_beside_sidecar(self, name):
+        """A listener on every address in the sidecar's network namespace, put there from the host; yields its
+        port. The control for probes of the sidecar's address: what listens there off loopback is reachable."""
+        pid = sdk().api.inspect_container(cleanup.Names(name).sidecar)["State"]["Pid"]
+        server = ("import socket, sys; s = socket.create_server(('0.0.0.0', 0)); print(s.getsockname()[1], flush=True)"
+                  "\nwhile True: s.accept()[0].close()")
+        proc = subprocess.Popen(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", server],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            yield int(proc.stdout.readline())
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 class _Kubernetes(Runtime):
@@ -335,15 +378,23 @@ class _Kubernetes(Runtime):
 
         return listener()
 
-    def plain_workload_reaches(self, host, port):
+    def plain_workload_connects(self, targets):
         name = f"control-{RUN_ID}"
         try:
             self.pod(name, "exec sleep 600")
-            out = self.kubectl("-n", self.NAMESPACE, "exec", name, "--", "bash", "-c", connects_script(host, port),
-                               check=False)
-            return out.strip() == "OPEN"
+            out = self.kubectl("-n", self.NAMESPACE, "exec", name, "--", "bash", "-c",
+                               connects_each_script(targets), check=False)
+            return [line == "OPEN" for line in out.split()]
         finally:
             self.remove_pod(name)
+
+    def sidecar_endpoint(self, name):
+        # The sidecar (on scratch, no cat) shares the pod's network namespace with the bottle: its tables.
+        (pod,) = json.loads(self.kubectl("-n", self.NAMESPACE, "get", "pods", "-o", "json",
+                                         "-l", f"{cleanup.LABEL_BOTTLE}={name}"))["items"]
+        tables = self.kubectl("-n", self.NAMESPACE, "exec", pod["metadata"]["name"], "-c", "bottle", "--",
+                              "cat", "/proc/net/tcp", "/proc/net/tcp6")
+        return pod["status"]["podIP"], listening_ports(tables)
 
     def leftovers(self):
         if not self.ready:

@@ -6,13 +6,14 @@ test is the bottle container and the path to its sidecar, which are the
 product's own (support.TestBottle builds them with the product's specs).
 """
 
+import contextlib
 import http.server
 import ipaddress
 import json
 import secrets
 import subprocess
 
-from claude_bottle import bottle, cleanup
+from claude_bottle import bottle, cleanup, egress
 
 from . import support
 
@@ -300,6 +301,26 @@ class ReachTest:
         served = self.sh("socat TCP-LISTEN:18080,bind=127.0.0.1,reuseaddr SYSTEM:'echo mine' >/dev/null 2>&1 & "
                          "sleep 0.5; bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080 && head -1 <&3'; kill $! 2>/dev/null")
         self.assertEqual(served.stdout.strip(), "mine", served.stderr)
+
+    def test_a_neighbour_of_the_sidecar_finds_nothing_of_it_listening(self):
+        """Other workloads on the sidecar's network (on Docker's default bridge, anyone's containers) reach
+        nothing of the sidecar: pipelock and its metrics listen on its loopback, the gate on the socket."""
+        address, listening = self.runtime.sidecar_endpoint(self.name)
+        pipelock = {int(a.rsplit(":", 1)[1]) for a in (egress.PIPELOCK_LISTEN, egress.METRICS_LISTEN,
+                                                       egress.SSH_PIPELOCK_LISTEN, egress.SSH_METRICS_LISTEN)}
+        self.assertIn(int(egress.PIPELOCK_LISTEN.rsplit(":", 1)[1]), listening)  # control: it is the live sidecar
+        ports = sorted(listening | pipelock | {bottle.PROXY_PORT})
+        with self.runtime.neighbour() as (neighbour, neighbour_port):
+            # Controls: a workload there reaches a neighbour's server, and (on Docker, where nothing but the
+            # sidecar's own rules stand in the way) a server put beside the sidecar at the same address.
+            targets = [(neighbour, neighbour_port)]
+            beside = getattr(self.runtime, "listener_beside_sidecar", None)
+            with beside(self.name) if beside else contextlib.nullcontext() as control_port:
+                if control_port:
+                    targets.append((address, control_port))
+                reached = self.runtime.plain_workload_connects(targets + [(address, p) for p in ports])
+        self.assertEqual(reached[:len(targets)], [True] * len(targets))
+        self.assertEqual(dict(zip(ports, reached[len(targets):])), dict.fromkeys(ports, False))
 
     def test_the_agent_cannot_gain_privileges_or_open_the_network(self):
         out = self.sh("iptables -P OUTPUT ACCEPT 2>/dev/null; iptables -F OUTPUT 2>/dev/null; "
