@@ -312,22 +312,6 @@ func waitHealthy(addr string, exited chan *instance) error {
 	return fmt.Errorf("pipelock was not healthy after %v", healthTimeout)
 }
 
-// splice copies both ways until either side is done.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	copyHalf := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if c, ok := dst.(interface{ CloseWrite() error }); ok {
-			c.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go copyHalf(a, b)
-	go copyHalf(b, a)
-	<-done
-	<-done
-}
-
 // bufferedConn is a connection whose first bytes were already read into a bufio.Reader.
 type bufferedConn struct {
 	net.Conn
