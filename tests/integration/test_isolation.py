@@ -288,8 +288,7 @@ class ReachTest:
     def test_every_listening_port_but_the_proxy_is_refused(self):
         """Whatever listens where the agent could reach it (on Kubernetes the pod's loopback, shared with the
         sidecar: pipelock and its metrics) stays out of reach; only the proxy port leads anywhere."""
-        listening = self.sh("awk 'NR > 1 && $4 == \"0A\" {print $2}' /proc/net/tcp /proc/net/tcp6").stdout.split()
-        ports = sorted({int(entry.rsplit(":", 1)[1], 16) for entry in listening})
+        ports = sorted(support.listening_ports(self.sh("cat /proc/net/tcp /proc/net/tcp6").stdout))
         self.assertIn(bottle.PROXY_PORT, ports)
         for port in ports:
             if port == bottle.PROXY_PORT:
