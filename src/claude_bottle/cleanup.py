@@ -159,9 +159,18 @@ def of_user(engine: Engine, user: str | None = None) -> list[Found]:
     return engine.find({LABEL_BOTTLE: "", LABEL_USER: user or current_user()})
 
 
-def holds_work(obj: Found) -> bool:
-    """Whether the bottle this object belongs to has a workspace whose work has not come back yet."""
-    return workspace.LABEL_REPO in obj.labels
+def holds_work(obj: Found, engine: Engine | None = None) -> bool:
+    """Whether the bottle this object belongs to has a workspace whose work has not come back yet. With
+    `engine`, a bottle whose workspace was never copied in (its start was killed first) holds none; one
+    that cannot be looked into is taken to hold some."""
+    if workspace.LABEL_REPO not in obj.labels:
+        return False
+    if engine is None or obj.kind != "container" or obj.labels.get(LABEL_ROLE) != "bottle":
+        return True
+    try:
+        return workspace.copied(engine, obj.name)
+    except BottleError:
+        return True
 
 
 def record_alive(path: str) -> bool:
@@ -180,24 +189,21 @@ def of_dead_sessions(engine: Engine) -> tuple[list[Found], list[str]]:
     """Objects of sessions that ended without tearing their bottle down (SIGKILL, a crash), and the names
     of such bottles that are kept because they hold work not yet brought back. Detached bottles live on
     while their record does (until `stop`), whichever state folder it is in."""
-    objects = everything(engine)
-    kept_work = {o.labels[LABEL_BOTTLE] for o in objects if o.kind == "container" and holds_work(o)}
-    dead, held = [], set()
     alive: dict[str, bool] = {}
-    for obj in objects:
-        name = obj.labels.get(LABEL_BOTTLE, "")
+
+    def ended(obj: Found) -> bool:
         owner = obj.labels.get(LABEL_OWNER, "")
         if not owner or (LABEL_RECORD in obj.labels and record_alive(obj.labels[LABEL_RECORD])):
-            continue
+            return False
         if owner not in alive:
             alive[owner] = owner_alive(owner)
-        if alive[owner]:
-            continue
-        if name in kept_work:
-            held.add(name)
-        else:
-            dead.append(obj)
-    return dead, sorted(held)
+        return not alive[owner]
+
+    objects = [o for o in everything(engine) if ended(o)]
+    # Looked into only here, where the session has ended: a live one may still be copying its workspace in.
+    kept_work = {o.labels[LABEL_BOTTLE] for o in objects if o.kind == "container" and holds_work(o, engine)}
+    dead = [o for o in objects if o.labels.get(LABEL_BOTTLE, "") not in kept_work]
+    return dead, sorted(kept_work)
 
 
 def remove(engine: Engine, objects: list[Found]) -> list[Found]:

@@ -583,6 +583,21 @@ class Engine:
             return 137
         return stream, exit_status
 
+    def path_exists(self, name: str, path: str) -> bool:
+        """Whether `path` is in container `name`, running or not (an exec needs it running)."""
+        if sock := self._direct():
+            status, body = sock.call("HEAD", f"/containers/{_q(name)}/archive?path={_q(path)}")
+            if status not in (200, 404):
+                raise sock.refused(status, body)
+            return status == 200
+        try:
+            stream, _ = self._api.get_archive(name, path)
+        except docker.errors.NotFound:
+            return False
+        for _ in stream:  # read to its end: the connection goes back to the pool
+            pass
+        return True
+
     def get_archive_to(self, name: str, path: str, sink: BinaryIO, limit: int | None = None) -> None:
         """`path` in the container, as a tar written to `sink` (at most `limit` bytes)."""
         stream, _ = self._api.get_archive(name, path)

@@ -90,16 +90,19 @@ class Session:
                copy_progress: Callable[[int, int], None] = lambda done, total: None) -> Session:
         """Make and fill the bottle of `plan`. On any failure, whatever was made is removed before the
         error goes on (there is no work yet to lose)."""
-        ws = workspace.prepare(plan.workspace, plan.name) if plan.workspace else None
+        if plan.workspace is not None and plan.workspace.is_git:
+            forget_dead_starts(engine, plan.workspace.git_root)
+        ws = workspace.prepare(plan.workspace, plan.name, {"owner": owner, "engine": engine_id(engine)}) \
+            if plan.workspace else None
         plan = replace(plan, workspace=ws)
         try:
             bottle.launch(engine, plan, secrets.env, secrets.token, owner, secrets.ssh_keys)
             if ws is not None:
                 workspace.copy_in(engine, plan.names.container, ws, plan.name, copy_progress)
         except BaseException:
-            cleanup.teardown(engine, plan.name)
-            if ws is not None:
+            if ws is not None:  # first: a kill during the teardown leaves objects the next start removes
                 workspace.release(ws, plan.name)
+            cleanup.teardown(engine, plan.name)
             raise
         return cls(engine, plan.name, plan.workdir, ws)
 
@@ -156,6 +159,8 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
     with _finishing(name):
         state = engine.container(Names(name).container)
         if state is None:  # finished by someone else, or never made
+            if ws is not None:
+                workspace.release(ws, name)
             cleanup.teardown(engine, name)
             return Ended(name, None, ws, gone=True)
         brought = None
@@ -172,10 +177,32 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
             except BaseException:
                 raise WorkNotBack(f"interrupted while bringing the agent's work back: bottle {name} is kept; "
                                   f"`claude-bottle stop {name}` brings it back") from None
-        cleanup.teardown(engine, name)
+        # The work is back (or thrown away): the start commit is let go before the bottle, so that a kill
+        # between the two leaves a bottle that `stop` finishes, never a hidden ref nothing would remove.
         if ws is not None:
             workspace.release(ws, name)
+        cleanup.teardown(engine, name)
         return Ended(name, brought, ws, discarded=discard)
+
+
+def engine_id(engine: Engine) -> str:
+    """Which engine (or cluster and namespace) a bottle is on."""
+    return f"{engine.kind} {engine.host} {getattr(engine, 'namespace', '')}".strip()
+
+
+def forget_dead_starts(engine: Engine, repo: Path) -> None:
+    """Drop the hidden refs in `repo` of bottles that will never finish: a `start` or `stop` killed before
+    it could, whose bottle is gone from this engine. A ref whose maker still runs (a start under way), that
+    another engine's bottle holds, or that we cannot read is left alone."""
+    for name, origin in workspace.hidden_refs(repo).items():
+        if origin is None or origin.get("engine") != engine_id(engine) or cleanup.owner_alive(origin.get("owner", "")):
+            continue
+        try:
+            cleanup.check_name(name)
+        except BottleError:
+            continue
+        if not cleanup.of_bottle(engine, name):
+            workspace.drop_hidden_ref(repo, name)
 
 
 def _finishing(name: str):

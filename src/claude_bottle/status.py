@@ -49,7 +49,7 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
             if owner not in alive:
                 alive[owner] = cleanup.owner_alive(owner)
             if not alive[owner]:
-                state = "held: work not brought back" if cleanup.holds_work(c) else "left over"
+                state = "held: work not brought back" if cleanup.holds_work(c, engine) else "left over"
         user = c.labels.get(cleanup.LABEL_USER, "")
         found[name] = BottleStatus(name, c.labels.get(cleanup.LABEL_AGENT, ""), c.labels.get(cleanup.LABEL_CONFIG, ""),
                                    max(0, int(now - c.created)), state, detached, None, user, user == me,

@@ -17,6 +17,7 @@ hanging hook cannot lose the work or hang the teardown.
 from __future__ import annotations
 
 import io
+import json
 import os
 import resource
 import shlex
@@ -31,6 +32,7 @@ from . import lazy
 from .errors import BottleError
 from .image import BOTTLE_USER, WORKSPACE, owned
 
+base64 = lazy.Module("base64")
 hashlib = lazy.Module("hashlib")
 tarfile = lazy.Module("tarfile")
 tempfile = lazy.Module("tempfile")
@@ -157,9 +159,10 @@ def files(ws: Workspace) -> list[Path]:
     return sorted(found)
 
 
-def prepare(ws: Workspace, bottle_name: str) -> Workspace:
-    """Before the bottle exists: for git, the start commit (and the hidden ref that keeps it); otherwise,
-    the digest of what is copied in."""
+def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = None) -> Workspace:
+    """Before the bottle exists: for git, the start commit (and the hidden ref that keeps it, whose reflog
+    says who made it for which engine: `origin`, read back by hidden_refs); otherwise, the digest of what is
+    copied in."""
     if not ws.is_git:
         return replace(ws, digest=_tree_digest(_host_entries(ws.path, files(ws))))
     name, email = GIT_IDENTITY
@@ -173,14 +176,42 @@ def prepare(ws: Workspace, bottle_name: str) -> Workspace:
         tree = _git(ws.git_root, "write-tree", env=env).strip()
         start = _git(ws.git_root, "commit-tree", tree, "-p", "HEAD", "-m",
                      "claude-bottle: the host's working tree at start", env=env).strip()
-    _git(ws.git_root, "update-ref", HIDDEN_REF.format(name=bottle_name), start)
+    _git(ws.git_root, "update-ref", "--create-reflog", "-m", _ORIGIN + _encoded(origin or {}),
+         HIDDEN_REF.format(name=bottle_name), start)
     return replace(ws, start=start)
+
+
+# Git folds runs of spaces in a reflog message: the origin travels encoded.
+_ORIGIN = "claude-bottle start "
+
+
+def _encoded(origin: Mapping[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(dict(origin)).encode()).decode()
+
+
+def hidden_refs(repo: Path) -> dict[str, dict[str, str] | None]:
+    """The bottles that hold a start commit in `repo`, each with the origin prepare() recorded (None if
+    it cannot be read: left alone)."""
+    found = {}
+    for ref in _git(repo, "for-each-ref", "--format=%(refname)", HIDDEN_REF.format(name=""), check=False).split():
+        name = ref.removeprefix(HIDDEN_REF.format(name=""))
+        said = _git(repo, "reflog", "show", "--format=%gs", ref, "--", check=False).strip().splitlines()
+        try:
+            origin = json.loads(base64.urlsafe_b64decode(said[-1].removeprefix(_ORIGIN)))
+            found[name] = origin if said[-1].startswith(_ORIGIN) and isinstance(origin, dict) else None
+        except (IndexError, ValueError):
+            found[name] = None
+    return found
 
 
 def release(ws: Workspace, bottle_name: str) -> None:
     """Drop the hidden ref of a bottle whose work is back (or was thrown away)."""
     if ws.is_git:
-        _git(ws.git_root, "update-ref", "-d", HIDDEN_REF.format(name=bottle_name), check=False)
+        drop_hidden_ref(ws.git_root, bottle_name)
+
+
+def drop_hidden_ref(repo: Path, bottle_name: str) -> None:
+    _git(repo, "update-ref", "-d", HIDDEN_REF.format(name=bottle_name), check=False)
 
 
 def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
@@ -190,10 +221,13 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
     with tempfile.TemporaryFile() as archive:
         with tarfile.open(fileobj=archive, mode="w") as tar:
             if ws.is_git:
-                with tempfile.TemporaryDirectory() as tmp:
-                    bundle = Path(tmp, "repo.bundle")
-                    _git(ws.git_root, "bundle", "create", "-q", str(bundle), HIDDEN_REF.format(name=bottle_name))
-                    tar.add(bundle, arcname="repo.bundle", filter=owned)
+                with tempfile.TemporaryFile() as bundle:
+                    _git(ws.git_root, "bundle", "create", "-q", "-", HIDDEN_REF.format(name=bottle_name),
+                         stdout=bundle)
+                    info = owned(tarfile.TarInfo("repo.bundle"))
+                    info.size, info.mode = bundle.seek(0, io.SEEK_END), 0o644
+                    bundle.seek(0)
+                    tar.addfile(info, bundle)
                 progress(1, 1)
             else:
                 listed = files(ws)
@@ -252,18 +286,19 @@ class Brought:
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
-def _copied(engine: Engine, container: str) -> bool:
+def copied(engine: Engine, container: str) -> bool:
+    """Whether the workspace is in the bottle (before that, it holds nothing of the agent's)."""
     if engine.kind == "kubernetes":
         state = engine.container(container)
         return state is not None and state.labels.get(LABEL_COPIED) == "1"
-    return engine.exec(container, ["test", "-e", COPIED_MARK], timeout=30)[0] == 0
+    return engine.path_exists(container, COPIED_MARK)
 
 
 def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
     """Bring the agent's work out of the bottle, checked. Raises WorkNotBack (and leaves the bottle alone)
     if any step fails or runs out of time, so the caller keeps the bottle."""
     try:
-        if not _copied(engine, container):
+        if not copied(engine, container):
             return Brought()  # stopped while it was being made: nothing of the agent's is in it
         return _bring_back_git(engine, container, ws, bottle_name) if ws.is_git else \
             _bring_back_folder(engine, container, ws)
@@ -403,33 +438,35 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
     # Every branch and the stash come back, not only HEAD.
     extra = _extra_branches(ws.branch, [r for r in refs if r != current])
     ref = f"refs/heads/{ws.branch}"
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp, "results.bundle")
-        with bundle.open("wb") as sink:
-            limit = step_seconds()
-            # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
-            # config takes part.
-            # Without the start commit (an agent that made its repository anew), the whole history comes.
-            q = shlex.quote
-            git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
-            script = (f"not=''; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then "
-                      f"not='--not {ws.start}'; fi; exec {git} bundle create -q - HEAD "
-                      + " ".join(q(r) for r in extra) + " $not")
-            code, err = engine.exec_to(
-                container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
-                            "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],
-                sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
+    # A file with no name (nothing is left of it when a killed `stop` ends), which host git reads by its
+    # descriptor.
+    with tempfile.TemporaryFile() as sink:
+        bundle = f"/proc/self/fd/{sink.fileno()}"
+        limit = step_seconds()
+        # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
+        # config takes part.
+        # Without the start commit (an agent that made its repository anew), the whole history comes.
+        q = shlex.quote
+        git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
+        script = (f"not=''; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then "
+                  f"not='--not {ws.start}'; fi; exec {git} bundle create -q - HEAD "
+                  + " ".join(q(r) for r in extra) + " $not")
+        code, err = engine.exec_to(
+            container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
+                        "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],
+            sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
+        sink.flush()
         if code != 0 and b"empty bundle" not in err:
             raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")
         if code == 0:
-            heads = {line.split()[1]: line.split()[0] for line in
-                     _host_git(ws.git_root, "bundle", "list-heads", str(bundle)).splitlines() if len(line.split()) == 2}
-            _host_git(ws.git_root, "bundle", "verify", "-q", str(bundle))
+            listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
+            heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
+            _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
             refspecs = [f"+{r}:{to}" if _holds(ws.git_root, to, heads[r]) else f"{r}:{to}"
                         for r, to in ({"HEAD": ref} | extra).items() if r in heads]
             if refspecs:
                 _host_git(ws.git_root, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-                          str(bundle), *refspecs)
+                          bundle, *refspecs, fd=sink.fileno())
     if head != ws.start:
         if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
             _host_git(ws.git_root, "update-ref", ref, head)
@@ -457,7 +494,8 @@ def _holds(repo: Path, ref: str, sha: str | None) -> bool:
 HOST_GIT_MEMORY = 3 * 2**30
 
 
-def _host_git(repo: Path, *args: str) -> str:
+def _host_git(repo: Path, *args: str, fd: int | None = None) -> str:
+    """git on the host with the limits above; `fd` stays open in it (a bundle read as /proc/self/fd/N)."""
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (HOST_GIT_MEMORY, HOST_GIT_MEMORY))
 
@@ -465,7 +503,8 @@ def _host_git(repo: Path, *args: str) -> str:
     try:
         out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
                               "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
-                             capture_output=True, env=env, timeout=step_seconds() * 2, preexec_fn=limit_memory)
+                             capture_output=True, env=env, timeout=step_seconds() * 2, preexec_fn=limit_memory,
+                             pass_fds=() if fd is None else (fd,))
     except subprocess.TimeoutExpired:
         raise WorkNotBack(f"git {' '.join(args[:2])} in {repo} did not finish in time") from None
     if out.returncode != 0:
@@ -591,12 +630,13 @@ def _tail(data: bytes) -> str:
     return " ".join(data.decode(errors="replace").split())[-400:]
 
 
-def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
+def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
-    hooks or fsmonitor run: nothing but what we ask for happens in the user's repository."""
+    hooks or fsmonitor run: nothing but what we ask for happens in the user's repository. With `stdout` (a
+    file), git's output goes there and "" is returned."""
     try:
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-                              *args], capture_output=True,
+                              *args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, **env} if env else None)
     except FileNotFoundError:
         if check:
@@ -607,4 +647,4 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
             raise BottleError(f"git {' '.join(args[:2])} in {cwd} failed: "
                               f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
         return ""
-    return out.stdout.decode(errors="replace")
+    return out.stdout.decode(errors="replace") if stdout is None else ""

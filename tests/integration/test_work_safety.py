@@ -5,6 +5,7 @@ attacked through the CLI with real bottles (and their real sidecar). A hostile a
 import io
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from claude_bottle import cleanup, session
+from claude_bottle import cleanup, session, workspace
 
 from . import support
 from ..lock_holder import hold_lock
@@ -66,6 +67,15 @@ class Machine:
             if cleanup.of_bottle(support.engine(), name):
                 self.cli("stop", "--discard", name)
         self.tmp.cleanup()
+
+
+def holds_bundle(path: Path) -> bool:
+    """A file or folder of ours in the temporary folder with a git bundle in it (gone meanwhile: no)."""
+    try:
+        return path.stat().st_uid == os.getuid() and any(
+            f.suffix == ".bundle" for f in (path.rglob("*") if path.is_dir() else [path]))
+    except OSError:
+        return False
 
 
 class WorkSafetyCase(support.IntegrationTest):
@@ -399,6 +409,77 @@ class AlwaysStoppableTest(WorkSafetyCase):
         name = self.m.start("--no-results")
         self.assertEqual(support.bottles_of(self.m.home), {name})
         self.m.cli("stop", name)
+
+    def hidden_refs(self) -> str:
+        return git(self.m.repo, "for-each-ref", "--format=%(refname)", "refs/claude-bottle/")
+
+    def test_a_stop_killed_at_any_moment_loses_nothing_and_the_next_stop_leaves_nothing(self):
+        """SIGKILL `stop` at moments spread over its whole length (measured on an uninterrupted one): the
+        agent's work is on its branch once a second `stop` has run, and nothing of the bottle is left, in
+        the engine, in the repository (the start commit's hidden ref) or in the host's temporary folder."""
+        tmp_before = set(Path(tempfile.gettempdir()).iterdir())
+        began = time.monotonic()
+        whole = self.stop_killed_after(None)
+        for fraction in (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95):
+            self.stop_killed_after(whole * fraction)
+        self.assertLess(time.monotonic() - began, 240)
+        self.assertEqual({p for p in set(Path(tempfile.gettempdir()).iterdir()) - tmp_before if holds_bundle(p)},
+                         set())
+
+    def stop_killed_after(self, delay: float | None) -> float:
+        name = self.m.start()
+        work = f"work before a stop killed after {delay}\n"
+        self.assertEqual(self.m.agent(name, f"printf %s {shlex.quote(work)} > w.txt && git add w.txt && "
+                                            "git commit -qm w && echo uncommitted > u.txt").returncode, 0)
+        began = time.monotonic()
+        proc = subprocess.Popen(self.m.argv("stop", name), cwd=self.m.tmp.name, env=self.m.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        took = time.monotonic() - began
+        if delay is None:
+            self.assertEqual(proc.returncode, 0)
+        if support.objects_of(self.m.home):
+            again = self.m.cli("stop", name)
+            self.assertEqual(again.returncode, 0, (delay, again.stderr))
+        self.assertTrue(self.gone(name), delay)
+        self.assertEqual(self.hidden_refs(), "", delay)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:w.txt"), work, delay)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:u.txt"), "uncommitted\n", delay)
+        return took
+
+    def test_a_start_killed_part_way_leaves_no_hidden_ref_after_the_next_start(self):
+        """A `start` with a git workspace killed at moments spread over its length: the next start in the
+        repository drops the start commit it kept, and keeps its own."""
+        began = time.monotonic()
+        first = self.m.start()
+        whole = time.monotonic() - began
+        self.assertEqual(self.m.cli("stop", "--discard", first).returncode, 0)
+        for fraction in (0.05, 0.2, 0.4, 0.6, 0.8):
+            proc = subprocess.Popen(self.m.argv("start", "coder", "--yes", "--detach", "--workspace",
+                                                str(self.m.repo)), cwd=self.m.tmp.name, env=self.m.env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            try:
+                out, _ = proc.communicate(timeout=whole * fraction)
+                if proc.returncode == 0:  # it finished first: a bottle like any other
+                    self.m.started.append(out.decode().strip())
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        name = self.m.start()
+        held = support.bottles_of(self.m.home) - {name}
+        # What is kept holds the agent's workspace; a bottle killed before that has gone with its ref.
+        for n in held:
+            self.assertTrue(workspace.copied(support.engine(), cleanup.Names(n).container), n)
+        self.assertEqual(self.hidden_refs().split(),
+                         sorted(f"refs/claude-bottle/{n}" for n in held | {name}))
+        for n in held | {name}:
+            self.assertEqual(self.m.cli("stop", "--discard", n).returncode, 0)
+        self.assertEqual(self.hidden_refs(), "")
 
     def test_losing_the_engine_mid_command_is_one_error_line_and_exit_4(self):
         name = self.m.start("--no-results")

@@ -38,6 +38,7 @@ class FakeEngine:
         self.interactive = interactive  # exit code, exception, or callable run at exec_interactive
         self.headless = headless  # (exit code, output) of exec_stream, or a callable(argv) giving them
         self.exec_results: dict[str, tuple[int, bytes]] = {}  # by the first word of a command
+        self.missing_paths: set[tuple[str, str]] = set()  # (container, path) that path_exists does not find
         self.sidecar_says = "ready"  # the first line the sidecar's gate writes
         self.bottle_says = "ready"  # and bottle-init
 
@@ -135,6 +136,10 @@ class FakeEngine:
         if stdin is not None:
             self.stdin.setdefault(name, []).append(stdin)
         return self.exec_results.get(argv[0], (0, b""))
+
+    def path_exists(self, name, path):
+        self._record("path_exists", name, path)
+        return (name, path) not in self.missing_paths
 
     def exec_to(self, name, argv, sink, user=None, workdir=None, timeout=None, limit=None):
         self._record("exec_to", name, tuple(argv))

@@ -221,6 +221,19 @@ class CleanupTest(unittest.TestCase):
                           ("remove_volume", "v-dead")])
         self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live", "c-work", "n-work"])
 
+    def test_a_bottle_whose_workspace_never_went_in_holds_no_work(self):
+        """A start killed before its copy-in: the bottle has a workspace label but nothing of the agent's."""
+        with tempfile.TemporaryDirectory() as tmp:
+            dead = cleanup.owner_label(Path(tmp, "gone.lock"))
+            bottle_role = {cleanup.LABEL_ROLE: "bottle", workspace.LABEL_REPO: "/repo"}
+            engine = self.engine([self.obj("container", "cb-empty", "empty", dead, **bottle_role),
+                                  self.obj("container", "cb-empty-sidecar", "empty", dead),
+                                  self.obj("container", "cb-full", "full", dead, **bottle_role)])
+            engine.missing_paths = {("cb-empty", workspace.COPIED_MARK)}
+            found, held = cleanup.of_dead_sessions(engine)
+            self.assertEqual(held, ["full"])
+            self.assertEqual(sorted(o.name for o in found), ["cb-empty", "cb-empty-sidecar"])
+
     def test_of_bottle(self):
         engine = self.engine([self.obj("container", "a", "x", "d"), self.obj("container", "b", "y", "d")])
         self.assertEqual([o.name for o in cleanup.of_bottle(engine, "y")], ["b"])

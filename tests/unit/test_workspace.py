@@ -143,3 +143,63 @@ class NoHooksTest(unittest.TestCase):
             ws = workspace.prepare(workspace.inspect(repo, "a", "a-000000"), "a-000000")
             workspace.release(ws, "a-000000")
             self.assertFalse(ran.exists(), ran.read_text() if ran.exists() else "")
+
+
+class HiddenRefSweepTest(unittest.TestCase):
+    """A start commit's hidden ref outlives a `start` or `stop` killed at the wrong moment; the next start
+    in the repository drops it, and only it: not a start under way, not another engine's bottle, not a
+    bottle still on this engine, not a ref it cannot read."""
+
+    def setUp(self):
+        from claude_bottle import cleanup
+
+        from .fake_engine import FakeEngine
+
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+        self.repo = self.dir / "repo"
+        self.repo.mkdir()
+        for args in (["init", "-q"], ["-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "--allow-empty",
+                                      "-m", "base"]):
+            workspace._git(self.repo, *args)
+        self.engine = FakeEngine()
+        self.cleanup = cleanup
+
+    def start(self, name: str, owner: str, engine: str | None = None) -> None:
+        from claude_bottle import session
+
+        ws = workspace.Workspace(self.repo, self.repo, f"bottle/a/{name}")
+        workspace.prepare(ws, name, {"owner": owner, "engine": engine or session.engine_id(self.engine)})
+
+    def refs(self) -> set[str]:
+        return set(workspace.hidden_refs(self.repo))
+
+    def test_only_refs_of_dead_starts_whose_bottle_is_gone_are_dropped(self):
+        from claude_bottle import session
+        from claude_bottle.docker import Found
+
+        held = self.cleanup.SessionLock.acquire(self.dir / "locks")
+        self.addCleanup(held.release)
+        dead = self.cleanup.SessionLock.acquire(self.dir / "locks")
+        dead_label = dead.label()
+        dead.release()
+        self.start("killed-1", dead_label)
+        self.start("under-way-2", held.label())
+        self.start("elsewhere-3", dead_label, engine="kubernetes https://cluster:6443 ns")
+        self.start("detached-4", dead_label)
+        self.engine.objects[("container", "cb-detached-4")] = Found(
+            "container", "cb-detached-4", {self.cleanup.LABEL_BOTTLE: "detached-4"})
+        workspace._git(self.repo, "update-ref", "refs/claude-bottle/older-5", "HEAD")  # no origin recorded
+        self.assertEqual(workspace.hidden_refs(self.repo)["killed-1"],
+                         {"owner": dead_label, "engine": session.engine_id(self.engine)})
+        session.forget_dead_starts(self.engine, self.repo)
+        self.assertEqual(self.refs(), {"under-way-2", "elsewhere-3", "detached-4", "older-5"})
+        held.release()
+        session.forget_dead_starts(self.engine, self.repo)
+        self.assertEqual(self.refs(), {"elsewhere-3", "detached-4", "older-5"})
+
+    def test_an_origin_with_runs_of_spaces_reads_back_exactly(self):
+        label = "lock:host:/home/a  b/\tc.lock"
+        self.start("spaced-1", label)
+        self.assertEqual(workspace.hidden_refs(self.repo)["spaced-1"]["owner"], label)
