@@ -101,6 +101,47 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(self.bring_back(b), workspace.Brought())
         self.assertEqual(git(self.repo, "branch", "--list", "bottle/*"), "")
 
+    def test_repositories_inside_the_workspace_go_in_as_their_files(self):
+        """A clone in a subfolder (with its own ignore rules, a link, an executable, a repository inside it)
+        and a `git init` without a commit: the agent finds their files, not empty folders, and what it
+        changes there comes back; the host's repositories are not touched."""
+        clone = self.repo / "vendor" / "lib"
+        clone.mkdir(parents=True)
+        git(clone, "init", "-q")
+        (clone / ".gitignore").write_text("local.cfg\n")
+        (clone / "lib.py").write_text("LIB = 1\n")
+        (clone / "local.cfg").write_text("ignored by the clone's own rules\n")
+        (clone / "run.sh").write_text("#!/bin/sh\necho run\n")
+        (clone / "run.sh").chmod(0o755)
+        (clone / "link").symlink_to("lib.py")
+        git(clone, "add", "-A")
+        git(clone, "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "-m", "lib")
+        (clone / "draft.txt").write_text("not committed in the clone\n")
+        (clone / "deep").mkdir()
+        git(clone / "deep", "init", "-q")
+        (clone / "deep" / "d.txt").write_text("deep\n")
+        fresh = self.repo / "fresh"
+        fresh.mkdir()
+        git(fresh, "init", "-q")
+        (fresh / "f.txt").write_text("no commit yet\n")
+        clone_state = (git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
+                       git(clone, "count-objects", "-v"))
+        outer_status = git(self.repo, "status", "--porcelain")
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && find vendor fresh -path '*/.git' -prune -o -print | sort; "
+                         "test -x vendor/lib/run.sh && readlink vendor/lib/link && ls -d vendor/lib/.git; "
+                         "git status --porcelain; echo edited >> vendor/lib/lib.py")
+        self.assertEqual(out.splitlines(), [
+            "fresh", "fresh/f.txt", "vendor", "vendor/lib", "vendor/lib/.gitignore", "vendor/lib/deep",
+            "vendor/lib/deep/d.txt", "vendor/lib/draft.txt", "vendor/lib/lib.py", "vendor/lib/link",
+            "vendor/lib/run.sh", "lib.py", "ls: cannot access 'vendor/lib/.git': No such file or directory"])
+        self.bring_back(b)
+        self.assertEqual(git(self.repo, "show", f"bottle/default/{b.name}:vendor/lib/lib.py"), "LIB = 1\nedited\n")
+        self.assertEqual((git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
+                          git(clone, "count-objects", "-v")), clone_state)
+        self.assertEqual(git(self.repo, "status", "--porcelain"), outer_status)
+        self.assertEqual((clone / "lib.py").read_text(), "LIB = 1\n")
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
