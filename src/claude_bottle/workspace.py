@@ -172,8 +172,7 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
         env["GIT_INDEX_FILE"] = str(Path(tmp, "index"))
         _git(ws.git_root, "read-tree", "HEAD", env=env)
         # Of what is not committed, only the named folder's goes in: the rest of the tree is not the bottle's.
-        objects = _git(ws.git_root, "rev-parse", "--path-format=absolute", "--git-path", "objects").strip()
-        _add_all(ws.git_root, env, objects, f":(literal){ws.subdir}" if ws.subdir else ".")
+        _add_all(ws.git_root, env, f":(literal){ws.subdir}" if ws.subdir else ".")
         tree = _git(ws.git_root, "write-tree", env=env).strip()
         start = _git(ws.git_root, "commit-tree", tree, "-p", "HEAD", "-m",
                      "claude-bottle: the host's working tree at start", env=env).strip()
@@ -182,21 +181,24 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
     return replace(ws, start=start)
 
 
-def _add_all(repo: Path, env: Mapping[str, str], objects: str, where: str = ".") -> None:
+def _add_all(folder: Path, env: Mapping[str, str], where: str = ".") -> None:
     """`git add -A` of `where` into the index of `env`, except that a repository inside it that HEAD does
     not hold as a submodule (a clone or a `git init` in a subfolder), which git would add as a gitlink (an
-    empty folder in the bottle) or refuse (one without a commit), goes in as its files, as its own git
-    would add them (its ignore rules, links and modes) and without its .git. Their objects are written to
-    `objects`, the workspace repository's; the user's repositories, indexes and files are left as they are."""
-    listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env).split("\0")
+    empty folder in the bottle) or refuse (one without a commit), goes in as its files, without its .git.
+    Those are added by the workspace repository's own git with that folder as its work tree: nothing of
+    the inner repository's config runs (its filters or fsmonitor, from an unpacked archive, say), and the
+    user's repositories, indexes and files are left as they are."""
+    listed = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env).split("\0")
     nested = sorted(entry for entry in listed if entry.endswith("/"))  # how ls-files shows a repository
-    _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
+    _git(folder, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
+    if nested and "GIT_DIR" not in env:
+        env = {**env, "GIT_DIR": _git(folder, "rev-parse", "--absolute-git-dir").strip()}
     for path in nested:
         with tempfile.TemporaryDirectory() as tmp:
-            inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_OBJECT_DIRECTORY": objects}
-            _add_all(repo / path, inner, objects)
-            tree = _git(repo / path, "write-tree", env=inner).strip()
-        _git(repo, "read-tree", f"--prefix={path}", tree, env=env)
+            inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder / path)}
+            _add_all(folder / path, inner)
+            tree = _git(folder / path, "write-tree", env=inner).strip()
+        _git(folder, "read-tree", f"--prefix={path}", tree, env=env)
 
 
 # Git folds runs of spaces in a reflog message: the origin travels encoded.

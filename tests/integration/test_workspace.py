@@ -102,9 +102,10 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "branch", "--list", "bottle/*"), "")
 
     def test_repositories_inside_the_workspace_go_in_as_their_files(self):
-        """A clone in a subfolder (with its own ignore rules, a link, an executable, a repository inside it)
-        and a `git init` without a commit: the agent finds their files, not empty folders, and what it
-        changes there comes back; the host's repositories are not touched."""
+        """A clone in a subfolder (with its own ignore rules, a link, an executable, a repository inside it,
+        and a config whose filter and fsmonitor would run commands) and a `git init` without a commit: the
+        agent finds their files, not empty folders, and what it changes there comes back; the host's
+        repositories are not touched and nothing of the clone's config runs."""
         clone = self.repo / "vendor" / "lib"
         clone.mkdir(parents=True)
         git(clone, "init", "-q")
@@ -117,6 +118,11 @@ class GitWorkspaceTest(support.IntegrationTest):
         git(clone, "add", "-A")
         git(clone, "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "-m", "lib")
         (clone / "draft.txt").write_text("not committed in the clone\n")
+        # An unpacked archive can bring a .git whose config runs commands: git on the host must not read it.
+        ran = Path(self.repo.parent, "inner-config-ran")
+        for key in ("filter.x.clean", "filter.x.process", "core.fsmonitor"):
+            git(clone, "config", key, f"touch {ran}; cat")
+        (clone / ".gitattributes").write_text("* filter=x\n")
         (clone / "deep").mkdir()
         git(clone / "deep", "init", "-q")
         (clone / "deep" / "d.txt").write_text("deep\n")
@@ -124,21 +130,27 @@ class GitWorkspaceTest(support.IntegrationTest):
         fresh.mkdir()
         git(fresh, "init", "-q")
         (fresh / "f.txt").write_text("no commit yet\n")
-        clone_state = (git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
-                       git(clone, "count-objects", "-v"))
+        def clone_state():  # the test's own git in the clone, with the clone's commands switched off
+            tame = ["-c", "core.fsmonitor=false", "-c", "filter.x.clean=cat", "-c", "filter.x.process="]
+            return git(clone, "rev-parse", "HEAD"), git(clone, *tame, "status", "--porcelain"), \
+                git(clone, "count-objects", "-v")
+
+        before = clone_state()
         outer_status = git(self.repo, "status", "--porcelain")
         b = self.bottle()
         code, out = b.sh("cd /workspace && find vendor fresh -path '*/.git' -prune -o -print | sort; "
                          "test -x vendor/lib/run.sh && readlink vendor/lib/link && ls -d vendor/lib/.git; "
                          "git status --porcelain; echo edited >> vendor/lib/lib.py")
+        self.assertFalse(ran.exists())
         self.assertEqual(out.splitlines(), [
-            "fresh", "fresh/f.txt", "vendor", "vendor/lib", "vendor/lib/.gitignore", "vendor/lib/deep",
+            "fresh", "fresh/f.txt", "vendor", "vendor/lib", "vendor/lib/.gitattributes", "vendor/lib/.gitignore",
+            "vendor/lib/deep",
             "vendor/lib/deep/d.txt", "vendor/lib/draft.txt", "vendor/lib/lib.py", "vendor/lib/link",
             "vendor/lib/run.sh", "lib.py", "ls: cannot access 'vendor/lib/.git': No such file or directory"])
         self.bring_back(b)
         self.assertEqual(git(self.repo, "show", f"bottle/default/{b.name}:vendor/lib/lib.py"), "LIB = 1\nedited\n")
-        self.assertEqual((git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain"),
-                          git(clone, "count-objects", "-v")), clone_state)
+        self.assertFalse(ran.exists())
+        self.assertEqual(clone_state(), before)
         self.assertEqual(git(self.repo, "status", "--porcelain"), outer_status)
         self.assertEqual((clone / "lib.py").read_text(), "LIB = 1\n")
 
