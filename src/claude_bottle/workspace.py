@@ -181,24 +181,93 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
     return replace(ws, start=start)
 
 
-def _add_all(folder: Path, env: Mapping[str, str], where: str = ".") -> None:
+MAX_NESTED = 32  # repositories inside repositories inside the workspace, at most
+
+
+def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
     """`git add -A` of `where` into the index of `env`, except that a repository inside it that HEAD does
     not hold as a submodule (a clone or a `git init` in a subfolder), which git would add as a gitlink (an
-    empty folder in the bottle) or refuse (one without a commit), goes in as its files, without its .git.
-    Those are added by the workspace repository's own git with that folder as its work tree: nothing of
-    the inner repository's config runs (its filters or fsmonitor, from an unpacked archive, say), and the
-    user's repositories, indexes and files are left as they are."""
-    listed = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env).split("\0")
-    nested = sorted(entry for entry in listed if entry.endswith("/"))  # how ls-files shows a repository
-    _git(folder, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
-    if nested and "GIT_DIR" not in env:
-        env = {**env, "GIT_DIR": _git(folder, "rev-parse", "--absolute-git-dir").strip()}
+    empty folder in the bottle) or refuse (one without a commit), goes in as its files (see _inner_tree)."""
+    listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True).split("\0")
+    nested = {entry.rstrip("/") for entry in listed if entry.endswith("/")}  # how ls-files shows one
+    # And a tracked file the repository has replaced with one.
+    gone = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True).split("\0")
+    nested = sorted(nested | {path for path in gone if path and _is_repository(repo / path)})
+    # Without a final slash the exclusion also covers a tracked file the repository has replaced.
+    _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
+    if nested:
+        git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()
+        _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1)
+
+
+def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int) -> None:
+    """Put each inner repository of `folder` (paths relative to it) into the index of `env` as a tree."""
+    if nested and depth > MAX_NESTED:
+        raise BottleError(f"{folder / nested[0]} is a repository inside more than {MAX_NESTED} others in the "
+                          f"workspace: flatten it, or name a folder further down with --workspace")
     for path in nested:
-        with tempfile.TemporaryDirectory() as tmp:
-            inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder / path)}
-            _add_all(folder / path, inner)
-            tree = _git(folder / path, "write-tree", env=inner).strip()
-        _git(folder, "read-tree", f"--prefix={path}", tree, env=env)
+        tree = _inner_tree(folder / path, env, depth)
+        _git(folder, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", f":(literal){path}", env=env)
+        _git(folder, "read-tree", f"--prefix={path}/", tree, env=env)
+
+
+def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
+    """A tree of what the repository at `folder` holds: the files it tracks (ignored or not) and those its
+    own ignore rules let through, as its own `git ls-files` lists them (which runs nothing of its config;
+    fsmonitor is off), without its .git. They are added by the workspace repository's git (GIT_DIR in
+    `env`) with `folder` as its work tree, into a scratch index, its objects going to the workspace
+    repository: no filter or other command of the inner repository's config runs (it may come from an
+    unpacked archive), and the user's repositories, indexes and files stay as they are."""
+    tracked = _git(folder, "ls-files", "-z", "-s", fs=True).split("\0")
+    untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", fs=True).split("\0")
+    files, nested = [], []
+    for entry in tracked:
+        mode, _, path = entry.partition("\t")
+        if not path:
+            continue
+        if _is_repository(folder / path):  # its submodule checked out, or a file it tracks made a repository
+            nested.append(path)
+        elif mode.startswith("160000 "):  # a submodule not checked out: nothing there
+            continue
+        elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
+            files.append(path)
+    for path in filter(None, untracked):
+        if path.endswith("/"):
+            nested.append(path.rstrip("/"))
+        else:
+            files.append(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
+                 "GIT_LITERAL_PATHSPECS": "1", **_config(("core.sparseCheckout", "false"))}
+        if files:
+            listing = Path(tmp, "files")
+            listing.write_bytes(b"\0".join(os.fsencode(f) for f in sorted(set(files))))
+            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=inner)
+        _graft(folder, inner, sorted(set(nested)), depth + 1)
+        return _git(folder, "write-tree", env=inner).strip()
+
+
+def _is_repository(folder: Path) -> bool:
+    """A folder git takes for a repository of its own: a .git folder, or a .git file naming one."""
+    dot_git = folder / ".git"
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if dot_git.is_dir():
+        return True
+    try:
+        said = dot_git.read_bytes()[:4096] if dot_git.is_file() else b""
+    except OSError:
+        return False
+    target = os.fsdecode(said.removeprefix(b"gitdir: ").strip()) if said.startswith(b"gitdir: ") else ""
+    return bool(target) and Path(folder, target).is_dir()
+
+
+def _config(*pairs: tuple[str, str]) -> dict[str, str]:
+    """Settings for git in its environment (GIT_CONFIG_COUNT), where they do not show in its arguments."""
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
+    return env
 
 
 # Git folds runs of spaces in a reflog message: the origin travels encoded.
@@ -218,9 +287,10 @@ def hidden_refs(repo: Path) -> dict[str, dict[str, str] | None]:
         said = _git(repo, "reflog", "show", "--format=%gs", ref, "--", check=False).strip().splitlines()
         try:
             origin = json.loads(base64.urlsafe_b64decode(said[-1].removeprefix(_ORIGIN)))
-            found[name] = origin if said[-1].startswith(_ORIGIN) and isinstance(origin, dict) else None
-        except (IndexError, ValueError):
-            found[name] = None
+        except (IndexError, ValueError, RecursionError):
+            origin = None
+        well_formed = isinstance(origin, dict) and all(isinstance(v, str) for v in origin.values())
+        found[name] = origin if said and said[-1].startswith(_ORIGIN) and well_formed else None
     return found
 
 
@@ -650,13 +720,17 @@ def _tail(data: bytes) -> str:
     return " ".join(data.decode(errors="replace").split())[-400:]
 
 
-def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None) -> str:
+def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
+         fs: bool = False) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
-    hooks or fsmonitor run: nothing but what we ask for happens in the user's repository. With `stdout` (a
-    file), git's output goes there and "" is returned."""
+    hooks or fsmonitor run, and a scratch index is never split (which would leave its shared part in the
+    repository): nothing but what we ask for happens in the user's repository. With `stdout` (a file),
+    git's output goes there and "" is returned; with `fs`, the output is file names, decoded as Python
+    decodes them (any bytes, and back the same when given to another command)."""
     try:
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-                              *args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                              "-c", "core.splitIndex=false", *args],
+                             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, **env} if env else None)
     except FileNotFoundError:
         if check:
@@ -667,4 +741,6 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
             raise BottleError(f"git {' '.join(args[:2])} in {cwd} failed: "
                               f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
         return ""
-    return out.stdout.decode(errors="replace") if stdout is None else ""
+    if stdout is not None:
+        return ""
+    return os.fsdecode(out.stdout) if fs else out.stdout.decode(errors="replace")

@@ -203,3 +203,93 @@ class HiddenRefSweepTest(unittest.TestCase):
         label = "lock:host:/home/a  b/\tc.lock"
         self.start("spaced-1", label)
         self.assertEqual(workspace.hidden_refs(self.repo)["spaced-1"]["owner"], label)
+
+    def test_an_origin_that_is_not_ours_is_left_alone(self):
+        import base64
+
+        for payload in (b"[" * 5000, b'{"engine": "docker unix:///fake.sock", "owner": 5}', b"\xff\xfe", b"[]"):
+            message = "claude-bottle start " + base64.urlsafe_b64encode(payload).decode()
+            workspace._git(self.repo, "update-ref", "--create-reflog", "-m", message, "refs/claude-bottle/odd-1",
+                           "HEAD")
+            self.assertEqual(workspace.hidden_refs(self.repo), {"odd-1": None}, payload[:20])
+            from claude_bottle import session
+
+            session.forget_dead_starts(self.engine, self.repo)
+            self.assertEqual(self.refs(), {"odd-1"})
+            workspace._git(self.repo, "update-ref", "-d", "refs/claude-bottle/odd-1")
+
+
+class InnerRepositoryTest(unittest.TestCase):
+    """What prepare() puts in the start commit for repositories inside the workspace (found by attacking
+    it): what the inner repository tracks and what its own rules let through, whatever the names."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.repo = Path(tmp.name, "repo")
+        self.repo.mkdir()
+        self.git(self.repo, "init", "-q")
+        (self.repo / "a").write_text("a\n")
+        self.git(self.repo, "add", "a")
+        self.git(self.repo, "commit", "-q", "-m", "i")
+
+    @staticmethod
+    def git(repo: Path, *args: str) -> str:
+        return workspace._git(repo, "-c", "user.name=u", "-c", "user.email=u@e", *args, fs=True)
+
+    def inner(self, path: str) -> Path:
+        folder = self.repo / path
+        folder.mkdir(parents=True, exist_ok=True)
+        self.git(folder, "init", "-q")
+        return folder
+
+    def start_tree(self, folder: Path | None = None) -> dict[str, str]:
+        ws = workspace.Workspace(folder or self.repo, self.repo, "bottle/a/a-1")
+        start = workspace.prepare(ws, "a-1", {}).start
+        listed = self.git(self.repo, "ls-tree", "-r", "-z", start).split("\0")
+        return {entry.split("\t", 1)[1]: entry.split()[0] for entry in listed if entry}
+
+    def test_tracked_files_its_rules_ignore_and_its_own_excludes(self):
+        clone = self.inner("in")
+        (clone / ".gitignore").write_text("dist/\n")
+        (clone / "dist").mkdir()
+        (clone / "dist" / "v.js").write_text("tracked though ignored\n")
+        self.git(clone, "add", "-f", ".")
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / "dist" / "w.js").write_text("ignored\n")
+        (clone / "secret").write_text("its own .git/info/exclude\n")
+        (clone / ".git" / "info" / "exclude").write_text("secret\n")
+        (self.repo / ".git" / "info" / "exclude").write_text("/build/\n")  # the outer's: not for the inner
+        (clone / "build").mkdir()
+        (clone / "build" / "b").write_text("b\n")
+        self.assertEqual(sorted(self.start_tree()), ["a", "in/.gitignore", "in/build/b", "in/dist/v.js"])
+
+    def test_a_tracked_file_made_a_repository_and_names_that_are_not_utf8(self):
+        (self.repo / "a").unlink()
+        self.inner("a")
+        (self.repo / "a" / "x").write_text("x\n")
+        odd = os.fsdecode(b"l\xe9 :*[x]")
+        self.inner(odd)
+        (self.repo / odd / "f").write_text("f\n")
+        self.assertEqual(sorted(self.start_tree()), sorted(["a/x", f"{odd}/f"]))
+
+    def test_a_sparse_checkout_and_a_subfolder_workspace(self):
+        (self.repo / "keep").mkdir()
+        (self.repo / "keep" / "k").write_text("k\n")
+        self.git(self.repo, "add", ".")
+        self.git(self.repo, "commit", "-q", "-m", "k")
+        self.git(self.repo, "sparse-checkout", "set", "keep")
+        (self.inner("keep/in") / "sub").mkdir()
+        (self.repo / "keep" / "in" / "sub" / "y").write_text("y\n")
+        self.assertIn("keep/in/sub/y", self.start_tree(self.repo / "keep"))
+
+    def test_too_deep_is_a_clear_error_and_a_split_index_leaves_nothing(self):
+        self.git(self.repo, "config", "core.splitIndex", "true")
+        path = "x"
+        for _ in range(workspace.MAX_NESTED + 1):
+            self.inner(path)
+            path += "/x"
+        with self.assertRaisesRegex(workspace.BottleError, "inside more than 32 others"):
+            self.start_tree()
+        self.assertEqual(workspace.hidden_refs(self.repo), {})
+        self.assertEqual([p.name for p in (self.repo / ".git").iterdir() if p.name.startswith("sharedindex")], [])
