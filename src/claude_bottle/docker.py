@@ -245,10 +245,7 @@ class Engine:
 
     def image_exists(self, ref: str) -> bool:
         if sock := self._direct():
-            status, body = sock.call("GET", f"/images/{_q(ref)}/json")
-            if status not in (200, 404):
-                raise sock.refused(status, body)
-            return status == 200
+            return sock.exists("GET", f"/images/{_q(ref)}/json")
         try:
             self._api.inspect_image(ref)
             return True
@@ -586,10 +583,7 @@ class Engine:
     def path_exists(self, name: str, path: str) -> bool:
         """Whether `path` is in container `name`, running or not (an exec needs it running)."""
         if sock := self._direct():
-            status, body = sock.call("HEAD", f"/containers/{_q(name)}/archive?path={_q(path)}")
-            if status not in (200, 404):
-                raise sock.refused(status, body)
-            return status == 200
+            return sock.exists("HEAD", f"/containers/{_q(name)}/archive?path={_q(path)}")
         try:
             stream, _ = self._api.get_archive(name, path)
         except docker.errors.NotFound:
@@ -780,6 +774,13 @@ class _Socket:
         if status not in ok:
             raise self.refused(status, answer)
         return json.loads(answer) if answer.strip()[:1] in (b"{", b"[") else None
+
+    def exists(self, method: str, url: str) -> bool:
+        """Whether what `url` names is there (200) or not (404); any other answer is the engine's refusal."""
+        status, body = self.call(method, url)
+        if status not in (200, 404):
+            raise self.refused(status, body)
+        return status == 200
 
     def get(self, url: str) -> object:
         status, body = self.call("GET", url)
