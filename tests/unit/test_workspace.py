@@ -179,9 +179,9 @@ class HiddenRefSweepTest(unittest.TestCase):
         from claude_bottle import session
         from claude_bottle.docker import Found
 
-        held = self.cleanup.SessionLock.acquire(self.dir / "locks")
+        held = self.cleanup.SessionLock.acquire(self.dir / "sessions")
         self.addCleanup(held.release)
-        dead = self.cleanup.SessionLock.acquire(self.dir / "locks")
+        dead = self.cleanup.SessionLock.acquire(self.dir / "sessions")
         dead_label = dead.label()
         dead.release()
         self.start("killed-1", dead_label)
@@ -191,13 +191,17 @@ class HiddenRefSweepTest(unittest.TestCase):
         self.engine.objects[("container", "cb-detached-4")] = Found(
             "container", "cb-detached-4", {self.cleanup.LABEL_BOTTLE: "detached-4"})
         workspace._git(self.repo, "update-ref", "refs/claude-bottle/older-5", "HEAD")  # no origin recorded
+        precious = self.dir / "precious"  # a file a forged origin names as its owner's lock: never removed
+        precious.write_text("keep")
+        self.start("forged-6", self.cleanup.owner_label(precious))
         self.assertEqual(workspace.hidden_refs(self.repo)["killed-1"],
                          {"owner": dead_label, "engine": session.engine_id(self.engine)})
         session.forget_dead_starts(self.engine, self.repo)
-        self.assertEqual(self.refs(), {"under-way-2", "elsewhere-3", "detached-4", "older-5"})
+        self.assertEqual(self.refs(), {"under-way-2", "elsewhere-3", "detached-4", "older-5", "forged-6"})
         held.release()
         session.forget_dead_starts(self.engine, self.repo)
-        self.assertEqual(self.refs(), {"elsewhere-3", "detached-4", "older-5"})
+        self.assertEqual(self.refs(), {"elsewhere-3", "detached-4", "older-5", "forged-6"})
+        self.assertEqual(precious.read_text(), "keep")
 
     def test_an_origin_with_runs_of_spaces_reads_back_exactly(self):
         label = "lock:host:/home/a  b/\tc.lock"
