@@ -94,6 +94,32 @@ class Terminal:
         test.assertGreater(self.screen.rfind(b"\x1b[?25h"), self.screen.rfind(b"\x1b[?25l"),
                            "the cursor was left hidden")
 
+    def quit_claude(self, timeout=60) -> int:
+        """Ctrl-C twice, as Claude Code asks before it exits, reading the screen meanwhile (a full terminal
+        would hold the process up); the pair again while it runs, since on a loaded machine the second can
+        miss Claude's window. For `attach`, where nothing of ours runs after Claude."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.type(b"\x03")
+            self.pump(0.5)
+            self.type(b"\x03")
+            again = time.monotonic() + 10
+            while time.monotonic() < min(again, deadline):
+                if self.proc.poll() is not None:
+                    return self.proc.returncode
+                self.pump(0.2)
+        raise AssertionError(f"still running after {timeout} s of Ctrl-C; the screen so far:\n"
+                             f"{ANSI.sub(b'', self.screen).decode(errors='replace')[-2000:]}")
+
+    def pump(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    self.screen += os.read(self.master, 65536)
+                except OSError:
+                    return
+
     def wait(self, timeout=30) -> int:
         try:
             return self.proc.wait(timeout)
@@ -186,10 +212,8 @@ class CommandsTest(support.IntegrationTest):
         for first_run_question in ("trustthefiles", "choosethetextstyle", "selectloginmethod",
                                    "yes,iaccept", "darkmode", "donotrustthisfolder"):
             self.assertNotIn(first_run_question, squeezed)
-        term.type(b"\x03")
-        time.sleep(0.5)
-        term.type(b"\x03")
-        self.assertEqual(term.wait(), 0)
+        self.assertEqual(term.quit_claude(), 0)
+        term.wait()
         self.assertTrue(support.sdk().api.inspect_container(self.b.plan.names.container)["State"]["Running"])
         self.assertEqual(self.claudes(), [])
 
@@ -231,10 +255,9 @@ class CommandsTest(support.IntegrationTest):
 
         term = self.attach()
         self.assertEqual(self.claudes(), first)
-        term.type(b"\x15\x03")  # clear the typed line, then quit Claude
-        time.sleep(0.5)
-        term.type(b"\x03")
-        self.assertEqual(term.wait(), 0)
+        term.type(b"\x15")  # clear the typed line, then quit Claude
+        self.assertEqual(term.quit_claude(), 0)
+        term.wait()
         self.assertEqual(self.claudes(), [])
 
     def test_a_bottle_stopped_while_attached_says_so(self):

@@ -157,10 +157,8 @@ class KubernetesTest(unittest.TestCase):
         time.sleep(3)
         term.type(b"zebra42")
         term.read_until(lambda s: "zebra42" in "".join(s.split()), timeout=60)
-        term.type(b"\x15\x03")  # clear the typed line, then quit Claude
-        time.sleep(0.5)
-        term.type(b"\x03")
-        self.assertEqual(term.proc.wait(60), 0)
+        term.type(b"\x15")  # clear the typed line, then quit Claude
+        self.assertEqual(term.quit_claude(), 0)
         term.assert_restored(self)
         os.close(term.master)
         self.assertEqual(self.sh("pgrep -fc '^claude --dangerously-skip-permissions'").stdout.strip(), "0")
