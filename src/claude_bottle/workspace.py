@@ -190,10 +190,10 @@ def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
     empty folder in the bottle) or refuse (one without a commit), goes in as its files (see _inner_tree)."""
     listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True).split("\0")
     nested = {entry.rstrip("/") for entry in listed if entry.endswith("/")}  # how ls-files shows one
-    # And a tracked file the repository has replaced with one.
-    gone = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True).split("\0")
-    nested = sorted(nested | {path for path in gone if path and _is_repository(repo / path)})
-    # Without a final slash the exclusion also covers a tracked file the repository has replaced.
+    # A tracked file that has become a repository shows as changed instead; the exclusion, without a final
+    # slash, covers its index entry too.
+    changed = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True).split("\0")
+    nested = sorted(nested | {path for path in changed if path and _is_repository(repo / path)})
     _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
     if nested:
         git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()
@@ -237,8 +237,10 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
         else:
             files.append(path)
     with tempfile.TemporaryDirectory() as tmp:
+        # A sparse checkout of the workspace repository would judge these paths as if they were its own.
         inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
-                 "GIT_LITERAL_PATHSPECS": "1", **_config(("core.sparseCheckout", "false"))}
+                 "GIT_LITERAL_PATHSPECS": "1", "GIT_CONFIG_COUNT": "1",
+                 "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
         if files:
             listing = Path(tmp, "files")
             listing.write_bytes(b"\0".join(os.fsencode(f) for f in sorted(set(files))))
@@ -260,14 +262,6 @@ def _is_repository(folder: Path) -> bool:
         return False
     target = os.fsdecode(said.removeprefix(b"gitdir: ").strip()) if said.startswith(b"gitdir: ") else ""
     return bool(target) and Path(folder, target).is_dir()
-
-
-def _config(*pairs: tuple[str, str]) -> dict[str, str]:
-    """Settings for git in its environment (GIT_CONFIG_COUNT), where they do not show in its arguments."""
-    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
-    for i, (key, value) in enumerate(pairs):
-        env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
-    return env
 
 
 # Git folds runs of spaces in a reflog message: the origin travels encoded.
