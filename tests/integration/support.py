@@ -5,11 +5,13 @@ Without a reachable engine the tests skip, except under CI=true, where that is a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,7 +94,11 @@ def bottle_image() -> str:
 @functools.cache
 def session_lock() -> cleanup.SessionLock:
     """Held by the test process for the whole run: its bottles belong to a live session."""
-    return cleanup.SessionLock.acquire(Path(tempfile.mkdtemp(prefix="claude-bottle-test-locks-")))
+    folder = tempfile.mkdtemp(prefix="claude-bottle-test-locks-")
+    atexit.register(shutil.rmtree, folder, True)  # after the lock's release, registered below
+    lock = cleanup.SessionLock.acquire(Path(folder))
+    atexit.register(lock.release)
+    return lock
 
 
 def objects_of(folder: Path, on=None) -> set[str]:

@@ -1,6 +1,7 @@
 """ps, exec, attach, logs, stop, cleanup and start's removal of dead sessions, through the CLI's
 entry point, on real bottles (support.TestBottle) and a pseudo-terminal where a person would have one."""
 
+import atexit
 import fcntl
 import json
 import os
@@ -28,6 +29,7 @@ ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b[\]P][^\x07\x1b]*(\x07|\x1b\
 
 
 STATE = tempfile.mkdtemp(prefix="claude-bottle-test-state-")  # the tests' own records, not the user's
+atexit.register(shutil.rmtree, STATE, True)
 
 
 def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -282,6 +284,7 @@ class CommandsTest(support.IntegrationTest):
                                      f"another terminal: use that terminal, or open a shell beside it with "
                                      f"`claude-bottle exec {foreground.name} -- bash`\n")
         record = Path(tempfile.mkdtemp(prefix="claude-bottle-test-record-"))
+        self.addCleanup(shutil.rmtree, record, True)
         (record / "meta.json").write_text(json.dumps({"kind": "run"}))
         headless = support.TestBottle(record=record)
         self.addCleanup(headless.remove)

@@ -8,6 +8,7 @@ terminal, a namespace that does not exist. Without the cluster these skip on a l
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ NAMESPACE = CLUSTER.NAMESPACE
 TOKEN = "sk-ant-oat01-kubernetes-test-" + "k" * 32
 SECRET = "kube-secret-value-" + "s" * 24
 STATE = tempfile.mkdtemp(prefix="claude-bottle-test-kube-state-")
+atexit.register(shutil.rmtree, STATE, True)
 kubectl = CLUSTER.kubectl
 
 
