@@ -16,7 +16,6 @@ import os
 import re
 import select
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -39,6 +38,7 @@ def _lazily(name: str) -> lazy.Module:
  tasks, workspace, health) = map(_lazily, ("bottle", "cleanup", "docker", "egress", "image", "manifest", "pins",
                                           "progress", "runs", "runtime", "session", "sidecar", "ssh", "starter",
                                           "status", "tasks", "workspace", "doctor"))
+subprocess = lazy.Module("subprocess")  # for a detached run's supervisor alone
 
 
 class _Group(click.Group):
@@ -792,18 +792,17 @@ def _question(plan: bottle.LaunchPlan) -> str:
                    f"{len(plan.allowlist)} hosts allowed?")
 
 
-def _running(engine: docker.Engine, name: str) -> str:
-    container = cleanup.Names(cleanup.check_name(name)).container
-    state = engine.container(container)
+def _running(engine: docker.Engine, name: str) -> docker.ContainerState:
+    """The state of the user's running bottle `name` (its container's name and labels)."""
+    state = engine.container(cleanup.Names(cleanup.check_name(name)).container)
     if state is None or not state.running or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
     cleanup.check_mine(name, state.labels)
-    return container
+    return state
 
 
-def _workdir(engine: docker.Engine, container: str) -> str:
-    state = engine.container(container)
-    ws = workspace.from_labels(state.labels) if state else None
+def _workdir(state: docker.ContainerState) -> str:
+    ws = workspace.from_labels(state.labels)
     return ws.workdir if ws else image.WORKSPACE
 
 
@@ -819,9 +818,9 @@ def attach(bottle_name: str) -> None:
     Ctrl-\\ detaches and leaves Claude running; attach again to come back.
     The exit status is Claude's when it exits."""
     engine = runtime.connect()
-    container = _running(engine, bottle_name)
-    state = engine.container(container)
-    record = state.labels.get(cleanup.LABEL_RECORD) if state else None
+    state = _running(engine, bottle_name)
+    container = state.name
+    record = state.labels.get(cleanup.LABEL_RECORD)
     if record is None:
         raise BottleError(f"bottle '{bottle_name}' belongs to a `claude-bottle start` in another terminal: use that "
                           f"terminal, or open a shell beside it with `claude-bottle exec {bottle_name} -- bash`")
@@ -835,7 +834,7 @@ def attach(bottle_name: str) -> None:
     try:
         with _signals_raise():
             code = engine.exec_interactive(container, ["bottle-session", "--client", client], image.BOTTLE_USER,
-                                           _workdir(engine, container), tty=True, stdin=True)
+                                           _workdir(state), tty=True, stdin=True)
     except SystemExit:  # killed: the client in the bottle would stay attached with nobody behind it
         with contextlib.suppress(BottleError):
             engine.exec(container, ["bottle-session", "--end", client], timeout=10)
@@ -873,11 +872,11 @@ def exec_(bottle_name: str, command: tuple[str, ...]) -> None:
     if not command:
         raise click.UsageError("name a command to run: exec BOTTLE -- CMD…")
     engine = runtime.connect()
-    container = _running(engine, bottle_name)
+    state = _running(engine, bottle_name)
     tty = _has_terminal()
     with _signals_raise():
-        code = engine.exec_interactive(container, ["bottle-exec", *command], image.BOTTLE_USER,
-                                       _workdir(engine, container), tty=tty, stdin=True)
+        code = engine.exec_interactive(state.name, ["bottle-exec", *command], image.BOTTLE_USER, _workdir(state),
+                                       tty=tty, stdin=True)
     sys.exit(code)
 
 

@@ -16,9 +16,7 @@ import json
 import ipaddress
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,8 +25,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import screen, terminal
+from . import lazy, terminal
 from .errors import BottleError, DockerUnavailable, ImageBuildError
+
+# Only an exec with a terminal needs these: every other command (and each of many bottles starting at once)
+# would pay for their import.
+screen, shutil, subprocess = (lazy.Module(name) for name in (f"{__package__}.screen", "shutil", "subprocess"))
 
 LABEL_PREFIX = "org.claude-bottle."
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lazy
 from .cleanup import check_name, owner_alive
 from .errors import BottleError
 from .paths import state_dir
+
+shutil = lazy.Module("shutil")  # for `rm` alone
 
 # The exit status of a run whose bottle could not be made or run, or whose supervisor died (docker run's).
 COULD_NOT_RUN = 125

@@ -19,10 +19,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import resource
-import shlex
-import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -33,6 +29,10 @@ from .errors import BottleError
 from .image import BOTTLE_USER, WORKSPACE, owned
 
 base64 = lazy.Module("base64")
+resource = lazy.Module("resource")
+shlex = lazy.Module("shlex")
+shutil = lazy.Module("shutil")
+subprocess = lazy.Module("subprocess")
 hashlib = lazy.Module("hashlib")
 tarfile = lazy.Module("tarfile")
 tempfile = lazy.Module("tempfile")
