@@ -485,8 +485,9 @@ def _commit_script(ws: Workspace) -> str:
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
-    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>` and notes as `.notes.<name>`; a name some earlier one
-    took gets `.2`, `.3`, ... after it."""
+    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>` and notes as `.notes.<name>`. A name that meets one
+    taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
+    hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
         for prefix, to in (("refs/heads/", ""), ("refs/tags/", "tag."), ("refs/notes/", "notes.")):
             if ref.startswith(prefix):
@@ -497,6 +498,10 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "stash-" + ref.removeprefix("refs/stash-entries/")
         return None
 
+    def meets(to: str) -> bool:
+        return any(to == taken or to.startswith(taken + "/") or taken.startswith(to + "/")
+                   for taken in found.values())
+
     found: dict[str, str] = {}
     order = sorted(refs, key=lambda r: (not r.startswith("refs/heads/"), r != "refs/stash", r))  # branches first
     for ref in order:
@@ -504,9 +509,9 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
         if name is None:
             continue
         to, n = f"refs/heads/{branch}.{name}", 1
-        while to in found.values():
+        while meets(to):
             n += 1
-            to = f"refs/heads/{branch}.{name}.{n}"
+            to = f"refs/heads/{branch}.{name.replace('/', '-')}.{n}"
         found[ref] = to
     return found
 

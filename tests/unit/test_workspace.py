@@ -117,6 +117,22 @@ class ExtraBranchesTest(unittest.TestCase):
         self.assertEqual(len(set(got.values())), len(got))
         self.assertEqual(workspace._extra_branches("b", ["refs/remotes/origin/x", "refs/replace/abc"]), {})
 
+    def test_no_name_is_a_folder_of_another(self):
+        """Found by attacking it: a branch `tag.v1` and a tag `v1/rc` landed on `.tag.v1` and `.tag.v1/rc`, which
+        git cannot hold both of, so bringing the work back failed on every retry."""
+        refs = ["refs/heads/tag.v1", "refs/tags/v1/rc", "refs/tags/v1/rc/2", "refs/heads/stash-1/x",
+                "refs/stash", "refs/stash-entries/1", "refs/heads/notes.n", "refs/notes/n/deep", "refs/heads/a/b",
+                "refs/heads/a-b.2"]
+        got = workspace._extra_branches("bottle/a/b", refs)
+        self.assertEqual(len(got), len(refs))
+        with tempfile.TemporaryDirectory() as tmp:  # git itself takes every one of them, beside the results branch
+            repo = Path(tmp)
+            workspace._git(repo, "init", "-q")
+            workspace._git(repo, "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "--allow-empty",
+                           "-m", "i")
+            for to in ["refs/heads/bottle/a/b", *got.values()]:
+                workspace._git(repo, "update-ref", to, "HEAD")
+
 
 class NoHooksTest(unittest.TestCase):
     def test_the_users_hooks_and_fsmonitor_do_not_run_at_start_or_stop(self):
