@@ -193,7 +193,12 @@ def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
     # A tracked file that has become a repository shows as changed instead; the exclusion, without a final
     # slash, covers its index entry too.
     changed = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True).split("\0")
-    nested = sorted(nested | {path for path in changed if path and _is_repository(repo / path)})
+    made = [path for path in changed if path and _is_repository(repo / path)]
+    if made:  # a submodule whose checked-out commit moved shows as changed too: it stays a submodule
+        staged = _git(repo, "ls-files", "-z", "-s", "--", *(f":(literal){p}" for p in made), env=env, fs=True)
+        submodules = {entry.partition("\t")[2] for entry in staged.split("\0") if entry.startswith("160000 ")}
+        nested |= set(made) - submodules
+    nested = sorted(nested)
     _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
     if nested:
         git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()

@@ -303,6 +303,23 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / "keep" / "in" / "sub" / "y").write_text("y\n")
         self.assertIn("keep/in/sub/y", self.start_tree(self.repo / "keep"))
 
+    def test_a_submodule_whose_commit_moved_stays_a_submodule(self):
+        """Found by attacking it: it showed as changed, so it went in as files and the results branch would
+        have turned the user's submodule into a folder."""
+        sub = Path(self.repo.parent, "sub")
+        sub.mkdir()
+        self.git(sub, "init", "-q")
+        (sub / "s").write_text("1\n")
+        self.git(sub, "add", "s")
+        self.git(sub, "commit", "-q", "-m", "1")
+        self.git(self.repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "sub")
+        self.git(self.repo, "commit", "-q", "-m", "sub")
+        (self.repo / "sub" / "s").write_text("2\n")
+        self.git(self.repo / "sub", "commit", "-q", "-a", "-m", "2")
+        tree = self.start_tree()
+        self.assertEqual(tree["sub"], "160000")
+        self.assertNotIn("sub/s", tree)
+
     def test_too_deep_is_a_clear_error_and_a_split_index_leaves_nothing(self):
         self.git(self.repo, "config", "core.splitIndex", "true")
         path = "x"
