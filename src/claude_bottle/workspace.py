@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -218,30 +219,13 @@ def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int) 
 
 def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
     """A tree of what the repository at `folder` holds: the files it tracks (ignored or not) and those its
-    own ignore rules let through, as its own `git ls-files` lists them (which runs nothing of its config;
-    fsmonitor is off), without its .git. They are added by the workspace repository's git (GIT_DIR in
-    `env`) with `folder` as its work tree, into a scratch index, its objects going to the workspace
-    repository: no filter or other command of the inner repository's config runs (it may come from an
-    unpacked archive), and the user's repositories, indexes and files stay as they are."""
-    tracked = _git(folder, "ls-files", "-z", "-s", fs=True).split("\0")
-    untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", fs=True).split("\0")
-    files, nested = [], []
-    for entry in tracked:
-        mode, _, path = entry.partition("\t")
-        if not path:
-            continue
-        if _is_repository(folder / path):  # its submodule checked out, or a file it tracks made a repository
-            nested.append(path)
-        elif mode.startswith("160000 "):  # a submodule not checked out: nothing there
-            continue
-        elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
-            files.append(path)
-    for path in filter(None, untracked):
-        if path.endswith("/"):
-            nested.append(path.rstrip("/"))
-        else:
-            files.append(path)
+    own ignore rules let through, without its .git. Nothing of its own config takes part (it may come from
+    an unpacked archive, or from a bottle's work brought back as a folder): git reads its index and ignore
+    files as data (see _inner_files), and the files are added by the workspace repository's git (GIT_DIR
+    in `env`) with `folder` as its work tree, into a scratch index, its objects going to the workspace
+    repository; the user's repositories, indexes and files stay as they are."""
     with tempfile.TemporaryDirectory() as tmp:
+        files, nested = _inner_files(folder, Path(tmp))
         # A sparse checkout of the workspace repository would judge these paths as if they were its own.
         inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
                  "GIT_LITERAL_PATHSPECS": "1", "GIT_CONFIG_COUNT": "1",
@@ -254,19 +238,82 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
         return _git(folder, "write-tree", env=inner).strip()
 
 
-def _is_repository(folder: Path) -> bool:
-    """A folder git takes for a repository of its own: a .git folder, or a .git file naming one."""
+def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
+    """The files of the repository at `folder` that go in, and the repositories inside it, as its own `git
+    ls-files` would list them, but read by a git whose repository is an empty one of ours: its index
+    (GIT_INDEX_FILE) and ignore files are data then, and nothing its config says runs or is fetched (a
+    "promisor" remote would run a command of its choosing to fetch a missing object)."""
+    git_dir = _git_dir_of(folder)
+    if git_dir is None:
+        raise BottleError(f"{folder} stopped being a repository while the workspace was read: try again")
+    scratch = tmp / "git"
+    for sub in ("objects", "refs"):
+        (scratch / sub).mkdir(parents=True)
+    (scratch / "HEAD").write_text("ref: refs/heads/none\n")
+    for shared in git_dir.glob("sharedindex.*"):  # a split index's other part, looked for beside GIT_DIR
+        if shared.is_file():
+            (scratch / shared.name).symlink_to(shared)
+    env = {"GIT_DIR": str(scratch), "GIT_WORK_TREE": str(folder), "GIT_INDEX_FILE": str(git_dir / "index")}
+    excludes = [f"--exclude-from={path}" for path in [_inner_excludes(git_dir)] if path]
+    limit = step_seconds()
+    # --sparse: a sparse index's folders as they are (expanding them would need the repository's objects).
+    tracked = _git(folder, "ls-files", "-z", "-s", "--sparse", env=env, fs=True, timeout=limit).split("\0")
+    untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", *excludes, env=env, fs=True,
+                     timeout=limit).split("\0")
+    files, nested = [], []
+    for entry in tracked:
+        mode, _, path = entry.partition("\t")
+        if not path:
+            continue
+        if _is_repository(folder / path):  # its submodule checked out, or a file it tracks made a repository
+            nested.append(path)
+        elif mode.startswith(("160000 ", "040000 ")):  # a submodule not checked out, a sparse folder: not here
+            continue
+        elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
+            files.append(path)
+    for path in filter(None, untracked):
+        if path.endswith("/"):
+            nested.append(path.rstrip("/"))
+        else:
+            files.append(path)
+    return files, nested
+
+
+def _inner_excludes(git_dir: Path) -> Path | None:
+    """The repository's own info/exclude (a worktree's is its main repository's), if it has one."""
+    path = git_dir / "info" / "exclude"
+    try:
+        if (git_dir / "commondir").is_file():
+            path = git_dir / (git_dir / "commondir").read_text(errors="replace").strip() / "info" / "exclude"
+        if stat.S_ISREG(path.stat().st_mode):
+            return path
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise BottleError(f"cannot read {path}, the ignore rules of a repository in the workspace: "
+                          f"{e.strerror or e}") from None
+    raise BottleError(f"{path}, the ignore rules of a repository in the workspace, is not a file (git would wait "
+                      "on it, or skip rules meant to keep files out of the bottle): make it a file, or remove it")
+
+
+def _git_dir_of(folder: Path) -> Path | None:
+    """The repository folder of `folder` if git takes it for a repository of its own (a .git folder, or a
+    .git file naming one), else None."""
     dot_git = folder / ".git"
     if folder.is_symlink() or not folder.is_dir():
-        return False
+        return None
     if dot_git.is_dir():
-        return True
+        return dot_git
     try:
         said = dot_git.read_bytes()[:4096] if dot_git.is_file() else b""
     except OSError:
-        return False
+        return None
     target = os.fsdecode(said.removeprefix(b"gitdir: ").strip()) if said.startswith(b"gitdir: ") else ""
-    return bool(target) and Path(folder, target).is_dir()
+    return Path(folder, target) if target and Path(folder, target).is_dir() else None
+
+
+def _is_repository(folder: Path) -> bool:
+    return _git_dir_of(folder) is not None
 
 
 # Git folds runs of spaces in a reflog message: the origin travels encoded.
@@ -725,7 +772,7 @@ def _tail(data: bytes) -> str:
 
 
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
-         fs: bool = False) -> str:
+         fs: bool = False, timeout: float | None = None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
     hooks or fsmonitor run, and a scratch index is never split (which would leave its shared part in the
     repository): nothing but what we ask for happens in the user's repository. With `stdout` (a file),
@@ -735,7 +782,9 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
                              stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, **env} if env else None)
+                             env={**os.environ, **env} if env else None, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s") from None
     except FileNotFoundError:
         if check:
             raise BottleError("git is not installed on this machine: install it to use a git workspace") from None

@@ -303,6 +303,25 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / "keep" / "in" / "sub" / "y").write_text("y\n")
         self.assertIn("keep/in/sub/y", self.start_tree(self.repo / "keep"))
 
+    def test_nothing_of_its_config_runs_or_fetches(self):
+        """Found by attacking it: the inner repository's own git listed its files, so a "promisor" remote in
+        its config ran a command of its choosing on the host to fetch a .gitignore missing from its objects."""
+        clone = self.inner("vendor")
+        (clone / "tracked").write_text("t\n")
+        (clone / "untracked").write_text("u\n")
+        self.git(clone, "add", "tracked")
+        self.git(clone, "commit", "-q", "-m", "i")
+        self.git(clone, "update-index", "--add", "--cacheinfo", "100644," + "1" * 40 + ",.gitignore")
+        self.git(clone, "update-index", "--skip-worktree", ".gitignore")
+        marker = Path(self.repo.parent, "ran")
+        for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
+                           ("remote.origin.url", str(self.repo)), ("remote.origin.promisor", "true"),
+                           ("remote.origin.uploadpack", f"touch {marker}; false"),
+                           ("core.excludesFile", str(Path(self.repo.parent, "nowhere")))):
+            self.git(clone, "config", key, value)
+        self.assertEqual(sorted(self.start_tree()), ["a", "vendor/tracked", "vendor/untracked"])
+        self.assertFalse(marker.exists())
+
     def test_a_submodule_whose_commit_moved_stays_a_submodule(self):
         """Found by attacking it: it showed as changed, so it went in as files and the results branch would
         have turned the user's submodule into a folder."""
@@ -319,6 +338,43 @@ class InnerRepositoryTest(unittest.TestCase):
         tree = self.start_tree()
         self.assertEqual(tree["sub"], "160000")
         self.assertNotIn("sub/s", tree)
+
+    def test_its_exclude_file_must_be_a_file_and_a_hang_ends(self):
+        clone = self.inner("in")
+        (clone / "f").write_text("f\n")
+        exclude = clone / ".git" / "info" / "exclude"
+        exclude.unlink()
+        os.mkfifo(exclude)
+        with self.assertRaisesRegex(workspace.BottleError, "info/exclude, the ignore rules of a repository in the "
+                                                           "workspace, is not a file"):
+            self.start_tree()
+        exclude.unlink()
+        os.mkfifo(clone / ".gitignore")  # git itself waits on it: the time limit ends the wait
+        began = time.monotonic()
+        with mock.patch.dict(os.environ, {workspace.STEP_SECONDS_VARIABLE: "2"}), \
+                self.assertRaisesRegex(workspace.BottleError, "did not finish in 2 s"):
+            self.start_tree()
+        self.assertLess(time.monotonic() - began, 30)
+        self.assertEqual(workspace.hidden_refs(self.repo), {})
+
+    def test_a_split_index_and_a_worktree(self):
+        clone = self.inner("split")
+        self.git(clone, "config", "core.splitIndex", "true")
+        (clone / "t").write_text("t\n")
+        self.git(clone, "add", "t")
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / ".gitignore").write_text("t\n")  # tracked though ignored: it goes in
+        main = Path(self.repo.parent, "main")
+        main.mkdir()
+        self.git(main, "init", "-q")
+        (main / "w").write_text("w\n")
+        self.git(main, "add", "w")
+        self.git(main, "commit", "-q", "-m", "i")
+        self.git(main, "worktree", "add", "-q", str(self.repo / "wt"))
+        (main / ".git" / "info" / "exclude").write_text("secret\n")  # a worktree's: its main repository's
+        (self.repo / "wt" / "secret").write_text("s\n")
+        (self.repo / "wt" / "new").write_text("n\n")
+        self.assertEqual(sorted(self.start_tree()), ["a", "split/.gitignore", "split/t", "wt/new", "wt/w"])
 
     def test_too_deep_is_a_clear_error_and_a_split_index_leaves_nothing(self):
         self.git(self.repo, "config", "core.splitIndex", "true")
