@@ -667,6 +667,10 @@ def _report(ended: session.Ended | None) -> None:
         left_out = (f" (left out, as they are not files or point outside it: {visible(', '.join(brought.skipped))})"
                     if brought.skipped else "")
         click.echo(f"results: the changed workspace is in {visible(str(brought.folder))}{left_out}", err=True)
+        if brought.renamed:
+            click.echo(f"results: its .git came back as {workspace.GIT_RENAMED}, so that no git command there runs "
+                       f"what the agent put in its config or hooks (look at them before you rename it back): "
+                       f"{visible(', '.join(brought.renamed))}", err=True)
     else:
         click.echo("results: no changes, nothing to bring back", err=True)
 

@@ -419,6 +419,7 @@ class Brought:
     commits: int = 0
     folder: Path | None = None
     skipped: tuple[str, ...] = ()  # entries of a folder that pointed out of it, left out
+    renamed: tuple[str, ...] = ()  # .git folders and files of a folder, come back as GIT_RENAMED
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
@@ -664,24 +665,35 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
                 return Brought()
             if ws.results_dir.exists():
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
-            skipped = _extract(tar, members, ws.results_dir)
-    return Brought(folder=ws.results_dir, skipped=tuple(skipped))
+            skipped, renamed = _extract(tar, members, ws.results_dir)
+    return Brought(folder=ws.results_dir, skipped=tuple(skipped), renamed=tuple(renamed))
 
 
-def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> list[str]:
+# What a .git folder or file in a folder that comes back is called instead: git in a folder holding the
+# agent's .git would run what the agent put in its config (fsmonitor, a pager, filters) or hooks, on the
+# host, at the user's first `git status` there.
+GIT_RENAMED = ".git.from-bottle"
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> tuple[list[str], list[str]]:
     """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
     first (no link exists yet to write through), links last, each kept only if it resolves inside; hard links
-    become copies; devices, pipes and set-id bits never arrive. Built in a folder beside `dest`, renamed into
-    place at the end, so a failure leaves nothing half made. Returns what was left out."""
+    become copies; devices, pipes and set-id bits never arrive; a .git becomes GIT_RENAMED (and what the
+    agent itself named so is left out). Built in a folder beside `dest`, renamed into place at the end, so a
+    failure leaves nothing half made. Returns what was left out, and the .git paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    skipped, links = [], []
+    skipped, links, renamed = [], [], set()
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
-            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or GIT_RENAMED in parts:
                 skipped.append(rel)
                 continue
+            if ".git" in parts:
+                at = parts.index(".git")
+                renamed.add("/".join(parts[:at + 1]))
+                parts = tuple(GIT_RENAMED if part == ".git" else part for part in parts)
             target = partial.joinpath(*parts)
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -710,7 +722,7 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return skipped
+    return skipped, sorted(renamed)
 
 
 def _has_commit(repo: Path, sha: str) -> bool:

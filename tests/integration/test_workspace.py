@@ -258,6 +258,21 @@ class PlainFolderTest(support.IntegrationTest):
         self.assertEqual(sorted(brought.skipped), ["new/escape", "new/up", "up"])  # links that lead out of it
         self.assertFalse((brought.folder / "new" / "escape").is_symlink())
 
+    def test_a_git_folder_the_agent_made_comes_back_renamed(self):
+        """A repository whose config runs a command at the user's first `git status` there does not come
+        back as one."""
+        marker = Path(self.dir.parent, "ran")
+        code, out = self.b.sh(f"cd /workspace/sub && git init -q && git config core.fsmonitor 'touch {marker}; "
+                              "false' && echo x > x")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back()
+        self.assertEqual(brought.renamed, ("sub/.git",))
+        back = brought.folder / "sub"
+        self.assertFalse((back / ".git").exists())
+        self.assertIn("fsmonitor", (back / workspace.GIT_RENAMED / "config").read_text())
+        subprocess.run(["git", "-C", str(back), "status"], capture_output=True, timeout=60)
+        self.assertFalse(marker.exists())
+
     def test_missing_folder(self):
         with self.assertRaises(workspace.BottleError) as ctx:
             workspace.inspect(Path("/nonexistent/dir"), "a", "b")

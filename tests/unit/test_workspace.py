@@ -59,7 +59,8 @@ class ExtractTest(unittest.TestCase):
             ("file", "../outside.txt", "X"),
             ("file", "/tmp/claude-bottle-absolute.txt", "X"),
         )
-        skipped = workspace._extract(tar, members, self.dest)
+        skipped, renamed = workspace._extract(tar, members, self.dest)
+        self.assertEqual(renamed, [])
         self.assertEqual(sorted(skipped), ["../outside.txt", "/tmp/claude-bottle-absolute.txt", "a_escape", "abs",
                                            "pipe", "up"])
         self.assertEqual((self.dest / "a.txt").read_text(), "A")
@@ -70,6 +71,25 @@ class ExtractTest(unittest.TestCase):
         self.assertFalse((self.root / "outside.txt").exists())
         for p in self.dest.rglob("*"):
             self.assertTrue(Path(os.path.realpath(p)).is_relative_to(self.dest.resolve()), p)
+
+    def test_no_git_folder_comes_back_as_one(self):
+        """Found by attacking it: a folder that came back held the agent's .git folders as they were, and the
+        user's first `git status` in one would run its config's fsmonitor on the host."""
+        tar, members = archive(
+            ("dir", "lib", ""), ("dir", "lib/.git", ""),
+            ("file", "lib/.git/config", "[core]\n\tfsmonitor = touch /tmp/claude-bottle-test-ran\n"),
+            ("file", "lib/.git/hooks/pre-commit", "#!/bin/sh\n"), ("file", "lib/x", "x"),
+            ("file", "other/.git", "gitdir: /somewhere\n"),  # a .git file naming a repository elsewhere
+            ("file", "lib/.git.from-bottle/config", "the agent's own, which would meet ours"),
+            ("sym", "deep/.git", "../lib/.git"),
+        )
+        skipped, renamed = workspace._extract(tar, members, self.dest)
+        self.assertEqual(renamed, ["deep/.git", "lib/.git", "other/.git"])
+        self.assertEqual(skipped, ["lib/.git.from-bottle/config"])
+        self.assertEqual([str(p.relative_to(self.dest)) for p in self.dest.rglob(".git")], [])
+        self.assertIn("fsmonitor", (self.dest / "lib" / ".git.from-bottle" / "config").read_text())
+        self.assertEqual((self.dest / "other" / ".git.from-bottle").read_text(), "gitdir: /somewhere\n")
+        self.assertEqual((self.dest / "lib" / "x").read_text(), "x")
 
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
