@@ -256,8 +256,9 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
     env = {"GIT_DIR": str(scratch), "GIT_WORK_TREE": str(folder), "GIT_INDEX_FILE": str(git_dir / "index")}
     excludes = [f"--exclude-from={path}" for path in [_inner_excludes(git_dir)] if path]
     limit = step_seconds()
-    # --sparse: a sparse index's folders as they are (expanding them would need the repository's objects).
-    tracked = _git(folder, "ls-files", "-z", "-s", "--sparse", env=env, fs=True, timeout=limit).split("\0")
+    # A sparse index lists what is checked out (git cannot expand its folders without the repository's
+    # objects, and says so on stderr): nothing else is there to go in. (`--sparse` would need git 2.35.)
+    tracked = _git(folder, "ls-files", "-z", "-s", env=env, fs=True, timeout=limit).split("\0")
     untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", *excludes, env=env, fs=True,
                      timeout=limit).split("\0")
     files, nested = [], []
@@ -267,7 +268,7 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
             continue
         if _is_repository(folder / path):  # its submodule checked out, or a file it tracks made a repository
             nested.append(path)
-        elif mode.startswith(("160000 ", "040000 ")):  # a submodule not checked out, a sparse folder: not here
+        elif mode.startswith("160000 "):  # a submodule not checked out: nothing there
             continue
         elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
             files.append(path)

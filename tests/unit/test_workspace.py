@@ -377,6 +377,17 @@ class InnerRepositoryTest(unittest.TestCase):
         self.assertLess(time.monotonic() - began, 30)
         self.assertEqual(workspace.hidden_refs(self.repo), {})
 
+    def test_a_sparse_index(self):
+        clone = self.inner("sp")
+        for path in ("d1/a", "d2/b", "r"):
+            (clone / path).parent.mkdir(exist_ok=True)
+            (clone / path).write_text(path)
+        self.git(clone, "add", ".")
+        self.git(clone, "commit", "-q", "-m", "i")
+        self.git(clone, "sparse-checkout", "init", "--cone", "--sparse-index")
+        self.git(clone, "sparse-checkout", "set", "d1")
+        self.assertEqual(sorted(self.start_tree()), ["a", "sp/d1/a", "sp/r"])
+
     def test_a_split_index_and_a_worktree(self):
         clone = self.inner("split")
         self.git(clone, "config", "core.splitIndex", "true")
