@@ -97,21 +97,36 @@ class Terminal:
                            "the cursor was left hidden")
 
     def quit_claude(self, timeout=60) -> int:
-        """Ctrl-C twice, as Claude Code asks before it exits, reading the screen meanwhile (a full terminal
-        would hold the process up); the pair again while it runs, since on a loaded machine the second can
-        miss Claude's window. For `attach`, where nothing of ours runs after Claude."""
+        """Ctrl-C twice, as Claude Code asks before it exits: the second once it says "again to exit" (sent
+        blind, on a loaded machine it can miss Claude's window, and a third one while Claude shuts down
+        makes it exit with another status), reading the screen meanwhile (a full terminal would hold the
+        process up). The pair again only if Claude asks again. For `attach`, where nothing of ours runs
+        after Claude."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            mark = len(self.screen)
             self.type(b"\x03")
-            self.pump(0.5)
+            self.pump_until(lambda: self.says_since(mark, "againtoexit"), min(10, deadline - time.monotonic()))
+            if self.proc.poll() is not None:
+                return self.proc.returncode
+            mark = len(self.screen)
             self.type(b"\x03")
-            again = time.monotonic() + 10
-            while time.monotonic() < min(again, deadline):
+            while time.monotonic() < deadline and not self.says_since(mark, "againtoexit"):
                 if self.proc.poll() is not None:
                     return self.proc.returncode
                 self.pump(0.2)
         raise AssertionError(f"still running after {timeout} s of Ctrl-C; the screen so far:\n"
                              f"{ANSI.sub(b'', self.screen).decode(errors='replace')[-2000:]}")
+
+    def says_since(self, mark: int, words: str) -> bool:
+        """Whether what came to the screen after byte `mark` holds `words` (compared without spaces, which a
+        terminal program may draw as cursor moves)."""
+        return words in "".join(ANSI.sub(b"", self.screen[mark:]).decode(errors="replace").split())
+
+    def pump_until(self, done, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not done() and time.monotonic() < end and self.proc.poll() is None:
+            self.pump(0.1)
 
     def pump(self, seconds: float) -> None:
         end = time.monotonic() + seconds
