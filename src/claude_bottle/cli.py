@@ -668,9 +668,10 @@ def _report(ended: session.Ended | None) -> None:
                     if brought.skipped else "")
         click.echo(f"results: the changed workspace is in {visible(str(brought.folder))}{left_out}", err=True)
         if brought.renamed:
-            click.echo(f"results: its .git came back as {workspace.GIT_RENAMED}, so that no git command there runs "
-                       f"what the agent put in its config or hooks (look at them before you rename it back): "
-                       f"{visible(', '.join(brought.renamed))}", err=True)
+            click.echo(f"results: what would make git there use a repository of the agent's (a .git, or the HEAD of a "
+                       f"folder laid out as a repository) came back with {workspace.RENAMED_SUFFIX} after its name, so "
+                       f"that no git command there runs what the agent put in its config or hooks (look at them "
+                       f"before you rename them back): {visible(', '.join(brought.renamed))}", err=True)
     else:
         click.echo("results: no changes, nothing to bring back", err=True)
 

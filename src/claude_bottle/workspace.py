@@ -189,18 +189,20 @@ def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
     """`git add -A` of `where` into the index of `env`, except that a repository inside it that HEAD does
     not hold as a submodule (a clone or a `git init` in a subfolder), which git would add as a gitlink (an
     empty folder in the bottle) or refuse (one without a commit), goes in as its files (see _inner_tree)."""
-    listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True).split("\0")
+    limit = step_seconds()  # git waits for ever on a .gitignore that is a pipe
+    listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True,
+                  timeout=limit).split("\0")
     nested = {entry.rstrip("/") for entry in listed if entry.endswith("/")}  # how ls-files shows one
     # A tracked file that has become a repository shows as changed instead; the exclusion, without a final
     # slash, covers its index entry too.
-    changed = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True).split("\0")
-    made = [path for path in changed if path and _is_repository(repo / path)]
+    changed = _git(repo, "ls-files", "-z", "-m", "-d", "--", where, env=env, fs=True, timeout=limit).split("\0")
+    made = [path for path in changed if path and _is_repository(repo, path)]
     if made:  # a submodule whose checked-out commit moved shows as changed too: it stays a submodule
         staged = _git(repo, "ls-files", "-z", "-s", "--", *(f":(literal){p}" for p in made), env=env, fs=True)
         submodules = {entry.partition("\t")[2] for entry in staged.split("\0") if entry.startswith("160000 ")}
         nested |= set(made) - submodules
     nested = sorted(nested)
-    _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env)
+    _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env, timeout=limit)
     if nested:
         git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()
         _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1)
@@ -233,7 +235,8 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
         if files:
             listing = Path(tmp, "files")
             listing.write_bytes(b"\0".join(os.fsencode(f) for f in sorted(set(files))))
-            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=inner)
+            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=inner,
+                 timeout=step_seconds())
         _graft(folder, inner, sorted(set(nested)), depth + 1)
         return _git(folder, "write-tree", env=inner).strip()
 
@@ -266,7 +269,9 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
         mode, _, path = entry.partition("\t")
         if not path:
             continue
-        if _is_repository(folder / path):  # its submodule checked out, or a file it tracks made a repository
+        if _through_link(folder, path):  # a folder of it made a link since: what is there is not its
+            continue
+        if _is_repository(folder, path):  # its submodule checked out, or a file it tracks made a repository
             nested.append(path)
         elif mode.startswith("160000 "):  # a submodule not checked out: nothing there
             continue
@@ -290,6 +295,9 @@ def _inner_excludes(git_dir: Path) -> Path | None:
             return path
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except ValueError:  # a NUL byte in what commondir names
+        raise BottleError(f"{git_dir / 'commondir'}, of a repository in the workspace, does not name a folder: "
+                          "fix or remove it") from None
     except OSError as e:
         raise BottleError(f"cannot read {path}, the ignore rules of a repository in the workspace: "
                           f"{e.strerror or e}") from None
@@ -306,15 +314,32 @@ def _git_dir_of(folder: Path) -> Path | None:
     if dot_git.is_dir():
         return dot_git
     try:
-        said = dot_git.read_bytes()[:4096] if dot_git.is_file() else b""
+        if not dot_git.is_file() or dot_git.stat().st_size > 2**20:  # git's limit: a huge (sparse) one is not
+            return None
+        with dot_git.open("rb") as f:
+            said = f.read(4096)
     except OSError:
         return None
     target = os.fsdecode(said.removeprefix(b"gitdir: ").strip()) if said.startswith(b"gitdir: ") else ""
     return Path(folder, target) if target and Path(folder, target).is_dir() else None
 
 
-def _is_repository(folder: Path) -> bool:
-    return _git_dir_of(folder) is not None
+def _is_repository(folder: Path, path: str) -> bool:
+    """Whether `path` (relative to `folder`) is a repository of its own, reached without passing a symlink:
+    an index lists paths, and one whose folder has become a link to elsewhere (a repository of the user's
+    outside the workspace) must not bring what is there into the bottle."""
+    return not _through_link(folder, path) and _git_dir_of(folder / path) is not None
+
+
+def _through_link(folder: Path, path: str) -> bool:
+    """Whether a folder on the way from `folder` to `path` is a symlink (git itself will not add a path
+    beyond one)."""
+    here = folder
+    for part in PurePosixPath(path).parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            return True
+    return False
 
 
 # Git folds runs of spaces in a reflog message: the origin travels encoded.
@@ -670,32 +695,65 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
     return Brought(folder=ws.results_dir, skipped=tuple(skipped), renamed=tuple(renamed))
 
 
-# What a .git folder or file in a folder that comes back is called instead: git in a folder holding the
-# agent's .git would run what the agent put in its config (fsmonitor, a pager, filters) or hooks, on the
-# host, at the user's first `git status` there.
-GIT_RENAMED = ".git.from-bottle"
+# What a .git folder or file in a folder that comes back gets after its name (and a repository's HEAD, see
+# _inert_names): git in a folder holding the agent's repository would run what the agent put in its config
+# (fsmonitor, a pager, filters) or hooks, on the host, at the user's first `git status` there.
+RENAMED_SUFFIX = ".from-bottle"
+GIT_RENAMED = ".git" + RENAMED_SUFFIX
+# Code points HFS+ (macOS) leaves out when it compares names: ".g\u200cit" is .git there (git's own list).
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+
+
+def _folded(name: str) -> str:
+    """A name as a case-insensitive host (macOS, by default) compares it."""
+    return name.translate(_HFS_IGNORED).lower()
+
+
+def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
+    """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
+    the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
+    repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
+    children: dict[tuple[str, ...], dict[str, str]] = {}
+    for m in members:
+        parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
+        for i in range(len(parts)):
+            children.setdefault(parts[:i], {})[_folded(parts[i])] = parts[i]
+    inert = {}
+    for folder, names in children.items():
+        for folded, name in names.items():
+            if folded == ".git" or (folded == "head" and {"objects", "refs", "commondir"} & names.keys()):
+                inert[folder + (name,)] = name + RENAMED_SUFFIX
+    return inert
 
 
 def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> tuple[list[str], list[str]]:
     """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
     first (no link exists yet to write through), links last, each kept only if it resolves inside; hard links
-    become copies; devices, pipes and set-id bits never arrive; a .git becomes GIT_RENAMED (and what the
-    agent itself named so is left out). Built in a folder beside `dest`, renamed into place at the end, so a
-    failure leaves nothing half made. Returns what was left out, and the .git paths renamed."""
+    become copies; devices, pipes and set-id bits never arrive; what would make git take a folder for a
+    repository is renamed (see _inert_names; a name the agent itself gave as one of ours is left out, as it
+    would meet ours). Built in a folder beside `dest`, renamed into place at the end, so a failure leaves
+    nothing half made. Returns what was left out, and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     skipped, links, renamed = [], [], set()
+    inert = _inert_names(members)
+    ours = {(path[:-1], _folded(name)) for path, name in inert.items()}
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
-            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or GIT_RENAMED in parts:
+            if (not parts or PurePosixPath(rel).is_absolute() or ".." in parts
+                    or any(_folded(part) == GIT_RENAMED or (parts[:i], _folded(part)) in ours
+                           for i, part in enumerate(parts))):
                 skipped.append(rel)
                 continue
-            if ".git" in parts:
-                at = parts.index(".git")
-                renamed.add("/".join(parts[:at + 1]))
-                parts = tuple(GIT_RENAMED if part == ".git" else part for part in parts)
-            target = partial.joinpath(*parts)
+            names = list(parts)
+            for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
+                if parts[:i + 1] in inert:
+                    names[i] = inert[parts[:i + 1]]
+                    outermost = "/".join(parts[:i + 1])
+            if names != list(parts):
+                renamed.add(outermost)
+            target = partial.joinpath(*names)
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
             elif m.isfile() or m.islnk():
@@ -797,7 +855,8 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
                              stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, **env} if env else None, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s") from None
+        raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s (a file git reads "
+                          f"there, such as a .gitignore, may be a pipe; {STEP_SECONDS_VARIABLE} sets the limit)") from None
     except FileNotFoundError:
         if check:
             raise BottleError("git is not installed on this machine: install it to use a git workspace") from None

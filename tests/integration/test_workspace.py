@@ -263,14 +263,20 @@ class PlainFolderTest(support.IntegrationTest):
         back as one."""
         marker = Path(self.dir.parent, "ran")
         code, out = self.b.sh(f"cd /workspace/sub && git init -q && git config core.fsmonitor 'touch {marker}; "
-                              "false' && echo x > x")
-        self.assertEqual(code, 0, out)
+                              "false' && echo x > x && git init -q --bare /tmp/bare && cp -r /tmp/bare/. /workspace && "
+                              "git config -f /workspace/config core.bare false && "
+                              f"git config -f /workspace/config core.pager 'touch {marker}; cat' && "
+                              "mkdir /workspace/up2 && cp -r /workspace/sub/.git /workspace/up2/.GIT")
+        self.assertEqual(code, 0, out)  # and the folder itself laid out as a repository, and a .git in capitals
         brought = self.bring_back()
-        self.assertEqual(brought.renamed, ("sub/.git",))
+        self.assertEqual(brought.renamed, ("HEAD", "sub/.git", "up2/.GIT"))
         back = brought.folder / "sub"
         self.assertFalse((back / ".git").exists())
         self.assertIn("fsmonitor", (back / workspace.GIT_RENAMED / "config").read_text())
-        subprocess.run(["git", "-C", str(back), "status"], capture_output=True, timeout=60)
+        for folder in (brought.folder, back, brought.folder / "up2", brought.folder / "objects"):
+            out = subprocess.run(["git", "-C", str(folder), "-p", "status"], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "GIT_CEILING_DIRECTORIES": str(self.dir.parent)})
+            self.assertIn("not a git repository", out.stderr, folder)
         self.assertFalse(marker.exists())
 
     def test_missing_folder(self):

@@ -3,7 +3,10 @@
 
 import io
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -90,6 +93,35 @@ class ExtractTest(unittest.TestCase):
         self.assertIn("fsmonitor", (self.dest / "lib" / ".git.from-bottle" / "config").read_text())
         self.assertEqual((self.dest / "other" / ".git.from-bottle").read_text(), "gitdir: /somewhere\n")
         self.assertEqual((self.dest / "lib" / "x").read_text(), "x")
+
+    def test_no_folder_comes_back_as_a_repository_whatever_its_names(self):
+        """Found by attacking it: a folder laid out as a repository's own (HEAD, objects, refs, a config), and
+        .git in another case, came back as they were, and git run there used them on the host."""
+        marker = self.root / "ran"
+        config = f"[core]\n\tbare = false\n\tworktree = .\n\tfsmonitor = touch {marker}\n"
+        bare = [("file", "HEAD", "ref: refs/heads/main\n"), ("dir", "objects", ""), ("dir", "refs", ""),
+                ("dir", "refs/heads", ""), ("file", "config", config), ("file", "f", "f")]
+        tar, members = archive(
+            *bare,  # the folder that comes back is itself one
+            *[(kind, f"sub/deeper/{name}", extra) for kind, name, extra in bare],
+            ("file", "wt/HEAD", "ref: refs/heads/main\n"), ("file", "wt/commondir", "../sub/deeper\n"),
+            ("file", "wt/config", config),
+            ("file", "up/.GIT/config", config), ("file", "hfs/.g\u200cit/config", config),
+            ("file", "./dotted/.git/config", config),
+            ("file", "sub/deeper/head.from-bottle", "the agent's, which would meet ours"),
+            ("file", "notes/HEAD", "a file that happens to be called HEAD\n"),
+        )
+        skipped, renamed = workspace._extract(tar, members, self.dest)
+        self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "up/.GIT", "wt/HEAD"])
+        self.assertEqual(skipped, ["sub/deeper/head.from-bottle"])
+        self.assertEqual((self.dest / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
+        self.assertEqual((self.dest / "notes" / "HEAD").read_text(), "a file that happens to be called HEAD\n")
+        folders = [self.dest, *(p for p in self.dest.rglob("*") if p.is_dir())]
+        for folder in folders:  # git run anywhere in it finds no repository, and runs nothing
+            out = subprocess.run(["git", "-C", str(folder), "status"], capture_output=True, text=True,
+                                 env={**os.environ, "GIT_CEILING_DIRECTORIES": str(self.root)})
+            self.assertIn("not a git repository", out.stderr, folder)
+        self.assertFalse(marker.exists())
 
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
@@ -376,6 +408,57 @@ class InnerRepositoryTest(unittest.TestCase):
             self.start_tree()
         self.assertLess(time.monotonic() - began, 30)
         self.assertEqual(workspace.hidden_refs(self.repo), {})
+        shutil.rmtree(clone)
+        os.mkfifo(self.repo / ".gitignore")  # in the workspace's own repository: the same
+        with mock.patch.dict(os.environ, {workspace.STEP_SECONDS_VARIABLE: "2"}), \
+                self.assertRaisesRegex(workspace.BottleError, "did not finish in 2 s .*may be a pipe"):
+            self.start_tree()
+        self.assertEqual(workspace.hidden_refs(self.repo), {})
+
+    def test_nothing_beyond_a_link_goes_in(self):
+        """Found by attacking it: a folder of a path an index lists, made a link to a repository of the user's
+        outside the workspace, brought that repository's files into the start commit."""
+        outside = Path(self.repo.parent, "outside")
+        secret = self.inner("../outside/x")  # a repository of the user's, outside the workspace
+        (secret / "secret").write_text("not for the bottle\n")
+        (outside / "f").write_text("not for the bottle either\n")
+        clone = self.inner("in")
+        (clone / "lib" / "x").mkdir(parents=True)
+        (clone / "lib" / "x" / "y").write_text("y\n")
+        (clone / "lib" / "f").write_text("f\n")
+        self.git(clone, "add", ".")
+        self.git(clone, "commit", "-q", "-m", "i")
+        (self.repo / "o").mkdir()  # the same in the workspace's own repository, where o/x is a file
+        (self.repo / "o" / "x").write_text("x\n")
+        self.git(self.repo, "add", "o")
+        self.git(self.repo, "commit", "-q", "-m", "o")
+        for folder in (clone / "lib", self.repo / "o"):
+            shutil.rmtree(folder)
+            folder.symlink_to(outside)
+        tree = self.start_tree()
+        self.assertEqual(sorted(tree), ["a", "in/lib", "o"])
+        self.assertEqual(tree["o"], "120000")  # the links go in as links, as git adds them
+
+    def test_a_commondir_with_a_nul_and_a_huge_git_file_are_no_trouble(self):
+        clone = self.inner("in")
+        (clone / "f").write_text("f\n")
+        (clone / ".git" / "commondir").write_bytes(b".\0x\n")  # git reads it up to the NUL: "."
+        with self.assertRaisesRegex(workspace.BottleError, "commondir, of a repository in the workspace, does not "
+                                                           "name a folder"):
+            self.start_tree()
+        (clone / ".git" / "commondir").unlink()
+        huge = self.repo / "huge"
+        huge.mkdir()
+        with open(huge / ".git", "wb") as f:  # sparse: it takes no room, but reading it whole would take 1 TiB
+            f.write(b"gitdir: ../in/.git\n")
+            f.truncate(2**40)
+        self.assertEqual(sorted(self.start_tree()), ["a", "in/f"])
+        probe = ("import resource, sys; from pathlib import Path; from claude_bottle import workspace;"
+                 "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30));"
+                 "print(workspace._is_repository(Path(sys.argv[1]), 'huge'))")
+        out = subprocess.run([sys.executable, "-c", probe, str(self.repo)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1])})
+        self.assertEqual((out.returncode, out.stdout), (0, "False\n"), out.stderr[-500:])  # nor for git
 
     def test_a_sparse_index(self):
         clone = self.inner("sp")
