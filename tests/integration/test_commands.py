@@ -118,6 +118,10 @@ class Terminal:
         raise AssertionError(f"still running after {timeout} s of Ctrl-C; the screen so far:\n"
                              f"{ANSI.sub(b'', self.screen).decode(errors='replace')[-2000:]}")
 
+    def shown(self) -> str:
+        """The end of what came to the screen, for a failure's message."""
+        return ANSI.sub(b"", self.screen).decode(errors="replace")[-2000:]
+
     def says_since(self, mark: int, words: str) -> bool:
         """Whether what came to the screen after byte `mark` holds `words` (compared without spaces, which a
         terminal program may draw as cursor moves)."""
@@ -229,7 +233,7 @@ class CommandsTest(support.IntegrationTest):
         for first_run_question in ("trustthefiles", "choosethetextstyle", "selectloginmethod",
                                    "yes,iaccept", "darkmode", "donotrustthisfolder"):
             self.assertNotIn(first_run_question, squeezed)
-        self.assertEqual(term.quit_claude(), 0)
+        self.assertEqual(term.quit_claude(), 0, term.shown())
         term.wait()
         self.assertTrue(support.sdk().api.inspect_container(self.b.plan.names.container)["State"]["Running"])
         self.assertEqual(self.claudes(), [])
@@ -273,7 +277,7 @@ class CommandsTest(support.IntegrationTest):
         term = self.attach()
         self.assertEqual(self.claudes(), first)
         term.type(b"\x15")  # clear the typed line, then quit Claude
-        self.assertEqual(term.quit_claude(), 0)
+        self.assertEqual(term.quit_claude(), 0, term.shown())
         term.wait()
         self.assertEqual(self.claudes(), [])
 
