@@ -713,16 +713,17 @@ def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
     """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
     the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
     repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
-    children: dict[tuple[str, ...], dict[str, str]] = {}
+    children: dict[tuple[str, ...], dict[str, set[str]]] = {}
     for m in members:
         parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
-        for i in range(len(parts)):
-            children.setdefault(parts[:i], {})[_folded(parts[i])] = parts[i]
+        for i in range(len(parts)):  # every spelling of a name: `.git` and `.GIT` may both be there
+            children.setdefault(parts[:i], {}).setdefault(_folded(parts[i]), set()).add(parts[i])
     inert = {}
     for folder, names in children.items():
-        for folded, name in names.items():
+        for folded, spellings in names.items():
             if folded == ".git" or (folded == "head" and {"objects", "refs", "commondir"} & names.keys()):
-                inert[folder + (name,)] = name + RENAMED_SUFFIX
+                for name in spellings:
+                    inert[folder + (name,)] = name + RENAMED_SUFFIX
     return inert
 
 

@@ -110,9 +110,12 @@ class ExtractTest(unittest.TestCase):
             ("file", "./dotted/.git/config", config),
             ("file", "sub/deeper/head.from-bottle", "the agent's, which would meet ours"),
             ("file", "notes/HEAD", "a file that happens to be called HEAD\n"),
+            *[(kind, f"twin/{name}", extra) for kind, name, extra in bare], ("file", "twin/head", ""),
+            ("dir", "twin2/.git", ""), ("file", "twin2/.git/config", config), ("dir", "twin2/.g\u200cit", ""),
         )
         skipped, renamed = workspace._extract(tar, members, self.dest)
-        self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "up/.GIT", "wt/HEAD"])
+        self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "twin/HEAD", "twin/head",
+                                   "twin2/.git", "twin2/.g\u200cit", "up/.GIT", "wt/HEAD"])
         self.assertEqual(skipped, ["sub/deeper/head.from-bottle"])
         self.assertEqual((self.dest / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
         self.assertEqual((self.dest / "notes" / "HEAD").read_text(), "a file that happens to be called HEAD\n")
