@@ -78,7 +78,10 @@ class Workspace:
     @property
     def subdir(self) -> str:
         """The folder within its repository ("" for the repository itself)."""
-        return "" if not self.is_git else self.path.relative_to(self.git_root).as_posix().removeprefix(".")
+        if not self.is_git:
+            return ""
+        rel = self.path.relative_to(self.git_root).as_posix()
+        return "" if rel == "." else rel  # a folder named .github keeps its dot
 
     @property
     def workdir(self) -> str:
@@ -271,7 +274,7 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
             continue
         if _through_link(folder, path):  # a folder of it made a link since: what is there is not its
             continue
-        if _is_repository(folder, path):  # its submodule checked out, or a file it tracks made a repository
+        if _git_dir_of(folder / path):  # its submodule checked out, or a file it tracks made a repository
             nested.append(path)
         elif mode.startswith("160000 "):  # a submodule not checked out: nothing there
             continue
@@ -290,7 +293,9 @@ def _inner_excludes(git_dir: Path) -> Path | None:
     path = git_dir / "info" / "exclude"
     try:
         if (git_dir / "commondir").is_file():
-            path = git_dir / (git_dir / "commondir").read_text(errors="replace").strip() / "info" / "exclude"
+            with open(git_dir / "commondir", "rb") as f:  # only its start: it may be huge (sparse)
+                named = os.fsdecode(f.read(4096).strip())
+            path = git_dir / named / "info" / "exclude"
         if stat.S_ISREG(path.stat().st_mode):
             return path
     except (FileNotFoundError, NotADirectoryError):

@@ -348,6 +348,13 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / odd / "f").write_text("f\n")
         self.assertEqual(sorted(self.start_tree()), sorted(["a/x", f"{odd}/f"]))
 
+    def test_a_subfolder_whose_name_starts_with_a_dot(self):
+        (self.repo / ".github").mkdir()
+        (self.repo / ".github" / "w.yml").write_text("w\n")
+        ws = workspace.Workspace(self.repo / ".github", self.repo, "bottle/a/a-1")
+        self.assertEqual((ws.subdir, ws.workdir), (".github", "/workspace/.github"))
+        self.assertIn(".github/w.yml", self.start_tree(self.repo / ".github"))
+
     def test_a_sparse_checkout_and_a_subfolder_workspace(self):
         (self.repo / "keep").mkdir()
         (self.repo / "keep" / "k").write_text("k\n")
@@ -449,6 +456,15 @@ class InnerRepositoryTest(unittest.TestCase):
         with self.assertRaisesRegex(workspace.BottleError, "commondir, of a repository in the workspace, does not "
                                                            "name a folder"):
             self.start_tree()
+        with open(clone / ".git" / "commondir", "wb") as f:  # sparse: reading it whole would take 1 TiB
+            f.truncate(2**40)
+        probe = ("import resource, sys; from pathlib import Path; from claude_bottle import workspace;"
+                 "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30));"
+                 "\ntry: workspace._inner_excludes(Path(sys.argv[1]))\nexcept workspace.BottleError as e: print(e)")
+        out = subprocess.run([sys.executable, "-c", probe, str(clone / ".git")], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1])})
+        self.assertEqual(out.returncode, 0, out.stderr[-500:])
+        self.assertIn("does not name a folder", out.stdout)
         (clone / ".git" / "commondir").unlink()
         huge = self.repo / "huge"
         huge.mkdir()
