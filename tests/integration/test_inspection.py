@@ -11,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import time
+import urllib.parse
 import uuid
 
 from claude_bottle import bottle
@@ -371,6 +372,184 @@ class WhatParsersSkipTest(support.IntegrationTest):
             got = server.received[n:]
             self.assertEqual(len(got), 1)
             self.assertTrue(got[0].endswith(body.encode()), got[0][:300])
+
+
+# Run in the bottle: each case is a sequence of raw requests ({S} for its secret, the bottle's env variable the
+# case names, and {T}, {H}, {L} as in SEND), sent over inspected HTTPS or plain HTTP, one connection each; prints
+# each answer's status line.
+SEND_SEQUENCES = r"""
+import json, os, socket, ssl, sys
+host, http_port, https_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for case in json.loads(sys.stdin.read()):
+    secret = os.environ[case["secret"]].encode()
+    for number, raw in enumerate(case["requests"]):
+        raw = raw.encode().replace(b"{S}", secret)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if case.get("body") == "gzip":
+            import gzip
+            body = gzip.compress(body)
+        raw = head.replace(b"{L}", str(len(body)).encode()) + b"\r\n\r\n" + body
+        port = https_port if case["scheme"] == "https" else http_port
+        s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+        try:
+            if case["scheme"] == "https":
+                s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+                reply = s.recv(4096)
+                if not reply.startswith(b"HTTP/1.1 200"):
+                    print(case["name"], number, reply.split(b"\r\n")[0].decode())
+                    continue
+                s = ssl.create_default_context().wrap_socket(s, server_hostname=host)
+                target = b"/"
+            else:
+                target = f"http://{host}:{port}/".encode()
+            s.sendall(raw.replace(b"{T}", target).replace(b"{H}", f"{host}:{port}".encode()))
+            answer = b""
+            while b"\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            print(case["name"], number, answer.split(b"\r\n")[0].decode() or "closed")
+        except OSError as e:
+            print(case["name"], number, "error", type(e).__name__)
+        finally:
+            s.close()
+"""
+
+
+def _get(target: str, header: str = "") -> str:
+    return f"GET {{T}}{target} HTTP/1.1\r\nHost: {{H}}\r\n{header}Connection: close\r\n\r\n"
+
+
+def _post(content_type: str, body: str, extra: str = "") -> str:
+    return (f"POST {{T}} HTTP/1.1\r\nHost: {{H}}\r\nContent-Type: {content_type}\r\n{extra}"
+            f"Content-Length: {{L}}\r\nConnection: close\r\n\r\n{body}")
+
+
+class SmugglingTest(support.IntegrationTest):
+    """A hijacked agent that knows what the scanners look for: the secret in pieces over several requests (in
+    any order, with other requests between, in the path, headers and body), or in an encoding other than the
+    ones pipelock decodes, put where only the gate reads (a duplicated JSON key, a multipart preamble), or in a
+    body declared compressed the way pipelock does not read. None of it may arrive whole; the pieces before the
+    last one do arrive (the refusal is the secret's, not the bottle's)."""
+
+    PIECES = {  # case: (scheme, how the secret is cut, requests as (place, piece or None for an ordinary one))
+        "reversed": ("https", [2, 1, 0]),
+        "with-others-between": ("https", [0, None, None, 2, None, 1]),
+        "plain-http-reversed": ("http", [1, 0, 2]),
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+        # Characters an encoder escapes, as in an AWS secret key, and both cases.
+        cls.secrets = {name: f"Kx7/{secrets.token_hex(10)}+Qz={secrets.token_hex(8)}" for name in
+                       ["SECRET_WHOLE"] + [f"SECRET_{i}" for i in range(len(cls.PIECES))]}
+        cls.ca = support.TestCA()
+        cls.tls = cls.ca.wrap(RawRecorder())
+        cls.plain = RawRecorder()
+        cls.host = support.host_address()
+        cls.project = Project({"bottles": {"b": {
+            "env": {name: "${" + name + "}" for name in cls.secrets},
+            "egress": {"private_hosts": [f"{cls.host}:{cls.tls.port}", f"{cls.host}:{cls.plain.port}"],
+                       "ca_cert": str(cls.ca.cert)}}},
+            "agents": {"a": {"bottle": "b"}}}, cls.secrets)
+        out = cls.project.cli("start", "a", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.tls.close()
+        cls.plain.close()
+        cls.ca.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def send(self, cases: list[dict]) -> dict[tuple[str, int], str]:
+        out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND_SEQUENCES, self.host,
+                               str(self.plain.port), str(self.tls.port), input=json.dumps(cases), timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return {(line.split(" ", 2)[0], int(line.split(" ", 2)[1])): line.split(" ", 2)[2]
+                for line in out.stdout.splitlines()}
+
+    def arrived(self) -> bytes:
+        return b"".join(self.tls.received + self.plain.received)
+
+    def test_a_secret_in_pieces_does_not_arrive_whole(self):
+        cases = []
+        for index, (name, (scheme, order)) in enumerate(self.PIECES.items()):
+            secret = self.secrets[f"SECRET_{index}"]
+            third = len(secret) // 3
+            cuts = [secret[:third], secret[third:2 * third], secret[2 * third:]]
+            places = [lambda p: _get("p?page=" + p.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D")),
+                      lambda p: _get("x", f"X-Request-Id: {p}\r\n"),
+                      lambda p: _post("application/json", json.dumps({"note": p}))]
+            requests = [places[i % 3](cuts[piece]) if piece is not None else _get("ordinary?page=2")
+                        for i, piece in enumerate(order)]
+            cases.append({"name": name, "secret": f"SECRET_{index}", "scheme": scheme, "requests": requests})
+        answers = self.send(cases)
+        arrived = self.arrived()
+        for index, case in enumerate(cases):
+            order = self.PIECES[case["name"]][1]
+            last = max(i for i, piece in enumerate(order) if piece is not None)
+            for number in range(len(order)):
+                with self.subTest(case["name"], request=number):
+                    status = answers.get((case["name"], number), "")
+                    if number == last:
+                        self.assertIn(" 403 ", status + " ", answers)
+                    else:
+                        self.assertIn(" 200 ", status + " ", answers)
+            secret = self.secrets[f"SECRET_{index}"]
+            third = len(secret) // 3
+            last_piece = [secret[:third], secret[third:2 * third], secret[2 * third:]][order[last]]
+            decoded = arrived.replace(b"%2F", b"/").replace(b"%2B", b"+").replace(b"%3D", b"=")
+            self.assertFalse(last_piece.encode() in decoded, f"{case['name']}: the last piece arrived")
+
+    def test_a_secret_in_an_encoding_pipelock_does_not_decode_does_not_arrive(self):
+        secret = self.secrets["SECRET_WHOLE"]
+        raw = secret.encode()
+        hex_form = raw.hex()
+        b64 = base64.b64encode(raw).decode()
+        multipart = "multipart/form-data; boundary=bnd"
+        part = 'Content-Disposition: form-data; name="x"\r\n\r\nv\r\n--bnd--\r\n'
+        encoded = {
+            "encodeURIComponent": urllib.parse.quote(secret, safe=""),
+            "hex-colons": ":".join(hex_form[i:i + 2] for i in range(0, len(hex_form), 2)),
+            "hex-backslash-x": "".join(f"\\x{b:02x}" for b in raw),
+            "base64-wrapped": "\n".join(b64[i:i + 12] for i in range(0, len(b64), 12)),
+            "base64-dots": ".".join(b64[i:i + 5] for i in range(0, len(b64), 5)),
+            "fullwidth": "".join(chr(ord(c) + 0xFEE0) for c in secret),
+            "json-u-escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
+            "base32-after-prefix": base64.b32encode(b"key=" + raw).decode(),
+            "base32hex": base64.b32hexencode(b"k" + raw).decode().lower(),
+        }
+        cases = []
+        for name, form in encoded.items():
+            # Where only the gate reads: the first of a duplicated JSON key, and a multipart preamble.
+            for where, request in {
+                    "dup-key": _post("application/json", json.dumps({"a": form, "b": 1}, ensure_ascii=False)[:-1] + ', "a": "x"}'),
+                    "preamble": _post(multipart, form + "\r\n--bnd\r\n" + part),
+                    "header": _get("x", f"X-Note: {form.replace(chr(10), ' ')}\r\n")}.items():
+                for scheme in ("https", "http"):
+                    cases.append({"name": f"{name}/{where}/{scheme}", "secret": "SECRET_WHOLE", "scheme": scheme,
+                                  "requests": [request]})
+        for scheme in ("https", "http"):
+            cases.append({"name": f"identity-then-gzip/{scheme}", "secret": "SECRET_WHOLE", "scheme": scheme,
+                          "body": "gzip", "requests": [_post("text/plain", "{S}", "Content-Encoding: identity\r\n"
+                                                                                  "Content-Encoding: gzip\r\n")]})
+        answers = self.send(cases)
+        for case in cases:
+            with self.subTest(case["name"]):
+                self.assertNotIn(" 200 ", answers.get((case["name"], 0), "") + " ", answers)
+        # A body refused on the way may leave its headers sent ahead of it, never a byte of the body.
+        arrived = self.arrived().lower()
+        for name, form in encoded.items():
+            with self.subTest(name):
+                self.assertFalse(form.lower().encode()[:12] in arrived, "it arrived")
+        self.assertFalse(secret.lower().encode() in arrived, "the secret arrived")
 
 
 class DownloadsTest(support.IntegrationTest):

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/base32"
+	"encoding/base64"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -20,48 +21,125 @@ import (
 var allowedMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodPost: true,
 	http.MethodPut: true, http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true}
 
-// secretScanner finds the bottle's secrets, in the forms pipelock's secrets file lists and the hex and base32
-// pipelock derives itself, in any case (a header name reaches the scanner lower-cased, and a false alarm
-// needs a long random value in another case).
+// secretScanner finds the bottle's secrets in what the gate reads (the lines of pipelock's secrets file,
+// which hold each secret and some encodings of it), in the views of views.go:
+//   - a secret itself, in the folded and in the decoded text;
+//   - its letters and digits, reversed too, and those of its base32 (both alphabets) and base64 (either
+//     alphabet) at every alignment after a prefix, in the letters and digits of either text;
+//   - its hex, in the hex digits of either text;
+//   - its pieces, over requests: see pieces.go.
+//
+// A secret whose letters and digits are too few to tell from ordinary text is looked for whole only.
 type secretScanner struct {
-	forms   [][]byte // lower case
-	longest int
+	exact   *index
+	letters *index
+	hexes   *index
+	pieces  *pieces
+	hold    int // bytes of a body kept back until what follows is read: the longest a secret's form can take
 }
 
+const (
+	minLetters = 12 // fewer letters and digits than this would be found in ordinary text
+	// A form's letters may be spread out by escapes and separators; a body keeps this many bytes back per
+	// character of its longest form (\U00000041 is ten).
+	spread  = 16
+	maxHold = 1 << 20
+)
+
 func newSecretScanner(secrets []string) *secretScanner {
-	s := &secretScanner{}
-	seen := map[string]bool{}
-	add := func(form string) {
-		form = strings.ToLower(form)
-		if form == "" || seen[form] {
-			return
-		}
-		seen[form] = true
-		s.forms = append(s.forms, []byte(form))
-		if len(form) > s.longest {
-			s.longest = len(form)
+	s := &secretScanner{exact: newIndex(8), letters: newIndex(8), hexes: newIndex(8), pieces: newPieces()}
+	longest := 0
+	note := func(form []byte) {
+		if len(form) > longest {
+			longest = len(form)
 		}
 	}
 	for _, secret := range secrets {
-		add(secret)
-		add(hex.EncodeToString([]byte(secret)))
-		add(strings.TrimRight(base32.StdEncoding.EncodeToString([]byte(secret)), "="))
+		raw := []byte(secret)
+		if folded := fold(raw); len(folded) >= 8 {
+			s.exact.addForm(folded)
+			note(folded)
+		}
+		hexForm := []byte(hex.EncodeToString(raw))
+		s.hexes.addForm(hexForm)
+		s.pieces.track(hexForm, hexClass)
+		note(hexForm)
+		letters := only(fold(raw), alnumClass)
+		if len(letters) < minLetters {
+			continue
+		}
+		s.letters.addForm(letters)
+		s.letters.addForm(reversed(letters))
+		s.pieces.track(letters, alnumClass)
+		for _, form := range encodedForms(raw) {
+			if len(form) >= minLetters {
+				s.letters.addForm(form)
+			}
+		}
+	}
+	s.hold = spread*longest + 64
+	if s.hold > maxHold {
+		s.hold = maxHold
 	}
 	return s
 }
 
-// in says whether any secret is in text.
-func (s *secretScanner) in(text []byte) bool {
-	if len(s.forms) == 0 {
-		return false
-	}
-	lower := bytes.ToLower(text)
-	for _, form := range s.forms {
-		if bytes.Contains(lower, form) {
-			return true
+// encodedForms are the letters and digits (lower case) of a secret's base32, base32hex and base64 that do not
+// depend on what comes before or after it, at each alignment after a prefix.
+func encodedForms(secret []byte) [][]byte {
+	var forms [][]byte
+	for _, enc := range []struct {
+		bits   int
+		encode func([]byte) string
+	}{
+		{5, base32.StdEncoding.EncodeToString},
+		{5, base32.HexEncoding.EncodeToString},
+		{6, base64.StdEncoding.EncodeToString},
+	} {
+		perGroup := map[int]int{5: 5, 6: 3}[enc.bits] // bytes per group of characters
+		for shift := 0; shift < perGroup; shift++ {
+			encoded := enc.encode(append(make([]byte, shift), secret...))
+			first := (8*shift + enc.bits - 1) / enc.bits
+			last := 8 * (shift + len(secret)) / enc.bits
+			if last > first {
+				forms = append(forms, only(fold([]byte(encoded[first:last])), alnumClass))
+			}
 		}
 	}
-	return false
+	return forms
+}
+
+func reversed(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[len(b)-1-i] = c
+	}
+	return out
+}
+
+// found says whether a secret is in text whole; with record, the pieces of secrets in it are recorded too, and
+// complete says whether they, with the pieces earlier requests sent, make up a whole secret.
+func (s *secretScanner) found(text []byte, record bool) (whole, complete bool) {
+	folded := fold(text)
+	views := [][]byte{folded}
+	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
+		views = append(views, decoded)
+	}
+	var sent []pieceAt
+	for _, view := range views {
+		if s.exact.has(view) {
+			return true, false
+		}
+		letters, hexDigits := only(view, alnumClass), only(view, hexClass)
+		if s.letters.has(letters) || s.hexes.has(hexDigits) {
+			return true, false
+		}
+		if record {
+			sent = s.pieces.in(letters, alnumClass, sent)
+			sent = s.pieces.in(hexDigits, hexClass, sent)
+		}
+	}
+	return false, record && s.pieces.add(sent)
 }
 
 // refusedRequest says why the gate will not forward r ("" if it may): its method, or a secret in its
@@ -70,6 +148,13 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	if !allowedMethods[r.Method] {
 		// Not named: it may be the secret.
 		return "the request's method is not one the sidecar forwards (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+	}
+	// No scanner here or in pipelock reads a compressed body, and pipelock judges by the first of these
+	// headers only: "identity" then "gzip" would send gzip unread.
+	for _, coding := range strings.Split(strings.Join(r.Header.Values("Content-Encoding"), ","), ",") {
+		if c := strings.ToLower(strings.TrimSpace(coding)); c != "" && c != "identity" {
+			return "the request's body is compressed (Content-Encoding), which no scanner can read; send it plain"
+		}
 	}
 	var head bytes.Buffer
 	head.WriteString(r.Method + " " + r.RequestURI + " " + r.Host + "\n")
@@ -81,14 +166,19 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	for name := range r.Trailer {
 		head.WriteString("trailer " + name + "\n")
 	}
-	if s.in(head.Bytes()) {
+	whole, complete := s.found(head.Bytes(), true)
+	if whole {
 		return "the request carries a secret of the bottle's (in its method, target or headers)"
+	}
+	if complete {
+		return "the request would complete a secret of the bottle's that it and earlier requests send in pieces"
 	}
 	return ""
 }
 
 // scannedBody passes a request body on as it is read, keeping back the last bytes that could begin a
-// secret until what follows them has been read: a secret is refused before any of it has been passed on.
+// secret (in any of its forms) until what follows them has been read: a secret is refused before any of it has
+// been passed on.
 type scannedBody struct {
 	src     io.ReadCloser
 	scanner *secretScanner
@@ -96,10 +186,21 @@ type scannedBody struct {
 	ready   []byte // scanned and free to pass on
 	err     error  // from src, once kept is passed on
 	chunk   []byte
+	// bytes read into kept since it was last scanned
+	unscanned int
 }
 
-// errSecretInBody ends a request whose body carries a secret; the reverse proxy answers 403 for it.
-var errSecretInBody = refusal("the request body carries a secret of the bottle's")
+// errSecretInBody and errPiecesInBody end a request whose body carries a secret, or its last pieces; the
+// reverse proxy answers 403 for them.
+var (
+	errSecretInBody = refusal("the request body carries a secret of the bottle's")
+	errPiecesInBody = refusal("the request body would complete a secret of the bottle's that it and earlier " +
+		"requests send in pieces")
+)
+
+// scanEvery is how many bytes a body reads before it scans again (unless the body ends first): a client that
+// sends a byte at a time costs no more to read than one that sends it all at once.
+const scanEvery = 4 << 10
 
 func (b *scannedBody) Read(p []byte) (int, error) {
 	for len(b.ready) == 0 {
@@ -114,23 +215,24 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 			b.chunk = make([]byte, 32<<10)
 		}
 		n, err := b.src.Read(b.chunk)
-		window := append(b.kept, b.chunk[:n]...)
-		if b.scanner.in(window) {
-			b.kept, b.ready = nil, nil
-			b.err = errSecretInBody
-			return 0, errSecretInBody
-		}
-		hold := b.scanner.longest - 1
-		if hold < 0 {
-			hold = 0
-		}
-		if len(window) > hold {
-			b.ready, b.kept = window[:len(window)-hold], append([]byte{}, window[len(window)-hold:]...)
-		} else {
-			b.kept = window
-		}
+		b.kept = append(b.kept, b.chunk[:n]...)
+		b.unscanned += n
 		if err != nil {
 			b.err = err
+		} else if b.unscanned < scanEvery {
+			continue
+		}
+		b.unscanned = 0
+		if whole, complete := b.scanner.found(b.kept, true); whole || complete {
+			b.kept, b.ready = nil, nil
+			b.err = errSecretInBody
+			if !whole {
+				b.err = errPiecesInBody
+			}
+			return 0, b.err
+		}
+		if hold := b.scanner.hold; len(b.kept) > hold {
+			b.ready, b.kept = b.kept[:len(b.kept)-hold], append([]byte{}, b.kept[len(b.kept)-hold:]...)
 		}
 	}
 	n := copy(p, b.ready)

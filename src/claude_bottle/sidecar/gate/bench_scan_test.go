@@ -1,0 +1,22 @@
+package main
+
+import (
+	"math/rand"
+	"testing"
+)
+
+func BenchmarkScannedBody(b *testing.B) {
+	random := rand.New(rand.NewSource(1))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/ {}\":,%\\&"
+	body := make([]byte, 8<<20)
+	for i := range body {
+		body[i] = alphabet[random.Intn(len(alphabet))]
+	}
+	secrets := []string{testSecret, slashSecret, "0123456789abcdef0123456789abcdef01234567"}
+	b.SetBytes(int64(len(body)))
+	for i := 0; i < b.N; i++ {
+		if _, err := drain(&scannedBody{src: chunked(string(body), 32<<10), scanner: newSecretScanner(secrets)}, 32<<10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// A hijacked agent can send a secret in pieces, one per request, in any order and with other requests between
+// them; pipelock joins only the fragments of consecutive requests, in order. pieces remembers, for each secret
+// (its letters and digits, and its hex), which of its characters the bottle's requests have sent as part of a
+// piece, and when. A request is refused, before any of it goes on, if with it fewer of a secret's characters
+// than make a piece would be left unsent within the window (the rest could follow in one piece too short to
+// see). A piece is a run of the secret long enough that ordinary text in the secret's alphabet matches it by
+// chance less than once in two billion tries: six letters or digits, eight hex digits (and eight decimal
+// digits, the longest key an index reads). Shorter pieces cannot be told from chance. What the gate does not
+// read (pipelock's passthrough hosts, the credential hosts) is not counted.
+type pieces struct {
+	mu      sync.Mutex
+	window  time.Duration
+	now     func() time.Time
+	secrets []tracked
+	indexes map[indexKind]*index
+}
+
+type indexKind struct {
+	class *byteClass
+	piece int
+}
+
+type tracked struct {
+	piece int
+	sent  []time.Time // when each character last went out as part of a piece
+}
+
+// pieceAt is a piece found in a text: secret's characters [at, at+n).
+type pieceAt struct{ secret, at, n int }
+
+const piecesWindow = time.Hour
+
+func newPieces() *pieces {
+	return &pieces{window: piecesWindow, now: time.Now, indexes: map[indexKind]*index{}}
+}
+
+// pieceLength is the shortest run of form that counts as a piece.
+func pieceLength(form []byte) int {
+	alphabet := 10
+	for _, c := range form {
+		if !hexClass[c] {
+			alphabet = 36
+		} else if c > '9' && alphabet < 16 {
+			alphabet = 16
+		}
+	}
+	n, chances := 0, 1 // the first n with alphabet^n >= 2^31
+	for chances < 1<<31 {
+		chances *= alphabet
+		n++
+	}
+	return n
+}
+
+// track remembers a secret's form, written in class's characters (`in` is given text in that class).
+func (p *pieces) track(form []byte, class *byteClass) {
+	n := pieceLength(form)
+	if n > 8 {
+		n = 8 // the longest key an index reads; decimal secrets then count pieces of eight digits
+	}
+	if len(form) < 2*n {
+		return // too short to come in two pieces that count
+	}
+	kind := indexKind{class, n}
+	x := p.indexes[kind]
+	if x == nil {
+		x = newIndex(n)
+		p.indexes[kind] = x
+	}
+	p.secrets = append(p.secrets, tracked{piece: n, sent: make([]time.Time, len(form))})
+	for at := 0; at+n <= len(form); at++ {
+		x.put(keyOf(form[at:at+n]), entry{form: len(p.secrets) - 1, at: at})
+	}
+}
+
+// in appends to found the pieces of secrets in text, whose characters are all in class.
+func (p *pieces) in(text []byte, class *byteClass, found []pieceAt) []pieceAt {
+	for kind, x := range p.indexes {
+		if kind.class != class {
+			continue
+		}
+		x.each(text, func(at int, e entry) bool {
+			found = append(found, pieceAt{e.form, e.at, kind.piece})
+			return false
+		})
+	}
+	return found
+}
+
+// add records pieces as sent now, and says whether some secret has now been sent whole within the window.
+func (p *pieces) add(found []pieceAt) bool {
+	if len(found) == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	touched := map[int]bool{}
+	for _, f := range found {
+		for i := f.at; i < f.at+f.n; i++ {
+			p.secrets[f.secret].sent[i] = now
+		}
+		touched[f.secret] = true
+	}
+	for id := range touched {
+		unsent := 0
+		for _, t := range p.secrets[id].sent {
+			if t.IsZero() || now.Sub(t) > p.window {
+				unsent++
+			}
+		}
+		if unsent < p.secrets[id].piece {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"unicode/utf8"
+)
+
+// A secret can leave in forms a byte-for-byte search does not see: in another case, in look-alike letters
+// (fullwidth, mathematical, circled), with invisible characters between its letters, escaped for a URL, a
+// JSON string or HTML, with separators between the pairs of its hex or the lines of its base64. The scanner
+// looks at a few views of a text that undo these, each one a pass over the bytes (no parser to get around):
+// folded (lower case, look-alikes as ASCII letters and digits, invisible characters dropped), decoded (the
+// escapes undone, again until nothing changes), and of each of those the letters and digits alone and the
+// hex digits alone.
+
+// fold returns text in lower case with look-alike letters and digits as ASCII and invisible characters gone.
+func fold(text []byte) []byte {
+	out := make([]byte, 0, len(text))
+	for i := 0; i < len(text); {
+		c := text[i]
+		if c < utf8.RuneSelf {
+			out = append(out, lowerASCII[c])
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(text[i:])
+		if r == utf8.RuneError && size <= 1 {
+			out = append(out, c)
+			i++
+			continue
+		}
+		if ascii, ok := lookAlike(r); ok {
+			if ascii != 0 {
+				out = append(out, ascii)
+			}
+		} else {
+			out = append(out, text[i:i+size]...)
+		}
+		i += size
+	}
+	return out
+}
+
+var lowerASCII = func() (t [utf8.RuneSelf]byte) {
+	for c := range t {
+		t[c] = byte(c)
+		if 'A' <= c && c <= 'Z' {
+			t[c] += 'a' - 'A'
+		}
+	}
+	return t
+}()
+
+// lookAlike gives the ASCII letter (lower case) or digit a compatibility character stands for, 0 for a
+// character that shows nothing; ok is false for any other character. It covers what NFKC folds to letters and
+// digits in the blocks a text can be written in whole, which the standard library has no tables for.
+func lookAlike(r rune) (byte, bool) {
+	lower := func(c rune) byte {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		return byte(c)
+	}
+	switch {
+	case r == 0xAD || (0x200B <= r && r <= 0x200F) || (0x2060 <= r && r <= 0x2064) || r == 0xFEFF ||
+		r == 0x180E || r == 0x034F || (0xFE00 <= r && r <= 0xFE0F):
+		return 0, true // soft hyphen, zero-width characters, joiners, variation selectors
+	case 0xFF01 <= r && r <= 0xFF5E: // fullwidth ASCII
+		return lower(r - 0xFEE0), true
+	case r == 0x3000:
+		return ' ', true
+	case 0x1D400 <= r && r <= 0x1D6A3: // mathematical letters: 13 styles of A-Z a-z
+		return byte('a' + (r-0x1D400)%52%26), true
+	case 0x1D7CE <= r && r <= 0x1D7FF: // mathematical digits: 5 styles of 0-9
+		return byte('0' + (r-0x1D7CE)%10), true
+	case 0x24B6 <= r && r <= 0x24E9: // circled letters
+		return byte('a' + (r-0x24B6)%26), true
+	case 0x2460 <= r && r <= 0x2468: // circled digits one to nine
+		return byte('1' + r - 0x2460), true
+	case r == 0x24EA:
+		return '0', true
+	case r == 0xB9:
+		return '1', true
+	case r == 0xB2 || r == 0xB3:
+		return byte('2' + r - 0xB2), true
+	case r == 0x2070 || (0x2074 <= r && r <= 0x2079): // superscript digits
+		return byte('0' + r - 0x2070), true
+	case 0x2080 <= r && r <= 0x2089: // subscript digits
+		return byte('0' + r - 0x2080), true
+	}
+	return 0, false
+}
+
+// decode undoes percent-escapes (%41, %u0041), backslash escapes (\x41, \u0041, \u{41}, \U00000041, \/)
+// and HTML character references (&#65; &#x41; &amp;) in a folded text, folding what they give, until a round
+// changes nothing (at most four: a secret escaped twice or three times is still found).
+func decode(folded []byte) []byte {
+	text := folded
+	for round := 0; round < 4; round++ {
+		next, changed := unescape(text)
+		if !changed {
+			break
+		}
+		text = fold(next)
+	}
+	return text
+}
+
+func unescape(text []byte) ([]byte, bool) {
+	if bytes.IndexAny(text, "%\\&") < 0 {
+		return text, false
+	}
+	out := make([]byte, 0, len(text))
+	changed := false
+	for i := 0; i < len(text); {
+		if r, n := escapeAt(text, i); n > 0 {
+			// %XX and \xXX stand for a byte (of UTF-8, perhaps), the others for a character.
+			if r < utf8.RuneSelf || (n == 3 && text[i] == '%') || (n == 4 && text[i+1] == 'x') {
+				out = append(out, byte(r))
+			} else {
+				out = utf8.AppendRune(out, r)
+			}
+			i += n
+			changed = true
+			continue
+		}
+		out = append(out, text[i])
+		i++
+	}
+	return out, changed
+}
+
+// escapeAt reads an escape at text[i]: the character it stands for and its length (0 if there is none).
+func escapeAt(text []byte, i int) (rune, int) {
+	rest := text[i:]
+	switch rest[0] {
+	case '%':
+		if len(rest) >= 6 && rest[1] == 'u' {
+			if r, ok := hexValue(rest[2:6]); ok {
+				return r, 6
+			}
+		}
+		if len(rest) >= 3 {
+			if r, ok := hexValue(rest[1:3]); ok {
+				return r, 3
+			}
+		}
+	case '\\':
+		if len(rest) < 2 {
+			return 0, 0
+		}
+		switch rest[1] {
+		case 'x':
+			if len(rest) >= 4 {
+				if r, ok := hexValue(rest[2:4]); ok {
+					return r, 4
+				}
+			}
+		case 'u':
+			if len(rest) >= 4 && rest[2] == '{' {
+				if end := bytes.IndexByte(rest[:min(len(rest), 12)], '}'); end > 3 {
+					if r, ok := hexValue(rest[3:end]); ok {
+						return r, end + 1
+					}
+				}
+			}
+			if len(rest) >= 6 {
+				if r, ok := hexValue(rest[2:6]); ok {
+					return r, 6
+				}
+			}
+		case 'U':
+			if len(rest) >= 10 {
+				if r, ok := hexValue(rest[2:10]); ok {
+					return r, 10
+				}
+			}
+		case '/', '\\', '"', '\'':
+			return rune(rest[1]), 2
+		}
+	case '&':
+		end := bytes.IndexByte(rest[:min(len(rest), 12)], ';')
+		if end < 2 {
+			return 0, 0
+		}
+		name := rest[1:end]
+		if name[0] == '#' {
+			if len(name) > 1 && name[1] == 'x' {
+				if r, ok := hexValue(name[2:]); ok {
+					return r, end + 1
+				}
+			} else if r, ok := decimalValue(name[1:]); ok {
+				return r, end + 1
+			}
+			return 0, 0
+		}
+		for entity, c := range map[string]rune{"amp": '&', "lt": '<', "gt": '>', "quot": '"', "apos": '\'',
+			"colon": ':', "sol": '/', "period": '.', "lowbar": '_', "dash": '-', "hyphen": '-', "plus": '+',
+			"equals": '=', "num": '#', "percnt": '%', "bsol": '\\'} {
+			if string(name) == entity {
+				return c, end + 1
+			}
+		}
+	}
+	return 0, 0
+}
+
+func hexValue(digits []byte) (rune, bool) {
+	if len(digits) == 0 || len(digits) > 8 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range digits {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, r >= 0 && r <= utf8.MaxRune
+}
+
+func decimalValue(digits []byte) (rune, bool) {
+	if len(digits) == 0 || len(digits) > 7 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		r = r*10 + rune(c-'0')
+	}
+	return r, r <= utf8.MaxRune
+}
+
+// byteClass is a set of bytes.
+type byteClass [256]bool
+
+func classOf(chars string) *byteClass {
+	var c byteClass
+	for i := 0; i < len(chars); i++ {
+		c[chars[i]] = true
+	}
+	return &c
+}
+
+var (
+	alnumClass = classOf("abcdefghijklmnopqrstuvwxyz0123456789")
+	hexClass   = classOf("abcdef0123456789")
+)
+
+// only keeps the bytes of a folded text that are in class: separators between the characters of an encoding
+// (a hex dump's colons, base64's line breaks, dots between groups) are gone. Of hex digits, the 0 of a 0x is
+// a separator too.
+func only(text []byte, class *byteClass) []byte {
+	zeroX := class == hexClass && bytes.IndexByte(text, 'x') >= 0
+	out := make([]byte, len(text)+1)
+	j := 0
+	for i, c := range text {
+		out[j] = c
+		if class[c] && !(zeroX && c == '0' && i+1 < len(text) && text[i+1] == 'x') {
+			j++
+		}
+	}
+	return out[:j]
+}
+
+func min(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
