@@ -186,8 +186,8 @@ type scannedBody struct {
 	ready   []byte // scanned and free to pass on
 	err     error  // from src, once kept is passed on
 	chunk   []byte
-	// bytes read into kept since it was last scanned
-	unscanned int
+	// bytes read into kept since it was last scanned, and all bytes scanned (held-back ones again)
+	unscanned, scanned int
 }
 
 // errSecretInBody and errPiecesInBody end a request whose body carries a secret, or its last pieces; the
@@ -219,10 +219,11 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		b.unscanned += n
 		if err != nil {
 			b.err = err
-		} else if b.unscanned < scanEvery {
-			continue
+		} else if b.unscanned < scanEvery || b.unscanned < b.scanner.hold {
+			continue // each scan reads the held-back bytes again: at least as many new ones make that at most double
 		}
 		b.unscanned = 0
+		b.scanned += len(b.kept)
 		if whole, complete := b.scanner.found(b.kept, true); whole || complete {
 			b.kept, b.ready = nil, nil
 			b.err = errSecretInBody

@@ -266,3 +266,21 @@ func TestACompressedBodyIsRefusedHoweverItIsDeclared(t *testing.T) {
 		t.Errorf("identity refused: %s", why)
 	}
 }
+
+// A long secret (a service account's key file on one line) makes a long hold-back, which each scan reads again:
+// a body is still scanned about once over, and the secret at its end is still refused.
+func TestALongSecretDoesNotMakeABodyScannedManyTimesOver(t *testing.T) {
+	long := strings.Repeat("Zq8vT3kLm9PxW2rYb7NcJ4hGd6FsQ1aE", 64) // 2 KB
+	s := newSecretScanner([]string{long})
+	body := strings.Repeat("ordinary text, ", 1<<20/15)
+	b := &scannedBody{src: chunked(body, 1500), scanner: s}
+	if _, err := drain(b, 32<<10); err != nil {
+		t.Fatal(err)
+	}
+	if b.scanned > 3*len(body) {
+		t.Errorf("a body of %d bytes was scanned %.1f times over", len(body), float64(b.scanned)/float64(len(body)))
+	}
+	if _, err := drain(&scannedBody{src: chunked(body+long, 1500), scanner: s}, 32<<10); err != errSecretInBody {
+		t.Errorf("the long secret at the end: %v", err)
+	}
+}
