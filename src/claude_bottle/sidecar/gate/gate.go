@@ -108,6 +108,17 @@ func (g *gate) handle(conn net.Conn) {
 	// From here on the target is judged, and sent on to pipelock, in this one spelling: pipelock reads
 	// "[name]:443" or "NAME.:443" as name:443, so any other spelling would pass the gate's checks by.
 	target := net.JoinHostPort(host, port)
+	// A name is looked up, and sent to the server, before any request in the tunnel is read: a secret spelled
+	// out in the labels of an allowed wildcard domain, or its pieces over several names, is refused here.
+	if whole, complete := g.scanner.found([]byte(host), true); whole || complete {
+		why := "the CONNECT target's name carries a secret of the bottle's"
+		if !whole {
+			why = "the CONNECT target's name would complete a secret of the bottle's sent in pieces"
+		}
+		g.counter.add("(a name that carries a secret)", "blocked", why)
+		refuse(conn, why)
+		return
+	}
 	why := g.portRefused(host, port)
 	if why == "" {
 		why = g.credentialPortRefused(host, port)

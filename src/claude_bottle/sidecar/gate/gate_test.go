@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base32"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -146,5 +148,34 @@ func TestAnAnswerIsWholeWhenTheRequestBodyIsClosedAfterItsLength(t *testing.T) {
 		if w.Code != http.StatusBadRequest || w.Body.String() != "scripted failure\n" {
 			t.Fatalf("request %d: %d %q, want the upstream's whole 400", i, w.Code, w.Body.String())
 		}
+	}
+}
+
+// A secret spelled out in host names (base32 in the labels of an allowed wildcard domain), whole or a piece per
+// name, is refused at the CONNECT, before the name is looked up or sent anywhere.
+func TestASecretInACONNECTTargetsNameIsRefused(t *testing.T) {
+	counter := newCounter([]string{testSecret})
+	g := newGate(&Config{Secrets: []string{testSecret}}, nil, counter, nil)
+	connect := func(host string) string {
+		client, server := net.Pipe()
+		defer client.Close()
+		go g.handle(server)
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(client, "CONNECT %s:443 HTTP/1.1\r\nHost: %s:443\r\n\r\n", host, host)
+		answer, _ := io.ReadAll(client)
+		return string(answer)
+	}
+	encoded := strings.ToLower(strings.TrimRight(base32.StdEncoding.EncodeToString([]byte("k="+testSecret)), "="))
+	whole := strings.Join([]string{encoded[:30], encoded[30:]}, ".") + ".files.example.com"
+	if answer := connect(whole); !strings.Contains(answer, "carries a secret") {
+		t.Errorf("the whole secret in a name: %q", answer)
+	}
+	half := len(testSecret) / 2
+	connect(strings.ToLower(testSecret[:half]) + ".files.example.com")
+	if answer := connect(strings.ToLower(testSecret[half:]) + ".files.example.com"); !strings.Contains(answer, "in pieces") {
+		t.Errorf("the second half in a second name: %q", answer)
+	}
+	if strings.Contains(strings.ToLower(string(counter.snapshot())), strings.ToLower(testSecret[half:])) {
+		t.Error("the report names the name")
 	}
 }
