@@ -7,24 +7,19 @@ import (
 
 // A hijacked agent can send a secret in pieces, one per request, in any order and with other requests between
 // them; pipelock joins only the fragments of consecutive requests, in order. pieces remembers, for each secret
-// (its letters and digits, and its hex), which of its characters the bottle's requests have sent as part of a
-// piece, and when. A request is refused, before any of it goes on, if with it fewer of a secret's characters
+// (its letters and digits), which of its characters the bottle's requests have sent as part of a piece, and
+// when: a piece as it is or encoded (found in the scanner's views, hex and base64 decoded each on its own). A request is refused, before any of it goes on, if with it fewer of a secret's characters
 // than make a piece would be left unsent within the window (the rest could follow in one piece too short to
 // see). A piece is a run of the secret long enough that ordinary text in the secret's alphabet matches it by
-// chance less than once in two billion tries: six letters or digits, eight hex digits (and eight decimal
-// digits, the longest key an index reads). Shorter pieces cannot be told from chance. What the gate does not
+// chance less than once in two billion tries: six letters or digits, eight for a secret of hex digits only (and
+// eight for one of decimal digits, the longest key an index reads). Shorter pieces cannot be told from chance. What the gate does not
 // read (pipelock's passthrough hosts, the credential hosts) is not counted.
 type pieces struct {
 	mu      sync.Mutex
 	window  time.Duration
 	now     func() time.Time
 	secrets []tracked
-	indexes map[indexKind]*index
-}
-
-type indexKind struct {
-	class *byteClass
-	piece int
+	indexes map[int]*index // by piece length
 }
 
 type tracked struct {
@@ -38,7 +33,7 @@ type pieceAt struct{ secret, at, n int }
 const piecesWindow = time.Hour
 
 func newPieces() *pieces {
-	return &pieces{window: piecesWindow, now: time.Now, indexes: map[indexKind]*index{}}
+	return &pieces{window: piecesWindow, now: time.Now, indexes: map[int]*index{}}
 }
 
 // pieceLength is the shortest run of form that counts as a piece.
@@ -59,8 +54,8 @@ func pieceLength(form []byte) int {
 	return n
 }
 
-// track remembers a secret's form, written in class's characters (`in` is given text in that class).
-func (p *pieces) track(form []byte, class *byteClass) {
+// track remembers a secret by its letters and digits in lower case (`in` is given text in those alone).
+func (p *pieces) track(form []byte) {
 	n := pieceLength(form)
 	if n > 8 {
 		n = 8 // the longest key an index reads; decimal secrets then count pieces of eight digits
@@ -68,11 +63,10 @@ func (p *pieces) track(form []byte, class *byteClass) {
 	if len(form) < 2*n {
 		return // too short to come in two pieces that count
 	}
-	kind := indexKind{class, n}
-	x := p.indexes[kind]
+	x := p.indexes[n]
 	if x == nil {
 		x = newIndex(n)
-		p.indexes[kind] = x
+		p.indexes[n] = x
 	}
 	p.secrets = append(p.secrets, tracked{piece: n, sent: make([]time.Time, len(form))})
 	for at := 0; at+n <= len(form); at++ {
@@ -80,14 +74,12 @@ func (p *pieces) track(form []byte, class *byteClass) {
 	}
 }
 
-// in appends to found the pieces of secrets in text, whose characters are all in class.
-func (p *pieces) in(text []byte, class *byteClass, found []pieceAt) []pieceAt {
-	for kind, x := range p.indexes {
-		if kind.class != class {
-			continue
-		}
+// in appends to found the pieces of secrets in text, letters and digits in lower case.
+func (p *pieces) in(text []byte, found []pieceAt) []pieceAt {
+	for n, x := range p.indexes {
+		n := n
 		x.each(text, func(at int, e entry) bool {
-			found = append(found, pieceAt{e.form, e.at, kind.piece})
+			found = append(found, pieceAt{e.form, e.at, n})
 			return false
 		})
 	}

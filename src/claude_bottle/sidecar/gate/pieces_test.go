@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/hex"
 	"net/http/httptest"
 	"net/url"
@@ -76,6 +77,20 @@ func TestASecretInPiecesIsRefusedAtTheLastPiece(t *testing.T) {
 		cases["overlapping with junk"] = overlapping
 	}
 	cases["hex pieces"] = split(hexForm, 4)
+	// Each piece encoded on its own, each in another way.
+	quarters := split(testSecret, 4)
+	cases["each piece encoded its own way"] = []string{
+		base64.StdEncoding.EncodeToString([]byte(quarters[2])),
+		hex.EncodeToString([]byte(quarters[0])),
+		"k=" + base64.RawURLEncoding.EncodeToString([]byte(quarters[3])),
+		strings.ToUpper(hex.EncodeToString([]byte(quarters[1]))),
+	}
+	cases["each piece base64 after a prefix"] = []string{
+		base64.StdEncoding.EncodeToString([]byte("a" + quarters[1])),
+		base64.StdEncoding.EncodeToString([]byte("ab" + quarters[3])),
+		base64.StdEncoding.EncodeToString([]byte("abc" + quarters[0])),
+		base64.StdEncoding.EncodeToString([]byte(quarters[2])),
+	}
 	cases["pieces upper and lower"] = []string{strings.ToUpper(testSecret[:16]), strings.ToLower(testSecret[16:])}
 	cases["percent-encoded pieces"] = []string{url.QueryEscape(testSecret[20:]),
 		"%" + strings.Join(split(strings.ToUpper(hex.EncodeToString([]byte(testSecret[:20]))), 20), "%")}

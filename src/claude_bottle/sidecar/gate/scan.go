@@ -27,6 +27,7 @@ var allowedMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true
 //   - its letters and digits, reversed too, and those of its base32 (both alphabets) and base64 (either
 //     alphabet) at every alignment after a prefix, in the letters and digits of either text;
 //   - its hex, in the hex digits of either text;
+//   - its letters and digits, and its pieces, in what the hex and base64 of either text decode to;
 //   - its pieces, over requests: see pieces.go.
 //
 // A secret whose letters and digits are too few to tell from ordinary text is looked for whole only.
@@ -56,21 +57,20 @@ func newSecretScanner(secrets []string) *secretScanner {
 	}
 	for _, secret := range secrets {
 		raw := []byte(secret)
-		if folded := fold(raw); len(folded) >= 8 {
+		if folded := lower(fold(raw)); len(folded) >= 8 {
 			s.exact.addForm(folded)
 			note(folded)
 		}
 		hexForm := []byte(hex.EncodeToString(raw))
 		s.hexes.addForm(hexForm)
-		s.pieces.track(hexForm, hexClass)
 		note(hexForm)
-		letters := only(fold(raw), alnumClass)
+		letters := only(lower(fold(raw)), alnumClass)
 		if len(letters) < minLetters {
 			continue
 		}
 		s.letters.addForm(letters)
 		s.letters.addForm(reversed(letters))
-		s.pieces.track(letters, alnumClass)
+		s.pieces.track(letters)
 		for _, form := range encodedForms(raw) {
 			if len(form) >= minLetters {
 				s.letters.addForm(form)
@@ -102,7 +102,7 @@ func encodedForms(secret []byte) [][]byte {
 			first := (8*shift + enc.bits - 1) / enc.bits
 			last := 8 * (shift + len(secret)) / enc.bits
 			if last > first {
-				forms = append(forms, only(fold([]byte(encoded[first:last])), alnumClass))
+				forms = append(forms, only(lower([]byte(encoded[first:last])), alnumClass))
 			}
 		}
 	}
@@ -121,22 +121,30 @@ func reversed(b []byte) []byte {
 // complete says whether they, with the pieces earlier requests sent, make up a whole secret.
 func (s *secretScanner) found(text []byte, record bool) (whole, complete bool) {
 	folded := fold(text)
-	views := [][]byte{folded}
+	texts := [][]byte{folded}
 	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
-		views = append(views, decoded)
+		texts = append(texts, decoded)
 	}
 	var sent []pieceAt
-	for _, view := range views {
-		if s.exact.has(view) {
-			return true, false
-		}
-		letters, hexDigits := only(view, alnumClass), only(view, hexClass)
-		if s.letters.has(letters) || s.hexes.has(hexDigits) {
-			return true, false
+	inLetters := func(letters []byte) bool {
+		if s.letters.has(letters) {
+			return true
 		}
 		if record {
-			sent = s.pieces.in(letters, alnumClass, sent)
-			sent = s.pieces.in(hexDigits, hexClass, sent)
+			sent = s.pieces.in(letters, sent)
+		}
+		return false
+	}
+	for _, t := range texts {
+		view := lower(t)
+		if s.exact.has(view) || s.hexes.has(only(view, hexClass)) || inLetters(only(view, alnumClass)) {
+			return true, false
+		}
+		// Decoded hex and base64 are bytes, not text: only their letters and digits are looked at.
+		for _, raw := range decodedRuns(t) {
+			if inLetters(only(lower(raw), alnumClass)) {
+				return true, false
+			}
 		}
 	}
 	return false, record && s.pieces.add(sent)

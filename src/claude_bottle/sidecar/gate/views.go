@@ -2,24 +2,27 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"unicode/utf8"
 )
 
 // A secret can leave in forms a byte-for-byte search does not see: in another case, in look-alike letters
 // (fullwidth, mathematical, circled), with invisible characters between its letters, escaped for a URL, a
-// JSON string or HTML, with separators between the pairs of its hex or the lines of its base64. The scanner
-// looks at a few views of a text that undo these, each one a pass over the bytes (no parser to get around):
-// folded (lower case, look-alikes as ASCII letters and digits, invisible characters dropped), decoded (the
-// escapes undone, again until nothing changes), and of each of those the letters and digits alone and the
+// JSON string or HTML, with separators between the pairs of its hex or the lines of its base64, or a piece at a
+// time, each piece encoded on its own. The scanner looks at a few views of a text that undo these, each one a
+// pass over the bytes (no parser to get around): folded (look-alikes as ASCII letters and digits, invisible
+// characters dropped), decoded (the escapes undone, again until nothing changes), what the hex and the base64
+// in either decode to, and of each of those, in lower case, the whole, the letters and digits alone and the
 // hex digits alone.
 
-// fold returns text in lower case with look-alike letters and digits as ASCII and invisible characters gone.
+// fold returns text with look-alike letters and digits as ASCII and invisible characters gone.
 func fold(text []byte) []byte {
 	out := make([]byte, 0, len(text))
 	for i := 0; i < len(text); {
 		c := text[i]
 		if c < utf8.RuneSelf {
-			out = append(out, lowerASCII[c])
+			out = append(out, c)
 			i++
 			continue
 		}
@@ -41,7 +44,16 @@ func fold(text []byte) []byte {
 	return out
 }
 
-var lowerASCII = func() (t [utf8.RuneSelf]byte) {
+// lower is text with its ASCII letters in lower case, in a new slice.
+func lower(text []byte) []byte {
+	out := make([]byte, len(text))
+	for i, c := range text {
+		out[i] = lowerASCII[c]
+	}
+	return out
+}
+
+var lowerASCII = func() (t [256]byte) {
 	for c := range t {
 		t[c] = byte(c)
 		if 'A' <= c && c <= 'Z' {
@@ -51,30 +63,30 @@ var lowerASCII = func() (t [utf8.RuneSelf]byte) {
 	return t
 }()
 
-// lookAlike gives the ASCII letter (lower case) or digit a compatibility character stands for, 0 for a
-// character that shows nothing; ok is false for any other character. It covers what NFKC folds to letters and
-// digits in the blocks a text can be written in whole, which the standard library has no tables for.
+// lookAlike gives the ASCII letter or digit a compatibility character stands for, 0 for a character that shows
+// nothing; ok is false for any other character. It covers what NFKC folds to letters and digits in the blocks
+// a text can be written in whole, which the standard library has no tables for.
 func lookAlike(r rune) (byte, bool) {
-	lower := func(c rune) byte {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+	letter := func(i rune) byte { // 0-25 capitals, 26-51 small letters
+		if i < 26 {
+			return byte('A' + i)
 		}
-		return byte(c)
+		return byte('a' + i - 26)
 	}
 	switch {
 	case r == 0xAD || (0x200B <= r && r <= 0x200F) || (0x2060 <= r && r <= 0x2064) || r == 0xFEFF ||
 		r == 0x180E || r == 0x034F || (0xFE00 <= r && r <= 0xFE0F):
 		return 0, true // soft hyphen, zero-width characters, joiners, variation selectors
 	case 0xFF01 <= r && r <= 0xFF5E: // fullwidth ASCII
-		return lower(r - 0xFEE0), true
+		return byte(r - 0xFEE0), true
 	case r == 0x3000:
 		return ' ', true
 	case 0x1D400 <= r && r <= 0x1D6A3: // mathematical letters: 13 styles of A-Z a-z
-		return byte('a' + (r-0x1D400)%52%26), true
+		return letter((r - 0x1D400) % 52), true
 	case 0x1D7CE <= r && r <= 0x1D7FF: // mathematical digits: 5 styles of 0-9
 		return byte('0' + (r-0x1D7CE)%10), true
 	case 0x24B6 <= r && r <= 0x24E9: // circled letters
-		return byte('a' + (r-0x24B6)%26), true
+		return letter(r - 0x24B6), true
 	case 0x2460 <= r && r <= 0x2468: // circled digits one to nine
 		return byte('1' + r - 0x2460), true
 	case r == 0x24EA:
@@ -115,7 +127,7 @@ func unescape(text []byte) ([]byte, bool) {
 	for i := 0; i < len(text); {
 		if r, n := escapeAt(text, i); n > 0 {
 			// %XX and \xXX stand for a byte (of UTF-8, perhaps), the others for a character.
-			if r < utf8.RuneSelf || (n == 3 && text[i] == '%') || (n == 4 && text[i+1] == 'x') {
+			if r < utf8.RuneSelf || (n == 3 && text[i] == '%') || (n == 4 && lowerASCII[text[i+1]] == 'x') {
 				out = append(out, byte(r))
 			} else {
 				out = utf8.AppendRune(out, r)
@@ -135,7 +147,7 @@ func escapeAt(text []byte, i int) (rune, int) {
 	rest := text[i:]
 	switch rest[0] {
 	case '%':
-		if len(rest) >= 6 && rest[1] == 'u' {
+		if len(rest) >= 6 && (rest[1] == 'u' || rest[1] == 'U') {
 			if r, ok := hexValue(rest[2:6]); ok {
 				return r, 6
 			}
@@ -150,7 +162,7 @@ func escapeAt(text []byte, i int) (rune, int) {
 			return 0, 0
 		}
 		switch rest[1] {
-		case 'x':
+		case 'x', 'X':
 			if len(rest) >= 4 {
 				if r, ok := hexValue(rest[2:4]); ok {
 					return r, 4
@@ -185,7 +197,7 @@ func escapeAt(text []byte, i int) (rune, int) {
 		}
 		name := rest[1:end]
 		if name[0] == '#' {
-			if len(name) > 1 && name[1] == 'x' {
+			if len(name) > 1 && (name[1] == 'x' || name[1] == 'X') {
 				if r, ok := hexValue(name[2:]); ok {
 					return r, end + 1
 				}
@@ -269,6 +281,40 @@ func only(text []byte, class *byteClass) []byte {
 		}
 	}
 	return out[:j]
+}
+
+var base64Class = classOf("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+
+// decodedRuns are what the hex and the base64 in a folded text decode to, at every alignment: the hex digits
+// alone (separators gone) from the first and from the second, and the base64 characters alone (either
+// alphabet; padding and separators gone) from each of the first four. A secret sent a piece at a time, each
+// piece encoded on its own, is in them piece by piece, as it is.
+func decodedRuns(text []byte) [][]byte {
+	var out [][]byte
+	digits := only(lower(text), hexClass)
+	for start := 0; start < 2 && start < len(digits); start++ {
+		run := digits[start:]
+		raw := make([]byte, len(run)/2)
+		hex.Decode(raw, run[:len(raw)*2]) // only hex digits: no error
+		out = append(out, raw)
+	}
+	b64 := only(text, base64Class)
+	for i, c := range b64 {
+		switch c {
+		case '-':
+			b64[i] = '+'
+		case '_':
+			b64[i] = '/'
+		}
+	}
+	for start := 0; start < 4 && start < len(b64); start++ {
+		run := b64[start:]
+		run = run[:len(run)/4*4]
+		raw := make([]byte, base64.StdEncoding.DecodedLen(len(run)))
+		n, _ := base64.StdEncoding.Decode(raw, run) // no padding, no other characters: no error
+		out = append(out, raw[:n])
+	}
+	return out
 }
 
 func min(a, b int) int {
