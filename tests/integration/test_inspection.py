@@ -433,11 +433,16 @@ class SmugglingTest(support.IntegrationTest):
     body declared compressed the way pipelock does not read. None of it may arrive whole; the pieces before the
     last one do arrive (the refusal is the secret's, not the bottle's)."""
 
-    PIECES = {  # case: (scheme, how the secret is cut, requests as (place, piece or None for an ordinary one))
-        "reversed": ("https", [2, 1, 0]),
-        "with-others-between": ("https", [0, None, None, 2, None, 1]),
-        "plain-http-reversed": ("http", [1, 0, 2]),
+    # case: (scheme, the thirds of the secret in the order sent (None: an ordinary request), each one's encoding)
+    PIECES = {
+        "reversed": ("https", [2, 1, 0], "plain"),
+        "with-others-between": ("https", [0, None, None, 2, None, 1], "plain"),
+        "plain-http-reversed": ("http", [1, 0, 2], "plain"),
+        "each-encoded-its-own-way": ("https", [1, 2, 0], ["base64", "hex", "base64url"]),
     }
+    ENCODE = {"plain": lambda p: p, "hex": lambda p: p.encode().hex(),
+              "base64": lambda p: base64.b64encode(p.encode()).decode(),
+              "base64url": lambda p: base64.urlsafe_b64encode(p.encode()).decode().rstrip("=")}
 
     @classmethod
     def setUpClass(cls):
@@ -480,10 +485,12 @@ class SmugglingTest(support.IntegrationTest):
 
     def test_a_secret_in_pieces_does_not_arrive_whole(self):
         cases = []
-        for index, (name, (scheme, order)) in enumerate(self.PIECES.items()):
+        for index, (name, (scheme, order, encodings)) in enumerate(self.PIECES.items()):
             secret = self.secrets[f"SECRET_{index}"]
             third = len(secret) // 3
             cuts = [secret[:third], secret[third:2 * third], secret[2 * third:]]
+            if encodings != "plain":
+                cuts = [self.ENCODE[how](cuts[piece]) for piece, how in sorted(zip(order, encodings))]
             places = [lambda p: _get("p?page=" + p.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D")),
                       lambda p: _get("x", f"X-Request-Id: {p}\r\n"),
                       lambda p: _post("application/json", json.dumps({"note": p}))]
@@ -505,6 +512,9 @@ class SmugglingTest(support.IntegrationTest):
             secret = self.secrets[f"SECRET_{index}"]
             third = len(secret) // 3
             last_piece = [secret[:third], secret[third:2 * third], secret[2 * third:]][order[last]]
+            encodings = self.PIECES[case["name"]][2]
+            if encodings != "plain":
+                last_piece = self.ENCODE[encodings[last]](last_piece)
             decoded = arrived.replace(b"%2F", b"/").replace(b"%2B", b"+").replace(b"%3D", b"=")
             self.assertFalse(last_piece.encode() in decoded, f"{case['name']}: the last piece arrived")
 
