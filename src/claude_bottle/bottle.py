@@ -352,7 +352,7 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
     were asked for. `ssh_keys` (by Host) go to the bottle's agent."""
     n = plan.names
     placeholder = sidecar.placeholder()
-    blocked = egress.secrets_list([env[name] for name in plan.bottle.secret_names] + [token])
+    blocked = [env[name] for name in plan.bottle.secret_names] + [token]
     ssh_hosts = sorted({h.hostname for h in plan.bottle.ssh})
     config = sidecar.gate_config(
         egress.pipelock_config([h.host for h in plan.allowlist], plan.bottle.private_hosts,

@@ -182,12 +182,17 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+def secret_lines(secret_values: Iterable[str]) -> list[str]:
+    """Each long-enough line of each secret value: what the sidecar looks for, in every form it knows."""
+    return sorted({line.strip() for value in secret_values for line in value.splitlines()
+                   if len(line.strip()) >= MIN_SECRET_LENGTH})
+
+
 def secrets_list(secret_values: Iterable[str]) -> list[str]:
-    """The lines of pipelock's secrets file: each long-enough line of each secret value, and the forms of it
-    pipelock does not derive itself (it looks for a secret's own base64, hex and base32)."""
-    lines = {line.strip() for value in secret_values for line in value.splitlines()
-             if len(line.strip()) >= MIN_SECRET_LENGTH}
-    return sorted(lines | {form for line in lines for form in _encoded_forms(line.encode())})
+    """The lines of pipelock's secrets file: each secret line, and the forms of it pipelock does not derive
+    itself (it looks for a secret's own base64, hex and base32)."""
+    lines = secret_lines(secret_values)
+    return sorted(set(lines) | {form for line in lines for form in _encoded_forms(line.encode())})
 
 
 def _encoded_forms(secret: bytes) -> set[str]:

@@ -94,7 +94,10 @@ def gate_config(pipelock_config: dict, secret_values: Sequence[str], token: str,
         "proxy_dir": PROXY_DIR,
         # pipelock reads YAML, and JSON is YAML: no quoting rules to get wrong.
         "pipelock_config": json.dumps(pipelock_config, indent=2),
-        "secrets": sorted(set(secret_values)),
+        "secrets": egress.secrets_list(secret_values),
+        # The gate derives every form it looks for itself: the encodings above, looked for as secrets of their
+        # own, would make more and shorter forms that ordinary traffic matches by chance.
+        "scanned": egress.secret_lines(secret_values),
         "token": token,
         "placeholder": bottle_placeholder,
         "credential_hosts": [c.to_json() for c in credentials],

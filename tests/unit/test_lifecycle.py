@@ -82,6 +82,8 @@ class LaunchTest(unittest.TestCase):
         # Literal values are configuration, not secrets: only host-copied ones and the token are blocked.
         self.assertEqual(config["secrets"], egress.secrets_list([TOKEN, "database-password-123"]))
         self.assertTrue({TOKEN, "database-password-123"} <= set(config["secrets"]))
+        # The gate gets the secrets themselves, not pipelock's encodings of them.
+        self.assertEqual(config["scanned"], sorted([TOKEN, "database-password-123"]))
         pipelock = json.loads(config["pipelock_config"])
         self.assertEqual(pipelock["api_allowlist"], [h.host for h in self.plan.allowlist])
         self.assertEqual(pipelock["tls_interception"]["passthrough_domains"], ["api.anthropic.com"])

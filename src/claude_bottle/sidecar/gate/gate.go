@@ -32,9 +32,16 @@ type gate struct {
 	plain       http.Handler              // forwards any other plain-HTTP request through pipelock, once read
 }
 
+func (cfg *Config) scanned() []string {
+	if len(cfg.Scanned) > 0 {
+		return cfg.Scanned
+	}
+	return cfg.Secrets
+}
+
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
-		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.Secrets), passthrough: cfg.Passthrough}
+		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.scanned()), passthrough: cfg.Passthrough}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -110,7 +117,7 @@ func (g *gate) handle(conn net.Conn) {
 	target := net.JoinHostPort(host, port)
 	// A name is looked up, and sent to the server, before any request in the tunnel is read: a secret spelled
 	// out in the labels of an allowed wildcard domain, or its pieces over several names, is refused here.
-	if whole, complete := g.scanner.found([]byte(host), true); whole || complete {
+	if whole, complete := g.scanner.found([]byte(host), true, nil); whole || complete {
 		why := "the CONNECT target's name carries a secret of the bottle's"
 		if !whole {
 			why = "the CONNECT target's name would complete a secret of the bottle's sent in pieces"

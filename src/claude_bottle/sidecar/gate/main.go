@@ -58,14 +58,17 @@ type Config struct {
 	PipelockConfig string `json:"pipelock_config"` // pipelock.yaml, as text
 	// SSH is not TLS, so pipelock cannot look inside it: tunnels to the SSH entries' host:port go to a second
 	// pipelock that judges them by name (its allowlist is those hosts only).
-	SSHPipelockConfig string              `json:"ssh_pipelock_config"`
-	SSHTargets        []string            `json:"ssh_targets"` // host:port
-	Secrets           []string            `json:"secrets"`     // pipelock's secrets file, and what the report redacts
-	Token             string              `json:"token"`       // the user's real OAuth token
-	Placeholder       string              `json:"placeholder"` // what the bottle has in its place
-	Credentials       []CredentialHost    `json:"credential_hosts"`
-	PrivatePorts      map[string][]string `json:"private_ports"` // private host -> the ports it may be reached on
-	UpstreamCA        string              `json:"upstream_ca"`   // PEM: more CAs to trust for the servers reached
+	SSHPipelockConfig string   `json:"ssh_pipelock_config"`
+	SSHTargets        []string `json:"ssh_targets"` // host:port
+	Secrets           []string `json:"secrets"`     // pipelock's secrets file, and what the report redacts
+	// The secrets themselves (Secrets adds encodings of them for pipelock): what the gate looks for, in every
+	// form it knows. Secrets if empty.
+	Scanned      []string            `json:"scanned"`
+	Token        string              `json:"token"`       // the user's real OAuth token
+	Placeholder  string              `json:"placeholder"` // what the bottle has in its place
+	Credentials  []CredentialHost    `json:"credential_hosts"`
+	PrivatePorts map[string][]string `json:"private_ports"` // private host -> the ports it may be reached on
+	UpstreamCA   string              `json:"upstream_ca"`   // PEM: more CAs to trust for the servers reached
 	// Passthrough hosts ("*." wildcards too) are pipelock's passthrough_domains: their HTTPS is judged by
 	// name only, by pipelock and the gate alike.
 	Passthrough []string `json:"passthrough"`

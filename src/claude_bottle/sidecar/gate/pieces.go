@@ -11,8 +11,9 @@ import (
 // when: a piece as it is or encoded (found in the scanner's views, hex and base64 decoded each on its own). A request is refused, before any of it goes on, if with it fewer of a secret's characters
 // than make a piece would be left unsent within the window (the rest could follow in one piece too short to
 // see). A piece is a run of the secret long enough that ordinary text in the secret's alphabet matches it by
-// chance less than once in two billion tries: six letters or digits, eight for a secret of hex digits only (and
-// eight for one of decimal digits, the longest key an index reads). Shorter pieces cannot be told from chance. What the gate does not
+// chance less than once in two billion tries: six letters or digits, eight for a secret of hex digits only.
+// Shorter pieces cannot be told from chance, and a secret of decimal digits only is not counted in pieces (it
+// would take pieces of ten, longer than an index reads). What the gate does not
 // read (pipelock's passthrough hosts, the credential hosts) is not counted.
 type pieces struct {
 	mu      sync.Mutex
@@ -57,11 +58,11 @@ func pieceLength(form []byte) int {
 // track remembers a secret by its letters and digits in lower case (`in` is given text in those alone).
 func (p *pieces) track(form []byte) {
 	n := pieceLength(form)
-	if n > 8 {
-		n = 8 // the longest key an index reads; decimal secrets then count pieces of eight digits
-	}
-	if len(form) < 2*n {
-		return // too short to come in two pieces that count
+	if n > 8 || len(form) < 2*n {
+		// A secret of decimal digits only would need pieces longer than the longest key an index reads
+		// (ordinary numbers match eight digits of it far too often), and a short one cannot come in two
+		// pieces that count.
+		return
 	}
 	x := p.indexes[n]
 	if x == nil {
@@ -109,6 +110,12 @@ func (p *pieces) add(found []pieceAt) bool {
 			}
 		}
 		if unsent < p.secrets[id].piece {
+			// Forgotten once refused: a false alarm (ordinary traffic that happened to hold pieces of a secret)
+			// does not refuse every request with a piece of it for the rest of the window. An agent gains
+			// nothing by it: sending the pieces again ends in the same refusal.
+			for i := range p.secrets[id].sent {
+				p.secrets[id].sent[i] = time.Time{}
+			}
 			return true
 		}
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
+	"math/rand"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -94,6 +96,22 @@ func TestASecretInPiecesIsRefusedAtTheLastPiece(t *testing.T) {
 	cases["pieces upper and lower"] = []string{strings.ToUpper(testSecret[:16]), strings.ToLower(testSecret[16:])}
 	cases["percent-encoded pieces"] = []string{url.QueryEscape(testSecret[20:]),
 		"%" + strings.Join(split(strings.ToUpper(hex.EncodeToString([]byte(testSecret[:20]))), 20), "%")}
+	// Each piece in padded base64 after a prefix, in sizes whose base64 ends in a partial group.
+	for _, size := range []int{7, 8, 11} {
+		var padded []string
+		for i := 0; i < len(testSecret); i += size {
+			end := i + size
+			if end > len(testSecret) {
+				end = len(testSecret)
+			}
+			if end-i < 6 {
+				padded[len(padded)-1] = "p=" + base64.StdEncoding.EncodeToString([]byte(testSecret[i-size:end]))
+				continue
+			}
+			padded = append(padded, "p="+base64.StdEncoding.EncodeToString([]byte(testSecret[i:end])))
+		}
+		cases[fmt.Sprintf("padded base64 pieces of %d", size)] = padded
+	}
 	places := []string{"path", "query", "header", "body"}
 	for name, parts := range cases {
 		for p, first := range places {
@@ -169,6 +187,31 @@ func TestOrdinaryTrafficDoesNotAddUpToASecret(t *testing.T) {
 		for _, where := range []string{"query", "header", "body"} {
 			if send(t, s, where, text) {
 				t.Fatalf("request %d refused: %q", i, text)
+			}
+		}
+	}
+}
+
+// Big ordinary uploads (numbers in JSON, base64 of binary files) over a long session do not add up to any
+// secret of the shapes users have: a GitHub token, an AWS secret key, 40 hex digits, 16 decimal digits.
+func TestBigOrdinaryUploadsDoNotAddUpToASecret(t *testing.T) {
+	secrets := []string{"ghp_Zq8vT3kLm9PxW2rYb7NcJ4hGd6FsQ1aE0u9i", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+		"3b18e512dba79e4c8300dd08aeb37f8e728b8dad", "4532015112830366"}
+	s := newSecretScanner(secrets)
+	random := rand.New(rand.NewSource(7))
+	for upload := 0; upload < 8; upload++ {
+		var numbers strings.Builder
+		numbers.WriteString(`{"values":[`)
+		for numbers.Len() < 1<<20 {
+			fmt.Fprintf(&numbers, "%d,", random.Intn(1000000))
+		}
+		numbers.WriteString("0]}")
+		binary := make([]byte, 3<<18)
+		random.Read(binary)
+		for name, body := range map[string]string{"numbers": numbers.String(),
+			"base64": `{"file":"` + base64.StdEncoding.EncodeToString(binary) + `"}`} {
+			if _, err := drain(&scannedBody{src: chunked(body, 32<<10), scanner: s}, 32<<10); err != nil {
+				t.Fatalf("upload %d (%s): %v", upload, name, err)
 			}
 		}
 	}

@@ -33,10 +33,12 @@ var allowedMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true
 // A secret whose letters and digits are too few to tell from ordinary text is looked for whole only.
 type secretScanner struct {
 	exact   *index
+	sparse  []sparseSecret
 	letters *index
 	hexes   *index
 	pieces  *pieces
 	hold    int // bytes of a body kept back until what follows is read: the longest a secret's form can take
+	carry   int // letters and digits of a body's passed-on bytes kept to be read with what follows
 }
 
 const (
@@ -66,10 +68,16 @@ func newSecretScanner(secrets []string) *secretScanner {
 		note(hexForm)
 		letters := only(lower(fold(raw)), alnumClass)
 		if len(letters) < minLetters {
+			if folded := lower(fold(raw)); len(folded) >= 8 {
+				s.sparse = append(s.sparse, newSparseSecret(folded))
+			}
 			continue
 		}
 		s.letters.addForm(letters)
 		s.letters.addForm(reversed(letters))
+		if len(letters) > s.carry {
+			s.carry = len(letters)
+		}
 		s.pieces.track(letters)
 		for _, form := range encodedForms(raw) {
 			if len(form) >= minLetters {
@@ -81,6 +89,21 @@ func newSecretScanner(secrets []string) *secretScanner {
 	if s.hold > maxHold {
 		s.hold = maxHold
 	}
+	return s
+}
+
+// sparseSecret is a secret of few letters and digits (mostly punctuation): too few to look for alone, so it is
+// looked for in a text's characters that are the secret's own, whatever else is between them (spaces between
+// its characters, the zero bytes of UTF-16), forwards and reversed.
+type sparseSecret struct {
+	chars *byteClass
+	forms *index
+}
+
+func newSparseSecret(folded []byte) sparseSecret {
+	s := sparseSecret{chars: classOf(string(folded)), forms: newIndex(8)}
+	s.forms.addForm(folded)
+	s.forms.addForm(reversed(folded))
 	return s
 }
 
@@ -118,8 +141,9 @@ func reversed(b []byte) []byte {
 }
 
 // found says whether a secret is in text whole; with record, the pieces of secrets in it are recorded too, and
-// complete says whether they, with the pieces earlier requests sent, make up a whole secret.
-func (s *secretScanner) found(text []byte, record bool) (whole, complete bool) {
+// complete says whether they, with the pieces earlier requests sent, make up a whole secret. before is the
+// letters and digits of what came before text in the same body, if any.
+func (s *secretScanner) found(text []byte, record bool, before []byte) (whole, complete bool) {
 	folded := fold(text)
 	texts := [][]byte{folded}
 	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
@@ -137,8 +161,19 @@ func (s *secretScanner) found(text []byte, record bool) (whole, complete bool) {
 	}
 	for _, t := range texts {
 		view := lower(t)
-		if s.exact.has(view) || s.hexes.has(only(view, hexClass)) || inLetters(only(view, alnumClass)) {
+		letters := only(view, alnumClass)
+		if len(before) > 0 {
+			// A secret's letters spread through a body, further apart than a body holds back, are still in
+			// its letters together.
+			letters = append(append(make([]byte, 0, len(before)+len(letters)), before...), letters...)
+		}
+		if s.exact.has(view) || s.hexes.has(only(view, hexClass)) || inLetters(letters) {
 			return true, false
+		}
+		for _, sparse := range s.sparse {
+			if sparse.forms.has(only(view, sparse.chars)) {
+				return true, false
+			}
 		}
 		// Decoded hex and base64 are bytes, not text: only their letters and digits are looked at.
 		for _, raw := range decodedRuns(t) {
@@ -174,7 +209,7 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	for name := range r.Trailer {
 		head.WriteString("trailer " + name + "\n")
 	}
-	whole, complete := s.found(head.Bytes(), true)
+	whole, complete := s.found(head.Bytes(), true, nil)
 	if whole {
 		return "the request carries a secret of the bottle's (in its method, target or headers)"
 	}
@@ -196,6 +231,7 @@ type scannedBody struct {
 	chunk   []byte
 	// bytes read into kept since it was last scanned, and all bytes scanned (held-back ones again)
 	unscanned, scanned int
+	before             []byte // the last letters and digits of what was passed on (scanner.carry at most)
 }
 
 // errSecretInBody and errPiecesInBody end a request whose body carries a secret, or its last pieces; the
@@ -232,7 +268,7 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		b.unscanned = 0
 		b.scanned += len(b.kept)
-		if whole, complete := b.scanner.found(b.kept, true); whole || complete {
+		if whole, complete := b.scanner.found(b.kept, true, b.before); whole || complete {
 			b.kept, b.ready = nil, nil
 			b.err = errSecretInBody
 			if !whole {
@@ -242,6 +278,10 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		if hold := b.scanner.hold; len(b.kept) > hold {
 			b.ready, b.kept = b.kept[:len(b.kept)-hold], append([]byte{}, b.kept[len(b.kept)-hold:]...)
+			b.before = append(b.before, only(lower(decode(fold(b.ready))), alnumClass)...)
+			if extra := len(b.before) - b.scanner.carry; extra > 0 {
+				b.before = append(b.before[:0], b.before[extra:]...)
+			}
 		}
 	}
 	n := copy(p, b.ready)

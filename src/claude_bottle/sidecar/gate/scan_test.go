@@ -284,3 +284,26 @@ func TestALongSecretDoesNotMakeABodyScannedManyTimesOver(t *testing.T) {
 		t.Errorf("the long secret at the end: %v", err)
 	}
 }
+
+// A secret's characters spread through one body, further apart than the body holds back, are refused before
+// the last of them goes on (at most all but a piece's worth goes on, as with pieces over requests).
+func TestASecretSpreadThroughABodyIsRefused(t *testing.T) {
+	for _, gap := range []int{100, 2 << 10, 10 << 10, 100 << 10} {
+		var body strings.Builder
+		for _, c := range testSecret {
+			body.WriteRune(c)
+			body.WriteString(strings.Repeat(" ", gap))
+		}
+		for _, chunk := range []int{1500, 32 << 10} {
+			b := &scannedBody{src: chunked(body.String(), chunk), scanner: newSecretScanner([]string{testSecret})}
+			got, err := drain(b, 32<<10)
+			if err == nil {
+				t.Errorf("gap %d, reads of %d: the body went on", gap, chunk)
+				continue
+			}
+			if sent := len(strings.ReplaceAll(got, " ", "")); sent > len(testSecret)-6 {
+				t.Errorf("gap %d, reads of %d: %d of the secret's %d characters went on", gap, chunk, sent, len(testSecret))
+			}
+		}
+	}
+}

@@ -99,6 +99,30 @@ func lookAlike(r rune) (byte, bool) {
 		return byte('0' + r - 0x2070), true
 	case 0x2080 <= r && r <= 0x2089: // subscript digits
 		return byte('0' + r - 0x2080), true
+	case 0x249C <= r && r <= 0x24B5: // parenthesized small letters
+		return letter(26 + r - 0x249C), true
+	case 0x1F110 <= r && r <= 0x1F129: // parenthesized capitals
+		return letter(r - 0x1F110), true
+	case 0x1F130 <= r && r <= 0x1F149, 0x1F150 <= r && r <= 0x1F169, 0x1F170 <= r && r <= 0x1F189:
+		return letter((r - 0x1F130) % 32), true // squared, negative circled and negative squared capitals
+	case 0x1F1E6 <= r && r <= 0x1F1FF: // regional indicators
+		return letter(r - 0x1F1E6), true
+	case r == 0x1F100:
+		return '0', true
+	case 0x1F101 <= r && r <= 0x1F10A: // digit comma
+		return byte('0' + r - 0x1F101), true
+	case 0x2474 <= r && r <= 0x247C, 0x2488 <= r && r <= 0x2490: // parenthesized digits, digits full stop
+		return byte('1' + (r-0x2474)%20), true
+	case 0x2776 <= r && r <= 0x277E, 0x2780 <= r && r <= 0x2788, 0x278A <= r && r <= 0x2792: // dingbat digits
+		return byte('1' + (r-0x2776)%10), true
+	case 0x24F5 <= r && r <= 0x24FD: // double circled digits
+		return byte('1' + r - 0x24F5), true
+	case r == 0x24FF || r == 0x1F10B || r == 0x1F10C:
+		return '0', true
+	case 0xE0020 <= r && r <= 0xE007E: // tag characters spell ASCII invisibly
+		return byte(r - 0xE0000), true
+	case r == 0xE0001 || r == 0xE007F:
+		return 0, true
 	}
 	return 0, false
 }
@@ -189,23 +213,20 @@ func escapeAt(text []byte, i int) (rune, int) {
 			}
 		case '/', '\\', '"', '\'':
 			return rune(rest[1]), 2
+		case '0', '1', '2', '3': // octal, as C and shells write a byte
+			if len(rest) >= 4 && isOctal(rest[2]) && isOctal(rest[3]) {
+				return rune(rest[1]-'0')<<6 | rune(rest[2]-'0')<<3 | rune(rest[3]-'0'), 4
+			}
 		}
 	case '&':
+		if len(rest) >= 3 && rest[1] == '#' {
+			return characterReference(rest)
+		}
 		end := bytes.IndexByte(rest[:min(len(rest), 12)], ';')
 		if end < 2 {
 			return 0, 0
 		}
 		name := rest[1:end]
-		if name[0] == '#' {
-			if len(name) > 1 && (name[1] == 'x' || name[1] == 'X') {
-				if r, ok := hexValue(name[2:]); ok {
-					return r, end + 1
-				}
-			} else if r, ok := decimalValue(name[1:]); ok {
-				return r, end + 1
-			}
-			return 0, 0
-		}
 		for entity, c := range map[string]rune{"amp": '&', "lt": '<', "gt": '>', "quot": '"', "apos": '\'',
 			"colon": ':', "sol": '/', "period": '.', "lowbar": '_', "dash": '-', "hyphen": '-', "plus": '+',
 			"equals": '=', "num": '#', "percnt": '%', "bsol": '\\'} {
@@ -237,19 +258,34 @@ func hexValue(digits []byte) (rune, bool) {
 	return r, r >= 0 && r <= utf8.MaxRune
 }
 
-func decimalValue(digits []byte) (rune, bool) {
-	if len(digits) == 0 || len(digits) > 7 {
-		return 0, false
+// characterReference reads an HTML character reference (&#65; &#x41;) as browsers do: any number of leading
+// zeros, and the ';' may be left out.
+func characterReference(rest []byte) (rune, int) {
+	i, base := 2, rune(10)
+	if rest[2] == 'x' || rest[2] == 'X' {
+		i, base = 3, 16
 	}
 	var r rune
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, false
+	digits := 0
+	for ; i < len(rest) && digits < 32; i, digits = i+1, digits+1 {
+		d, ok := hexValue(rest[i : i+1])
+		if !ok || d >= base {
+			break
 		}
-		r = r*10 + rune(c-'0')
+		if r = r*base + d; r > utf8.MaxRune {
+			return 0, 0
+		}
 	}
-	return r, r <= utf8.MaxRune
+	if digits == 0 {
+		return 0, 0
+	}
+	if i < len(rest) && rest[i] == ';' {
+		i++
+	}
+	return r, i
 }
+
+func isOctal(c byte) bool { return '0' <= c && c <= '7' }
 
 // byteClass is a set of bytes.
 type byteClass [256]bool
@@ -286,9 +322,11 @@ func only(text []byte, class *byteClass) []byte {
 var base64Class = classOf("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 
 // decodedRuns are what the hex and the base64 in a folded text decode to, at every alignment: the hex digits
-// alone (separators gone) from the first and from the second, and the base64 characters alone (either
-// alphabet; padding and separators gone) from each of the first four. A secret sent a piece at a time, each
-// piece encoded on its own, is in them piece by piece, as it is.
+// alone (separators gone) from the first and from the second; the base64 characters alone (either alphabet,
+// separators gone) from each of the first four; each run of base64 characters on its own, from each of its
+// first four, to its last character (a piece encoded on its own ends in padding, or in a partial group); and
+// its numbers up to 255 as bytes (a byte array in JSON, as Node writes a Buffer).
+// A secret sent a piece at a time, each piece encoded on its own, is in them piece by piece, as it is.
 func decodedRuns(text []byte) [][]byte {
 	var out [][]byte
 	digits := only(lower(text), hexClass)
@@ -298,20 +336,61 @@ func decodedRuns(text []byte) [][]byte {
 		hex.Decode(raw, run[:len(raw)*2]) // only hex digits: no error
 		out = append(out, raw)
 	}
-	b64 := only(text, base64Class)
-	for i, c := range b64 {
-		switch c {
-		case '-':
-			b64[i] = '+'
-		case '_':
-			b64[i] = '/'
+	b64 := make([]byte, len(text))
+	for i, c := range text {
+		switch {
+		case c == '-':
+			c = '+'
+		case c == '_':
+			c = '/'
+		case !base64Class[c]:
+			c = 0 // ends a run
+		}
+		b64[i] = c
+	}
+	out = append(out, fromBase64(only(b64, base64Class))...)
+	out = append(out, byteNumbers(text))
+	for _, run := range bytes.FieldsFunc(b64, func(r rune) bool { return r == 0 }) {
+		if len(run) >= 4 {
+			out = append(out, fromBase64(run)...)
 		}
 	}
-	for start := 0; start < 4 && start < len(b64); start++ {
-		run := b64[start:]
-		run = run[:len(run)/4*4]
-		raw := make([]byte, base64.StdEncoding.DecodedLen(len(run)))
-		n, _ := base64.StdEncoding.Decode(raw, run) // no padding, no other characters: no error
+	return out
+}
+
+// byteNumbers is the numbers of up to three digits in text, each up to 255, as bytes; a longer number or a
+// larger one is a 0.
+func byteNumbers(text []byte) []byte {
+	var out []byte
+	for i := 0; i < len(text); {
+		if text[i] < '0' || text[i] > '9' {
+			i++
+			continue
+		}
+		start, value := i, 0
+		for ; i < len(text) && '0' <= text[i] && text[i] <= '9'; i++ {
+			if value <= 255 {
+				value = value*10 + int(text[i]-'0')
+			}
+		}
+		if i-start > 3 || value > 255 {
+			value = 0
+		}
+		out = append(out, byte(value))
+	}
+	return out
+}
+
+// fromBase64 decodes base64 characters from each of the first four, to the last whole character.
+func fromBase64(chars []byte) [][]byte {
+	var out [][]byte
+	for start := 0; start < 4 && start < len(chars); start++ {
+		run := chars[start:]
+		if len(run)%4 == 1 {
+			run = run[:len(run)-1] // a lone character holds no whole byte
+		}
+		raw := make([]byte, base64.RawStdEncoding.DecodedLen(len(run)))
+		n, _ := base64.RawStdEncoding.Decode(raw, run) // base64 characters only, no padding: no error
 		out = append(out, raw[:n])
 	}
 	return out

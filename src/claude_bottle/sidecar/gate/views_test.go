@@ -93,7 +93,27 @@ func encodings(secret string) map[string]string {
 			}
 			return string(b)
 		}(),
-		"upper case": strings.ToUpper(secret),
+		"upper case":                           strings.ToUpper(secret),
+		"octal escapes":                        eachRune(secret, func(r rune) string { return fmt.Sprintf("\\%03o", r) }),
+		"HTML references without ;":            eachRune(secret, func(r rune) string { return fmt.Sprintf("&#%d", r) }),
+		"HTML references, zeros first":         eachRune(secret, func(r rune) string { return fmt.Sprintf("&#%012d;", r) }),
+		"HTML hex references, no ;":            eachRune(secret, func(r rune) string { return fmt.Sprintf("&#x%06x", r) }),
+		"a byte array (a Node Buffer in JSON)": `{"type":"Buffer","data":[` + strings.Trim(strings.Join(strings.Fields(fmt.Sprint([]byte(secret))), ","), "[]") + `]}`,
+		"tag characters":                       eachRune(secret, func(r rune) string { return string(0xE0000 + r) }),
+		"parenthesized and regional look-alikes": eachRune(secret, func(r rune) string {
+			switch {
+			case 'a' <= r && r <= 'z':
+				return string(0x249C + r - 'a')
+			case 'A' <= r && r <= 'M':
+				return string(0x1F110 + r - 'A')
+			case 'N' <= r && r <= 'Z':
+				return string(0x1F1E6 + r - 'A')
+			case '0' <= r && r <= '9':
+				return string(0x1F101 + r - '0')
+			}
+			return string(r)
+		}),
+		"UTF-16": eachRune(secret, func(r rune) string { return string(r) + "\x00" }),
 	}
 	for _, prefix := range []string{"", "k", "k=", "ke=", "key="} {
 		for name, encode := range map[string]func([]byte) string{
@@ -146,6 +166,29 @@ func TestEveryEncodingOfASecretIsRefusedInAHeaderAndAURL(t *testing.T) {
 	}
 }
 
+// A secret that is mostly punctuation (few letters and digits to look for alone) is still found spread out.
+func TestASecretOfFewLettersIsFoundSpreadOut(t *testing.T) {
+	const secret = "x9!#k@2$Q%z^7&*(Lp"
+	for name, text := range map[string]string{
+		"spaces between":   eachRune(secret, func(r rune) string { return string(r) + " " }),
+		"UTF-16":           eachRune(secret, func(r rune) string { return string(r) + "\x00" }),
+		"reversed":         "x" + eachRune(secret, func(r rune) string { return "" }) + reverse(secret),
+		"newlines between": eachRune(secret, func(r rune) string { return string(r) + "\n" }),
+	} {
+		if whole, _ := newSecretScanner([]string{secret}).found([]byte(text), false, nil); !whole {
+			t.Errorf("%s: not found", name)
+		}
+	}
+}
+
+func reverse(s string) string {
+	b := []byte(s)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
+}
+
 // Text that is not a secret but shares much with one, and ordinary traffic, goes through.
 func TestLookAlikesAndOrdinaryTextAreNotRefused(t *testing.T) {
 	almost := []byte(testSecret)
@@ -170,7 +213,7 @@ func TestLookAlikesAndOrdinaryTextAreNotRefused(t *testing.T) {
 		"random digits":                  noise("0123456789", 1<<20),
 	} {
 		s := newSecretScanner([]string{testSecret, slashSecret})
-		if whole, complete := s.found([]byte(text), true); whole || complete {
+		if whole, complete := s.found([]byte(text), true, nil); whole || complete {
 			t.Errorf("%s: found (whole %v, from pieces %v)", name, whole, complete)
 		}
 	}
