@@ -439,6 +439,7 @@ class SmugglingTest(support.IntegrationTest):
         "with-others-between": ("https", [0, None, None, 2, None, 1], "plain"),
         "plain-http-reversed": ("http", [1, 0, 2], "plain"),
         "each-encoded-its-own-way": ("https", [1, 2, 0], ["base64", "hex", "base64url"]),
+        "each-in-padded-base64": ("http", [0, 1, 2], ["base64", "base64", "base64"]),
     }
     ENCODE = {"plain": lambda p: p, "hex": lambda p: p.encode().hex(),
               "base64": lambda p: base64.b64encode(p.encode()).decode(),
@@ -535,6 +536,12 @@ class SmugglingTest(support.IntegrationTest):
             "json-u-escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
             "base32-after-prefix": base64.b32encode(b"key=" + raw).decode(),
             "base32hex": base64.b32hexencode(b"k" + raw).decode().lower(),
+            "octal-escapes": "".join(f"\\{b:03o}" for b in raw),
+            "references-without-semicolons": "".join(f"&#{b}" for b in raw),
+            "byte-array": json.dumps({"type": "Buffer", "data": list(raw)}),
+            "tag-characters": "".join(chr(0xE0000 + b) for b in raw),
+            # Further apart than any hold-back: only a body can carry it.
+            "spread-out": "".join(c + " " * 10_000 for c in secret),
         }
         cases = []
         for name, form in encoded.items():
@@ -543,6 +550,8 @@ class SmugglingTest(support.IntegrationTest):
                     "dup-key": _post("application/json", json.dumps({"a": form, "b": 1}, ensure_ascii=False)[:-1] + ', "a": "x"}'),
                     "preamble": _post(multipart, form + "\r\n--bnd\r\n" + part),
                     "header": _get("x", f"X-Note: {form.replace(chr(10), ' ')}\r\n")}.items():
+                if where == "header" and len(form) > 8000:
+                    continue
                 for scheme in ("https", "http"):
                     cases.append({"name": f"{name}/{where}/{scheme}", "secret": "SECRET_WHOLE", "scheme": scheme,
                                   "requests": [request]})
@@ -557,6 +566,8 @@ class SmugglingTest(support.IntegrationTest):
         # A body refused on the way may leave its headers sent ahead of it, never a byte of the body.
         arrived = self.arrived().lower()
         for name, form in encoded.items():
+            if name == "spread-out":
+                continue  # refused before its last characters, once the rest would be too few to matter
             with self.subTest(name):
                 self.assertFalse(form.lower().encode()[:12] in arrived, "it arrived")
         self.assertFalse(secret.lower().encode() in arrived, "the secret arrived")
