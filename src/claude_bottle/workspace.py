@@ -233,13 +233,13 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
         files, nested = _inner_files(folder, Path(tmp))
         # A sparse checkout of the workspace repository would judge these paths as if they were its own.
         inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
-                 "GIT_LITERAL_PATHSPECS": "1", "GIT_CONFIG_COUNT": "1",
-                 "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
+                 "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
         if files:
             listing = Path(tmp, "files")
             listing.write_bytes(b"\0".join(os.fsencode(f) for f in sorted(set(files))))
-            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=inner,
-                 timeout=step_seconds())
+            # Literal for this command only: the `:(literal)` of the commands after it would be names then.
+            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul",
+                 env={**inner, "GIT_LITERAL_PATHSPECS": "1"}, timeout=step_seconds())
         _graft(folder, inner, sorted(set(nested)), depth + 1)
         return _git(folder, "write-tree", env=inner).strip()
 
@@ -672,7 +672,7 @@ def _host_git(repo: Path, *args: str, fd: int | None = None) -> str:
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (HOST_GIT_MEMORY, HOST_GIT_MEMORY))
 
-    env = {**os.environ, "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    env = {**_environment(), "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
     try:
         out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
                               "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
@@ -848,6 +848,15 @@ def _tail(data: bytes) -> str:
     return " ".join(data.decode(errors="replace").split())[-400:]
 
 
+# Set in the user's environment, these change what every pathspec of ours means (`:(literal)x` taken as a
+# name, `*` as a glob, `In` as `in`), or make git refuse the literal setting one of our commands needs.
+_PATHSPEC_VARIABLES = ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS")
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _PATHSPEC_VARIABLES}
+
+
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
          fs: bool = False, timeout: float | None = None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
@@ -859,7 +868,7 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
                              stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, **env} if env else None, timeout=timeout)
+                             env={**_environment(), **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s (a file git reads "
                           f"there, such as a .gitignore, may be a pipe; {STEP_SECONDS_VARIABLE} sets the limit)") from None

@@ -509,6 +509,32 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / "wt" / "new").write_text("n\n")
         self.assertEqual(sorted(self.start_tree()), ["a", "split/.gitignore", "split/t", "wt/new", "wt/w"])
 
+    def test_pathspec_settings_of_the_environment_change_nothing(self):
+        """Found by attacking it: GIT_LITERAL_PATHSPECS (set by us for one command, or in the user's
+        environment) made git take our `:(literal)` and `:(exclude,literal)` for names, GIT_GLOB_PATHSPECS
+        clashed with the literal setting, and GIT_ICASE_PATHSPECS left out a folder whose name differs from a
+        repository's only by case."""
+        (self.repo / "IN").mkdir()
+        (self.repo / "IN" / "f").write_text("f\n")
+        (self.repo / "*").mkdir()
+        (self.repo / "*" / "star").write_text("s\n")
+        clone = self.inner("in")
+        (clone / "lib").mkdir()
+        (clone / "lib" / "x").write_text("x\n")
+        (clone / "[x]").write_text("x\n")
+        self.git(clone, "add", ".")
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / "lib" / "x").unlink()
+        self.inner("in/lib/x")  # a tracked file made a repository, inside a repository: `git rm` it at depth 2
+        (clone / "lib" / "x" / "y").write_text("y\n")
+        expected = ["*/star", "IN/f", "a", "in/[x]", "in/lib/x/y"]
+        self.assertEqual(sorted(self.start_tree()), expected)
+        for variable in ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS",
+                         "GIT_ICASE_PATHSPECS"):
+            with self.subTest(variable), mock.patch.dict(os.environ, {variable: "1"}):
+                self.assertEqual(sorted(self.start_tree()), expected)
+                self.assertEqual(sorted(self.start_tree(self.repo / "*")), ["*/star", "a"])
+
     def test_too_deep_is_a_clear_error_and_a_split_index_leaves_nothing(self):
         self.git(self.repo, "config", "core.splitIndex", "true")
         path = "x"
