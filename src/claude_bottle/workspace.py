@@ -20,7 +20,7 @@ import io
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -176,7 +176,7 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
         env["GIT_INDEX_FILE"] = str(Path(tmp, "index"))
         _git(ws.git_root, "read-tree", "HEAD", env=env)
         # Of what is not committed, only the named folder's goes in: the rest of the tree is not the bottle's.
-        _add_all(ws.git_root, env, f":(literal){ws.subdir}" if ws.subdir else ".")
+        _add_all(ws.git_root, env, ws.subdir)
         tree = _git(ws.git_root, "write-tree", env=env).strip()
         start = _git(ws.git_root, "commit-tree", tree, "-p", "HEAD", "-m",
                      "claude-bottle: the host's working tree at start", env=env).strip()
@@ -188,10 +188,12 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
 MAX_NESTED = 32  # repositories inside repositories inside the workspace, at most
 
 
-def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
-    """`git add -A` of `where` into the index of `env`, except that a repository inside it that HEAD does
+def _add_all(repo: Path, env: Mapping[str, str], subdir: str = "") -> None:
+    """`git add -A` of `subdir` into the index of `env`, except that a repository inside it that HEAD does
     not hold as a submodule (a clone or a `git init` in a subfolder), which git would add as a gitlink (an
-    empty folder in the bottle) or refuse (one without a commit), goes in as its files (see _inner_tree)."""
+    empty folder in the bottle) or refuse (one without a commit), or take for a plain folder (one that HEAD
+    has files in), goes in as its files (see _inner_tree)."""
+    where = f":(literal){subdir}" if subdir else "."
     limit = step_seconds()  # git waits for ever on a .gitignore that is a pipe
     listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True,
                   timeout=limit).split("\0")
@@ -204,33 +206,58 @@ def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
         staged = _git(repo, "ls-files", "-z", "-s", "--", *(f":(literal){p}" for p in made), env=env, fs=True)
         submodules = {entry.partition("\t")[2] for entry in staged.split("\0") if entry.startswith("160000 ")}
         nested |= set(made) - submodules
-    nested = sorted(nested)
+    tracked = _git(repo, "ls-files", "-z", "--", where, env=env, fs=True, timeout=limit).split("\0")
+    held = _held(repo, filter(None, tracked), below=subdir)
+    nested = sorted(nested | held.keys())
     _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env, timeout=limit)
     if nested:
         git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()
-        _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1)
+        _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1, held)
 
 
-def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int) -> None:
-    """Put each inner repository of `folder` (paths relative to it) into the index of `env` as a tree."""
+def _held(folder: Path, tracked: Iterable[str], below: str = "") -> dict[str, list[str]]:
+    """The folders (below `below`) that hold paths an index of `folder` lists and have since become
+    repositories of their own (a `git init` in a tracked folder), each the outermost such, with the paths
+    it holds, relative to it. Git takes such a folder for a plain one; its own rules must judge what is
+    untracked in it, and what the index around it tracks there must still go in."""
+    start = len(below.split("/")) if below else 0
+    seen: dict[str, bool] = {}
+    held: dict[str, list[str]] = {}
+    for path in tracked:
+        parts = path.split("/")
+        for i in range(start + 1, len(parts)):
+            sub = "/".join(parts[:i])
+            if sub not in seen:
+                seen[sub] = _is_repository(folder, sub)
+            if seen[sub]:
+                held.setdefault(sub, []).append("/".join(parts[i:]))
+                break
+    return held
+
+
+def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int,
+           held: Mapping[str, list[str]]) -> None:
+    """Put each inner repository of `folder` (paths relative to it) into the index of `env` as a tree,
+    with the paths of it that `held` names for it (see _held)."""
     if nested and depth > MAX_NESTED:
         raise BottleError(f"{folder / nested[0]} is a repository inside more than {MAX_NESTED} others in the "
                           f"workspace: flatten it, or name a folder further down with --workspace")
     for path in nested:
-        tree = _inner_tree(folder / path, env, depth)
+        tree = _inner_tree(folder / path, env, depth, held.get(path, []))
         _git(folder, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", f":(literal){path}", env=env)
         _git(folder, "read-tree", f"--prefix={path}/", tree, env=env)
 
 
-def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
+def _inner_tree(folder: Path, env: Mapping[str, str], depth: int, also: list[str]) -> str:
     """A tree of what the repository at `folder` holds: the files it tracks (ignored or not) and those its
     own ignore rules let through, without its .git. Nothing of its own config takes part (it may come from
     an unpacked archive, or from a bottle's work brought back as a folder): git reads its index and ignore
     files as data (see _inner_files), and the files are added by the workspace repository's git (GIT_DIR
     in `env`) with `folder` as its work tree, into a scratch index, its objects going to the workspace
-    repository; the user's repositories, indexes and files stay as they are."""
+    repository; the user's repositories, indexes and files stay as they are. `also`: paths in it that the
+    repository around it tracks, which go in as if it tracked them."""
     with tempfile.TemporaryDirectory() as tmp:
-        files, nested = _inner_files(folder, Path(tmp))
+        files, nested, held = _inner_files(folder, Path(tmp), also)
         # A sparse checkout of the workspace repository would judge these paths as if they were its own.
         inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
                  "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
@@ -240,12 +267,13 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
             # Literal for this command only: the `:(literal)` of the commands after it would be names then.
             _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul",
                  env={**inner, "GIT_LITERAL_PATHSPECS": "1"}, timeout=step_seconds())
-        _graft(folder, inner, sorted(set(nested)), depth + 1)
+        _graft(folder, inner, sorted(set(nested)), depth + 1, held)
         return _git(folder, "write-tree", env=inner).strip()
 
 
-def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
-    """The files of the repository at `folder` that go in, and the repositories inside it, as its own `git
+def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The files of the repository at `folder` that go in, and the repositories inside it (with what each
+    holds that is tracked around it: see _held), as its own `git
     ls-files` would list them, but read by a git whose repository is an empty one of ours: its index
     (GIT_INDEX_FILE) and ignore files are data then, and nothing its config says runs or is fetched (a
     "promisor" remote would run a command of its choosing to fetch a missing object)."""
@@ -267,10 +295,16 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
     tracked = _git(folder, "ls-files", "-z", "-s", env=env, fs=True, timeout=limit).split("\0")
     untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", *excludes, env=env, fs=True,
                      timeout=limit).split("\0")
-    files, nested = [], []
-    for entry in tracked:
-        mode, _, path = entry.partition("\t")
-        if not path:
+    entries = [entry.partition("\t")[::2] for entry in tracked] + [("", path) for path in also]
+    held = _held(folder, (path for _, path in entries if path))
+
+    def in_held(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in held for i in range(1, len(parts)))
+
+    files, nested = [], list(held)
+    for mode, path in entries:
+        if not path or in_held(path):
             continue
         if _through_link(folder, path):  # a folder of it made a link since: what is there is not its
             continue
@@ -281,11 +315,13 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
         elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
             files.append(path)
     for path in filter(None, untracked):
+        if in_held(path):
+            continue
         if path.endswith("/"):
             nested.append(path.rstrip("/"))
         else:
             files.append(path)
-    return files, nested
+    return files, nested, held
 
 
 def _inner_excludes(git_dir: Path) -> Path | None:

@@ -348,6 +348,32 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / odd / "f").write_text("f\n")
         self.assertEqual(sorted(self.start_tree()), sorted(["a/x", f"{odd}/f"]))
 
+    def test_a_tracked_folder_made_a_repository_at_any_depth(self):
+        """Found by attacking it: a folder the repository around it tracks, made a repository of its own (a
+        `git init` in it), was judged by the outer repository's ignore rules at depth 1, and inside an inner
+        repository nothing of it came in at all. Its own rules decide what is untracked in it; what the
+        repository around it tracks there still goes in (the start commit would otherwise delete it)."""
+        def fill(outer: Path) -> None:
+            (outer / "lib" / "build").mkdir(parents=True)
+            (outer / "lib" / "x").write_text("x\n")
+            (outer / "lib" / "build" / "kept").write_text("tracked by the repository around it\n")
+            self.git(outer, "add", ".")
+            self.git(outer, "commit", "-q", "-m", "lib")
+            self.git(outer / "lib", "init", "-q")
+            (outer / "lib" / ".git" / "info" / "exclude").write_text("secret\nbuild/\n")
+            (outer / "lib" / "secret").write_text("its own exclude keeps it out\n")
+            (outer / "lib" / "new").write_text("n\n")
+            (outer / "lib" / "x").write_text("x, changed\n")
+
+        fill(self.repo)
+        fill(self.inner("in"))
+        tree = self.start_tree()
+        self.assertEqual(sorted(tree), ["a", "in/lib/build/kept", "in/lib/new", "in/lib/x", "lib/build/kept",
+                                        "lib/new", "lib/x"])
+        start = self.git(self.repo, "rev-parse", "refs/claude-bottle/a-1").strip()
+        for path in ("lib/x", "in/lib/x"):
+            self.assertEqual(self.git(self.repo, "show", f"{start}:{path}"), "x, changed\n")
+
     def test_a_subfolder_whose_name_starts_with_a_dot(self):
         (self.repo / ".github").mkdir()
         (self.repo / ".github" / "w.yml").write_text("w\n")
