@@ -284,11 +284,15 @@ def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], l
     for sub in ("objects", "refs"):
         (scratch / sub).mkdir(parents=True)
     (scratch / "HEAD").write_text("ref: refs/heads/none\n")
+    common = _common_dir(git_dir)
+    # Its index names objects by its own hash: one of another length is read as garbage, or refused.
+    if _object_format(common / "config", scratch) == "sha256":
+        (scratch / "config").write_text("[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha256\n")
     for shared in git_dir.glob("sharedindex.*"):  # a split index's other part, looked for beside GIT_DIR
         if shared.is_file():
             (scratch / shared.name).symlink_to(shared)
     env = {"GIT_DIR": str(scratch), "GIT_WORK_TREE": str(folder), "GIT_INDEX_FILE": str(git_dir / "index")}
-    excludes = [f"--exclude-from={path}" for path in [_inner_excludes(git_dir)] if path]
+    excludes = [f"--exclude-from={path}" for path in [_inner_excludes(common)] if path]
     limit = step_seconds()
     # A sparse index lists what is checked out (git cannot expand its folders without the repository's
     # objects, and says so on stderr): nothing else is there to go in. (`--sparse` would need git 2.35.)
@@ -324,21 +328,47 @@ def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], l
     return files, nested, held
 
 
-def _inner_excludes(git_dir: Path) -> Path | None:
-    """The repository's own info/exclude (a worktree's is its main repository's), if it has one."""
-    path = git_dir / "info" / "exclude"
+def _common_dir(git_dir: Path) -> Path:
+    """Where the repository at `git_dir` keeps what its worktrees share (config, info/exclude): the folder
+    its commondir names (a worktree's main repository), or itself."""
     try:
-        if (git_dir / "commondir").is_file():
-            with open(git_dir / "commondir", "rb") as f:  # only its start: it may be huge (sparse)
-                named = os.fsdecode(f.read(4096).strip())
-            path = git_dir / named / "info" / "exclude"
+        if not (git_dir / "commondir").is_file():
+            return git_dir
+        with open(git_dir / "commondir", "rb") as f:  # only its start: it may be huge (sparse)
+            named = os.fsdecode(f.read(4096).strip())
+    except OSError as e:
+        raise BottleError(f"cannot read {git_dir / 'commondir'}, of a repository in the workspace: "
+                          f"{e.strerror or e}") from None
+    if "\0" in named:
+        raise BottleError(f"{git_dir / 'commondir'}, of a repository in the workspace, does not name a folder: "
+                          "fix or remove it")
+    return git_dir / named
+
+
+def _object_format(config: Path, scratch: Path) -> str:
+    """The object format a repository's config declares, read as data by a git whose repository is
+    `scratch` (nothing of that config is used but these two values)."""
+    def value(key: str) -> str:
+        return _git(scratch, "config", "--no-includes", "-f", str(config), "--get", key, check=False,
+                    env={"GIT_DIR": str(scratch)}, timeout=step_seconds()).strip()
+
+    if value("core.repositoryformatversion") not in ("1", "01"):  # extensions count from version 1 on
+        return "sha1"
+    said = value("extensions.objectformat") or "sha1"
+    if said not in ("sha1", "sha256"):
+        raise BottleError(f"{config}, of a repository in the workspace, names an object format git does not know "
+                          f"({said[:40]!r}): fix it, or remove that repository from the workspace")
+    return said
+
+
+def _inner_excludes(common: Path) -> Path | None:
+    """The repository's own info/exclude (a worktree's is its main repository's: `common`), if it has one."""
+    path = common / "info" / "exclude"
+    try:
         if stat.S_ISREG(path.stat().st_mode):
             return path
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except ValueError:  # a NUL byte in what commondir names
-        raise BottleError(f"{git_dir / 'commondir'}, of a repository in the workspace, does not name a folder: "
-                          "fix or remove it") from None
     except OSError as e:
         raise BottleError(f"cannot read {path}, the ignore rules of a repository in the workspace: "
                           f"{e.strerror or e}") from None

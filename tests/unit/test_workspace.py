@@ -374,6 +374,50 @@ class InnerRepositoryTest(unittest.TestCase):
         for path in ("lib/x", "in/lib/x"):
             self.assertEqual(self.git(self.repo, "show", f"{start}:{path}"), "x, changed\n")
 
+    def test_a_sha256_repository_inside_a_sha1_one_and_the_other_way_round(self):
+        """Found by attacking it: the empty repository of ours that reads an inner repository's index was
+        SHA-1, so git read a SHA-256 index as garbage (one entry) or refused it (more), and the bottle could not
+        start. The object format comes from the inner repository's config, read as data and checked."""
+        clone = self.repo / "in256"
+        clone.mkdir()
+        self.git(clone, "init", "-q", "--object-format=sha256")
+        (clone / "dist").mkdir()
+        for name in ("t", "t2", "dist/v"):
+            (clone / name).write_text("t\n")
+        (clone / ".git" / "info" / "exclude").write_text("secret\ndist/\n")
+        self.git(clone, "add", "-f", ".")  # read wrongly, its index would not list dist/v, which goes in
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / "u").write_text("u\n")
+        (clone / "secret").write_text("s\n")
+        expected = ["in256/dist/v", "in256/t", "in256/t2", "in256/u"]
+        self.assertEqual(sorted(self.start_tree()), ["a", *expected])
+        outer = Path(self.repo.parent, "outer256")
+        outer.mkdir()
+        self.git(outer, "init", "-q", "--object-format=sha256")
+        (outer / "o").write_text("o\n")
+        self.git(outer, "add", "o")
+        self.git(outer, "commit", "-q", "-m", "i")
+        shutil.move(self.repo / "in256", outer / "in256")
+        inner1 = self.inner("../outer256/in1")
+        (inner1 / "f").write_text("f\n")
+        self.git(inner1, "add", "f")
+        self.git(inner1, "commit", "-q", "-m", "i")
+
+        def start_tree(bottle_name: str) -> list[str]:
+            start = workspace.prepare(workspace.Workspace(outer, outer, "bottle/a/a-1"), bottle_name, {}).start
+            self.assertEqual(len(start), 64)
+            return sorted(filter(None, self.git(outer, "ls-tree", "-r", "--name-only", "-z", start).split("\0")))
+
+        self.assertEqual(start_tree("a-1"), ["in1/f", *expected, "o"])
+        config = outer / "in1" / ".git" / "config"
+        config.write_text("[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha1\n")
+        self.assertEqual(start_tree("a-2"), ["in1/f", *expected, "o"])
+        with config.open("a") as f:  # what would end up in our config, and in its own lines
+            f.write("[extensions]\n\tobjectformat = \"sha256\\n[core]\\n\tfsmonitor = x\"\n")
+        with self.assertRaisesRegex(workspace.BottleError, "in1/.git/config, of a repository in the workspace, names "
+                                                           "an object format git does not know"):
+            start_tree("a-3")
+
     def test_a_subfolder_whose_name_starts_with_a_dot(self):
         (self.repo / ".github").mkdir()
         (self.repo / ".github" / "w.yml").write_text("w\n")
@@ -486,7 +530,7 @@ class InnerRepositoryTest(unittest.TestCase):
             f.truncate(2**40)
         probe = ("import resource, sys; from pathlib import Path; from claude_bottle import workspace;"
                  "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30));"
-                 "\ntry: workspace._inner_excludes(Path(sys.argv[1]))\nexcept workspace.BottleError as e: print(e)")
+                 "\ntry: workspace._common_dir(Path(sys.argv[1]))\nexcept workspace.BottleError as e: print(e)")
         out = subprocess.run([sys.executable, "-c", probe, str(clone / ".git")], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1])})
         self.assertEqual(out.returncode, 0, out.stderr[-500:])
