@@ -158,7 +158,11 @@ def _free_branch(repo: Path, agent: str, bottle_name: str) -> str:
 def files(ws: Workspace) -> list[Path]:
     """What a folder that is not a repository sends: every file and symlink in it."""
     found = []
-    for root, dirs, names in os.walk(ws.path):  # symlinked folders travel as links, not followed
+
+    def unreadable(e: OSError) -> None:  # os.walk would pass over it, and it would be missing in the bottle
+        raise _unreadable(e)
+
+    for root, dirs, names in os.walk(ws.path, onerror=unreadable):  # symlinked folders travel as links
         found += [Path(root, n).relative_to(ws.path) for n in names + [d for d in dirs if Path(root, d).is_symlink()]]
     return sorted(found)
 
@@ -167,6 +171,18 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
     """Before the bottle exists: for git, the start commit (and the hidden ref that keeps it, whose reflog
     says who made it for which engine: `origin`, read back by hidden_refs); otherwise, the digest of what is
     copied in."""
+    try:
+        return _prepare(ws, bottle_name, origin)
+    except OSError as e:
+        raise _unreadable(e) from None
+
+
+def _unreadable(e: OSError) -> BottleError:
+    return BottleError(f"cannot read {e.filename} in the workspace ({e.strerror or e}): make it readable to you, "
+                       f"or name a folder without it with --workspace")
+
+
+def _prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None) -> Workspace:
     if not ws.is_git:
         return replace(ws, digest=_tree_digest(_host_entries(ws.path, files(ws))))
     name, email = GIT_IDENTITY

@@ -216,6 +216,85 @@ class NoHooksTest(unittest.TestCase):
             self.assertFalse(ran.exists(), ran.read_text() if ran.exists() else "")
 
 
+class UnreadableTest(unittest.TestCase):
+    """Found by attacking it: a folder of the workspace that the user cannot read (one another user owns,
+    such as a database's data folder) made prepare() end in a PermissionError traceback. Run as a user
+    without the right to read it: as root, `nobody` through setpriv."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        self.root.chmod(0o755)
+        (self.root / "tmp").mkdir()
+        self.as_root = os.geteuid() == 0
+        if self.as_root and not shutil.which("setpriv"):
+            self.skipTest("running as root without setpriv: no user to lack the right to read")
+
+    def git(self, repo: Path, *args: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@e", *args], check=True,
+                       capture_output=True)
+
+    def lock(self, folder: Path) -> None:
+        """Make `folder` unreadable to the user who runs prepare()."""
+        if self.as_root:
+            for path in [self.root, *self.root.rglob("*")]:
+                os.lchown(path, 65534, 65534)
+            os.chown(folder, 0, 0)
+            folder.chmod(0o700)
+        else:
+            folder.chmod(0)
+            self.addCleanup(folder.chmod, 0o755)
+
+    def prepare(self, ws: workspace.Workspace) -> subprocess.CompletedProcess:
+        probe = ("import sys; from pathlib import Path; from claude_bottle import workspace\n"
+                 "p = Path(sys.argv[1]); git = sys.argv[2] == 'git'\n"
+                 "try: workspace.prepare(workspace.Workspace(p, p if git else None, 'b/a/a-1' if git else None), 'a-1')\n"
+                 "except workspace.BottleError as e: print(f'Error: {e}'); sys.exit(3)")
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if self.as_root else []
+        env = {**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1]), "HOME": str(self.root),
+               "TMPDIR": str(self.root / "tmp")}
+        return subprocess.run([*user, sys.executable, "-c", probe, str(ws.path), "git" if ws.is_git else "folder"],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    def test_a_repository_with_a_folder_it_cannot_read(self):
+        repo = self.root / "repo"
+        (repo / "data").mkdir(parents=True)
+        (repo / "data" / ".gitkeep").write_text("")
+        (repo / "a").write_text("a\n")
+        self.git(repo, "init", "-q")
+        self.git(repo, "add", ".")
+        self.git(repo, "commit", "-q", "-m", "i")
+        self.lock(repo / "data")
+        out = self.prepare(workspace.Workspace(repo, repo, "b/a/a-1"))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertEqual(out.stdout, f"Error: cannot read {repo}/data/.gitkeep in the workspace (Permission denied): "
+                                     "make it readable to you, or name a folder without it with --workspace\n")
+        self.assertEqual(workspace.hidden_refs(repo), {})
+        self.assertEqual(list((self.root / "tmp").iterdir()), [])
+
+    def test_a_folder_with_a_folder_or_a_file_it_cannot_read(self):
+        folder = self.root / "notes"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "x").write_text("x\n")
+        (folder / "a").write_text("a\n")
+        self.lock(folder / "data")
+        out = self.prepare(workspace.Workspace(folder, None, None))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertEqual(out.stdout, f"Error: cannot read {folder}/data in the workspace (Permission denied): make it "
+                                     "readable to you, or name a folder without it with --workspace\n")
+        if self.as_root:
+            os.chown(folder / "data", 65534, 65534)
+            os.chown(folder / "data" / "x", 0, 0)
+            (folder / "data" / "x").chmod(0o600)
+        else:
+            (folder / "data").chmod(0o755)
+            (folder / "data" / "x").chmod(0)
+        out = self.prepare(workspace.Workspace(folder, None, None))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertIn(f"Error: cannot read {folder}/data/x in the workspace (Permission denied)", out.stdout)
+
+
 class HiddenRefSweepTest(unittest.TestCase):
     """A start commit's hidden ref outlives a `start` or `stop` killed at the wrong moment; the next start
     in the repository drops it, and only it: not a start under way, not another engine's bottle, not a
