@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -816,14 +817,15 @@ def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
 
 def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> tuple[list[str], list[str]]:
     """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
-    first (no link exists yet to write through), links last, each kept only if it resolves inside; hard links
-    become copies; devices, pipes and set-id bits never arrive; what would make git take a folder for a
+    first (no link exists yet to write through), links last, each kept only if it resolves inside; a hard
+    link arrives as what it is another name of would (a file as a copy, a symlink as that symlink); devices, pipes and set-id bits never arrive; what would make git take a folder for a
     repository is renamed (see _inert_names; a name the agent itself gave as one of ours is left out, as it
     would meet ours). Built in a folder beside `dest`, renamed into place at the end, so a failure leaves
     nothing half made. Returns what was left out, and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     skipped, links, renamed = [], [], set()
     inert = _inert_names(members)
+    linked = _linked(members)
     ours = {(path[:-1], _folded(name)) for path, name in inert.items()}
     try:
         for m in members:
@@ -842,19 +844,17 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
             if names != list(parts):
                 renamed.add(outermost)
             target = partial.joinpath(*names)
+            real = linked.get(id(m), m)  # a hard link arrives as what it is another name of would
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-            elif m.isfile() or m.islnk():
-                source = tar.extractfile(m)  # a hard link reads its target's content
-                if source is None:
-                    skipped.append(rel)
-                    continue
+            elif real is not None and real.isfile():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if m.mode & 0o111 else 0o644)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o755 if real.mode & 0o111 else 0o644)
                 with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(source, out)
-            elif m.issym():
-                links.append((rel, target, m.linkname))
+                    shutil.copyfileobj(tar.extractfile(real), out)
+            elif real is not None and real.issym():
+                links.append((rel, target, real.linkname))
             else:
                 skipped.append(rel)
         for rel, target, linkname in links:
@@ -869,7 +869,7 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return skipped, sorted(renamed)
+    return sorted(skipped), sorted(renamed)
 
 
 def _has_commit(repo: Path, sha: str) -> bool:
@@ -891,13 +891,30 @@ def _host_entries(root: Path, listed: list[Path]) -> dict[str, str]:
 
 def _tar_entries(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[str, str]:
     entries = {}
+    linked = _linked(members)
     for m in members:
-        rel = m.name.split("/", 1)[1]
-        if m.issym():
-            entries[rel] = "l:" + m.linkname
-        elif m.isfile() or m.islnk():
-            entries[rel] = f"f{bool(m.mode & 0o100):d}:" + _sha256(tar.extractfile(m))
+        rel, real = m.name.split("/", 1)[1], linked.get(id(m), m)
+        if real is None:
+            continue
+        if real.issym():
+            entries[rel] = "l:" + real.linkname
+        elif real.isfile():
+            entries[rel] = f"f{bool(real.mode & 0o100):d}:" + _sha256(tar.extractfile(real))
     return entries
+
+
+def _linked(members: list[tarfile.TarInfo]) -> dict[int, tarfile.TarInfo | None]:
+    """For each hard link among `members` (by id), the member it is another name of, itself no hard link,
+    or None if no member before it has the name it gives. tarfile's own lookup follows symlinks (which
+    may lead out of the archive, or round in a loop) and gives nothing for a pipe."""
+    seen: dict[str, tarfile.TarInfo | None] = {}
+    linked = {}
+    for m in members:
+        real = seen.get(posixpath.normpath(m.linkname)) if m.islnk() else m
+        if m.islnk():
+            linked[id(m)] = real
+        seen[posixpath.normpath(m.name)] = real
+    return linked
 
 
 def _sha256(f) -> str:

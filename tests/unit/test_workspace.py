@@ -19,6 +19,11 @@ from claude_bottle import workspace
 
 def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
     """A tar as the engine sends /workspace: every name under workspace/."""
+    tar = tarfile.open(fileobj=io.BytesIO(archive_bytes(*entries)))
+    return tar, [m for m in tar.getmembers() if "/" in m.name]
+
+
+def archive_bytes(*entries) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for kind, name, extra in entries:
@@ -36,9 +41,20 @@ def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
             elif kind == "fifo":
                 info.type = tarfile.FIFOTYPE
             tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    tar = tarfile.open(fileobj=buf)
-    return tar, [m for m in tar.getmembers() if "/" in m.name]
+    return buf.getvalue()
+
+
+def bring_back_folder(folder: Path, *entries) -> workspace.Brought:
+    """What bring_back() makes of a bottle whose /workspace the engine sends as `entries`, for a folder
+    workspace at `folder` (the code path `stop` takes, with a fake engine)."""
+    from .fake_engine import FakeEngine
+
+    class Engine(FakeEngine):
+        def get_archive_to(self, name, path, sink, limit=None):
+            sink.write(archive_bytes(("dir", "", ""), *entries))
+
+    ws = workspace.Workspace(folder, None, None, results_dir=folder.parent / f"{folder.name}.b-1", digest="0")
+    return workspace.bring_back(Engine(), "b-1", ws, "b-1")
 
 
 class ExtractTest(unittest.TestCase):
@@ -125,6 +141,28 @@ class ExtractTest(unittest.TestCase):
                                  env={**os.environ, "GIT_CEILING_DIRECTORIES": str(self.root)})
             self.assertIn("not a git repository", out.stderr, folder)
         self.assertFalse(marker.exists())
+
+    def test_a_hard_link_to_what_is_not_a_file_comes_back_as_what_it_links_to(self):
+        """Found by attacking it: a hard link in the bottle to a pipe or to a symlink made bringing the work
+        back end in a traceback (AttributeError, KeyError, RecursionError), and the work stayed in the bottle.
+        A hard link comes back as what it links to would: a file as a copy, a symlink as the same symlink
+        (kept only if it resolves inside), a pipe, or a link to nothing in the archive, left out."""
+        brought = bring_back_folder(
+            self.root / "notes",
+            ("file", "a.txt", "A"), ("fifo", "pipe", ""), ("hard", "to-pipe", "pipe"),
+            ("sym", "s", "a.txt"), ("dir", "d", ""), ("hard", "d/to-s", "s"), ("hard", "to-to-s", "d/to-s"),
+            ("sym", "loop1", "loop2"), ("sym", "loop2", "loop1"), ("hard", "to-loop", "loop1"),
+            ("sym", "out", "/etc"), ("hard", "to-out", "out"), ("hard", "to-nothing", "nowhere"),
+            ("hard", "to-d", "d"), ("hard", "to-later", "z"), ("file", "z", "Z"),
+            ("hard", "b.txt", "a.txt"), ("hard", "to-b", "b.txt"),
+        )
+        folder = brought.folder
+        self.assertEqual(brought.skipped, ("out", "pipe", "to-d", "to-later", "to-nothing", "to-out", "to-pipe"))
+        self.assertEqual(os.readlink(folder / "d" / "to-s"), "a.txt")  # read from where it is, as in the bottle
+        self.assertEqual(os.readlink(folder / "to-to-s"), "a.txt")
+        self.assertEqual(os.readlink(folder / "to-loop"), "loop2")  # loop1 is a link to loop2
+        self.assertEqual([(folder / n).read_text() for n in ("a.txt", "b.txt", "to-b", "z")], ["A", "A", "A", "Z"])
+        self.assertFalse((folder / "to-pipe").exists() or (folder / "to-out").is_symlink())
 
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
