@@ -38,6 +38,7 @@ subprocess = lazy.Module("subprocess")
 hashlib = lazy.Module("hashlib")
 tarfile = lazy.Module("tarfile")
 tempfile = lazy.Module("tempfile")
+unicodedata = lazy.Module("unicodedata")
 
 STAGING = "/tmp/claude-bottle-workspace"  # in the bottle, while the copy is unpacked
 # Written (as root, where the agent cannot touch it) once the workspace is in: before that, a bottle holds
@@ -793,25 +794,35 @@ _HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *r
 
 
 def _folded(name: str) -> str:
-    """A name as a case-insensitive host (macOS, by default) compares it."""
-    return name.translate(_HFS_IGNORED).lower()
+    """A name as a case-insensitive, normalizing host (macOS, by default) compares it, or more loosely: two
+    names it takes for one fold alike (one that folds more only has more renamed or left out)."""
+    nfd = unicodedata.normalize("NFD", name.translate(_HFS_IGNORED))
+    return unicodedata.normalize("NFD", nfd.casefold()).translate(_HFS_IGNORED)
+
+
+def _folded_path(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """A path as such a host finds it: `Sub/x` and `sub/x` are one file there."""
+    return tuple(_folded(part) for part in parts)
 
 
 def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
     """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
     the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
     repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
-    children: dict[tuple[str, ...], dict[str, set[str]]] = {}
+    # By folded folder, each folded name with every path spelled so: `.git` and `.GIT` may both be there, and
+    # on a host that folds names `Sub/HEAD` and `sub/objects` are in one folder.
+    children: dict[tuple[str, ...], dict[str, set[tuple[str, ...]]]] = {}
     for m in members:
         parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
-        for i in range(len(parts)):  # every spelling of a name: `.git` and `.GIT` may both be there
-            children.setdefault(parts[:i], {}).setdefault(_folded(parts[i]), set()).add(parts[i])
+        folded = _folded_path(parts)
+        for i in range(len(parts)):
+            children.setdefault(folded[:i], {}).setdefault(folded[i], set()).add(parts[:i + 1])
     inert = {}
-    for folder, names in children.items():
-        for folded, spellings in names.items():
+    for names in children.values():
+        for folded, paths in names.items():
             if folded == ".git" or (folded == "head" and {"objects", "refs", "commondir"} & names.keys()):
-                for name in spellings:
-                    inert[folder + (name,)] = name + RENAMED_SUFFIX
+                for path in paths:
+                    inert[path] = path[-1] + RENAMED_SUFFIX
     return inert
 
 
@@ -826,14 +837,14 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     skipped, links, renamed = [], [], set()
     inert = _inert_names(members)
     linked = _linked(members)
-    ours = {(path[:-1], _folded(name)) for path, name in inert.items()}
+    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
+            folded = _folded_path(parts)
             if (not parts or PurePosixPath(rel).is_absolute() or ".." in parts
-                    or any(_folded(part) == GIT_RENAMED or (parts[:i], _folded(part)) in ours
-                           for i, part in enumerate(parts))):
+                    or any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded))):
                 skipped.append(rel)
                 continue
             names = list(parts)

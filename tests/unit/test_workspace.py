@@ -164,6 +164,25 @@ class ExtractTest(unittest.TestCase):
         self.assertEqual([(folder / n).read_text() for n in ("a.txt", "b.txt", "to-b", "z")], ["A", "A", "A", "Z"])
         self.assertFalse((folder / "to-pipe").exists() or (folder / "to-out").is_symlink())
 
+    def test_a_folder_spelled_two_ways_is_one_folder(self):
+        """Found by attacking it: on a host that folds case and Unicode forms (macOS), `Sub/HEAD` beside
+        `sub/objects`, or a name in NFC beside the same name in NFD, is one folder laid out as a repository,
+        but only names spelled alike were taken for one folder, so its HEAD came back as it was."""
+        nfc, nfd = "caf\u00e9", "cafe\u0301"
+        tar, members = archive(
+            ("file", "Sub/HEAD", "ref: refs/heads/main\n"), ("dir", "sub/objects", ""), ("dir", "sub/refs", ""),
+            ("file", f"{nfc}/HEAD", "ref: refs/heads/main\n"), ("dir", f"{nfd}/objects", ""),
+            ("file", "A/b\u200c/HEAD", "ref: refs/heads/main\n"), ("file", "a/B/commondir", "../x\n"),
+            ("file", "sub/head.from-bottle", "the agent's, which would meet ours"),
+            ("file", f"{nfd}/HEAD.FROM-BOTTLE", "the same"),
+            ("file", "other/HEAD", "a HEAD in a folder that is no repository's"), ("dir", "Others/objects", ""),
+        )
+        skipped, renamed = workspace._extract(tar, members, self.dest)
+        self.assertEqual(renamed, ["A/b\u200c/HEAD", "Sub/HEAD", f"{nfc}/HEAD"])
+        self.assertEqual(skipped, [f"{nfd}/HEAD.FROM-BOTTLE", "sub/head.from-bottle"])
+        self.assertEqual((self.dest / "Sub" / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
+        self.assertEqual((self.dest / "other" / "HEAD").read_text(), "a HEAD in a folder that is no repository's")
+
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
         with mock.patch("claude_bottle.workspace.shutil.copyfileobj", side_effect=[None, OSError("disk full")]):
