@@ -17,6 +17,7 @@ hanging hook cannot lose the work or hang the teardown.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import posixpath
@@ -534,7 +535,8 @@ class Brought:
     commits: int = 0
     folder: Path | None = None
     skipped: tuple[str, ...] = ()  # entries of a folder that pointed out of it, left out
-    renamed: tuple[str, ...] = ()  # .git folders and files of a folder, come back as GIT_RENAMED
+    renamed: tuple[str, ...] = ()  # .git folders and files of a folder (and HEADs), come back with RENAMED_SUFFIX
+    renamed_as: tuple[tuple[str, str], ...] = ()  # of those, each that came back as another name than that
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
@@ -780,8 +782,7 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
                 return Brought()
             if ws.results_dir.exists():
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
-            skipped, renamed = _extract(tar, members, ws.results_dir)
-    return Brought(folder=ws.results_dir, skipped=tuple(skipped), renamed=tuple(renamed))
+            return _extract(tar, members, ws.results_dir)
 
 
 # What a .git folder or file in a folder that comes back gets after its name (and a repository's HEAD, see
@@ -819,20 +820,49 @@ def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
             children.setdefault(folded[:i], {}).setdefault(folded[i], set()).add(parts[:i + 1])
     inert = {}
     for names in children.values():
-        for folded, paths in names.items():
+        given: set[str] = set()  # folded, in this folder
+        for folded, paths in sorted(names.items()):
             if folded == ".git" or (folded == "head" and {"objects", "refs", "commondir"} & names.keys()):
-                for path in paths:
-                    inert[path] = path[-1] + RENAMED_SUFFIX
+                for path in sorted(paths):
+                    inert[path] = _renamed(path[-1], given)
+                    given.add(_folded(inert[path]))
     return inert
 
 
-def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> tuple[list[str], list[str]]:
+NAME_MAX = 255  # bytes in a name, on Linux and macOS alike
+
+
+def _renamed(name: str, given: set[str]) -> str:
+    """`name` with RENAMED_SUFFIX, unless a name given before in its folder folds alike (`.GIT` beside
+    `.git`, one file on a Mac): then with `~2`, `~3`, ... before the suffix. A name too long for the suffix
+    is cut short, with a digest of the whole after it: two long names alike where they are cut stay apart."""
+    for n in itertools.count(1):
+        tag = f"~{n}" if n > 1 else ""
+        new = name + tag + RENAMED_SUFFIX
+        if _name_bytes(new) > NAME_MAX:
+            tail = f"~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}{tag}{RENAMED_SUFFIX}"
+            kept = name
+            while kept and _name_bytes(kept + tail) > NAME_MAX:
+                kept = kept[:-1]
+            new = kept + tail
+        if _folded(new) not in given:
+            return new
+    raise AssertionError("unreachable")
+
+
+def _name_bytes(name: str) -> int:
+    """The length of `name` on the host, as stored (macOS may store it decomposed, which is longer)."""
+    return max(len(os.fsencode(name)), len(os.fsencode(unicodedata.normalize("NFD", name))))
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> Brought:
     """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
     first (no link exists yet to write through), links last, each kept only if it resolves inside; a hard
-    link arrives as what it is another name of would (a file as a copy, a symlink as that symlink); devices, pipes and set-id bits never arrive; what would make git take a folder for a
-    repository is renamed (see _inert_names; a name the agent itself gave as one of ours is left out, as it
-    would meet ours). Built in a folder beside `dest`, renamed into place at the end, so a failure leaves
-    nothing half made. Returns what was left out, and the paths renamed."""
+    link arrives as what it is another name of would (a file as a copy, a symlink as that symlink); devices,
+    pipes and set-id bits never arrive; what would make git take a folder for a repository is renamed (see
+    _inert_names; a name the agent itself gave as one of ours is left out, as it would meet ours). Built in
+    a folder beside `dest`, renamed into place at the end, so a failure leaves nothing half made. Returns
+    what was left out, and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     skipped, links, renamed = [], [], set()
     inert = _inert_names(members)
@@ -851,7 +881,7 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
             for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
                 if parts[:i + 1] in inert:
                     names[i] = inert[parts[:i + 1]]
-                    outermost = "/".join(parts[:i + 1])
+                    outermost = ("/".join(parts[:i + 1]), names[i])
             if names != list(parts):
                 renamed.add(outermost)
             target = partial.joinpath(*names)
@@ -880,7 +910,9 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return sorted(skipped), sorted(renamed)
+    return Brought(folder=dest, skipped=tuple(sorted(skipped)), renamed=tuple(sorted(path for path, _ in renamed)),
+                   renamed_as=tuple(sorted((path, name) for path, name in renamed
+                                           if name != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX)))
 
 
 def _has_commit(repo: Path, sha: str) -> bool:

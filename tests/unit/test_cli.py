@@ -171,6 +171,33 @@ class BuildTest(CliCase):
             r.stderr)
 
 
+class ResultsReportTest(unittest.TestCase):
+    """What the user reads about a folder that came back: each thing left out or renamed, with its reason."""
+
+    def report(self, brought) -> str:
+        import contextlib
+        import io
+
+        from claude_bottle import session, workspace
+
+        ws = workspace.Workspace(Path("/w/notes"), None, None, results_dir=Path("/w/notes.b-1"))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            cli._report(session.Ended("b-1", brought, ws))
+        return err.getvalue()
+
+    def test_a_name_that_came_back_as_another_says_which(self):
+        from claude_bottle import workspace
+
+        long = ".git" + "\u200c" * 80
+        out = self.report(workspace.Brought(folder=Path("/w/notes.b-1"), renamed=(long, "y/.git"),
+                                            renamed_as=((long, ".git~0123.from-bottle"),)))
+        self.assertIn("came back with .from-bottle after its name", out)
+        self.assertIn("results: of those, under another name (one too long for the suffix, or that this machine "
+                      "could take for another's): .git", out)
+        self.assertIn(" as .git~0123.from-bottle\n", out)
+
+
 class ReadmeTest(unittest.TestCase):
     """The README's manifest example is valid against the published schema, and it shows every command and
     option the CLI has."""

@@ -78,7 +78,8 @@ class ExtractTest(unittest.TestCase):
             ("file", "../outside.txt", "X"),
             ("file", "/tmp/claude-bottle-absolute.txt", "X"),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, [])
         self.assertEqual(sorted(skipped), ["../outside.txt", "/tmp/claude-bottle-absolute.txt", "a_escape", "abs",
                                            "pipe", "up"])
@@ -102,7 +103,8 @@ class ExtractTest(unittest.TestCase):
             ("file", "lib/.git.from-bottle/config", "the agent's own, which would meet ours"),
             ("sym", "deep/.git", "../lib/.git"),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["deep/.git", "lib/.git", "other/.git"])
         self.assertEqual(skipped, ["lib/.git.from-bottle/config"])
         self.assertEqual([str(p.relative_to(self.dest)) for p in self.dest.rglob(".git")], [])
@@ -129,7 +131,8 @@ class ExtractTest(unittest.TestCase):
             *[(kind, f"twin/{name}", extra) for kind, name, extra in bare], ("file", "twin/head", ""),
             ("dir", "twin2/.git", ""), ("file", "twin2/.git/config", config), ("dir", "twin2/.g\u200cit", ""),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "twin/HEAD", "twin/head",
                                    "twin2/.git", "twin2/.g\u200cit", "up/.GIT", "wt/HEAD"])
         self.assertEqual(skipped, ["sub/deeper/head.from-bottle"])
@@ -177,11 +180,39 @@ class ExtractTest(unittest.TestCase):
             ("file", f"{nfd}/HEAD.FROM-BOTTLE", "the same"),
             ("file", "other/HEAD", "a HEAD in a folder that is no repository's"), ("dir", "Others/objects", ""),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["A/b\u200c/HEAD", "Sub/HEAD", f"{nfc}/HEAD"])
         self.assertEqual(skipped, [f"{nfd}/HEAD.FROM-BOTTLE", "sub/head.from-bottle"])
         self.assertEqual((self.dest / "Sub" / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
         self.assertEqual((self.dest / "other" / "HEAD").read_text(), "a HEAD in a folder that is no repository's")
+
+    def test_a_long_name_renamed_still_fits(self):
+        """Found by attacking it: a .git whose name was long (`.git` and 80 code points a Mac leaves out, 244
+        bytes) could not take the suffix (ENAMETOOLONG), so the work never came back. Such a name is cut
+        short, with a digest of the whole that keeps it apart from its neighbours, and the report names it."""
+        long1, long2 = ".git" + "\u200c" * 80, ".git" + "\u200c" * 79 + "\u200d"  # alike where they are cut
+        head = "H" + "\u200c" * 82 + "EAD"
+        brought = bring_back_folder(
+            self.root / "notes",
+            ("file", f"{long1}/config", "one"), ("file", f"{long2}/config", "two"),
+            ("file", f"x/{head}", "ref: refs/heads/main\n"), ("dir", "x/objects", ""),
+            ("file", "y/.git", "gitdir: /somewhere\n"), ("file", "y/.GIT", "gitdir: /elsewhere\n"),
+        )
+        self.assertEqual(brought.renamed, tuple(sorted([long1, long2, f"x/{head}", "y/.GIT", "y/.git"])))
+        came_back_as = dict(brought.renamed_as)
+        self.assertEqual(sorted(came_back_as), sorted([long1, long2, f"x/{head}", "y/.git"]))
+        self.assertEqual(came_back_as["y/.git"], ".git~2.from-bottle")  # a Mac takes .GIT.from-bottle for it
+        names = [came_back_as[long1], came_back_as[long2], came_back_as[f"x/{head}"]]
+        self.assertEqual(len(set(names)), 3)
+        for name in names:
+            self.assertLessEqual(len(name.encode()), 255)
+            self.assertTrue(name.endswith(workspace.RENAMED_SUFFIX), name)
+        self.assertEqual((brought.folder / came_back_as[long1] / "config").read_text(), "one")
+        self.assertEqual((brought.folder / came_back_as[long2] / "config").read_text(), "two")
+        self.assertEqual((brought.folder / "y" / ".GIT.from-bottle").read_text(), "gitdir: /elsewhere\n")
+        self.assertEqual((brought.folder / "y" / ".git~2.from-bottle").read_text(), "gitdir: /somewhere\n")
+        self.assertEqual([p for p in brought.folder.rglob("*") if workspace._folded(p.name) in (".git", "head")], [])
 
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
