@@ -676,6 +676,9 @@ def _report(ended: session.Ended | None) -> None:
             click.echo(f"results: of those, under another name (one too long for the suffix, or that this machine "
                        f"could take for another's): "
                        f"{visible(', '.join(f'{path} as {name}' for path, name in brought.renamed_as))}", err=True)
+        if brought.clashed:
+            click.echo(f"results: left out, as their names would meet those given to what was renamed (above): "
+                       f"{visible(', '.join(brought.clashed))}", err=True)
     else:
         click.echo("results: no changes, nothing to bring back", err=True)
 

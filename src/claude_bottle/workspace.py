@@ -537,6 +537,7 @@ class Brought:
     skipped: tuple[str, ...] = ()  # entries of a folder that pointed out of it, left out
     renamed: tuple[str, ...] = ()  # .git folders and files of a folder (and HEADs), come back with RENAMED_SUFFIX
     renamed_as: tuple[tuple[str, str], ...] = ()  # of those, each that came back as another name than that
+    clashed: tuple[str, ...] = ()  # entries the agent named as we name what is renamed: left out
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
@@ -862,9 +863,9 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     pipes and set-id bits never arrive; what would make git take a folder for a repository is renamed (see
     _inert_names; a name the agent itself gave as one of ours is left out, as it would meet ours). Built in
     a folder beside `dest`, renamed into place at the end, so a failure leaves nothing half made. Returns
-    what was left out, and the paths renamed."""
+    what was left out (and why), and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    skipped, links, renamed = [], [], set()
+    skipped, clashed, links, renamed = [], [], [], set()
     inert = _inert_names(members)
     linked = _linked(members)
     ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
@@ -873,9 +874,11 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
             folded = _folded_path(parts)
-            if (not parts or PurePosixPath(rel).is_absolute() or ".." in parts
-                    or any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded))):
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
                 skipped.append(rel)
+                continue
+            if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+                clashed.append(rel)
                 continue
             names = list(parts)
             for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
@@ -912,7 +915,8 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
         raise
     return Brought(folder=dest, skipped=tuple(sorted(skipped)), renamed=tuple(sorted(path for path, _ in renamed)),
                    renamed_as=tuple(sorted((path, name) for path, name in renamed
-                                           if name != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX)))
+                                           if name != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX)),
+                   clashed=tuple(sorted(clashed)))
 
 
 def _has_commit(repo: Path, sha: str) -> bool:

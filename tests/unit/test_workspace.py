@@ -106,7 +106,7 @@ class ExtractTest(unittest.TestCase):
         brought = workspace._extract(tar, members, self.dest)
         skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["deep/.git", "lib/.git", "other/.git"])
-        self.assertEqual(skipped, ["lib/.git.from-bottle/config"])
+        self.assertEqual((skipped, brought.clashed), ([], ("lib/.git.from-bottle/config",)))
         self.assertEqual([str(p.relative_to(self.dest)) for p in self.dest.rglob(".git")], [])
         self.assertIn("fsmonitor", (self.dest / "lib" / ".git.from-bottle" / "config").read_text())
         self.assertEqual((self.dest / "other" / ".git.from-bottle").read_text(), "gitdir: /somewhere\n")
@@ -135,7 +135,7 @@ class ExtractTest(unittest.TestCase):
         skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "twin/HEAD", "twin/head",
                                    "twin2/.git", "twin2/.g\u200cit", "up/.GIT", "wt/HEAD"])
-        self.assertEqual(skipped, ["sub/deeper/head.from-bottle"])
+        self.assertEqual((skipped, brought.clashed), ([], ("sub/deeper/head.from-bottle",)))
         self.assertEqual((self.dest / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
         self.assertEqual((self.dest / "notes" / "HEAD").read_text(), "a file that happens to be called HEAD\n")
         folders = [self.dest, *(p for p in self.dest.rglob("*") if p.is_dir())]
@@ -183,7 +183,7 @@ class ExtractTest(unittest.TestCase):
         brought = workspace._extract(tar, members, self.dest)
         skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["A/b\u200c/HEAD", "Sub/HEAD", f"{nfc}/HEAD"])
-        self.assertEqual(skipped, [f"{nfd}/HEAD.FROM-BOTTLE", "sub/head.from-bottle"])
+        self.assertEqual((skipped, brought.clashed), ([], (f"{nfd}/HEAD.FROM-BOTTLE", "sub/head.from-bottle")))
         self.assertEqual((self.dest / "Sub" / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
         self.assertEqual((self.dest / "other" / "HEAD").read_text(), "a HEAD in a folder that is no repository's")
 
