@@ -240,17 +240,27 @@ def _held(folder: Path, tracked: Iterable[str], below: str = "") -> dict[str, li
     it holds, relative to it. Git takes such a folder for a plain one; its own rules must judge what is
     untracked in it, and what the index around it tracks there must still go in."""
     start = len(below.split("/")) if below else 0
-    seen: dict[str, bool] = {}
+    is_repository: dict[str, bool] = {}
+    holders: dict[str, str] = {}  # by the folder a path is in: one index lists many paths of a folder
+
+    def holder(parent: str) -> str:
+        if parent not in holders:
+            parts, holders[parent] = parent.split("/"), ""
+            for i in range(start + 1, len(parts) + 1):
+                sub = "/".join(parts[:i])
+                if sub not in is_repository:  # most folders have no .git: one system call says so
+                    is_repository[sub] = (os.path.lexists(os.path.join(folder, sub, ".git"))
+                                          and _is_repository(folder, sub))
+                if is_repository[sub]:
+                    holders[parent] = sub
+                    break
+        return holders[parent]
+
     held: dict[str, list[str]] = {}
     for path in tracked:
-        parts = path.split("/")
-        for i in range(start + 1, len(parts)):
-            sub = "/".join(parts[:i])
-            if sub not in seen:
-                seen[sub] = _is_repository(folder, sub)
-            if seen[sub]:
-                held.setdefault(sub, []).append("/".join(parts[i:]))
-                break
+        parent = path.rpartition("/")[0]
+        if parent and (sub := holder(parent)):
+            held.setdefault(sub, []).append(path[len(sub) + 1:])
     return held
 
 
