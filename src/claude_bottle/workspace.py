@@ -302,10 +302,10 @@ def _inner_tree(folder: Path, env: Mapping[str, str], depth: int, also: list[str
 
 def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """The files of the repository at `folder` that go in, and the repositories inside it (with what each
-    holds that is tracked around it: see _held), as its own `git
-    ls-files` would list them, but read by a git whose repository is an empty one of ours: its index
-    (GIT_INDEX_FILE) and ignore files are data then, and nothing its config says runs or is fetched (a
-    "promisor" remote would run a command of its choosing to fetch a missing object)."""
+    holds that is tracked around it: see _held), as its own `git ls-files` would list them, but read by a
+    git whose repository is an empty one of ours: its index (GIT_INDEX_FILE) and ignore files are data then,
+    and nothing its config says runs or is fetched (a "promisor" remote would run a command of its choosing
+    to fetch a missing object)."""
     git_dir = _git_dir_of(folder)
     if git_dir is None:
         raise BottleError(f"{folder} stopped being a repository while the workspace was read: try again")
@@ -316,7 +316,8 @@ def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], l
     common = _common_dir(git_dir)
     # Its index names objects by its own hash: one of another length is read as garbage, or refused.
     if _object_format(common / "config", scratch) == "sha256":
-        (scratch / "config").write_text("[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha256\n")
+        (scratch / "config").write_text("[core]\n\trepositoryformatversion = 1\n"
+                                        "[extensions]\n\tobjectformat = sha256\n")
     for shared in git_dir.glob("sharedindex.*"):  # a split index's other part, looked for beside GIT_DIR
         if shared.is_file():
             (scratch / shared.name).symlink_to(shared)

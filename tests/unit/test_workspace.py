@@ -337,7 +337,8 @@ class UnreadableTest(unittest.TestCase):
     def prepare(self, ws: workspace.Workspace) -> subprocess.CompletedProcess:
         probe = ("import sys; from pathlib import Path; from claude_bottle import workspace\n"
                  "p = Path(sys.argv[1]); git = sys.argv[2] == 'git'\n"
-                 "try: workspace.prepare(workspace.Workspace(p, p if git else None, 'b/a/a-1' if git else None), 'a-1')\n"
+                 "ws = workspace.Workspace(p, p if git else None, 'b/a/a-1' if git else None)\n"
+                 "try: workspace.prepare(ws, 'a-1')\n"
                  "except workspace.BottleError as e: print(f'Error: {e}'); sys.exit(3)")
         user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if self.as_root else []
         env = {**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1]), "HOME": str(self.root),
