@@ -177,6 +177,10 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
     try:
         return _prepare(ws, bottle_name, origin)
     except OSError as e:
+        within = (isinstance(e.filename, (str, bytes))
+                  and Path(os.fsdecode(e.filename)).is_relative_to(ws.git_root or ws.path))
+        if not within:  # not the workspace's: unexpected, and its traceback says where
+            raise
         raise _unreadable(e) from None
 
 
