@@ -672,6 +672,13 @@ def _report(ended: session.Ended | None) -> None:
                        f"folder laid out as a repository) came back with {workspace.RENAMED_SUFFIX} after its name, so "
                        f"that no git command there runs what the agent put in its config or hooks (look at them "
                        f"before you rename them back): {visible(', '.join(brought.renamed))}", err=True)
+        if brought.renamed_as:
+            click.echo(f"results: of those, under another name (one too long for the suffix, or that this machine "
+                       f"could take for another's): "
+                       f"{visible(', '.join(f'{path} as {name}' for path, name in brought.renamed_as))}", err=True)
+        if brought.clashed:
+            click.echo(f"results: left out, as their names would meet those given to what was renamed (above): "
+                       f"{visible(', '.join(brought.clashed))}", err=True)
     else:
         click.echo("results: no changes, nothing to bring back", err=True)
 

@@ -17,10 +17,12 @@ hanging hook cannot lose the work or hang the teardown.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
+import posixpath
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -37,6 +39,7 @@ subprocess = lazy.Module("subprocess")
 hashlib = lazy.Module("hashlib")
 tarfile = lazy.Module("tarfile")
 tempfile = lazy.Module("tempfile")
+unicodedata = lazy.Module("unicodedata")
 
 STAGING = "/tmp/claude-bottle-workspace"  # in the bottle, while the copy is unpacked
 # Written (as root, where the agent cannot touch it) once the workspace is in: before that, a bottle holds
@@ -158,7 +161,11 @@ def _free_branch(repo: Path, agent: str, bottle_name: str) -> str:
 def files(ws: Workspace) -> list[Path]:
     """What a folder that is not a repository sends: every file and symlink in it."""
     found = []
-    for root, dirs, names in os.walk(ws.path):  # symlinked folders travel as links, not followed
+
+    def unreadable(e: OSError) -> None:  # os.walk would pass over it, and it would be missing in the bottle
+        raise _unreadable(e)
+
+    for root, dirs, names in os.walk(ws.path, onerror=unreadable):  # symlinked folders travel as links
         found += [Path(root, n).relative_to(ws.path) for n in names + [d for d in dirs if Path(root, d).is_symlink()]]
     return sorted(found)
 
@@ -167,6 +174,22 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
     """Before the bottle exists: for git, the start commit (and the hidden ref that keeps it, whose reflog
     says who made it for which engine: `origin`, read back by hidden_refs); otherwise, the digest of what is
     copied in."""
+    try:
+        return _prepare(ws, bottle_name, origin)
+    except OSError as e:
+        within = (isinstance(e.filename, (str, bytes))
+                  and Path(os.fsdecode(e.filename)).is_relative_to(ws.git_root or ws.path))
+        if not within:  # not the workspace's: unexpected, and its traceback says where
+            raise
+        raise _unreadable(e) from None
+
+
+def _unreadable(e: OSError) -> BottleError:
+    return BottleError(f"cannot read {e.filename} in the workspace ({e.strerror or e}): make it readable to you, "
+                       f"or name a folder without it with --workspace")
+
+
+def _prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None) -> Workspace:
     if not ws.is_git:
         return replace(ws, digest=_tree_digest(_host_entries(ws.path, files(ws))))
     name, email = GIT_IDENTITY
@@ -176,7 +199,7 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
         env["GIT_INDEX_FILE"] = str(Path(tmp, "index"))
         _git(ws.git_root, "read-tree", "HEAD", env=env)
         # Of what is not committed, only the named folder's goes in: the rest of the tree is not the bottle's.
-        _add_all(ws.git_root, env, f":(literal){ws.subdir}" if ws.subdir else ".")
+        _add_all(ws.git_root, env, ws.subdir)
         tree = _git(ws.git_root, "write-tree", env=env).strip()
         start = _git(ws.git_root, "commit-tree", tree, "-p", "HEAD", "-m",
                      "claude-bottle: the host's working tree at start", env=env).strip()
@@ -188,10 +211,12 @@ def prepare(ws: Workspace, bottle_name: str, origin: Mapping[str, str] | None = 
 MAX_NESTED = 32  # repositories inside repositories inside the workspace, at most
 
 
-def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
-    """`git add -A` of `where` into the index of `env`, except that a repository inside it that HEAD does
+def _add_all(repo: Path, env: Mapping[str, str], subdir: str = "") -> None:
+    """`git add -A` of `subdir` into the index of `env`, except that a repository inside it that HEAD does
     not hold as a submodule (a clone or a `git init` in a subfolder), which git would add as a gitlink (an
-    empty folder in the bottle) or refuse (one without a commit), goes in as its files (see _inner_tree)."""
+    empty folder in the bottle) or refuse (one without a commit), or take for a plain folder (one that HEAD
+    has files in), goes in as its files (see _inner_tree)."""
+    where = f":(literal){subdir}" if subdir else "."
     limit = step_seconds()  # git waits for ever on a .gitignore that is a pipe
     listed = _git(repo, "ls-files", "-z", "-o", "--exclude-standard", "--", where, env=env, fs=True,
                   timeout=limit).split("\0")
@@ -204,51 +229,87 @@ def _add_all(repo: Path, env: Mapping[str, str], where: str = ".") -> None:
         staged = _git(repo, "ls-files", "-z", "-s", "--", *(f":(literal){p}" for p in made), env=env, fs=True)
         submodules = {entry.partition("\t")[2] for entry in staged.split("\0") if entry.startswith("160000 ")}
         nested |= set(made) - submodules
-    nested = sorted(nested)
+    tracked = _git(repo, "ls-files", "-z", "--", where, env=env, fs=True, timeout=limit).split("\0")
+    held = _held(repo, filter(None, tracked), below=subdir)
+    nested = sorted(nested | held.keys())
     _git(repo, "add", "-A", "--", where, *(f":(exclude,literal){path}" for path in nested), env=env, timeout=limit)
     if nested:
         git_dir = _git(repo, "rev-parse", "--absolute-git-dir", fs=True).strip()
-        _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1)
+        _graft(repo, {**env, "GIT_DIR": git_dir}, nested, 1, held)
 
 
-def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int) -> None:
-    """Put each inner repository of `folder` (paths relative to it) into the index of `env` as a tree."""
+def _held(folder: Path, tracked: Iterable[str], below: str = "") -> dict[str, list[str]]:
+    """The folders (below `below`) that hold paths an index of `folder` lists and have since become
+    repositories of their own (a `git init` in a tracked folder), each the outermost such, with the paths
+    it holds, relative to it. Git takes such a folder for a plain one; its own rules must judge what is
+    untracked in it, and what the index around it tracks there must still go in."""
+    start = len(below.split("/")) if below else 0
+    is_repository: dict[str, bool] = {}
+    holders: dict[str, str] = {}  # by the folder a path is in: one index lists many paths of a folder
+
+    def holder(parent: str) -> str:
+        if parent not in holders:
+            parts, holders[parent] = parent.split("/"), ""
+            for i in range(start + 1, len(parts) + 1):
+                sub = "/".join(parts[:i])
+                if sub not in is_repository:  # most folders have no .git: one system call says so
+                    is_repository[sub] = (os.path.lexists(os.path.join(folder, sub, ".git"))
+                                          and _is_repository(folder, sub))
+                if is_repository[sub]:
+                    holders[parent] = sub
+                    break
+        return holders[parent]
+
+    held: dict[str, list[str]] = {}
+    for path in tracked:
+        parent = path.rpartition("/")[0]
+        if parent and (sub := holder(parent)):
+            held.setdefault(sub, []).append(path[len(sub) + 1:])
+    return held
+
+
+def _graft(folder: Path, env: Mapping[str, str], nested: list[str], depth: int,
+           held: Mapping[str, list[str]]) -> None:
+    """Put each inner repository of `folder` (paths relative to it) into the index of `env` as a tree,
+    with the paths of it that `held` names for it (see _held)."""
     if nested and depth > MAX_NESTED:
         raise BottleError(f"{folder / nested[0]} is a repository inside more than {MAX_NESTED} others in the "
                           f"workspace: flatten it, or name a folder further down with --workspace")
     for path in nested:
-        tree = _inner_tree(folder / path, env, depth)
+        tree = _inner_tree(folder / path, env, depth, held.get(path, []))
         _git(folder, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", f":(literal){path}", env=env)
         _git(folder, "read-tree", f"--prefix={path}/", tree, env=env)
 
 
-def _inner_tree(folder: Path, env: Mapping[str, str], depth: int) -> str:
+def _inner_tree(folder: Path, env: Mapping[str, str], depth: int, also: list[str]) -> str:
     """A tree of what the repository at `folder` holds: the files it tracks (ignored or not) and those its
     own ignore rules let through, without its .git. Nothing of its own config takes part (it may come from
     an unpacked archive, or from a bottle's work brought back as a folder): git reads its index and ignore
     files as data (see _inner_files), and the files are added by the workspace repository's git (GIT_DIR
     in `env`) with `folder` as its work tree, into a scratch index, its objects going to the workspace
-    repository; the user's repositories, indexes and files stay as they are."""
+    repository; the user's repositories, indexes and files stay as they are. `also`: paths in it that the
+    repository around it tracks, which go in as if it tracked them."""
     with tempfile.TemporaryDirectory() as tmp:
-        files, nested = _inner_files(folder, Path(tmp))
+        files, nested, held = _inner_files(folder, Path(tmp), also)
         # A sparse checkout of the workspace repository would judge these paths as if they were its own.
         inner = {**env, "GIT_INDEX_FILE": str(Path(tmp, "index")), "GIT_WORK_TREE": str(folder),
-                 "GIT_LITERAL_PATHSPECS": "1", "GIT_CONFIG_COUNT": "1",
-                 "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
+                 "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.sparseCheckout", "GIT_CONFIG_VALUE_0": "false"}
         if files:
             listing = Path(tmp, "files")
             listing.write_bytes(b"\0".join(os.fsencode(f) for f in sorted(set(files))))
-            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=inner,
-                 timeout=step_seconds())
-        _graft(folder, inner, sorted(set(nested)), depth + 1)
+            # Literal for this command only: the `:(literal)` of the commands after it would be names then.
+            _git(folder, "add", "-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul",
+                 env={**inner, "GIT_LITERAL_PATHSPECS": "1"}, timeout=step_seconds())
+        _graft(folder, inner, sorted(set(nested)), depth + 1, held)
         return _git(folder, "write-tree", env=inner).strip()
 
 
-def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
-    """The files of the repository at `folder` that go in, and the repositories inside it, as its own `git
-    ls-files` would list them, but read by a git whose repository is an empty one of ours: its index
-    (GIT_INDEX_FILE) and ignore files are data then, and nothing its config says runs or is fetched (a
-    "promisor" remote would run a command of its choosing to fetch a missing object)."""
+def _inner_files(folder: Path, tmp: Path, also: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The files of the repository at `folder` that go in, and the repositories inside it (with what each
+    holds that is tracked around it: see _held), as its own `git ls-files` would list them, but read by a
+    git whose repository is an empty one of ours: its index (GIT_INDEX_FILE) and ignore files are data then,
+    and nothing its config says runs or is fetched (a "promisor" remote would run a command of its choosing
+    to fetch a missing object)."""
     git_dir = _git_dir_of(folder)
     if git_dir is None:
         raise BottleError(f"{folder} stopped being a repository while the workspace was read: try again")
@@ -256,21 +317,32 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
     for sub in ("objects", "refs"):
         (scratch / sub).mkdir(parents=True)
     (scratch / "HEAD").write_text("ref: refs/heads/none\n")
+    common = _common_dir(git_dir)
+    # Its index names objects by its own hash: one of another length is read as garbage, or refused.
+    if _object_format(common / "config", scratch) == "sha256":
+        (scratch / "config").write_text("[core]\n\trepositoryformatversion = 1\n"
+                                        "[extensions]\n\tobjectformat = sha256\n")
     for shared in git_dir.glob("sharedindex.*"):  # a split index's other part, looked for beside GIT_DIR
         if shared.is_file():
             (scratch / shared.name).symlink_to(shared)
     env = {"GIT_DIR": str(scratch), "GIT_WORK_TREE": str(folder), "GIT_INDEX_FILE": str(git_dir / "index")}
-    excludes = [f"--exclude-from={path}" for path in [_inner_excludes(git_dir)] if path]
+    excludes = [f"--exclude-from={path}" for path in [_inner_excludes(common)] if path]
     limit = step_seconds()
     # A sparse index lists what is checked out (git cannot expand its folders without the repository's
     # objects, and says so on stderr): nothing else is there to go in. (`--sparse` would need git 2.35.)
     tracked = _git(folder, "ls-files", "-z", "-s", env=env, fs=True, timeout=limit).split("\0")
     untracked = _git(folder, "ls-files", "-z", "-o", "--exclude-standard", *excludes, env=env, fs=True,
                      timeout=limit).split("\0")
-    files, nested = [], []
-    for entry in tracked:
-        mode, _, path = entry.partition("\t")
-        if not path:
+    entries = [entry.partition("\t")[::2] for entry in tracked] + [("", path) for path in also]
+    held = _held(folder, (path for _, path in entries if path))
+
+    def in_held(path: str) -> bool:
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in held for i in range(1, len(parts)))
+
+    files, nested = [], list(held)
+    for mode, path in entries:
+        if not path or in_held(path):
             continue
         if _through_link(folder, path):  # a folder of it made a link since: what is there is not its
             continue
@@ -281,28 +353,56 @@ def _inner_files(folder: Path, tmp: Path) -> tuple[list[str], list[str]]:
         elif os.path.islink(folder / path) or os.path.isfile(folder / path):  # not deleted or made a folder since
             files.append(path)
     for path in filter(None, untracked):
+        if in_held(path):
+            continue
         if path.endswith("/"):
             nested.append(path.rstrip("/"))
         else:
             files.append(path)
-    return files, nested
+    return files, nested, held
 
 
-def _inner_excludes(git_dir: Path) -> Path | None:
-    """The repository's own info/exclude (a worktree's is its main repository's), if it has one."""
-    path = git_dir / "info" / "exclude"
+def _common_dir(git_dir: Path) -> Path:
+    """Where the repository at `git_dir` keeps what its worktrees share (config, info/exclude): the folder
+    its commondir names (a worktree's main repository), or itself."""
     try:
-        if (git_dir / "commondir").is_file():
-            with open(git_dir / "commondir", "rb") as f:  # only its start: it may be huge (sparse)
-                named = os.fsdecode(f.read(4096).strip())
-            path = git_dir / named / "info" / "exclude"
+        if not (git_dir / "commondir").is_file():
+            return git_dir
+        with open(git_dir / "commondir", "rb") as f:  # only its start: it may be huge (sparse)
+            named = os.fsdecode(f.read(4096).strip())
+    except OSError as e:
+        raise BottleError(f"cannot read {git_dir / 'commondir'}, of a repository in the workspace: "
+                          f"{e.strerror or e}") from None
+    if "\0" in named:
+        raise BottleError(f"{git_dir / 'commondir'}, of a repository in the workspace, does not name a folder: "
+                          "fix or remove it")
+    return git_dir / named
+
+
+def _object_format(config: Path, scratch: Path) -> str:
+    """The object format a repository's config declares, read as data by a git whose repository is
+    `scratch` (nothing of that config is used but these two values)."""
+    def value(key: str) -> str:
+        return _git(scratch, "config", "--no-includes", "-f", str(config), "--get", key, check=False,
+                    env={"GIT_DIR": str(scratch)}, timeout=step_seconds()).strip()
+
+    if value("core.repositoryformatversion") not in ("1", "01"):  # extensions count from version 1 on
+        return "sha1"
+    said = value("extensions.objectformat") or "sha1"
+    if said not in ("sha1", "sha256"):
+        raise BottleError(f"{config}, of a repository in the workspace, names an object format git does not know "
+                          f"({said[:40]!r}): fix it, or remove that repository from the workspace")
+    return said
+
+
+def _inner_excludes(common: Path) -> Path | None:
+    """The repository's own info/exclude (a worktree's is its main repository's: `common`), if it has one."""
+    path = common / "info" / "exclude"
+    try:
         if stat.S_ISREG(path.stat().st_mode):
             return path
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except ValueError:  # a NUL byte in what commondir names
-        raise BottleError(f"{git_dir / 'commondir'}, of a repository in the workspace, does not name a folder: "
-                          "fix or remove it") from None
     except OSError as e:
         raise BottleError(f"cannot read {path}, the ignore rules of a repository in the workspace: "
                           f"{e.strerror or e}") from None
@@ -450,7 +550,9 @@ class Brought:
     commits: int = 0
     folder: Path | None = None
     skipped: tuple[str, ...] = ()  # entries of a folder that pointed out of it, left out
-    renamed: tuple[str, ...] = ()  # .git folders and files of a folder, come back as GIT_RENAMED
+    renamed: tuple[str, ...] = ()  # .git folders and files of a folder (and HEADs), come back with RENAMED_SUFFIX
+    renamed_as: tuple[tuple[str, str], ...] = ()  # of those, each that came back as another name than that
+    clashed: tuple[str, ...] = ()  # entries the agent named as we name what is renamed: left out
     extra: tuple[str, ...] = ()  # the bottle's other branches and stash, brought back beside `branch`
 
 
@@ -672,7 +774,7 @@ def _host_git(repo: Path, *args: str, fd: int | None = None) -> str:
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (HOST_GIT_MEMORY, HOST_GIT_MEMORY))
 
-    env = {**os.environ, "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+    env = {**_environment(), "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
     try:
         out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
                               "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
@@ -696,8 +798,7 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
                 return Brought()
             if ws.results_dir.exists():
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
-            skipped, renamed = _extract(tar, members, ws.results_dir)
-    return Brought(folder=ws.results_dir, skipped=tuple(skipped), renamed=tuple(renamed))
+            return _extract(tar, members, ws.results_dir)
 
 
 # What a .git folder or file in a folder that comes back gets after its name (and a repository's HEAD, see
@@ -710,69 +811,109 @@ _HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *r
 
 
 def _folded(name: str) -> str:
-    """A name as a case-insensitive host (macOS, by default) compares it."""
-    return name.translate(_HFS_IGNORED).lower()
+    """A name as a case-insensitive, normalizing host (macOS, by default) compares it, or more loosely: two
+    names it takes for one fold alike (one that folds more only has more renamed or left out)."""
+    nfd = unicodedata.normalize("NFD", name.translate(_HFS_IGNORED))
+    return unicodedata.normalize("NFD", nfd.casefold()).translate(_HFS_IGNORED)
+
+
+def _folded_path(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """A path as such a host finds it: `Sub/x` and `sub/x` are one file there."""
+    return tuple(_folded(part) for part in parts)
 
 
 def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
     """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
     the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
     repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
-    children: dict[tuple[str, ...], dict[str, set[str]]] = {}
+    # By folded folder, each folded name with every path spelled so: `.git` and `.GIT` may both be there, and
+    # on a host that folds names `Sub/HEAD` and `sub/objects` are in one folder.
+    children: dict[tuple[str, ...], dict[str, set[tuple[str, ...]]]] = {}
     for m in members:
         parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
-        for i in range(len(parts)):  # every spelling of a name: `.git` and `.GIT` may both be there
-            children.setdefault(parts[:i], {}).setdefault(_folded(parts[i]), set()).add(parts[i])
+        folded = _folded_path(parts)
+        for i in range(len(parts)):
+            children.setdefault(folded[:i], {}).setdefault(folded[i], set()).add(parts[:i + 1])
     inert = {}
-    for folder, names in children.items():
-        for folded, spellings in names.items():
+    for names in children.values():
+        given: set[str] = set()  # folded, in this folder
+        for folded, paths in sorted(names.items()):
             if folded == ".git" or (folded == "head" and {"objects", "refs", "commondir"} & names.keys()):
-                for name in spellings:
-                    inert[folder + (name,)] = name + RENAMED_SUFFIX
+                for path in sorted(paths):
+                    inert[path] = _renamed(path[-1], given)
+                    given.add(_folded(inert[path]))
     return inert
 
 
-def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> tuple[list[str], list[str]]:
+NAME_MAX = 255  # bytes in a name, on Linux and macOS alike
+
+
+def _renamed(name: str, given: set[str]) -> str:
+    """`name` with RENAMED_SUFFIX, unless a name given before in its folder folds alike (`.GIT` beside
+    `.git`, one file on a Mac): then with `~2`, `~3`, ... before the suffix. A name too long for the suffix
+    is cut short, with a digest of the whole after it: two long names alike where they are cut stay apart."""
+    for n in itertools.count(1):
+        tag = f"~{n}" if n > 1 else ""
+        new = name + tag + RENAMED_SUFFIX
+        if _name_bytes(new) > NAME_MAX:
+            tail = f"~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}{tag}{RENAMED_SUFFIX}"
+            kept = name
+            while kept and _name_bytes(kept + tail) > NAME_MAX:
+                kept = kept[:-1]
+            new = kept + tail
+        if _folded(new) not in given:
+            return new
+    raise AssertionError("unreachable")
+
+
+def _name_bytes(name: str) -> int:
+    """The length of `name` on the host, as stored (macOS may store it decomposed, which is longer)."""
+    return max(len(os.fsencode(name)), len(os.fsencode(unicodedata.normalize("NFD", name))))
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> Brought:
     """Unpack what a bottle sent into `dest`, which must not exist, and nothing outside it: folders and files
-    first (no link exists yet to write through), links last, each kept only if it resolves inside; hard links
-    become copies; devices, pipes and set-id bits never arrive; what would make git take a folder for a
-    repository is renamed (see _inert_names; a name the agent itself gave as one of ours is left out, as it
-    would meet ours). Built in a folder beside `dest`, renamed into place at the end, so a failure leaves
-    nothing half made. Returns what was left out, and the paths renamed."""
+    first (no link exists yet to write through), links last, each kept only if it resolves inside; a hard
+    link arrives as what it is another name of would (a file as a copy, a symlink as that symlink); devices,
+    pipes and set-id bits never arrive; what would make git take a folder for a repository is renamed (see
+    _inert_names; a name the agent itself gave as one of ours is left out, as it would meet ours). Built in
+    a folder beside `dest`, renamed into place at the end, so a failure leaves nothing half made. Returns
+    what was left out (and why), and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    skipped, links, renamed = [], [], set()
+    skipped, clashed, links, renamed = [], [], [], set()
     inert = _inert_names(members)
-    ours = {(path[:-1], _folded(name)) for path, name in inert.items()}
+    linked = _linked(members)
+    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
-            if (not parts or PurePosixPath(rel).is_absolute() or ".." in parts
-                    or any(_folded(part) == GIT_RENAMED or (parts[:i], _folded(part)) in ours
-                           for i, part in enumerate(parts))):
+            folded = _folded_path(parts)
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
                 skipped.append(rel)
+                continue
+            if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+                clashed.append(rel)
                 continue
             names = list(parts)
             for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
                 if parts[:i + 1] in inert:
                     names[i] = inert[parts[:i + 1]]
-                    outermost = "/".join(parts[:i + 1])
+                    outermost = ("/".join(parts[:i + 1]), names[i])
             if names != list(parts):
                 renamed.add(outermost)
             target = partial.joinpath(*names)
+            real = linked.get(id(m), m)  # a hard link arrives as what it is another name of would
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
-            elif m.isfile() or m.islnk():
-                source = tar.extractfile(m)  # a hard link reads its target's content
-                if source is None:
-                    skipped.append(rel)
-                    continue
+            elif real is not None and real.isfile():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if m.mode & 0o111 else 0o644)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o755 if real.mode & 0o111 else 0o644)
                 with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(source, out)
-            elif m.issym():
-                links.append((rel, target, m.linkname))
+                    shutil.copyfileobj(tar.extractfile(real), out)
+            elif real is not None and real.issym():
+                links.append((rel, target, real.linkname))
             else:
                 skipped.append(rel)
         for rel, target, linkname in links:
@@ -787,7 +928,10 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return skipped, sorted(renamed)
+    return Brought(folder=dest, skipped=tuple(sorted(skipped)), renamed=tuple(sorted(path for path, _ in renamed)),
+                   renamed_as=tuple(sorted((path, name) for path, name in renamed
+                                           if name != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX)),
+                   clashed=tuple(sorted(clashed)))
 
 
 def _has_commit(repo: Path, sha: str) -> bool:
@@ -809,13 +953,30 @@ def _host_entries(root: Path, listed: list[Path]) -> dict[str, str]:
 
 def _tar_entries(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> dict[str, str]:
     entries = {}
+    linked = _linked(members)
     for m in members:
-        rel = m.name.split("/", 1)[1]
-        if m.issym():
-            entries[rel] = "l:" + m.linkname
-        elif m.isfile() or m.islnk():
-            entries[rel] = f"f{bool(m.mode & 0o100):d}:" + _sha256(tar.extractfile(m))
+        rel, real = m.name.split("/", 1)[1], linked.get(id(m), m)
+        if real is None:
+            continue
+        if real.issym():
+            entries[rel] = "l:" + real.linkname
+        elif real.isfile():
+            entries[rel] = f"f{bool(real.mode & 0o100):d}:" + _sha256(tar.extractfile(real))
     return entries
+
+
+def _linked(members: list[tarfile.TarInfo]) -> dict[int, tarfile.TarInfo | None]:
+    """For each hard link among `members` (by id), the member it is another name of, itself no hard link,
+    or None if no member before it has the name it gives. tarfile's own lookup follows symlinks (which
+    may lead out of the archive, or round in a loop) and gives nothing for a pipe."""
+    seen: dict[str, tarfile.TarInfo | None] = {}
+    linked = {}
+    for m in members:
+        real = seen.get(posixpath.normpath(m.linkname)) if m.islnk() else m
+        if m.islnk():
+            linked[id(m)] = real
+        seen[posixpath.normpath(m.name)] = real
+    return linked
 
 
 def _sha256(f) -> str:
@@ -848,6 +1009,15 @@ def _tail(data: bytes) -> str:
     return " ".join(data.decode(errors="replace").split())[-400:]
 
 
+# Set in the user's environment, these change what every pathspec of ours means (`:(literal)x` taken as a
+# name, `*` as a glob, `In` as `in`), or make git refuse the literal setting one of our commands needs.
+_PATHSPEC_VARIABLES = ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS")
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _PATHSPEC_VARIABLES}
+
+
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
          fs: bool = False, timeout: float | None = None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
@@ -859,7 +1029,7 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
                              stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, **env} if env else None, timeout=timeout)
+                             env={**_environment(), **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s (a file git reads "
                           f"there, such as a .gitignore, may be a pipe; {STEP_SECONDS_VARIABLE} sets the limit)") from None

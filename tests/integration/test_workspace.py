@@ -279,6 +279,22 @@ class PlainFolderTest(support.IntegrationTest):
             self.assertIn("not a git repository", out.stderr, folder)
         self.assertFalse(marker.exists())
 
+    def test_hard_links_to_a_pipe_and_a_symlink_and_a_long_git_name_come_back(self):
+        """The bottle's own tar, for what unit tests build by hand: a hard link to a pipe or to a symlink, and
+        a .git too long to take the suffix, neither end bringing back in a traceback nor keep the work."""
+        long = ".git" + "\u200c" * 80
+        code, out = self.b.sh(f"cd /workspace && echo more >> b.txt && mkfifo pipe && ln pipe to-pipe && "
+                              f"ln -s b.txt s && ln s to-s && mkdir {shlex.quote(long)} && "
+                              f"echo c > {shlex.quote(long)}/config")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back()
+        self.assertEqual((brought.folder / "b.txt").read_text(), "Bmore\n")
+        self.assertEqual(sorted(brought.skipped), ["pipe", "to-pipe", "up"])
+        self.assertEqual(os.readlink(brought.folder / "to-s"), "b.txt")
+        [(path, name)] = brought.renamed_as
+        self.assertEqual(path, long)
+        self.assertEqual((brought.folder / name / "config").read_text(), "c\n")
+
     def test_missing_folder(self):
         with self.assertRaises(workspace.BottleError) as ctx:
             workspace.inspect(Path("/nonexistent/dir"), "a", "b")

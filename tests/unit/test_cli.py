@@ -171,6 +171,49 @@ class BuildTest(CliCase):
             r.stderr)
 
 
+class ResultsReportTest(unittest.TestCase):
+    """What the user reads about a folder that came back: each thing left out or renamed, with its reason."""
+
+    def report(self, brought) -> str:
+        import contextlib
+        import io
+
+        from claude_bottle import session, workspace
+
+        ws = workspace.Workspace(Path("/w/notes"), None, None, results_dir=Path("/w/notes.b-1"))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            cli._report(session.Ended("b-1", brought, ws))
+        return err.getvalue()
+
+    def test_each_thing_left_out_with_its_own_reason(self):
+        """Found by attacking it: a name the agent gave that meets one of ours (`.git.from-bottle`) was
+        reported as left out because it is not a file or points outside the folder."""
+        from .test_workspace import bring_back_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            brought = bring_back_folder(Path(tmp, "notes"), ("dir", "lib/.git", ""), ("file", "lib/.git/HEAD", "x"),
+                                        ("file", "lib/.git.from-bottle/config", "the agent's"),
+                                        ("file", "sub/HEAD.From-Bottle", "the agent's"), ("file", "sub/HEAD", "x"),
+                                        ("dir", "sub/refs", ""), ("sym", "up", "../.."))
+        out = self.report(brought)
+        self.assertIn(f"results: the changed workspace is in {brought.folder} (left out, as they are not files or "
+                      f"point outside it: up)\n", out)
+        self.assertIn("results: left out, as their names would meet those given to what was renamed (above): "
+                      "lib/.git.from-bottle/config, sub/HEAD.From-Bottle\n", out)
+
+    def test_a_name_that_came_back_as_another_says_which(self):
+        from claude_bottle import workspace
+
+        long = ".git" + "\u200c" * 80
+        out = self.report(workspace.Brought(folder=Path("/w/notes.b-1"), renamed=(long, "y/.git"),
+                                            renamed_as=((long, ".git~0123.from-bottle"),)))
+        self.assertIn("came back with .from-bottle after its name", out)
+        self.assertIn("results: of those, under another name (one too long for the suffix, or that this machine "
+                      "could take for another's): .git", out)
+        self.assertIn(" as .git~0123.from-bottle\n", out)
+
+
 class ReadmeTest(unittest.TestCase):
     """The README's manifest example is valid against the published schema, and it shows every command and
     option the CLI has."""

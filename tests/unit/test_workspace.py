@@ -19,6 +19,11 @@ from claude_bottle import workspace
 
 def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
     """A tar as the engine sends /workspace: every name under workspace/."""
+    tar = tarfile.open(fileobj=io.BytesIO(archive_bytes(*entries)))
+    return tar, [m for m in tar.getmembers() if "/" in m.name]
+
+
+def archive_bytes(*entries) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for kind, name, extra in entries:
@@ -36,9 +41,20 @@ def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
             elif kind == "fifo":
                 info.type = tarfile.FIFOTYPE
             tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    tar = tarfile.open(fileobj=buf)
-    return tar, [m for m in tar.getmembers() if "/" in m.name]
+    return buf.getvalue()
+
+
+def bring_back_folder(folder: Path, *entries) -> workspace.Brought:
+    """What bring_back() makes of a bottle whose /workspace the engine sends as `entries`, for a folder
+    workspace at `folder` (the code path `stop` takes, with a fake engine)."""
+    from .fake_engine import FakeEngine
+
+    class Engine(FakeEngine):
+        def get_archive_to(self, name, path, sink, limit=None):
+            sink.write(archive_bytes(("dir", "", ""), *entries))
+
+    ws = workspace.Workspace(folder, None, None, results_dir=folder.parent / f"{folder.name}.b-1", digest="0")
+    return workspace.bring_back(Engine(), "b-1", ws, "b-1")
 
 
 class ExtractTest(unittest.TestCase):
@@ -62,7 +78,8 @@ class ExtractTest(unittest.TestCase):
             ("file", "../outside.txt", "X"),
             ("file", "/tmp/claude-bottle-absolute.txt", "X"),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, [])
         self.assertEqual(sorted(skipped), ["../outside.txt", "/tmp/claude-bottle-absolute.txt", "a_escape", "abs",
                                            "pipe", "up"])
@@ -86,9 +103,10 @@ class ExtractTest(unittest.TestCase):
             ("file", "lib/.git.from-bottle/config", "the agent's own, which would meet ours"),
             ("sym", "deep/.git", "../lib/.git"),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["deep/.git", "lib/.git", "other/.git"])
-        self.assertEqual(skipped, ["lib/.git.from-bottle/config"])
+        self.assertEqual((skipped, brought.clashed), ([], ("lib/.git.from-bottle/config",)))
         self.assertEqual([str(p.relative_to(self.dest)) for p in self.dest.rglob(".git")], [])
         self.assertIn("fsmonitor", (self.dest / "lib" / ".git.from-bottle" / "config").read_text())
         self.assertEqual((self.dest / "other" / ".git.from-bottle").read_text(), "gitdir: /somewhere\n")
@@ -113,10 +131,11 @@ class ExtractTest(unittest.TestCase):
             *[(kind, f"twin/{name}", extra) for kind, name, extra in bare], ("file", "twin/head", ""),
             ("dir", "twin2/.git", ""), ("file", "twin2/.git/config", config), ("dir", "twin2/.g\u200cit", ""),
         )
-        skipped, renamed = workspace._extract(tar, members, self.dest)
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
         self.assertEqual(renamed, ["HEAD", "dotted/.git", "hfs/.g\u200cit", "sub/deeper/HEAD", "twin/HEAD", "twin/head",
                                    "twin2/.git", "twin2/.g\u200cit", "up/.GIT", "wt/HEAD"])
-        self.assertEqual(skipped, ["sub/deeper/head.from-bottle"])
+        self.assertEqual((skipped, brought.clashed), ([], ("sub/deeper/head.from-bottle",)))
         self.assertEqual((self.dest / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
         self.assertEqual((self.dest / "notes" / "HEAD").read_text(), "a file that happens to be called HEAD\n")
         folders = [self.dest, *(p for p in self.dest.rglob("*") if p.is_dir())]
@@ -125,6 +144,75 @@ class ExtractTest(unittest.TestCase):
                                  env={**os.environ, "GIT_CEILING_DIRECTORIES": str(self.root)})
             self.assertIn("not a git repository", out.stderr, folder)
         self.assertFalse(marker.exists())
+
+    def test_a_hard_link_to_what_is_not_a_file_comes_back_as_what_it_links_to(self):
+        """Found by attacking it: a hard link in the bottle to a pipe or to a symlink made bringing the work
+        back end in a traceback (AttributeError, KeyError, RecursionError), and the work stayed in the bottle.
+        A hard link comes back as what it links to would: a file as a copy, a symlink as the same symlink
+        (kept only if it resolves inside), a pipe, or a link to nothing in the archive, left out."""
+        brought = bring_back_folder(
+            self.root / "notes",
+            ("file", "a.txt", "A"), ("fifo", "pipe", ""), ("hard", "to-pipe", "pipe"),
+            ("sym", "s", "a.txt"), ("dir", "d", ""), ("hard", "d/to-s", "s"), ("hard", "to-to-s", "d/to-s"),
+            ("sym", "loop1", "loop2"), ("sym", "loop2", "loop1"), ("hard", "to-loop", "loop1"),
+            ("sym", "out", "/etc"), ("hard", "to-out", "out"), ("hard", "to-nothing", "nowhere"),
+            ("hard", "to-d", "d"), ("hard", "to-later", "z"), ("file", "z", "Z"),
+            ("hard", "b.txt", "a.txt"), ("hard", "to-b", "b.txt"),
+        )
+        folder = brought.folder
+        self.assertEqual(brought.skipped, ("out", "pipe", "to-d", "to-later", "to-nothing", "to-out", "to-pipe"))
+        self.assertEqual(os.readlink(folder / "d" / "to-s"), "a.txt")  # read from where it is, as in the bottle
+        self.assertEqual(os.readlink(folder / "to-to-s"), "a.txt")
+        self.assertEqual(os.readlink(folder / "to-loop"), "loop2")  # loop1 is a link to loop2
+        self.assertEqual([(folder / n).read_text() for n in ("a.txt", "b.txt", "to-b", "z")], ["A", "A", "A", "Z"])
+        self.assertFalse((folder / "to-pipe").exists() or (folder / "to-out").is_symlink())
+
+    def test_a_folder_spelled_two_ways_is_one_folder(self):
+        """Found by attacking it: on a host that folds case and Unicode forms (macOS), `Sub/HEAD` beside
+        `sub/objects`, or a name in NFC beside the same name in NFD, is one folder laid out as a repository,
+        but only names spelled alike were taken for one folder, so its HEAD came back as it was."""
+        nfc, nfd = "caf\u00e9", "cafe\u0301"
+        tar, members = archive(
+            ("file", "Sub/HEAD", "ref: refs/heads/main\n"), ("dir", "sub/objects", ""), ("dir", "sub/refs", ""),
+            ("file", f"{nfc}/HEAD", "ref: refs/heads/main\n"), ("dir", f"{nfd}/objects", ""),
+            ("file", "A/b\u200c/HEAD", "ref: refs/heads/main\n"), ("file", "a/B/commondir", "../x\n"),
+            ("file", "sub/head.from-bottle", "the agent's, which would meet ours"),
+            ("file", f"{nfd}/HEAD.FROM-BOTTLE", "the same"),
+            ("file", "other/HEAD", "a HEAD in a folder that is no repository's"), ("dir", "Others/objects", ""),
+        )
+        brought = workspace._extract(tar, members, self.dest)
+        skipped, renamed = list(brought.skipped), list(brought.renamed)
+        self.assertEqual(renamed, ["A/b\u200c/HEAD", "Sub/HEAD", f"{nfc}/HEAD"])
+        self.assertEqual((skipped, brought.clashed), ([], (f"{nfd}/HEAD.FROM-BOTTLE", "sub/head.from-bottle")))
+        self.assertEqual((self.dest / "Sub" / "HEAD.from-bottle").read_text(), "ref: refs/heads/main\n")
+        self.assertEqual((self.dest / "other" / "HEAD").read_text(), "a HEAD in a folder that is no repository's")
+
+    def test_a_long_name_renamed_still_fits(self):
+        """Found by attacking it: a .git whose name was long (`.git` and 80 code points a Mac leaves out, 244
+        bytes) could not take the suffix (ENAMETOOLONG), so the work never came back. Such a name is cut
+        short, with a digest of the whole that keeps it apart from its neighbours, and the report names it."""
+        long1, long2 = ".git" + "\u200c" * 80, ".git" + "\u200c" * 79 + "\u200d"  # alike where they are cut
+        head = "H" + "\u200c" * 82 + "EAD"
+        brought = bring_back_folder(
+            self.root / "notes",
+            ("file", f"{long1}/config", "one"), ("file", f"{long2}/config", "two"),
+            ("file", f"x/{head}", "ref: refs/heads/main\n"), ("dir", "x/objects", ""),
+            ("file", "y/.git", "gitdir: /somewhere\n"), ("file", "y/.GIT", "gitdir: /elsewhere\n"),
+        )
+        self.assertEqual(brought.renamed, tuple(sorted([long1, long2, f"x/{head}", "y/.GIT", "y/.git"])))
+        came_back_as = dict(brought.renamed_as)
+        self.assertEqual(sorted(came_back_as), sorted([long1, long2, f"x/{head}", "y/.git"]))
+        self.assertEqual(came_back_as["y/.git"], ".git~2.from-bottle")  # a Mac takes .GIT.from-bottle for it
+        names = [came_back_as[long1], came_back_as[long2], came_back_as[f"x/{head}"]]
+        self.assertEqual(len(set(names)), 3)
+        for name in names:
+            self.assertLessEqual(len(name.encode()), 255)
+            self.assertTrue(name.endswith(workspace.RENAMED_SUFFIX), name)
+        self.assertEqual((brought.folder / came_back_as[long1] / "config").read_text(), "one")
+        self.assertEqual((brought.folder / came_back_as[long2] / "config").read_text(), "two")
+        self.assertEqual((brought.folder / "y" / ".GIT.from-bottle").read_text(), "gitdir: /elsewhere\n")
+        self.assertEqual((brought.folder / "y" / ".git~2.from-bottle").read_text(), "gitdir: /somewhere\n")
+        self.assertEqual([p for p in brought.folder.rglob("*") if workspace._folded(p.name) in (".git", "head")], [])
 
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
@@ -214,6 +302,86 @@ class NoHooksTest(unittest.TestCase):
             ws = workspace.prepare(workspace.inspect(repo, "a", "a-000000"), "a-000000")
             workspace.release(ws, "a-000000")
             self.assertFalse(ran.exists(), ran.read_text() if ran.exists() else "")
+
+
+class UnreadableTest(unittest.TestCase):
+    """Found by attacking it: a folder of the workspace that the user cannot read (one another user owns,
+    such as a database's data folder) made prepare() end in a PermissionError traceback. Run as a user
+    without the right to read it: as root, `nobody` through setpriv."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.root = Path(tmp.name)
+        self.root.chmod(0o755)
+        (self.root / "tmp").mkdir()
+        self.as_root = os.geteuid() == 0
+        if self.as_root and not shutil.which("setpriv"):
+            self.skipTest("running as root without setpriv: no user to lack the right to read")
+
+    def git(self, repo: Path, *args: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@e", *args], check=True,
+                       capture_output=True)
+
+    def lock(self, folder: Path) -> None:
+        """Make `folder` unreadable to the user who runs prepare()."""
+        if self.as_root:
+            for path in [self.root, *self.root.rglob("*")]:
+                os.lchown(path, 65534, 65534)
+            os.chown(folder, 0, 0)
+            folder.chmod(0o700)
+        else:
+            folder.chmod(0)
+            self.addCleanup(folder.chmod, 0o755)
+
+    def prepare(self, ws: workspace.Workspace) -> subprocess.CompletedProcess:
+        probe = ("import sys; from pathlib import Path; from claude_bottle import workspace\n"
+                 "p = Path(sys.argv[1]); git = sys.argv[2] == 'git'\n"
+                 "ws = workspace.Workspace(p, p if git else None, 'b/a/a-1' if git else None)\n"
+                 "try: workspace.prepare(ws, 'a-1')\n"
+                 "except workspace.BottleError as e: print(f'Error: {e}'); sys.exit(3)")
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if self.as_root else []
+        env = {**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1]), "HOME": str(self.root),
+               "TMPDIR": str(self.root / "tmp")}
+        return subprocess.run([*user, sys.executable, "-c", probe, str(ws.path), "git" if ws.is_git else "folder"],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    def test_a_repository_with_a_folder_it_cannot_read(self):
+        repo = self.root / "repo"
+        (repo / "data").mkdir(parents=True)
+        (repo / "data" / ".gitkeep").write_text("")
+        (repo / "a").write_text("a\n")
+        self.git(repo, "init", "-q")
+        self.git(repo, "add", ".")
+        self.git(repo, "commit", "-q", "-m", "i")
+        self.lock(repo / "data")
+        out = self.prepare(workspace.Workspace(repo, repo, "b/a/a-1"))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertEqual(out.stdout, f"Error: cannot read {repo}/data/.gitkeep in the workspace (Permission denied): "
+                                     "make it readable to you, or name a folder without it with --workspace\n")
+        self.assertEqual(workspace.hidden_refs(repo), {})
+        self.assertEqual(list((self.root / "tmp").iterdir()), [])
+
+    def test_a_folder_with_a_folder_or_a_file_it_cannot_read(self):
+        folder = self.root / "notes"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "x").write_text("x\n")
+        (folder / "a").write_text("a\n")
+        self.lock(folder / "data")
+        out = self.prepare(workspace.Workspace(folder, None, None))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertEqual(out.stdout, f"Error: cannot read {folder}/data in the workspace (Permission denied): make it "
+                                     "readable to you, or name a folder without it with --workspace\n")
+        if self.as_root:
+            os.chown(folder / "data", 65534, 65534)
+            os.chown(folder / "data" / "x", 0, 0)
+            (folder / "data" / "x").chmod(0o600)
+        else:
+            (folder / "data").chmod(0o755)
+            (folder / "data" / "x").chmod(0)
+        out = self.prepare(workspace.Workspace(folder, None, None))
+        self.assertEqual((out.returncode, out.stderr), (3, ""))
+        self.assertIn(f"Error: cannot read {folder}/data/x in the workspace (Permission denied)", out.stdout)
 
 
 class HiddenRefSweepTest(unittest.TestCase):
@@ -348,6 +516,76 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / odd / "f").write_text("f\n")
         self.assertEqual(sorted(self.start_tree()), sorted(["a/x", f"{odd}/f"]))
 
+    def test_a_tracked_folder_made_a_repository_at_any_depth(self):
+        """Found by attacking it: a folder the repository around it tracks, made a repository of its own (a
+        `git init` in it), was judged by the outer repository's ignore rules at depth 1, and inside an inner
+        repository nothing of it came in at all. Its own rules decide what is untracked in it; what the
+        repository around it tracks there still goes in (the start commit would otherwise delete it)."""
+        def fill(outer: Path) -> None:
+            (outer / "lib" / "build").mkdir(parents=True)
+            (outer / "lib" / "x").write_text("x\n")
+            (outer / "lib" / "build" / "kept").write_text("tracked by the repository around it\n")
+            self.git(outer, "add", ".")
+            self.git(outer, "commit", "-q", "-m", "lib")
+            self.git(outer / "lib", "init", "-q")
+            (outer / "lib" / ".git" / "info" / "exclude").write_text("secret\nbuild/\n")
+            (outer / "lib" / "secret").write_text("its own exclude keeps it out\n")
+            (outer / "lib" / "new").write_text("n\n")
+            (outer / "lib" / "x").write_text("x, changed\n")
+
+        fill(self.repo)
+        fill(self.inner("in"))
+        tree = self.start_tree()
+        self.assertEqual(sorted(tree), ["a", "in/lib/build/kept", "in/lib/new", "in/lib/x", "lib/build/kept",
+                                        "lib/new", "lib/x"])
+        start = self.git(self.repo, "rev-parse", "refs/claude-bottle/a-1").strip()
+        for path in ("lib/x", "in/lib/x"):
+            self.assertEqual(self.git(self.repo, "show", f"{start}:{path}"), "x, changed\n")
+
+    def test_a_sha256_repository_inside_a_sha1_one_and_the_other_way_round(self):
+        """Found by attacking it: the empty repository of ours that reads an inner repository's index was
+        SHA-1, so git read a SHA-256 index as garbage (one entry) or refused it (more), and the bottle could not
+        start. The object format comes from the inner repository's config, read as data and checked."""
+        clone = self.repo / "in256"
+        clone.mkdir()
+        self.git(clone, "init", "-q", "--object-format=sha256")
+        (clone / "dist").mkdir()
+        for name in ("t", "t2", "dist/v"):
+            (clone / name).write_text("t\n")
+        (clone / ".git" / "info" / "exclude").write_text("secret\ndist/\n")
+        self.git(clone, "add", "-f", ".")  # read wrongly, its index would not list dist/v, which goes in
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / "u").write_text("u\n")
+        (clone / "secret").write_text("s\n")
+        expected = ["in256/dist/v", "in256/t", "in256/t2", "in256/u"]
+        self.assertEqual(sorted(self.start_tree()), ["a", *expected])
+        outer = Path(self.repo.parent, "outer256")
+        outer.mkdir()
+        self.git(outer, "init", "-q", "--object-format=sha256")
+        (outer / "o").write_text("o\n")
+        self.git(outer, "add", "o")
+        self.git(outer, "commit", "-q", "-m", "i")
+        shutil.move(self.repo / "in256", outer / "in256")
+        inner1 = self.inner("../outer256/in1")
+        (inner1 / "f").write_text("f\n")
+        self.git(inner1, "add", "f")
+        self.git(inner1, "commit", "-q", "-m", "i")
+
+        def start_tree(bottle_name: str) -> list[str]:
+            start = workspace.prepare(workspace.Workspace(outer, outer, "bottle/a/a-1"), bottle_name, {}).start
+            self.assertEqual(len(start), 64)
+            return sorted(filter(None, self.git(outer, "ls-tree", "-r", "--name-only", "-z", start).split("\0")))
+
+        self.assertEqual(start_tree("a-1"), ["in1/f", *expected, "o"])
+        config = outer / "in1" / ".git" / "config"
+        config.write_text("[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectformat = sha1\n")
+        self.assertEqual(start_tree("a-2"), ["in1/f", *expected, "o"])
+        with config.open("a") as f:  # what would end up in our config, and in its own lines
+            f.write("[extensions]\n\tobjectformat = \"sha256\\n[core]\\n\tfsmonitor = x\"\n")
+        with self.assertRaisesRegex(workspace.BottleError, "in1/.git/config, of a repository in the workspace, names "
+                                                           "an object format git does not know"):
+            start_tree("a-3")
+
     def test_a_subfolder_whose_name_starts_with_a_dot(self):
         (self.repo / ".github").mkdir()
         (self.repo / ".github" / "w.yml").write_text("w\n")
@@ -460,7 +698,7 @@ class InnerRepositoryTest(unittest.TestCase):
             f.truncate(2**40)
         probe = ("import resource, sys; from pathlib import Path; from claude_bottle import workspace;"
                  "resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30));"
-                 "\ntry: workspace._inner_excludes(Path(sys.argv[1]))\nexcept workspace.BottleError as e: print(e)")
+                 "\ntry: workspace._common_dir(Path(sys.argv[1]))\nexcept workspace.BottleError as e: print(e)")
         out = subprocess.run([sys.executable, "-c", probe, str(clone / ".git")], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(Path(workspace.__file__).parents[1])})
         self.assertEqual(out.returncode, 0, out.stderr[-500:])
@@ -508,6 +746,32 @@ class InnerRepositoryTest(unittest.TestCase):
         (self.repo / "wt" / "secret").write_text("s\n")
         (self.repo / "wt" / "new").write_text("n\n")
         self.assertEqual(sorted(self.start_tree()), ["a", "split/.gitignore", "split/t", "wt/new", "wt/w"])
+
+    def test_pathspec_settings_of_the_environment_change_nothing(self):
+        """Found by attacking it: GIT_LITERAL_PATHSPECS (set by us for one command, or in the user's
+        environment) made git take our `:(literal)` and `:(exclude,literal)` for names, GIT_GLOB_PATHSPECS
+        clashed with the literal setting, and GIT_ICASE_PATHSPECS left out a folder whose name differs from a
+        repository's only by case."""
+        (self.repo / "IN").mkdir()
+        (self.repo / "IN" / "f").write_text("f\n")
+        (self.repo / "*").mkdir()
+        (self.repo / "*" / "star").write_text("s\n")
+        clone = self.inner("in")
+        (clone / "lib").mkdir()
+        (clone / "lib" / "x").write_text("x\n")
+        (clone / "[x]").write_text("x\n")
+        self.git(clone, "add", ".")
+        self.git(clone, "commit", "-q", "-m", "i")
+        (clone / "lib" / "x").unlink()
+        self.inner("in/lib/x")  # a tracked file made a repository, inside a repository: `git rm` it at depth 2
+        (clone / "lib" / "x" / "y").write_text("y\n")
+        expected = ["*/star", "IN/f", "a", "in/[x]", "in/lib/x/y"]
+        self.assertEqual(sorted(self.start_tree()), expected)
+        for variable in ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS",
+                         "GIT_ICASE_PATHSPECS"):
+            with self.subTest(variable), mock.patch.dict(os.environ, {variable: "1"}):
+                self.assertEqual(sorted(self.start_tree()), expected)
+                self.assertEqual(sorted(self.start_tree(self.repo / "*")), ["*/star", "a"])
 
     def test_too_deep_is_a_clear_error_and_a_split_index_leaves_nothing(self):
         self.git(self.repo, "config", "core.splitIndex", "true")
