@@ -574,8 +574,10 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
             _bring_back_folder(engine, container, ws)
     except BaseException as e:
         _thaw(engine, container)  # the bottle is kept: what the snapshot stopped goes on
-        if isinstance(e, WorkNotBack) or not isinstance(e, (BottleError, OSError)):
+        if isinstance(e, WorkNotBack) or not isinstance(e, (BottleError, OSError, tarfile.TarError)):
             raise
+        if isinstance(e, tarfile.TarError):
+            raise WorkNotBack(f"the workspace the engine sent from the bottle is not a whole archive ({e})") from None
         raise WorkNotBack(str(e)) from None
 
 

@@ -214,6 +214,22 @@ class ExtractTest(unittest.TestCase):
         self.assertEqual((brought.folder / "y" / ".git~2.from-bottle").read_text(), "gitdir: /somewhere\n")
         self.assertEqual([p for p in brought.folder.rglob("*") if workspace._folded(p.name) in (".git", "head")], [])
 
+    def test_an_archive_cut_short_keeps_the_bottle_with_a_clear_error(self):
+        from .fake_engine import FakeEngine
+
+        class Engine(FakeEngine):
+            def get_archive_to(self, name, path, sink, limit=None):
+                sink.write(archive_bytes(("dir", "", ""), ("file", "notes.txt", "x" * 5000))[:1500])
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp, "notes")
+            folder.mkdir()
+            ws = workspace.Workspace(folder, None, None, results_dir=Path(tmp, "notes.b-1"), digest="0")
+            with self.assertRaises(workspace.WorkNotBack) as caught:
+                workspace.bring_back(Engine(), "b-1", ws, "b-1")
+            self.assertIn("not a whole archive", str(caught.exception))
+            self.assertFalse(Path(tmp, "notes.b-1").exists())
+
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
         with mock.patch("claude_bottle.workspace.shutil.copyfileobj", side_effect=[None, OSError("disk full")]):
