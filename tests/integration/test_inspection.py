@@ -255,128 +255,10 @@ class RawRecorder(support.Server):
         super().__init__(Handler)
 
 
-# Run in the bottle: send each request (method, target, headers and body as bytes with {S} for the secret) to
-# the recorder, over plain HTTP or through a CONNECT tunnel with TLS, and print each answer's status line.
-SEND = r"""
-import json, os, socket, ssl, sys
-secret = os.environ["HOST_SECRET"].encode()
-host, http_port, https_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for case in json.loads(sys.stdin.read()):
-    raw = case["raw"].encode().replace(b"{S}", secret)
-    raw = raw.replace(b"{L}", str(len(raw.partition(b"\r\n\r\n")[2])).encode())
-    for scheme in ("http", "https"):
-        port = http_port if scheme == "http" else https_port
-        s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
-        try:
-            if scheme == "https":
-                s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-                reply = s.recv(4096)
-                if not reply.startswith(b"HTTP/1.1 200"):
-                    print(case["name"], scheme, reply.split(b"\r\n")[0].decode())
-                    continue
-                s = ssl.create_default_context().wrap_socket(s, server_hostname=host)
-                request = raw.replace(b"{T}", b"/x")
-            else:
-                request = raw.replace(b"{T}", f"http://{host}:{port}/x".encode())
-            s.sendall(request.replace(b"{H}", f"{host}:{port}".encode()))
-            answer = b""
-            while b"\r\n" not in answer:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                answer += chunk
-            print(case["name"], scheme, answer.split(b"\r\n")[0].decode() or "closed")
-        except OSError as e:
-            print(case["name"], scheme, "error", type(e).__name__)
-        finally:
-            s.close()
-"""
-
-
-class WhatParsersSkipTest(support.IntegrationTest):
-    """A secret where pipelock's parsers do not look (it scans the fields it picks out of a JSON, form or
-    multipart body, and forwards the raw bytes), in the method, a header's name or a trailer: found by attacking
-    the sidecar, over inspected HTTPS and plain HTTP. None of it may arrive; a clean request does, whole."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        support.sidecar_image()
-        cls.secret = "Zq8" + secrets.token_hex(16) + "PxW"  # mixed case: a header name loses it
-        cls.ca = support.TestCA()
-        cls.tls = cls.ca.wrap(RawRecorder())
-        cls.plain = RawRecorder()
-        cls.host = support.host_address()
-        cls.project = Project({"bottles": {"b": {
-            "env": {"HOST_SECRET": "${HOST_SECRET}"},
-            "egress": {"private_hosts": [f"{cls.host}:{cls.tls.port}", f"{cls.host}:{cls.plain.port}"],
-                       "ca_cert": str(cls.ca.cert)}}},
-            "agents": {"a": {"bottle": "b"}}}, {"HOST_SECRET": cls.secret})
-        out = cls.project.cli("start", "a", "--yes", "--detach")
-        assert out.returncode == 0, out.stderr
-        cls.name = out.stdout.strip()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.project.cli("stop", cls.name)
-        cls.tls.close()
-        cls.plain.close()
-        cls.ca.close()
-        cls.project.tmp.cleanup()
-        super().tearDownClass()
-
-    def send(self, cases: dict[str, str]) -> dict[tuple[str, str], str]:
-        payload = json.dumps([{"name": name, "raw": raw} for name, raw in cases.items()])
-        out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND, self.host, str(self.plain.port),
-                               str(self.tls.port), input=payload, timeout=300)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        return {tuple(line.split(" ", 2)[:2]): line.split(" ", 2)[2] for line in out.stdout.splitlines()}
-
-    def test_a_secret_where_no_parser_looks_does_not_leave(self):
-        def post(content_type: str, body: str, extra: str = "") -> str:
-            return (f"POST {{T}} HTTP/1.1\r\nHost: {{H}}\r\nContent-Type: {content_type}\r\n{extra}"
-                    f"Content-Length: {{L}}\r\nConnection: close\r\n\r\n{body}")
-
-        part = 'Content-Disposition: form-data; name="x"\r\n\r\nv\r\n'
-        multipart = "multipart/form-data; boundary=bnd"
-        cases = {
-            "json-duplicate-key": post("application/json", '{"a":"{S}","a":"x"}'),
-            "json-70-deep": post("application/json", "[" * 70 + '"{S}"' + "]" * 70),
-            "multipart-preamble": post(multipart, "{S}\r\n--bnd\r\n" + part + "--bnd--\r\n"),
-            "multipart-epilogue": post(multipart, "--bnd\r\n" + part + "--bnd--\r\n{S}"),
-            "multipart-header-name": post(multipart, "--bnd\r\n{S}: 1\r\n" + part + "--bnd--\r\n"),
-            "method": "{S} {T} HTTP/1.1\r\nHost: {H}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            "header-name": "GET {T} HTTP/1.1\r\nHost: {H}\r\nX-{S}: 1\r\nConnection: close\r\n\r\n",
-            "trailer": ("POST {T} HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\nTrailer: X-Leak\r\n"
-                        "Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Leak: {S}\r\n\r\n"),
-        }
-        answers = self.send(cases)
-        for name in cases:
-            if name == "trailer":
-                continue  # dropped on the way (below): no scanner reads trailers, and nothing needs them
-            for scheme in ("http", "https"):
-                with self.subTest(name, scheme=scheme):
-                    self.assertNotIn(" 200 ", answers.get((name, scheme), "") + " ", answers)
-        arrived = b"".join(self.tls.received + self.plain.received).lower()
-        self.assertNotIn(self.secret.lower().encode(), arrived)
-        self.assertNotIn(b"x-leak", arrived)
-
-    def test_a_clean_request_arrives_whole(self):
-        body = '{"a":"b","a":"c","note":"' + "x" * 100_000 + '"}'
-        raw = (f"POST {{T}} HTTP/1.1\r\nHost: {{H}}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
-        before = len(self.tls.received), len(self.plain.received)
-        answers = self.send({"clean": raw})
-        self.assertEqual(answers, {("clean", "http"): "HTTP/1.1 200 OK", ("clean", "https"): "HTTP/1.1 200 OK"})
-        for server, n in zip((self.tls, self.plain), before):
-            got = server.received[n:]
-            self.assertEqual(len(got), 1)
-            self.assertTrue(got[0].endswith(body.encode()), got[0][:300])
-
-
-# Run in the bottle: each case is a sequence of raw requests ({S} for its secret, the bottle's env variable the
-# case names, and {T}, {H}, {L} as in SEND), sent over inspected HTTPS or plain HTTP, one connection each; prints
-# each answer's status line.
+# Run in the bottle: each case is a sequence of raw requests (method, target, headers and body as text, with {S}
+# for the secret in the bottle's env variable the case names, {T} for the target, {H} for the Host and {L} for
+# the body's length), sent to the recorder over inspected HTTPS (through a CONNECT tunnel, with TLS) or plain
+# HTTP, one connection each; prints each answer's status line.
 SEND_SEQUENCES = r"""
 import json, os, socket, ssl, sys
 host, http_port, https_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -426,7 +308,107 @@ def _post(content_type: str, body: str, extra: str = "") -> str:
             f"Content-Length: {{L}}\r\nConnection: close\r\n\r\n{body}")
 
 
-class SmugglingTest(support.IntegrationTest):
+class RecordedBottleCase(support.IntegrationTest):
+    """A bottle of its own with the class's secrets (SECRETS: name to value), and two hosts it may reach that
+    record every byte that arrives: one over HTTPS (the sidecar inspects it), one over plain HTTP."""
+
+    SECRETS: dict[str, str] = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+        cls.ca = support.TestCA()
+        cls.tls = cls.ca.wrap(RawRecorder())
+        cls.plain = RawRecorder()
+        cls.host = support.host_address()
+        cls.project = Project({"bottles": {"b": {
+            "env": {name: "${" + name + "}" for name in cls.SECRETS},
+            "egress": {"private_hosts": [f"{cls.host}:{cls.tls.port}", f"{cls.host}:{cls.plain.port}"],
+                       "ca_cert": str(cls.ca.cert)}}},
+            "agents": {"a": {"bottle": "b"}}}, cls.SECRETS)
+        out = cls.project.cli("start", "a", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.tls.close()
+        cls.plain.close()
+        cls.ca.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def send(self, cases: list[dict]) -> dict[tuple[str, int], str]:
+        """Each case's requests (SEND_SEQUENCES) from inside the bottle: each answer's status line by (case
+        name, request number)."""
+        out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND_SEQUENCES, self.host,
+                               str(self.plain.port), str(self.tls.port), input=json.dumps(cases), timeout=300)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return {(line.split(" ", 2)[0], int(line.split(" ", 2)[1])): line.split(" ", 2)[2]
+                for line in out.stdout.splitlines()}
+
+    def arrived(self) -> bytes:
+        return b"".join(self.tls.received + self.plain.received)
+
+
+class WhatParsersSkipTest(RecordedBottleCase):
+    """A secret where pipelock's parsers do not look (it scans the fields it picks out of a JSON, form or
+    multipart body, and forwards the raw bytes), in the method, a header's name or a trailer: found by attacking
+    the sidecar, over inspected HTTPS and plain HTTP. None of it may arrive; a clean request does, whole."""
+
+    SECRETS = {"HOST_SECRET": "Zq8" + secrets.token_hex(16) + "PxW"}  # mixed case: a header name loses it
+
+    def send_both(self, cases: dict[str, str]) -> dict[tuple[str, str], str]:
+        """Each request over inspected HTTPS and over plain HTTP: its status line by (name, scheme)."""
+        answers = self.send([{"name": f"{name}/{scheme}", "secret": "HOST_SECRET", "scheme": scheme,
+                              "requests": [raw]} for name, raw in cases.items() for scheme in ("http", "https")])
+        return {tuple(name.rsplit("/", 1)): status for (name, _), status in answers.items()}
+
+    def test_a_secret_where_no_parser_looks_does_not_leave(self):
+        def post(content_type: str, body: str, extra: str = "") -> str:
+            return (f"POST {{T}} HTTP/1.1\r\nHost: {{H}}\r\nContent-Type: {content_type}\r\n{extra}"
+                    f"Content-Length: {{L}}\r\nConnection: close\r\n\r\n{body}")
+
+        part = 'Content-Disposition: form-data; name="x"\r\n\r\nv\r\n'
+        multipart = "multipart/form-data; boundary=bnd"
+        cases = {
+            "json-duplicate-key": post("application/json", '{"a":"{S}","a":"x"}'),
+            "json-70-deep": post("application/json", "[" * 70 + '"{S}"' + "]" * 70),
+            "multipart-preamble": post(multipart, "{S}\r\n--bnd\r\n" + part + "--bnd--\r\n"),
+            "multipart-epilogue": post(multipart, "--bnd\r\n" + part + "--bnd--\r\n{S}"),
+            "multipart-header-name": post(multipart, "--bnd\r\n{S}: 1\r\n" + part + "--bnd--\r\n"),
+            "method": "{S} {T} HTTP/1.1\r\nHost: {H}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "header-name": "GET {T} HTTP/1.1\r\nHost: {H}\r\nX-{S}: 1\r\nConnection: close\r\n\r\n",
+            "trailer": ("POST {T} HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: chunked\r\nTrailer: X-Leak\r\n"
+                        "Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Leak: {S}\r\n\r\n"),
+        }
+        answers = self.send_both(cases)
+        for name in cases:
+            if name == "trailer":
+                continue  # dropped on the way (below): no scanner reads trailers, and nothing needs them
+            for scheme in ("http", "https"):
+                with self.subTest(name, scheme=scheme):
+                    self.assertNotIn(" 200 ", answers.get((name, scheme), "") + " ", answers)
+        arrived = self.arrived().lower()
+        self.assertNotIn(self.SECRETS["HOST_SECRET"].lower().encode(), arrived)
+        self.assertNotIn(b"x-leak", arrived)
+
+    def test_a_clean_request_arrives_whole(self):
+        body = '{"a":"b","a":"c","note":"' + "x" * 100_000 + '"}'
+        raw = (f"POST {{T}} HTTP/1.1\r\nHost: {{H}}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+        before = len(self.tls.received), len(self.plain.received)
+        answers = self.send_both({"clean": raw})
+        self.assertEqual(answers, {("clean", "http"): "HTTP/1.1 200 OK", ("clean", "https"): "HTTP/1.1 200 OK"})
+        for server, n in zip((self.tls, self.plain), before):
+            got = server.received[n:]
+            self.assertEqual(len(got), 1)
+            self.assertTrue(got[0].endswith(body.encode()), got[0][:300])
+
+
+class SmugglingTest(RecordedBottleCase):
     """A hijacked agent that knows what the scanners look for: the secret in pieces over several requests (in
     any order, with other requests between, in the path, headers and body), or in an encoding other than the
     ones pipelock decodes, put where only the gate reads (a duplicated JSON key, a multipart preamble), or in a
@@ -444,50 +426,14 @@ class SmugglingTest(support.IntegrationTest):
     ENCODE = {"plain": lambda p: p, "hex": lambda p: p.encode().hex(),
               "base64": lambda p: base64.b64encode(p.encode()).decode(),
               "base64url": lambda p: base64.urlsafe_b64encode(p.encode()).decode().rstrip("=")}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        support.sidecar_image()
-        # Characters an encoder escapes, as in an AWS secret key, and both cases.
-        cls.secrets = {name: f"Kx7/{secrets.token_hex(10)}+Qz={secrets.token_hex(8)}" for name in
-                       ["SECRET_WHOLE"] + [f"SECRET_{i}" for i in range(len(cls.PIECES))]}
-        cls.ca = support.TestCA()
-        cls.tls = cls.ca.wrap(RawRecorder())
-        cls.plain = RawRecorder()
-        cls.host = support.host_address()
-        cls.project = Project({"bottles": {"b": {
-            "env": {name: "${" + name + "}" for name in cls.secrets},
-            "egress": {"private_hosts": [f"{cls.host}:{cls.tls.port}", f"{cls.host}:{cls.plain.port}"],
-                       "ca_cert": str(cls.ca.cert)}}},
-            "agents": {"a": {"bottle": "b"}}}, cls.secrets)
-        out = cls.project.cli("start", "a", "--yes", "--detach")
-        assert out.returncode == 0, out.stderr
-        cls.name = out.stdout.strip()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.project.cli("stop", cls.name)
-        cls.tls.close()
-        cls.plain.close()
-        cls.ca.close()
-        cls.project.tmp.cleanup()
-        super().tearDownClass()
-
-    def send(self, cases: list[dict]) -> dict[tuple[str, int], str]:
-        out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND_SEQUENCES, self.host,
-                               str(self.plain.port), str(self.tls.port), input=json.dumps(cases), timeout=300)
-        self.assertEqual(out.returncode, 0, out.stderr)
-        return {(line.split(" ", 2)[0], int(line.split(" ", 2)[1])): line.split(" ", 2)[2]
-                for line in out.stdout.splitlines()}
-
-    def arrived(self) -> bytes:
-        return b"".join(self.tls.received + self.plain.received)
+    # Characters an encoder escapes, as in an AWS secret key, and both cases.
+    SECRETS = {name: f"Kx7/{secrets.token_hex(10)}+Qz={secrets.token_hex(8)}"
+               for name in ["SECRET_WHOLE"] + [f"SECRET_{i}" for i in range(len(PIECES))]}
 
     def test_a_secret_in_pieces_does_not_arrive_whole(self):
         cases = []
         for index, (name, (scheme, order, encodings)) in enumerate(self.PIECES.items()):
-            secret = self.secrets[f"SECRET_{index}"]
+            secret = self.SECRETS[f"SECRET_{index}"]
             third = len(secret) // 3
             cuts = [secret[:third], secret[third:2 * third], secret[2 * third:]]
             if encodings != "plain":
@@ -510,7 +456,7 @@ class SmugglingTest(support.IntegrationTest):
                         self.assertIn(" 403 ", status + " ", answers)
                     else:
                         self.assertIn(" 200 ", status + " ", answers)
-            secret = self.secrets[f"SECRET_{index}"]
+            secret = self.SECRETS[f"SECRET_{index}"]
             third = len(secret) // 3
             last_piece = [secret[:third], secret[third:2 * third], secret[2 * third:]][order[last]]
             encodings = self.PIECES[case["name"]][2]
@@ -520,7 +466,7 @@ class SmugglingTest(support.IntegrationTest):
             self.assertFalse(last_piece.encode() in decoded, f"{case['name']}: the last piece arrived")
 
     def test_a_secret_in_an_encoding_pipelock_does_not_decode_does_not_arrive(self):
-        secret = self.secrets["SECRET_WHOLE"]
+        secret = self.SECRETS["SECRET_WHOLE"]
         raw = secret.encode()
         hex_form = raw.hex()
         b64 = base64.b64encode(raw).decode()

@@ -24,19 +24,7 @@ func readBody(t *testing.T, body string, chunk int) (string, error) {
 	if chunk == 1 {
 		src = io.NopCloser(iotest.OneByteReader(strings.NewReader(body)))
 	}
-	b := &scannedBody{src: src, scanner: newSecretScanner([]string{testSecret})}
-	var out []byte
-	buf := make([]byte, chunk)
-	for {
-		n, err := b.Read(buf)
-		out = append(out, buf[:n]...)
-		if err == io.EOF {
-			return string(out), nil
-		}
-		if err != nil {
-			return string(out), err
-		}
-	}
+	return drain(&scannedBody{src: src, scanner: newSecretScanner([]string{testSecret})}, chunk)
 }
 
 func TestABodyIsPassedOnWholeWhenItCarriesNoSecret(t *testing.T) {
