@@ -8,6 +8,7 @@ entries. The sidecar (sidecar.py) is the only thing the bottle can reach.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -182,10 +183,34 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+# A run of key material: what a token, a password or a line of a key file's base64 is made of.
+_KEY_RUN = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % MIN_SECRET_LENGTH)
+
+
+def _is_key_material(run: str) -> bool:
+    """Letters of both cases and digits, or many letters and many digits (hex): not a word, a name, a number
+    or a URL's path (`com/o/oauth2/auth`)."""
+    digits = sum(c.isdigit() for c in run)
+    letters = sum(c.isalpha() for c in run)
+    both_cases = any(c.islower() for c in run) and any(c.isupper() for c in run)
+    return (both_cases and digits > 0) or (digits >= 4 and letters >= 4)
+
+
 def secret_lines(secret_values: Iterable[str]) -> list[str]:
-    """Each long-enough line of each secret value: what the sidecar looks for, in every form it knows."""
-    return sorted({line.strip() for value in secret_values for line in value.splitlines()
-                   if len(line.strip()) >= MIN_SECRET_LENGTH})
+    """What the sidecar looks for, in every form it knows: a one-line value whole; of a value of several lines
+    (a key file, a service account's JSON) only the lines that hold key material, since the others are
+    public text (`-----BEGIN PRIVATE KEY-----`, `"type": "service_account",`) that ordinary requests carry;
+    and, on its own, each run of key material in any of them (a password inside a URL, a key's value inside
+    its JSON line), which may leave without the text around it."""
+    found = set()
+    for value in secret_values:
+        lines = [line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_SECRET_LENGTH]
+        for line in lines:
+            runs = [run for run in _KEY_RUN.findall(line) if _is_key_material(run)]
+            found.update(runs)
+            if len(lines) == 1 or runs:
+                found.add(line)
+    return sorted(found)
 
 
 def secrets_list(secret_values: Iterable[str]) -> list[str]:

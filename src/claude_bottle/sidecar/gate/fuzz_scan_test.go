@@ -10,6 +10,6 @@ func FuzzFound(f *testing.F) {
 	}
 	s := newSecretScanner([]string{testSecret, slashSecret, "0123456789012345"})
 	f.Fuzz(func(t *testing.T, text []byte) {
-		s.found(text, true, text)
+		s.found(text, true, carried{letters: text, hexDigits: text})
 	})
 }

@@ -117,7 +117,7 @@ func (g *gate) handle(conn net.Conn) {
 	target := net.JoinHostPort(host, port)
 	// A name is looked up, and sent to the server, before any request in the tunnel is read: a secret spelled
 	// out in the labels of an allowed wildcard domain, or its pieces over several names, is refused here.
-	if whole, complete := g.scanner.found([]byte(host), true, nil); whole || complete {
+	if whole, complete := g.scanner.found([]byte(host), true, carried{}); whole || complete {
 		why := "the CONNECT target's name carries a secret of the bottle's"
 		if !whole {
 			why = "the CONNECT target's name would complete a secret of the bottle's sent in pieces"

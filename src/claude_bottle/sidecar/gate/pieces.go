@@ -20,7 +20,7 @@ type pieces struct {
 	window  time.Duration
 	now     func() time.Time
 	secrets []tracked
-	indexes map[int]*index // by piece length
+	indexes []*index // one per piece length
 }
 
 type tracked struct {
@@ -34,7 +34,7 @@ type pieceAt struct{ secret, at, n int }
 const piecesWindow = time.Hour
 
 func newPieces() *pieces {
-	return &pieces{window: piecesWindow, now: time.Now, indexes: map[int]*index{}}
+	return &pieces{window: piecesWindow, now: time.Now}
 }
 
 // pieceLength is the shortest run of form that counts as a piece.
@@ -64,21 +64,30 @@ func (p *pieces) track(form []byte) {
 		// pieces that count.
 		return
 	}
-	x := p.indexes[n]
+	var x *index
+	for _, each := range p.indexes {
+		if each.k == n {
+			x = each
+		}
+	}
 	if x == nil {
 		x = newIndex(n)
-		p.indexes[n] = x
+		p.indexes = append(p.indexes, x)
 	}
 	p.secrets = append(p.secrets, tracked{piece: n, sent: make([]time.Time, len(form))})
 	for at := 0; at+n <= len(form); at++ {
+		// A piece may be sent reversed: it is the same characters of the secret.
 		x.put(keyOf(form[at:at+n]), entry{form: len(p.secrets) - 1, at: at})
+		if back := keyOf(reversed(form[at : at+n])); back != keyOf(form[at:at+n]) {
+			x.put(back, entry{form: len(p.secrets) - 1, at: at})
+		}
 	}
 }
 
 // in appends to found the pieces of secrets in text, letters and digits in lower case.
 func (p *pieces) in(text []byte, found []pieceAt) []pieceAt {
-	for n, x := range p.indexes {
-		n := n
+	for _, x := range p.indexes {
+		n := x.k
 		x.each(text, func(at int, e entry) bool {
 			found = append(found, pieceAt{e.form, e.at, n})
 			return false

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -112,6 +113,12 @@ func TestASecretInPiecesIsRefusedAtTheLastPiece(t *testing.T) {
 		}
 		cases[fmt.Sprintf("padded base64 pieces of %d", size)] = padded
 	}
+	cases["each piece reversed"] = []string{reverse(quarters[1]), reverse(quarters[3]), reverse(quarters[0]),
+		reverse(quarters[2])}
+	cases["each piece base32"] = []string{base32.StdEncoding.EncodeToString([]byte(quarters[2])),
+		strings.ToLower(base32.StdEncoding.EncodeToString([]byte(quarters[0]))),
+		base32.HexEncoding.EncodeToString([]byte(quarters[3])),
+		"p=" + base32.StdEncoding.EncodeToString([]byte(quarters[1]))}
 	places := []string{"path", "query", "header", "body"}
 	for name, parts := range cases {
 		for p, first := range places {

@@ -38,7 +38,8 @@ type secretScanner struct {
 	hexes   *index
 	pieces  *pieces
 	hold    int // bytes of a body kept back until what follows is read: the longest a secret's form can take
-	carry   int // letters and digits of a body's passed-on bytes kept to be read with what follows
+	// letters and digits, and hex digits, of a body's passed-on bytes kept to be read with what follows
+	carry, carryHex int
 }
 
 const (
@@ -66,6 +67,9 @@ func newSecretScanner(secrets []string) *secretScanner {
 		hexForm := []byte(hex.EncodeToString(raw))
 		s.hexes.addForm(hexForm)
 		note(hexForm)
+		if len(hexForm) > s.carryHex {
+			s.carryHex = len(hexForm)
+		}
 		letters := only(lower(fold(raw)), alnumClass)
 		if len(letters) < minLetters {
 			if folded := lower(fold(raw)); len(folded) >= 8 {
@@ -140,14 +144,42 @@ func reversed(b []byte) []byte {
 	return out
 }
 
+// carried is what a body keeps of the bytes it has passed on, to be read with what follows: a secret spread
+// through a body further apart than it holds back is still found in its letters, or its hex digits, together.
+type carried struct{ letters, hexDigits []byte }
+
+// keep appends what of passed-on bytes is read with what follows, and forgets what is too far back to matter.
+func (c *carried) keep(s *secretScanner, passed []byte) {
+	view := lower(decode(fold(passed)))
+	c.letters = lastOf(append(c.letters, only(view, alnumClass)...), s.carry)
+	c.hexDigits = lastOf(append(c.hexDigits, only(view, hexClass)...), s.carryHex)
+}
+
+func lastOf(b []byte, n int) []byte {
+	if extra := len(b) - n; extra > 0 {
+		return append(b[:0], b[extra:]...)
+	}
+	return b
+}
+
+func joined(before, after []byte) []byte {
+	if len(before) == 0 {
+		return after
+	}
+	return append(append(make([]byte, 0, len(before)+len(after)), before...), after...)
+}
+
 // found says whether a secret is in text whole; with record, the pieces of secrets in it are recorded too, and
-// complete says whether they, with the pieces earlier requests sent, make up a whole secret. before is the
-// letters and digits of what came before text in the same body, if any.
-func (s *secretScanner) found(text []byte, record bool, before []byte) (whole, complete bool) {
+// complete says whether they, with the pieces earlier requests sent, make up a whole secret. before is what
+// came before text in the same body, if any.
+func (s *secretScanner) found(text []byte, record bool, before carried) (whole, complete bool) {
 	folded := fold(text)
 	texts := [][]byte{folded}
 	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
 		texts = append(texts, decoded)
+	}
+	if qp, changed := quotedPrintable(texts[len(texts)-1]); changed {
+		texts = append(texts, decode(qp))
 	}
 	var sent []pieceAt
 	inLetters := func(letters []byte) bool {
@@ -161,13 +193,8 @@ func (s *secretScanner) found(text []byte, record bool, before []byte) (whole, c
 	}
 	for _, t := range texts {
 		view := lower(t)
-		letters := only(view, alnumClass)
-		if len(before) > 0 {
-			// A secret's letters spread through a body, further apart than a body holds back, are still in
-			// its letters together.
-			letters = append(append(make([]byte, 0, len(before)+len(letters)), before...), letters...)
-		}
-		if s.exact.has(view) || s.hexes.has(only(view, hexClass)) || inLetters(letters) {
+		digits := joined(before.hexDigits, only(view, hexClass))
+		if s.exact.has(view) || s.hexes.has(digits) || inLetters(joined(before.letters, only(view, alnumClass))) {
 			return true, false
 		}
 		for _, sparse := range s.sparse {
@@ -175,8 +202,8 @@ func (s *secretScanner) found(text []byte, record bool, before []byte) (whole, c
 				return true, false
 			}
 		}
-		// Decoded hex and base64 are bytes, not text: only their letters and digits are looked at.
-		for _, raw := range decodedRuns(t) {
+		// Decoded hex, base64 and base32 are bytes, not text: only their letters and digits are looked at.
+		for _, raw := range decodedRuns(t, digits) {
 			if inLetters(only(lower(raw), alnumClass)) {
 				return true, false
 			}
@@ -209,7 +236,7 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	for name := range r.Trailer {
 		head.WriteString("trailer " + name + "\n")
 	}
-	whole, complete := s.found(head.Bytes(), true, nil)
+	whole, complete := s.found(head.Bytes(), true, carried{})
 	if whole {
 		return "the request carries a secret of the bottle's (in its method, target or headers)"
 	}
@@ -231,7 +258,7 @@ type scannedBody struct {
 	chunk   []byte
 	// bytes read into kept since it was last scanned, and all bytes scanned (held-back ones again)
 	unscanned, scanned int
-	before             []byte // the last letters and digits of what was passed on (scanner.carry at most)
+	before             carried
 }
 
 // errSecretInBody and errPiecesInBody end a request whose body carries a secret, or its last pieces; the
@@ -278,10 +305,7 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		if hold := b.scanner.hold; len(b.kept) > hold {
 			b.ready, b.kept = b.kept[:len(b.kept)-hold], append([]byte{}, b.kept[len(b.kept)-hold:]...)
-			b.before = append(b.before, only(lower(decode(fold(b.ready))), alnumClass)...)
-			if extra := len(b.before) - b.scanner.carry; extra > 0 {
-				b.before = append(b.before[:0], b.before[extra:]...)
-			}
+			b.before.keep(b.scanner, b.ready)
 		}
 	}
 	n := copy(p, b.ready)

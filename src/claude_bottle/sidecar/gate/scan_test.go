@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -281,6 +282,17 @@ func TestASecretSpreadThroughABodyIsRefused(t *testing.T) {
 		for _, c := range testSecret {
 			body.WriteRune(c)
 			body.WriteString(strings.Repeat(" ", gap))
+		}
+		// And its hex, a byte at a time as far apart.
+		var spreadHex strings.Builder
+		for _, c := range []byte(testSecret) {
+			fmt.Fprintf(&spreadHex, "%02x%s", c, strings.Repeat(" ", gap))
+		}
+		b := &scannedBody{src: chunked(spreadHex.String(), 32<<10), scanner: newSecretScanner([]string{testSecret})}
+		if got, err := drain(b, 32<<10); err == nil {
+			t.Errorf("hex, gap %d: the body went on", gap)
+		} else if sent := len(strings.ReplaceAll(got, " ", "")); sent >= 2*len(testSecret) {
+			t.Errorf("hex, gap %d: all of it went on", gap)
 		}
 		for _, chunk := range []int{1500, 32 << 10} {
 			b := &scannedBody{src: chunked(body.String(), chunk), scanner: newSecretScanner([]string{testSecret})}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -16,7 +18,8 @@ import (
 // in either decode to, and of each of those, in lower case, the whole, the letters and digits alone and the
 // hex digits alone.
 
-// fold returns text with look-alike letters and digits as ASCII and invisible characters gone.
+// fold returns text with look-alike letters and digits as ASCII and invisible characters (and the marks that
+// combine with a letter) gone.
 func fold(text []byte) []byte {
 	out := make([]byte, 0, len(text))
 	for i := 0; i < len(text); {
@@ -27,17 +30,19 @@ func fold(text []byte) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRune(text[i:])
-		if r == utf8.RuneError && size <= 1 {
+		switch ascii, known := lookAlikes[r]; {
+		case r == utf8.RuneError && size <= 1:
 			out = append(out, c)
-			i++
-			continue
-		}
-		if ascii, ok := lookAlike(r); ok {
-			if ascii != 0 {
-				out = append(out, ascii)
+		case known:
+			out = append(out, ascii...)
+		default:
+			if extra, ok := lookAlike(r); ok {
+				if extra != 0 {
+					out = append(out, extra)
+				}
+			} else if !unicode.In(r, unicode.Mn, unicode.Me, unicode.Cf) {
+				out = append(out, text[i:i+size]...)
 			}
-		} else {
-			out = append(out, text[i:i+size]...)
 		}
 		i += size
 	}
@@ -63,66 +68,24 @@ var lowerASCII = func() (t [256]byte) {
 	return t
 }()
 
-// lookAlike gives the ASCII letter or digit a compatibility character stands for, 0 for a character that shows
-// nothing; ok is false for any other character. It covers what NFKC folds to letters and digits in the blocks
-// a text can be written in whole, which the standard library has no tables for.
+// lookAlike gives the ASCII a character stands for that has no compatibility decomposition (lookAlikes has
+// those): tag characters, which spell ASCII invisibly, and letters and digits in dingbats and enclosures; ok
+// is false for any other character.
 func lookAlike(r rune) (byte, bool) {
-	letter := func(i rune) byte { // 0-25 capitals, 26-51 small letters
-		if i < 26 {
-			return byte('A' + i)
-		}
-		return byte('a' + i - 26)
-	}
+	letter := func(i rune) byte { return byte('A' + i) }
 	switch {
-	case r == 0xAD || (0x200B <= r && r <= 0x200F) || (0x2060 <= r && r <= 0x2064) || r == 0xFEFF ||
-		r == 0x180E || r == 0x034F || (0xFE00 <= r && r <= 0xFE0F):
-		return 0, true // soft hyphen, zero-width characters, joiners, variation selectors
-	case 0xFF01 <= r && r <= 0xFF5E: // fullwidth ASCII
-		return byte(r - 0xFEE0), true
-	case r == 0x3000:
-		return ' ', true
-	case 0x1D400 <= r && r <= 0x1D6A3: // mathematical letters: 13 styles of A-Z a-z
-		return letter((r - 0x1D400) % 52), true
-	case 0x1D7CE <= r && r <= 0x1D7FF: // mathematical digits: 5 styles of 0-9
-		return byte('0' + (r-0x1D7CE)%10), true
-	case 0x24B6 <= r && r <= 0x24E9: // circled letters
-		return letter(r - 0x24B6), true
-	case 0x2460 <= r && r <= 0x2468: // circled digits one to nine
-		return byte('1' + r - 0x2460), true
-	case r == 0x24EA:
-		return '0', true
-	case r == 0xB9:
-		return '1', true
-	case r == 0xB2 || r == 0xB3:
-		return byte('2' + r - 0xB2), true
-	case r == 0x2070 || (0x2074 <= r && r <= 0x2079): // superscript digits
-		return byte('0' + r - 0x2070), true
-	case 0x2080 <= r && r <= 0x2089: // subscript digits
-		return byte('0' + r - 0x2080), true
-	case 0x249C <= r && r <= 0x24B5: // parenthesized small letters
-		return letter(26 + r - 0x249C), true
-	case 0x1F110 <= r && r <= 0x1F129: // parenthesized capitals
-		return letter(r - 0x1F110), true
-	case 0x1F130 <= r && r <= 0x1F149, 0x1F150 <= r && r <= 0x1F169, 0x1F170 <= r && r <= 0x1F189:
-		return letter((r - 0x1F130) % 32), true // squared, negative circled and negative squared capitals
+	case 0xE0020 <= r && r <= 0xE007E: // tag characters
+		return byte(r - 0xE0000), true
+	case 0x1F150 <= r && r <= 0x1F169, 0x1F170 <= r && r <= 0x1F189: // negative circled and squared capitals
+		return letter((r - 0x1F150) % 32), true
 	case 0x1F1E6 <= r && r <= 0x1F1FF: // regional indicators
 		return letter(r - 0x1F1E6), true
-	case r == 0x1F100:
-		return '0', true
-	case 0x1F101 <= r && r <= 0x1F10A: // digit comma
-		return byte('0' + r - 0x1F101), true
-	case 0x2474 <= r && r <= 0x247C, 0x2488 <= r && r <= 0x2490: // parenthesized digits, digits full stop
-		return byte('1' + (r-0x2474)%20), true
 	case 0x2776 <= r && r <= 0x277E, 0x2780 <= r && r <= 0x2788, 0x278A <= r && r <= 0x2792: // dingbat digits
 		return byte('1' + (r-0x2776)%10), true
 	case 0x24F5 <= r && r <= 0x24FD: // double circled digits
 		return byte('1' + r - 0x24F5), true
 	case r == 0x24FF || r == 0x1F10B || r == 0x1F10C:
 		return '0', true
-	case 0xE0020 <= r && r <= 0xE007E: // tag characters spell ASCII invisibly
-		return byte(r - 0xE0000), true
-	case r == 0xE0001 || r == 0xE007F:
-		return 0, true
 	}
 	return 0, false
 }
@@ -227,13 +190,17 @@ func escapeAt(text []byte, i int) (rune, int) {
 			return 0, 0
 		}
 		name := rest[1:end]
-		for entity, c := range map[string]rune{"amp": '&', "lt": '<', "gt": '>', "quot": '"', "apos": '\'',
-			"colon": ':', "sol": '/', "period": '.', "lowbar": '_', "dash": '-', "hyphen": '-', "plus": '+',
-			"equals": '=', "num": '#', "percnt": '%', "bsol": '\\'} {
-			if string(name) == entity {
-				return c, end + 1
+		if c, ok := entities[string(name)]; ok {
+			return c, end + 1
+		}
+		// &Kopf; &Kscr; &Kfr;: the double-struck, script and fraktur letters (fold makes them ASCII).
+		if len(name) >= 3 && ('A' <= name[0] && name[0] <= 'Z' || 'a' <= name[0] && name[0] <= 'z') {
+			switch string(name[1:]) {
+			case "opf", "scr", "fr":
+				return rune(name[0]), end + 1
 			}
 		}
+
 	}
 	return 0, 0
 }
@@ -256,6 +223,43 @@ func hexValue(digits []byte) (rune, bool) {
 		}
 	}
 	return r, r >= 0 && r <= utf8.MaxRune
+}
+
+// entities are the named character references that stand for ASCII punctuation.
+var entities = map[string]rune{"amp": '&', "lt": '<', "gt": '>', "quot": '"', "apos": '\'', "colon": ':',
+	"sol": '/', "period": '.', "lowbar": '_', "dash": '-', "hyphen": '-', "plus": '+', "equals": '=', "num": '#',
+	"percnt": '%', "bsol": '\\', "excl": '!', "quest": '?', "commat": '@', "dollar": '$', "ast": '*',
+	"lpar": '(', "rpar": ')', "comma": ',', "semi": ';', "Hat": '^', "grave": '`', "lbrace": '{', "rbrace": '}',
+	"lsqb": '[', "rsqb": ']', "verbar": '|', "tilde": '~', "nbsp": ' ', "Tab": '\t', "NewLine": '\n'}
+
+// quotedPrintable undoes quoted-printable (=4B, and =\r\n at a line's end) in a folded text, if it has any:
+// a view of its own, as "=" and two hex digits are ordinary in a query string.
+func quotedPrintable(text []byte) ([]byte, bool) {
+	if bytes.IndexByte(text, '=') < 0 {
+		return text, false
+	}
+	out := make([]byte, 0, len(text))
+	changed := false
+	for i := 0; i < len(text); i++ {
+		if text[i] == '=' && i+2 < len(text) {
+			if r, ok := hexValue(text[i+1 : i+3]); ok {
+				out = append(out, byte(r))
+				i += 2
+				changed = true
+				continue
+			}
+		}
+		if text[i] == '=' && i+1 < len(text) && (text[i+1] == '\n' || text[i+1] == '\r') {
+			i++
+			if text[i] == '\r' && i+1 < len(text) && text[i+1] == '\n' {
+				i++
+			}
+			changed = true
+			continue
+		}
+		out = append(out, text[i])
+	}
+	return out, changed
 }
 
 // characterReference reads an HTML character reference (&#65; &#x41;) as browsers do: any number of leading
@@ -321,15 +325,15 @@ func only(text []byte, class *byteClass) []byte {
 
 var base64Class = classOf("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 
-// decodedRuns are what the hex and the base64 in a folded text decode to, at every alignment: the hex digits
-// alone (separators gone) from the first and from the second; the base64 characters alone (either alphabet,
-// separators gone) from each of the first four; each run of base64 characters on its own, from each of its
-// first four, to its last character (a piece encoded on its own ends in padding, or in a partial group); and
-// its numbers up to 255 as bytes (a byte array in JSON, as Node writes a Buffer).
-// A secret sent a piece at a time, each piece encoded on its own, is in them piece by piece, as it is.
-func decodedRuns(text []byte) [][]byte {
+// decodedRuns are what the hex, base64 and base32 in a folded text decode to, at every alignment: its hex
+// digits alone (digits, given: separators gone) from the first and from the second; its base64 characters
+// alone (either alphabet, separators gone) from each of the first four; each run of base64 characters on its
+// own, from each of its first four, to its last character (a piece encoded on its own ends in padding, or in
+// a partial group); each run of letters and digits on its own as base32 (either alphabet, either case); and its
+// numbers up to 255 as bytes (a byte array in JSON, as Node writes a Buffer). A secret sent a piece at a
+// time, each piece encoded on its own, is in them piece by piece, as it is.
+func decodedRuns(text, digits []byte) [][]byte {
 	var out [][]byte
-	digits := only(lower(text), hexClass)
 	for start := 0; start < 2 && start < len(digits); start++ {
 		run := digits[start:]
 		raw := make([]byte, len(run)/2)
@@ -338,24 +342,58 @@ func decodedRuns(text []byte) [][]byte {
 	}
 	b64 := make([]byte, len(text))
 	for i, c := range text {
-		switch {
-		case c == '-':
+		switch c {
+		case '-':
 			c = '+'
-		case c == '_':
+		case '_':
 			c = '/'
-		case !base64Class[c]:
-			c = 0 // ends a run
 		}
 		b64[i] = c
 	}
 	out = append(out, fromBase64(only(b64, base64Class))...)
 	out = append(out, byteNumbers(text))
-	for _, run := range bytes.FieldsFunc(b64, func(r rune) bool { return r == 0 }) {
-		if len(run) >= 4 {
-			out = append(out, fromBase64(run)...)
+	// Runs decoded on their own go into one slice per alignment and alphabet, a zero byte between them: a few
+	// long slices to look at, not one per run.
+	var alone [6][]byte
+	for _, run := range runs(b64, base64Class, 8) {
+		for start, raw := range fromBase64(run) {
+			alone[start] = append(append(alone[start], raw...), 0)
 		}
 	}
+	for _, run := range runs(bytes.ToUpper(text), upperAlnumClass, 8) {
+		alone[4] = append(append(alone[4], fromBase32(run, base32.StdEncoding)...), 0)
+		alone[5] = append(append(alone[5], fromBase32(run, base32.HexEncoding)...), 0)
+	}
+	return append(out, alone[:]...)
+}
+
+var upperAlnumClass = classOf("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+// runs are the stretches of text in class at least min long.
+func runs(text []byte, class *byteClass, min int) [][]byte {
+	var out [][]byte
+	start := -1
+	for i := 0; i <= len(text); i++ {
+		if i < len(text) && class[text[i]] {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= min {
+			out = append(out, text[start:i])
+		}
+		start = -1
+	}
 	return out
+}
+
+// fromBase32 decodes a run of upper-case letters and digits as base32 from its start, to its last whole byte;
+// a character outside the alphabet ends it.
+func fromBase32(run []byte, enc *base32.Encoding) []byte {
+	raw := make([]byte, len(run)*5/8+1)
+	n, _ := enc.WithPadding(base32.NoPadding).Decode(raw, run[:(len(run)*5/8*8+4)/5])
+	return raw[:n]
 }
 
 // byteNumbers is the numbers of up to three digits in text, each up to 255, as bytes; a longer number or a

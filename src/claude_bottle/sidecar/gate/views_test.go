@@ -114,6 +114,38 @@ func encodings(secret string) map[string]string {
 			return string(r)
 		}),
 		"UTF-16": eachRune(secret, func(r rune) string { return string(r) + "\x00" }),
+		"HTML double-struck letters": eachRune(secret, func(r rune) string {
+			if 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' {
+				return "&" + string(r) + "opf;"
+			}
+			return string(r)
+		}),
+		"quoted-printable, every other character": func() string {
+			var b strings.Builder
+			for i, c := range []byte(secret) {
+				if i%2 == 1 {
+					fmt.Fprintf(&b, "=%02X", c)
+				} else {
+					b.WriteByte(c)
+				}
+			}
+			return b.String()
+		}(),
+		"letterlike symbols, modifiers and accents": eachRune(secret, func(r rune) string {
+			switch {
+			case r == 'C':
+				return "\u2102" // double-struck C
+			case r == 'k':
+				return "\u1D4F" // modifier small k
+			case r == 'a':
+				return "\u00AA" // feminine ordinal
+			case r == 'X':
+				return "\u2169" // Roman numeral ten
+			case 'a' <= r && r <= 'z':
+				return string(r) + "\u0301" // an acute accent on it
+			}
+			return string(r)
+		}),
 	}
 	for _, prefix := range []string{"", "k", "k=", "ke=", "key="} {
 		for name, encode := range map[string]func([]byte) string{
@@ -175,7 +207,7 @@ func TestASecretOfFewLettersIsFoundSpreadOut(t *testing.T) {
 		"reversed":         "x" + eachRune(secret, func(r rune) string { return "" }) + reverse(secret),
 		"newlines between": eachRune(secret, func(r rune) string { return string(r) + "\n" }),
 	} {
-		if whole, _ := newSecretScanner([]string{secret}).found([]byte(text), false, nil); !whole {
+		if whole, _ := newSecretScanner([]string{secret}).found([]byte(text), false, carried{}); !whole {
 			t.Errorf("%s: not found", name)
 		}
 	}
@@ -213,7 +245,7 @@ func TestLookAlikesAndOrdinaryTextAreNotRefused(t *testing.T) {
 		"random digits":                  noise("0123456789", 1<<20),
 	} {
 		s := newSecretScanner([]string{testSecret, slashSecret})
-		if whole, complete := s.found([]byte(text), true, nil); whole || complete {
+		if whole, complete := s.found([]byte(text), true, carried{}); whole || complete {
 			t.Errorf("%s: found (whole %v, from pieces %v)", name, whole, complete)
 		}
 	}
