@@ -185,6 +185,17 @@ def _is_ip(host: str) -> bool:
 
 # A run of key material: what a token, a password or a line of a key file's base64 is made of.
 _KEY_RUN = re.compile(r"[A-Za-z0-9+/=_-]{%d,}" % MIN_SECRET_LENGTH)
+# `KEY=value`, `export KEY=value`, `key: value`, `"key": "value",`: a line that names its value.
+_NAMED = re.compile(r'^(?:export\s+)?["\']?([A-Za-z_][A-Za-z0-9_.-]*)["\']?\s*[:=]\s*(.*?)\s*,?$')
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_PEM_ARMOR = re.compile(r"^-+(BEGIN|END) [A-Z0-9 ]+-+$")
+# Fields of credential files (a cloud service account, a database's settings) that every request to that
+# service names: public, not secret.
+_PUBLIC_FIELDS = frozenset({
+    "type", "project_id", "client_email", "client_id", "auth_uri", "token_uri", "auth_provider_x509_cert_url",
+    "client_x509_cert_url", "universe_domain", "region", "host", "hostname", "port", "user", "username",
+    "database", "dbname", "endpoint", "url", "account", "tenant_id", "subscription_id"})
 
 
 def _is_key_material(run: str) -> bool:
@@ -196,21 +207,45 @@ def _is_key_material(run: str) -> bool:
     return (both_cases and digits > 0) or (digits >= 4 and letters >= 4)
 
 
+def _secrets_in(text: str) -> list[str]:
+    """What of one value (or a line's named value) is secret on its own: a URL's password only (the rest of
+    it is an address), nothing of an e-mail address, else the text and each run of key material in it."""
+    if _URL.match(text):
+        try:
+            return [urlsplit(text).password or ""]
+        except ValueError:
+            return []
+    if _EMAIL.match(text):
+        return []
+    return [text] + [run for run in _KEY_RUN.findall(text) if _is_key_material(run)]
+
+
 def secret_lines(secret_values: Iterable[str]) -> list[str]:
-    """What the sidecar looks for, in every form it knows: a one-line value whole; of a value of several lines
-    (a key file, a service account's JSON) only the lines that hold key material, since the others are
-    public text (`-----BEGIN PRIVATE KEY-----`, `"type": "service_account",`) that ordinary requests carry;
-    and, on its own, each run of key material in any of them (a password inside a URL, a key's value inside
-    its JSON line), which may leave without the text around it."""
+    """What the sidecar looks for, in every form it knows, of each long-enough line of each secret value. A
+    value of one line is secret whole, as is each line of a value of several (a key file, a .env file, a
+    service account's JSON), except what every request to that service says in public: key files' armor
+    (`-----BEGIN PRIVATE KEY-----`), comments, addresses, and the fields of credential files that name the
+    account (`"project_id"`, `"client_email"`). A line that names its value (`API_KEY=...`, `"password": "...",`)
+    gives the value too, and a URL its password, and any runs of key material in them: each may leave without
+    the text around it."""
     found = set()
     for value in secret_values:
-        lines = [line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_SECRET_LENGTH]
+        lines = [line.strip() for line in value.splitlines() if line.strip()]
+        single = len(lines) == 1
         for line in lines:
-            runs = [run for run in _KEY_RUN.findall(line) if _is_key_material(run)]
-            found.update(runs)
-            if len(lines) == 1 or runs:
-                found.add(line)
-    return sorted(found)
+            if _PEM_ARMOR.match(line) or line.startswith(("#", "//", ";")):
+                continue
+            named = _NAMED.match(line) if not _URL.match(line) else None
+            if named:
+                field, text = named.group(1), named.group(2).strip().strip("\"'")
+                if field.lower() in _PUBLIC_FIELDS:
+                    continue
+                found.update(_secrets_in(text))
+                if single or not (_URL.match(text) or _EMAIL.match(text)):
+                    found.add(line)
+            else:
+                found.update(_secrets_in(line) if not single else [line] + _secrets_in(line))
+    return sorted(secret for secret in found if len(secret) >= MIN_SECRET_LENGTH)
 
 
 def secrets_list(secret_values: Iterable[str]) -> list[str]:

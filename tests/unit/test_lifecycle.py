@@ -182,24 +182,30 @@ class LaunchTest(unittest.TestCase):
         self.assertFalse(any("short" in line or "two" in line for line in listed))
         self.assertEqual(egress.secrets_list([]), [])
 
-    def test_of_a_value_of_many_lines_only_the_key_material_is_a_secret(self):
+    def test_what_of_a_secret_value_is_looked_for(self):
         body = ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
                 "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu"]
         pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(body) + "\n-----END PRIVATE KEY-----\n"
-        account = ('{\n  "type": "service_account",\n  "project_id": "my-project",\n'
+        account = ('{\n  "type": "service_account",\n  "project_id": "my-project-123456",\n'
                    '  "private_key_id": "3b18e512dba79e4c8300dd08aeb37f8e728b8dad",\n'
-                   '  "auth_uri": "https://accounts.google.com/o/oauth2/auth",\n}')
-        url = "postgres://app:Sup3rS3cretPassw0rd@db.internal:5432/app"
-        listed = egress.secret_lines([pem, account, url, "correct horse battery staple"])
-        self.assertTrue(set(body) <= set(listed))
-        self.assertIn("3b18e512dba79e4c8300dd08aeb37f8e728b8dad", listed)
-        self.assertIn("Sup3rS3cretPassw0rd", listed)
-        self.assertIn(url, listed)  # a value of one line is a secret whole
-        self.assertIn("correct horse battery staple", listed)
-        for public in ("-----BEGIN PRIVATE KEY-----", '"type": "service_account",', "my-project",
-                       '"auth_uri": "https://accounts.google.com/o/oauth2/auth",', "service_account"):
-            self.assertNotIn(public, listed)
-        self.assertTrue(set(listed) <= set(egress.secrets_list([pem, account, url, "correct horse battery staple"])))
+                   '  "client_email": "deployer@my-project-123456.iam.gserviceaccount.com",\n'
+                   '  "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/deployer",\n}')
+        dotenv = "# production\nDB_PASSWORD=correcthorsebatterystaple\nexport API_KEY=sk_live_AbC123xyz789QWErty\n"
+        yaml = "db:\n  host: db.internal.example.com\n  password: hunter2hunter2hunter2\n"
+        url = "postgres://admin:correcthorsebattery@db.example.com:5432/app"
+        listed = egress.secret_lines([pem, account, dotenv, yaml, url, "correct horse battery staple"])
+        for secret in (*body, "3b18e512dba79e4c8300dd08aeb37f8e728b8dad", "correcthorsebatterystaple",
+                       "sk_live_AbC123xyz789QWErty", "hunter2hunter2hunter2", "correcthorsebattery", url,
+                       "correct horse battery staple"):
+            self.assertIn(secret, listed)
+        # What every request to the service says in public is not a secret.
+        for public in ("-----BEGIN PRIVATE KEY-----", '"type": "service_account",', "service_account",
+                       "my-project-123456", "deployer@my-project-123456.iam.gserviceaccount.com",
+                       "https://www.googleapis.com/robot/v1/metadata/x509/deployer", "com/robot/v1/metadata/x509",
+                       "db.internal.example.com", "# production"):
+            self.assertFalse(any(public in line for line in listed), public)
+        self.assertTrue(set(listed) <= set(egress.secrets_list([pem, account, dotenv, yaml, url])) |
+                        {"correct horse battery staple"})
 
     def test_a_secret_is_listed_in_the_encodings_pipelock_does_not_derive(self):
         import base64

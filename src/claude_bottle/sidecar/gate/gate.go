@@ -122,7 +122,7 @@ func (g *gate) handle(conn net.Conn) {
 		if !whole {
 			why = "the CONNECT target's name would complete a secret of the bottle's sent in pieces"
 		}
-		g.counter.add("(a name that carries a secret)", "blocked", why)
+		g.counter.add(g.scanner.redactedHost(host), "blocked", why)
 		refuse(conn, why)
 		return
 	}

@@ -83,7 +83,15 @@ func newSecretScanner(secrets []string) *secretScanner {
 			s.carry = len(letters)
 		}
 		s.pieces.track(letters)
-		for _, form := range encodedForms(raw) {
+		// Its hex, and the base64 of its base64, as they are after one layer is decoded: hex of hex, base64
+		// of hex, base64 three times over.
+		forms := append(encodedForms(raw), hexForm)
+		forms = append(forms, encodedForms([]byte(base64.StdEncoding.EncodeToString(raw)))...)
+		// Every Caesar shift of its letters (rot13 among them).
+		for shift := byte(1); shift < 26; shift++ {
+			forms = append(forms, caesar(letters, shift))
+		}
+		for _, form := range forms {
 			if len(form) >= minLetters {
 				s.letters.addForm(form)
 			}
@@ -111,6 +119,23 @@ func newSparseSecret(folded []byte) sparseSecret {
 	return s
 }
 
+// redactedHost is a host name that carries a secret as the report shows it: its first labels as "[secret]", up
+// to the last one that holds the secret, a piece of it, or anything that looks encoded (letters and digits).
+func (s *secretScanner) redactedHost(host string) string {
+	labels := strings.Split(host, ".")
+	for i := 1; i < len(labels); i++ {
+		rest := strings.Join(labels[i:], ".")
+		letters := only(lower(fold([]byte(labels[i]))), alnumClass)
+		encoded := len(letters) >= 8 && bytes.IndexAny(letters, "0123456789") >= 0 &&
+			bytes.IndexAny(letters, "abcdefghijklmnopqrstuvwxyz") >= 0
+		if whole, _ := s.found([]byte(rest), false, carried{}); !whole && !encoded &&
+			len(s.pieces.in(only(lower(fold([]byte(rest))), alnumClass), nil)) == 0 {
+			return "[secret]." + rest
+		}
+	}
+	return "[secret]"
+}
+
 // encodedForms are the letters and digits (lower case) of a secret's base32, base32hex and base64 that do not
 // depend on what comes before or after it, at each alignment after a prefix.
 func encodedForms(secret []byte) [][]byte {
@@ -134,6 +159,18 @@ func encodedForms(secret []byte) [][]byte {
 		}
 	}
 	return forms
+}
+
+// caesar shifts the letters (lower case) of text by shift places; digits stay.
+func caesar(text []byte, shift byte) []byte {
+	out := make([]byte, len(text))
+	for i, c := range text {
+		if 'a' <= c && c <= 'z' {
+			c = 'a' + (c-'a'+shift)%26
+		}
+		out[i] = c
+	}
+	return out
 }
 
 func reversed(b []byte) []byte {

@@ -329,8 +329,9 @@ var base64Class = classOf("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 // digits alone (digits, given: separators gone) from the first and from the second; its base64 characters
 // alone (either alphabet, separators gone) from each of the first four; each run of base64 characters on its
 // own, from each of its first four, to its last character (a piece encoded on its own ends in padding, or in
-// a partial group); each run of letters and digits on its own as base32 (either alphabet, either case); and its
-// numbers up to 255 as bytes (a byte array in JSON, as Node writes a Buffer). A secret sent a piece at a
+// a partial group); each run of letters and digits on its own as base32 (either alphabet, either case); its
+// numbers up to 255, decimal or octal, as bytes (a byte array in JSON, as Node writes a Buffer); and its 0s and
+// 1s as bits, from each of the first eight. A secret sent a piece at a
 // time, each piece encoded on its own, is in them piece by piece, as it is.
 func decodedRuns(text, digits []byte) [][]byte {
 	var out [][]byte
@@ -351,7 +352,12 @@ func decodedRuns(text, digits []byte) [][]byte {
 		b64[i] = c
 	}
 	out = append(out, fromBase64(only(b64, base64Class))...)
-	out = append(out, byteNumbers(text))
+	out = append(out, byteNumbers(text, 10), byteNumbers(text, 8))
+	if bits := only(text, bitClass); len(bits) >= 64 {
+		for start := 0; start < 8; start++ {
+			out = append(out, fromBits(bits[start:]))
+		}
+	}
 	// Runs decoded on their own go into one slice per alignment and alphabet, a zero byte between them: a few
 	// long slices to look at, not one per run.
 	var alone [6][]byte
@@ -396,9 +402,9 @@ func fromBase32(run []byte, enc *base32.Encoding) []byte {
 	return raw[:n]
 }
 
-// byteNumbers is the numbers of up to three digits in text, each up to 255, as bytes; a longer number or a
-// larger one is a 0.
-func byteNumbers(text []byte) []byte {
+// byteNumbers is the numbers in text (of up to six digits, zeros first too) written in base (10 or 8) that are
+// up to 255, as bytes; any other number is a 0.
+func byteNumbers(text []byte, base int) []byte {
 	var out []byte
 	for i := 0; i < len(text); {
 		if text[i] < '0' || text[i] > '9' {
@@ -407,14 +413,32 @@ func byteNumbers(text []byte) []byte {
 		}
 		start, value := i, 0
 		for ; i < len(text) && '0' <= text[i] && text[i] <= '9'; i++ {
+			if int(text[i]-'0') >= base {
+				value = 256
+			}
 			if value <= 255 {
-				value = value*10 + int(text[i]-'0')
+				value = value*base + int(text[i]-'0')
 			}
 		}
-		if i-start > 3 || value > 255 {
+		if i-start > 6 || value > 255 {
 			value = 0
 		}
 		out = append(out, byte(value))
+	}
+	return out
+}
+
+var bitClass = classOf("01")
+
+// fromBits reads text of 0s and 1s as bytes, eight bits each.
+func fromBits(bits []byte) []byte {
+	out := make([]byte, len(bits)/8)
+	for i := range out {
+		var b byte
+		for _, c := range bits[8*i : 8*i+8] {
+			b = b<<1 | (c - '0')
+		}
+		out[i] = b
 	}
 	return out
 }

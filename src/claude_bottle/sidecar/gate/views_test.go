@@ -114,6 +114,22 @@ func encodings(secret string) map[string]string {
 			return string(r)
 		}),
 		"UTF-16": eachRune(secret, func(r rune) string { return string(r) + "\x00" }),
+		"rot13": eachRune(secret, func(r rune) string {
+			switch {
+			case 'a' <= r && r <= 'z':
+				return string('a' + (r-'a'+13)%26)
+			case 'A' <= r && r <= 'Z':
+				return string('A' + (r-'A'+13)%26)
+			}
+			return string(r)
+		}),
+		"bits":                         eachRune(secret, func(r rune) string { return fmt.Sprintf("%08b ", r) }),
+		"octal numbers":                eachRune(secret, func(r rune) string { return fmt.Sprintf("%o,", r) }),
+		"decimal numbers, zeros first": eachRune(secret, func(r rune) string { return fmt.Sprintf("%04d,", r) }),
+		"hex of hex":                   hex.EncodeToString([]byte(hexForm)),
+		"base64 of hex":                base64.StdEncoding.EncodeToString([]byte(hexForm)),
+		"base64 three times": base64.StdEncoding.EncodeToString([]byte(base64.StdEncoding.EncodeToString(
+			[]byte(b64)))),
 		"HTML double-struck letters": eachRune(secret, func(r rune) string {
 			if 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' {
 				return "&" + string(r) + "opf;"
