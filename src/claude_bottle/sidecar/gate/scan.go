@@ -241,7 +241,7 @@ func (s *secretScanner) found(text []byte, record bool, before carried) (whole, 
 		}
 		// Decoded hex, base64 and base32 are bytes, not text: only their letters and digits are looked at.
 		for _, raw := range decodedRuns(t, digits) {
-			if inLetters(only(lower(raw), alnumClass)) {
+			if inLetters(lettersOf(raw)) {
 				return true, false
 			}
 		}

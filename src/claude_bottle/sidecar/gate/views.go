@@ -311,12 +311,39 @@ var (
 // (a hex dump's colons, base64's line breaks, dots between groups) are gone. Of hex digits, the 0 of a 0x is
 // a separator too.
 func only(text []byte, class *byteClass) []byte {
-	zeroX := class == hexClass && bytes.IndexByte(text, 'x') >= 0
+	if class == hexClass && bytes.IndexByte(text, 'x') >= 0 {
+		return hexDigitsOf(text)
+	}
 	out := make([]byte, len(text)+1)
 	j := 0
-	for i, c := range text {
+	for _, c := range text {
 		out[j] = c
-		if class[c] && !(zeroX && c == '0' && i+1 < len(text) && text[i+1] == 'x') {
+		if class[c] {
+			j++
+		}
+	}
+	return out[:j]
+}
+
+// hexDigitsOf is only(text, hexClass) for a text with an x in it, which may be a 0x.
+func hexDigitsOf(text []byte) []byte {
+	out := make([]byte, 0, len(text))
+	for i, c := range text {
+		if hexClass[c] && !(c == '0' && i+1 < len(text) && text[i+1] == 'x') {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// lettersOf is only(lower(text), alnumClass) in one pass.
+func lettersOf(text []byte) []byte {
+	out := make([]byte, len(text)+1)
+	j := 0
+	for _, c := range text {
+		c = lowerASCII[c]
+		out[j] = c
+		if alnumClass[c] {
 			j++
 		}
 	}
