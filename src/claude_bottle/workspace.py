@@ -798,7 +798,7 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
             members = [m for m in tar.getmembers() if "/" in m.name]  # under workspace/
             if _tree_digest(_tar_entries(tar, members)) == ws.digest:
                 return Brought()
-            if ws.results_dir.exists():
+            if os.path.lexists(ws.results_dir):  # a link to nowhere too: mkdir through it would fail at the end
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
             return _extract(tar, members, ws.results_dir)
 

@@ -230,6 +230,20 @@ class ExtractTest(unittest.TestCase):
             self.assertIn("not a whole archive", str(caught.exception))
             self.assertFalse(Path(tmp, "notes.b-1").exists())
 
+    def test_a_link_or_file_at_the_results_path_is_a_clear_error_before_anything_is_unpacked(self):
+        """Found by attacking it: a dangling symlink at DIR.<bottle> passed the exists() check, and the whole
+        archive was unpacked before a raw `[Errno 20] Not a directory` ended it."""
+        folder = self.root / "notes"
+        folder.mkdir()
+        (self.root / "notes.b-1").symlink_to(self.root / "nowhere")
+        with mock.patch("claude_bottle.workspace._extract") as extract:
+            with self.assertRaises(workspace.WorkNotBack) as caught:
+                bring_back_folder(folder, ("file", "a.txt", "A"))
+        extract.assert_not_called()
+        self.assertEqual(str(caught.exception), f"{self.root / 'notes.b-1'} already exists: move it away, then stop "
+                                                "the bottle again")
+        self.assertTrue((self.root / "notes.b-1").is_symlink())
+
     def test_a_failure_leaves_nothing_half_made(self):
         tar, members = archive(("file", "a.txt", "A"), ("file", "b.txt", "B"))
         with mock.patch("claude_bottle.workspace.shutil.copyfileobj", side_effect=[None, OSError("disk full")]):
@@ -256,10 +270,6 @@ class HostGitTest(unittest.TestCase):
             env = (bin_dir / "git.env").read_text()
             self.assertIn("GIT_ALLOW_PROTOCOL=file\n", env)
             self.assertEqual(int((bin_dir / "git.limit").read_text()), workspace.HOST_GIT_MEMORY // 1024)
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 class ExtraBranchesTest(unittest.TestCase):
@@ -799,3 +809,7 @@ class InnerRepositoryTest(unittest.TestCase):
             self.start_tree()
         self.assertEqual(workspace.hidden_refs(self.repo), {})
         self.assertEqual([p.name for p in (self.repo / ".git").iterdir() if p.name.startswith("sharedindex")], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
