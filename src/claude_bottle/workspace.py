@@ -1002,7 +1002,8 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
     except (ExecTimeout, OutputTooLarge) as e:
         raise BottleError(f"{what}: {e}") from None
     if code != 0:
-        why = "it did not finish in time" if code in (124, 137) else f"exit {code}"
+        why = (f"it did not finish in time; {STEP_SECONDS_VARIABLE} sets the limit, {limit} s"
+               if code in (124, 137) else f"exit {code}")
         raise BottleError(f"{what} failed ({why}): {_tail(err or out.getvalue())}")
     return out.getvalue().decode(errors="replace")
 

@@ -303,6 +303,18 @@ class ExtraBranchesTest(unittest.TestCase):
                 workspace._git(repo, "update-ref", to, "HEAD")
 
 
+class InBottleTest(unittest.TestCase):
+    def test_a_time_out_in_the_bottle_says_what_sets_the_limit(self):
+        from .fake_engine import FakeEngine
+
+        engine = FakeEngine()
+        engine.exec_results["timeout"] = (124, b"")
+        with self.assertRaises(workspace.BottleError) as caught:
+            workspace._in_bottle(engine, "b-1", "sleep 1000", "committing the agent's uncommitted changes")
+        self.assertIn("did not finish in time", str(caught.exception))
+        self.assertIn(f"{workspace.STEP_SECONDS_VARIABLE} sets the limit", str(caught.exception))
+
+
 class NoHooksTest(unittest.TestCase):
     def test_the_users_hooks_and_fsmonitor_do_not_run_at_start_or_stop(self):
         """Found by attacking it: the repository's reference-transaction hook ran at stop (and its fsmonitor at
