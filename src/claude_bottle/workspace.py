@@ -687,10 +687,17 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
         return None
 
     def meets(to: str) -> bool:
-        return any(to == taken or to.startswith(taken + "/") or taken.startswith(to + "/")
-                   for taken in found.values())
+        parts = to.split("/")
+        return to in folders or any("/".join(parts[:i]) in taken for i in range(1, len(parts) + 1))
+
+    def take(to: str) -> None:
+        taken.add(to)
+        parts = to.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
 
     found: dict[str, str] = {}
+    taken: set[str] = set()
+    folders: set[str] = set()  # of every name taken: by sets, as thousands of refs are no rarity
     order = sorted(refs, key=lambda r: (not r.startswith("refs/heads/"), r != "refs/stash", r))  # branches first
     for ref in order:
         name = wanted(ref)
@@ -701,6 +708,7 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             n += 1
             to = f"refs/heads/{branch}.{name.replace('/', '-')}.{n}"
         found[ref] = to
+        take(to)
     return found
 
 

@@ -303,6 +303,17 @@ class ExtraBranchesTest(unittest.TestCase):
                 workspace._git(repo, "update-ref", to, "HEAD")
 
 
+    def test_many_refs_take_little_time(self):
+        """Found by attacking it: each name was checked against every name taken before it (8,000 refs took
+        19 s of the host's CPU)."""
+        refs = [f"refs/heads/b{i}" for i in range(20000)] + [f"refs/tags/b{i}" for i in range(5000)]
+        began = time.process_time()
+        got = workspace._extra_branches("bottle/a/b", refs)
+        self.assertLess(time.process_time() - began, 2)
+        self.assertEqual(len(set(got.values())), len(refs))
+        self.assertEqual(got["refs/tags/b7"], "refs/heads/bottle/a/b.tag.b7")
+
+
 class InBottleTest(unittest.TestCase):
     def test_a_time_out_in_the_bottle_says_what_sets_the_limit(self):
         from .fake_engine import FakeEngine
