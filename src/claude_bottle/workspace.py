@@ -615,7 +615,18 @@ done
 trap 'kill -CONT -1 2>/dev/null || true' ERR
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
 R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
-head=$(R rev-parse --verify -q 'HEAD^{commit}') || { echo "no HEAD"; exit 0; }
+R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
+if head=$(R rev-parse --verify -q 'HEAD^{commit}'); then
+  current=$(R symbolic-ref -q HEAD || echo HEAD)
+  moves=HEAD
+else
+  # An unborn branch (`git checkout --orphan`, a `git init` anew) is no reason to keep the work in the bottle:
+  # it goes onto the results branch (which moves, so that a second stop makes no second commit), or the
+  # start commit, or, with neither left, into a commit of its own.
+  head=$(R rev-parse --verify -q @BRANCH@'^{commit}') || head=$(R rev-parse --verify -q @START@'^{commit}') || head=
+  current=@BRANCH@
+  moves=@BRANCH@
+fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
@@ -627,8 +638,7 @@ S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_
       -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false \
       -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false \
       -c user.name=@NAME@ -c user.email=@EMAIL@ "$@"; }
-S update-ref --no-deref HEAD "$head"
-S read-tree HEAD
+if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
 subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
 S ls-files -s | awk -F'\t' '$1 ~ /^160000 /' | cut -f2- | while IFS= read -r d; do
@@ -645,17 +655,31 @@ trap 'rc=$?; put_back; [ "$rc" = 0 ] || kill -CONT -1 2>/dev/null || true' EXIT
 aside=(':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**')
 S add --ignore-removal -- . "${aside[@]}"
 S add -A -- @SCOPE@ "${aside[@]}"
-if ! S diff --cached --quiet; then
-  S commit --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
-  R update-ref HEAD "$(S rev-parse --verify HEAD)" "$head" || true  # only spares a second stop a second commit
+# With no commit to build on, an empty one still carries the agent's other branches.
+if ! S diff --cached --quiet || { [ -z "$head" ] && [ -n "$(R for-each-ref --count=1 refs/heads refs/tags)" ]; }; then
+  S commit --allow-empty --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
+  made=$(S rev-parse --verify HEAD)
+  S update-ref --no-deref HEAD "$made"  # detached: no ref of the agent's copied in below can move it
+  R update-ref "$moves" "$made" "$head" || true  # only spares a second stop a second commit
 fi
+S rev-parse --verify -q HEAD > /dev/null || { echo "empty"; exit 0; }  # no commit, and no file to make one of
 echo "$snap"
 S rev-parse --verify HEAD
-R symbolic-ref -q HEAD || echo HEAD
-R for-each-ref --format='%(objectname) %(refname)' refs/heads refs/stash refs/tags refs/notes | while read -r sha ref; do
-  sha=$(S rev-parse --verify -q "$sha^{commit}") || continue  # a branch can hold a commit only
-  S update-ref "$ref" "$sha" && echo "$ref"
-done
+echo "$current"
+# One command for all the refs, not one each: thousands of branches are no rarity. A branch can hold a commit
+# only: a ref to anything else stays behind.
+R for-each-ref --format='%(objecttype):%(objectname):%(*objecttype):%(*objectname):%(refname)' \
+    refs/heads refs/stash refs/tags refs/notes | while IFS=: read -r type sha ptype psha ref; do
+  case "$type:$ptype" in
+    commit:*) ;;
+    tag:commit) sha=$psha ;;
+    tag:*) sha=$(S rev-parse --verify -q "$sha^{commit}") || continue ;;  # a tag of a tag
+    *) continue ;;
+  esac
+  printf 'update %s %s\n' "$ref" "$sha"
+done > "$snap/refs-to-copy"
+S update-ref --stdin < "$snap/refs-to-copy"
+sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
 n=0
 R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
@@ -664,10 +688,12 @@ done
 """
 
 
-def _commit_script(ws: Workspace) -> str:
+def _commit_script(ws: Workspace, bottle_name: str) -> str:
     q = shlex.quote
     return (_COMMIT_SCRIPT.replace("@NAME@", q(GIT_IDENTITY[0])).replace("@EMAIL@", q(GIT_IDENTITY[1]))
-            .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else ".")))
+            .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else "."))
+            .replace("@BRANCH@", q(f"refs/heads/{ws.branch or f'bottle/{bottle_name}'}"))
+            .replace("@START@", q(ws.start or "HEAD")))
 
 
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
@@ -713,8 +739,10 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
 
 
 def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
-    out = _in_bottle(engine, container, _commit_script(ws), "committing the agent's uncommitted changes",
+    out = _in_bottle(engine, container, _commit_script(ws, bottle_name), "committing the agent's uncommitted changes",
                      shell="bash").split("\n")
+    if out[0].strip() == "empty":  # a repository made anew, with no file in it: nothing to bring back
+        return Brought()
     if len(out) < 3:
         raise WorkNotBack(f"the bottle's repository has no usable HEAD ({' '.join(out)[-200:]!r})")
     snapshot, head, current, refs = out[0].strip(), out[1].strip(), out[2].strip(), [r for r in out[3:] if r.strip()]
@@ -733,9 +761,10 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
         # Without the start commit (an agent that made its repository anew), the whole history comes.
         q = shlex.quote
         git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
-        script = (f"not=''; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then "
-                  f"not='--not {ws.start}'; fi; exec {git} bundle create -q - HEAD "
-                  + " ".join(q(r) for r in extra) + " $not")
+        # Every ref of the snapshot, on stdin: thousands of names are too long for one argument.
+        script = (f"{{ echo HEAD; {git} for-each-ref --format='%(refname)'; "
+                  f"if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then echo ^{ws.start}; fi; }} | "
+                  f"{git} bundle create -q - --stdin")
         code, err = engine.exec_to(
             container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
                         "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],

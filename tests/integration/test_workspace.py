@@ -154,6 +154,37 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "status", "--porcelain"), outer_status)
         self.assertEqual((clone / "lib.py").read_text(), "LIB = 1\n")
 
+    def test_an_unborn_branch_and_thousands_of_branches_still_bring_the_work_back(self):
+        """Found by attacking it: an orphan branch (`git checkout --orphan`) made every `stop` fail (no usable
+        HEAD), and 4,000 branches did too (argument list too long)."""
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && echo c > c.txt && git add c.txt && git commit -qm c && "
+                         "for i in $(seq 4000); do echo \"create refs/heads/many/branch-number-$i HEAD\"; done | "
+                         "git update-ref --stdin && git checkout -q --orphan pages && echo p > page.html")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        branch = f"bottle/default/{b.name}"
+        self.assertEqual(brought.branch, branch)
+        self.assertEqual(git(self.repo, "show", f"{branch}:page.html"), "p\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}:c.txt"), "c\n")
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"{branch}~1"), "c\n")  # on the agent's branch
+        self.assertEqual(len(brought.extra), 4000)
+        self.assertEqual(git(self.repo, "show", f"{branch}.many/branch-number-4000:c.txt"), "c\n")
+        again = self.bring_back(b)  # run again, as after a failure: the same, no second commit
+        self.assertEqual(git(self.repo, "rev-list", "--count", f"main..{branch}"), "3\n")
+        self.assertEqual(again.branch, branch)
+        self.assertHostUntouched()
+
+    def test_a_repository_made_anew_without_a_commit_brings_the_work_back(self):
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && rm -rf .git && git init -q && echo n > new.txt")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:new.txt"), "n\n")
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "print('v2, not committed')\n")
+        self.assertEqual(self.bring_back(b).branch, brought.branch)  # again: the same
+        self.assertHostUntouched()
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
