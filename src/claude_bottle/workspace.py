@@ -776,7 +776,8 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
             heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
             _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
-            refspecs = [f"+{r}:{to}" if _holds(ws.git_root, to, heads[r]) else f"{r}:{to}"
+            tips = _tips(ws.git_root, ref)
+            refspecs = [f"+{r}:{to}" if _holds(tips, to, heads[r]) else f"{r}:{to}"
                         for r, to in ({"HEAD": ref} | extra).items() if r in heads]
             if refspecs:
                 _host_git(ws.git_root, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
@@ -788,19 +789,106 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             raise WorkNotBack(f"branch {ws.branch} in {ws.git_root} does not hold the bottle's HEAD {head[:12]}")
     commits = int(_host_git(ws.git_root, "rev-list", "--count", f"{ws.start}..{ref}").strip() or 0) \
         if head != ws.start else 0
-    brought_extra = tuple(to.removeprefix("refs/heads/") for to in extra.values() if _ref(ws.git_root, to))
+    tips = _tips(ws.git_root, ref)
+    brought_extra = [to for to in extra.values() if to in tips]
     if head == ws.start and not brought_extra:
         return Brought()
-    return Brought(branch=ws.branch if head != ws.start else None, commits=commits, extra=brought_extra)
+    inert = _make_inert(ws.git_root, {to: tips[to] for to in ([ref] if head != ws.start else []) + brought_extra},
+                        ws.start)
+    return Brought(branch=ws.branch if head != ws.start else None, commits=commits,
+                   extra=tuple(to.removeprefix("refs/heads/") for to in brought_extra), **inert)
+
+
+INERT_MESSAGE = "claude-bottle: names git would take for a repository's, renamed (.from-bottle)"
+
+
+@dataclass(frozen=True)
+class _Tip:
+    sha: str
+    tree: str
+    parent: str
+    ours: bool  # a commit _make_inert made on top of the agent's
+
+
+def _tips(repo: Path, branch_ref: str) -> dict[str, _Tip]:
+    """The results branch and those beside it, in one command: there may be thousands."""
+    # A pattern matches whole folders (a `*` in it does not match a slash): the folder the branch is in.
+    listed = _git(repo, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(tree)%00%(parent)%00"
+                  "%(committername)%00%(subject)", branch_ref.rsplit("/", 1)[0], fs=True)
+    tips = {}
+    for line in listed.splitlines():
+        name, sha, tree, parent, committer, subject = line.split("\0", 5)
+        if name != branch_ref and not name.startswith(branch_ref + "."):
+            continue
+        tips[name] = _Tip(sha, tree, parent, committer == GIT_IDENTITY[0] and subject == INERT_MESSAGE
+                          and " " not in parent)
+    return tips
+
+
+def _holds(tips: Mapping[str, _Tip], ref: str, sha: str | None) -> bool:
+    """A ref of ours that may be set anew: it already holds what is being fetched (a retry), or its tip is
+    the commit _make_inert made on an earlier try (made again after the fetch, on what the agent has now)."""
+    tip = tips.get(ref)
+    return sha is not None and tip is not None and (tip.sha == sha or tip.ours)
+
+
+def _make_inert(repo: Path, refs: Mapping[str, _Tip], start: str) -> dict[str, tuple]:
+    """Put a commit on top of each of `refs` whose tip holds a path git would take for a repository's (see
+    _inert_names; `git status` in such a folder, once checked out, would run what its config says), with
+    those renamed as a folder that comes back would have them, and names of the agent's that would meet
+    ours left out. Made here with a scratch index and no hooks: nothing of the agent's takes part. The
+    agent's own commits below it keep what they hold. Returns Brought's renamed, renamed_as and clashed,
+    each path as `<branch>:<path>`."""
+    start_tree = _git(repo, "rev-parse", "--verify", "-q", f"{start}^{{tree}}", check=False).strip()
+    by_tree: dict[str, tuple[str | None, list, list]] = {}  # branches often share a tree: each is read once
+    renamed, renamed_as, clashed, updates = [], [], [], []
+    name, email = GIT_IDENTITY
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ref, found in refs.items():
+            tip, tree = found.sha, found.tree
+            if tree == start_tree:  # the host's own
+                continue
+            if tree not in by_tree:
+                by_tree[tree] = _inert_tree(repo, tree, {**env, "GIT_INDEX_FILE": str(Path(tmp, "index"))})
+            new_tree, moved, left_out = by_tree[tree]
+            if new_tree is None:
+                continue
+            branch = ref.removeprefix("refs/heads/")
+            renamed += [f"{branch}:{path}" for path, _ in moved]
+            renamed_as += [(f"{branch}:{path}", as_) for path, as_ in moved
+                           if as_ != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX]
+            clashed += [f"{branch}:{path}" for path in left_out]
+            commit = _git(repo, "commit-tree", "--no-gpg-sign", new_tree, "-p", tip, "-m", INERT_MESSAGE,
+                          env=env).strip()
+            updates.append(f"update {ref}\0{commit}\0{tip}\0")
+    if updates:  # all or none
+        _git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
+    return {"renamed": tuple(sorted(renamed)), "renamed_as": tuple(sorted(renamed_as)),
+            "clashed": tuple(sorted(clashed))}
+
+
+def _inert_tree(repo: Path, tree: str, env: Mapping[str, str]) -> tuple[str | None, list, list]:
+    """`tree` with what _inert_layout renames renamed and what it leaves out left out (None: nothing to
+    do), with the paths renamed (each with its new name) and those left out."""
+    listed = _git(repo, "ls-tree", "-r", "-z", "--full-tree", tree, fs=True, timeout=step_seconds()).split("\0")
+    entries = [(meta, tuple(path.split("/"))) for meta, _, path in (e.partition("\t") for e in listed if e)]
+    placed, moved = _inert_layout([parts for _, parts in entries])
+    if not moved and all(placed[parts] == parts for _, parts in entries):
+        return None, [], []
+    index = Path(env["GIT_INDEX_FILE"])
+    index.unlink(missing_ok=True)
+    info = b"".join(os.fsencode(f"{meta}\t{'/'.join(placed[parts])}") + b"\0"
+                    for meta, parts in entries if placed[parts] is not None)
+    _git(repo, "update-index", "-z", "--index-info", env=env, input=info)
+    new_tree = _git(repo, "write-tree", env=env).strip()
+    left_out = sorted("/".join(parts) for _, parts in entries if placed[parts] is None)
+    return new_tree, sorted(moved), left_out
 
 
 def _ref(repo: Path, ref: str) -> str:
     return _git(repo, "rev-parse", "--verify", "-q", ref, check=False).strip()
-
-
-def _holds(repo: Path, ref: str, sha: str | None) -> bool:
-    """A ref of ours that already holds what is being fetched (a retry), so it may be set again."""
-    return sha is not None and _ref(repo, ref) == sha
 
 
 # Git on the host reads what the agent made: a time and memory limit, no network, no submodules, so that a
@@ -861,15 +949,14 @@ def _folded_path(parts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_folded(part) for part in parts)
 
 
-def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
-    """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
+def _inert_names(paths: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Of `paths` (each as its parts), those that would make git take a folder for a repository, each with
     the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
     repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
     # By folded folder, each folded name with every path spelled so: `.git` and `.GIT` may both be there, and
     # on a host that folds names `Sub/HEAD` and `sub/objects` are in one folder.
     children: dict[tuple[str, ...], dict[str, set[tuple[str, ...]]]] = {}
-    for m in members:
-        parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
+    for parts in paths:
         folded = _folded_path(parts)
         for i in range(len(parts)):
             children.setdefault(folded[:i], {}).setdefault(folded[i], set()).add(parts[:i + 1])
@@ -882,6 +969,31 @@ def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
                     inert[path] = _renamed(path[-1], given)
                     given.add(_folded(inert[path]))
     return inert
+
+
+def _inert_layout(paths: list[tuple[str, ...]]
+                  ) -> tuple[dict[tuple[str, ...], tuple[str, ...] | None], set[tuple[str, str]]]:
+    """Where each of `paths` goes so that git takes no folder for a repository (see _inert_names): its new
+    parts, or None for a path the agent named as we name what is renamed (it would meet ours: left out);
+    and each outermost path renamed, with the name it gets."""
+    inert = _inert_names(paths)
+    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
+    placed: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+    renamed = set()
+    for parts in paths:
+        folded = _folded_path(parts)
+        if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+            placed[parts] = None
+            continue
+        names = list(parts)
+        for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
+            if parts[:i + 1] in inert:
+                names[i] = inert[parts[:i + 1]]
+                outermost = ("/".join(parts[:i + 1]), names[i])
+        if names != list(parts):
+            renamed.add(outermost)
+        placed[parts] = tuple(names)
+    return placed, renamed
 
 
 NAME_MAX = 255  # bytes in a name, on Linux and macOS alike
@@ -919,29 +1031,20 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     a folder beside `dest`, renamed into place at the end, so a failure leaves nothing half made. Returns
     what was left out (and why), and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    skipped, clashed, links, renamed = [], [], [], set()
-    inert = _inert_names(members)
+    skipped, clashed, links = [], [], []
+    placed, renamed = _inert_layout([PurePosixPath(m.name.split("/", 1)[1]).parts for m in members])
     linked = _linked(members)
-    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
-            folded = _folded_path(parts)
             if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
                 skipped.append(rel)
                 continue
-            if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+            if placed[parts] is None:
                 clashed.append(rel)
                 continue
-            names = list(parts)
-            for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
-                if parts[:i + 1] in inert:
-                    names[i] = inert[parts[:i + 1]]
-                    outermost = ("/".join(parts[:i + 1]), names[i])
-            if names != list(parts):
-                renamed.add(outermost)
-            target = partial.joinpath(*names)
+            target = partial.joinpath(*placed[parts])
             real = linked.get(id(m), m)  # a hard link arrives as what it is another name of would
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -1059,7 +1162,7 @@ def _environment() -> dict[str, str]:
 
 
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
-         fs: bool = False, timeout: float | None = None) -> str:
+         fs: bool = False, timeout: float | None = None, input: bytes | None = None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
     hooks or fsmonitor run, and a scratch index is never split (which would leave its shared part in the
     repository): nothing but what we ask for happens in the user's repository. With `stdout` (a file),
@@ -1068,7 +1171,7 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
     try:
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
-                             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, input=input,
                              env={**_environment(), **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s (a file git reads "
