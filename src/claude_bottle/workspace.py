@@ -680,6 +680,22 @@ R for-each-ref --format='%(objecttype):%(objectname):%(*objecttype):%(*objectnam
 done > "$snap/refs-to-copy"
 S update-ref --stdin < "$snap/refs-to-copy"
 sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
+# A submodule the agent made (`git submodule add` of a repository in the workspace): the commit its gitlink
+# names is in that repository only, and would come back as the name of nothing. Each such commit comes, with
+# its history, as a ref of its own. One the bottle does not hold (the user's submodules, never checked out
+# here) is the user's already.
+{ S rev-parse 'HEAD^{tree}'; S for-each-ref --format='%(tree)'; } | sort -u | while read -r tree; do
+  [ -n "$tree" ] || continue
+  S ls-tree -r -z "$tree" | while IFS= read -r -d '' entry; do
+    case "$entry" in "160000 commit "*) ;; *) continue ;; esac
+    sha=${entry#160000 commit }; sha=${sha%%$'\t'*}; path=${entry#*$'\t'}
+    if S cat-file -e "$sha" 2>/dev/null || [ ! -d "/workspace/$path" ]; then continue; fi
+    # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
+    # serving a fetch reads takes part.
+    S -c uploadpack.allowAnySHA1InWant=true fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+      "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null && echo "refs/submodule-commits/$sha"
+  done
+done
 n=0
 R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
@@ -710,6 +726,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "stash"
         if ref.startswith("refs/stash-entries/"):
             return "stash-" + ref.removeprefix("refs/stash-entries/")
+        if ref.startswith("refs/submodule-commits/"):
+            return "submodule." + ref.removeprefix("refs/submodule-commits/")[:12]
         return None
 
     def meets(to: str) -> bool:

@@ -230,6 +230,22 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(self.bring_back(b).branch, brought.branch)  # again: the same
         self.assertHostUntouched()
 
+    def test_a_submodule_the_agent_made_comes_back_with_its_commits(self):
+        """Found by attacking it: the commits of a submodule the agent made in the bottle (`git submodule add`
+        of a repository in the workspace) were lost without a word: the branch named a commit that exists
+        nowhere on the host."""
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && mkdir lib && cd lib && git init -q && echo l > l.txt && git add l.txt && "
+                         "git -c user.name=a -c user.email=a@b commit -qm lib && cd .. && "
+                         "git -c protocol.file.allow=always submodule add -q ./lib lib && git commit -qm 'add lib'")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        gitlink = git(self.repo, "rev-parse", f"{brought.branch}:lib").strip()
+        self.assertEqual(git(self.repo, "cat-file", "-t", gitlink), "commit\n")
+        self.assertEqual(brought.extra, (f"{brought.branch}.submodule.{gitlink[:12]}",))
+        self.assertEqual(git(self.repo, "show", f"{brought.extra[0]}:l.txt"), "l\n")
+        self.assertHostUntouched()
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
