@@ -314,6 +314,44 @@ class ExtraBranchesTest(unittest.TestCase):
         self.assertEqual(got["refs/tags/b7"], "refs/heads/bottle/a/b.tag.b7")
 
 
+class LandTest(unittest.TestCase):
+    """What a bundle brought lands on its branches all at once, a branch moving only forward unless it is ours
+    to set again, and nothing of ours is left in the repository."""
+
+    def test_forward_only_unless_ours_and_nothing_left_behind(self):
+        def git(repo, *args, env=None):
+            return workspace._git(repo, "-c", "user.name=u", "-c", "user.email=u@e", *args, env=env).strip()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bottle, host = Path(tmp, "bottle"), Path(tmp, "host")
+            for repo in (bottle, host):
+                repo.mkdir()
+                git(repo, "init", "-q")
+            git(bottle, "commit", "-q", "--allow-empty", "-m", "a")
+            a = git(bottle, "rev-parse", "HEAD")
+            git(host, "fetch", "-q", str(bottle), "HEAD:refs/heads/b")
+            git(bottle, "commit", "-q", "--allow-empty", "-m", "b")
+            b = git(bottle, "rev-parse", "HEAD")
+            bundle = Path(tmp, "x.bundle")
+            git(bottle, "bundle", "create", "-q", str(bundle), "HEAD", f"^{a}")
+            users = git(host, "commit-tree", "-m", "the user's", "-p", a, f"{a}^{{tree}}")
+            ours = git(host, "commit-tree", "-m", workspace.INERT_MESSAGE, "-p", a, f"{a}^{{tree}}",
+                       env={"GIT_COMMITTER_NAME": workspace.GIT_IDENTITY[0]})
+            for at, lands in ((users, False), (ours, True), (a, True)):
+                git(host, "update-ref", "refs/heads/b", at)
+                tips = workspace._tips(host, "refs/heads/b")
+                with open(bundle, "rb") as f:
+                    land = lambda: workspace._land(host, "b-1", f"/proc/self/fd/{f.fileno()}", f.fileno(),
+                                                   {"refs/heads/b": b}, tips)
+                    if lands:
+                        land()
+                    else:
+                        with self.assertRaisesRegex(workspace.WorkNotBack, "has commits the bottle's does not have"):
+                            land()
+                self.assertEqual(git(host, "rev-parse", "refs/heads/b"), b if lands else users)
+                self.assertEqual(git(host, "for-each-ref", "refs/claude-bottle-incoming/"), "")
+
+
 class InBottleTest(unittest.TestCase):
     def test_a_time_out_in_the_bottle_says_what_sets_the_limit(self):
         from .fake_engine import FakeEngine
