@@ -479,6 +479,7 @@ def release(ws: Workspace, bottle_name: str) -> None:
 
 def drop_hidden_ref(repo: Path, bottle_name: str) -> None:
     _git(repo, "update-ref", "-d", HIDDEN_REF.format(name=bottle_name), check=False)
+    _drop(repo, INCOMING.format(name=bottle_name))  # what a stop killed while it landed the work may have left
 
 
 def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,

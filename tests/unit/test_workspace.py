@@ -350,6 +350,10 @@ class LandTest(unittest.TestCase):
                             land()
                 self.assertEqual(git(host, "rev-parse", "refs/heads/b"), b if lands else users)
                 self.assertEqual(git(host, "for-each-ref", "refs/claude-bottle-incoming/"), "")
+            # What a stop killed part-way left goes with the hidden ref, when the work is back or discarded.
+            git(host, "update-ref", "refs/claude-bottle-incoming/b-1/HEAD", a)
+            workspace.release(workspace.Workspace(host, host, "b"), "b-1")
+            self.assertEqual(git(host, "for-each-ref", "refs/claude-bottle-incoming/"), "")
 
 
 class InBottleTest(unittest.TestCase):
