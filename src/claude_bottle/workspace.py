@@ -795,8 +795,8 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
             heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
             _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
-            _land(ws.git_root, bottle_name, bundle, sink.fileno(),
-                  {to: heads[r] for r, to in ({"HEAD": ref} | extra).items() if r in heads}, _tips(ws.git_root, ref))
+            _land(ws.git_root, bottle_name, bundle, sink.fileno(), heads, {"HEAD": ref} | extra,
+                  _tips(ws.git_root, ref))
     if head != ws.start:
         if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
             _host_git(ws.git_root, "update-ref", ref, head)
@@ -817,16 +817,20 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
 INCOMING = "refs/claude-bottle-incoming/{name}/"  # what a bundle brought, until it is on its branches
 
 
-def _land(repo: Path, bottle_name: str, bundle: str, fd: int, wanted: Mapping[str, str],
+def _land(repo: Path, bottle_name: str, bundle: str, fd: int, heads: Mapping[str, str], targets: Mapping[str, str],
           tips: Mapping[str, _Tip]) -> None:
-    """Set each ref of `wanted` to the commit the bundle brought for it, all at once: a ref already there
+    """Set each ref `targets` names for a ref of the bundle (`heads`: its refs and their commits) to that
+    commit, all at once: a ref already there
     moves only forward, unless _holds. One fetch of the whole bundle into a namespace of ours, then one
     transaction: a fetch given a refspec per ref takes time in their number squared (8,000 refs: 77 s)."""
+    wanted = {to: heads[r] for r, to in targets.items() if r in heads}
     incoming = INCOMING.format(name=bottle_name)
     _drop(repo, incoming)  # a stop killed before it ended may have left some
     try:
+        # HEAD is not in a bundle whose HEAD is the start commit (nothing new on it): asked for, it would fail.
+        head = [f"+HEAD:{incoming}HEAD"] if "HEAD" in heads else []
         _host_git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", bundle,
-                  f"+HEAD:{incoming}HEAD", f"+refs/*:{incoming}refs/*", fd=fd)
+                  *head, f"+refs/*:{incoming}refs/*", fd=fd)
         updates = []
         for to, sha in wanted.items():
             tip = tips.get(to)

@@ -342,7 +342,7 @@ class LandTest(unittest.TestCase):
                 tips = workspace._tips(host, "refs/heads/b")
                 with open(bundle, "rb") as f:
                     land = lambda: workspace._land(host, "b-1", f"/proc/self/fd/{f.fileno()}", f.fileno(),
-                                                   {"refs/heads/b": b}, tips)
+                                                   {"HEAD": b}, {"HEAD": "refs/heads/b"}, tips)
                     if lands:
                         land()
                     else:
