@@ -663,6 +663,14 @@ def _report(ended: session.Ended | None) -> None:
         if brought.extra:
             click.echo(f"results: the bottle's other branches and stash too: {visible(', '.join(brought.extra))}",
                        err=True)
+        if brought.renamed:
+            click.echo(f"results: what would make git use a repository of the agent's once the branch is checked out "
+                       f"(a .git, or the HEAD of a folder laid out as a repository) is renamed with "
+                       f"{workspace.RENAMED_SUFFIX} after its name in a commit of ours on top, so that no git "
+                       f"command there runs what the agent put in its config or hooks (look at them before you rename "
+                       f"them back; the agent's own commits below it hold them as they were): "
+                       f"{visible(', '.join(brought.renamed))}", err=True)
+        _report_renamed_as_and_clashed(brought)
     elif brought.folder:
         left_out = (f" (left out, as they are not files or point outside it: {visible(', '.join(brought.skipped))})"
                     if brought.skipped else "")
@@ -672,15 +680,19 @@ def _report(ended: session.Ended | None) -> None:
                        f"folder laid out as a repository) came back with {workspace.RENAMED_SUFFIX} after its name, so "
                        f"that no git command there runs what the agent put in its config or hooks (look at them "
                        f"before you rename them back): {visible(', '.join(brought.renamed))}", err=True)
-        if brought.renamed_as:
-            click.echo(f"results: of those, under another name (one too long for the suffix, or that this machine "
-                       f"could take for another's): "
-                       f"{visible(', '.join(f'{path} as {name}' for path, name in brought.renamed_as))}", err=True)
-        if brought.clashed:
-            click.echo(f"results: left out, as their names would meet those given to what was renamed (above): "
-                       f"{visible(', '.join(brought.clashed))}", err=True)
+        _report_renamed_as_and_clashed(brought)
     else:
         click.echo("results: no changes, nothing to bring back", err=True)
+
+
+def _report_renamed_as_and_clashed(brought: workspace.Brought) -> None:
+    if brought.renamed_as:
+        click.echo(f"results: of those, under another name (one too long for the suffix, or that this machine "
+                   f"could take for another's): "
+                   f"{visible(', '.join(f'{path} as {name}' for path, name in brought.renamed_as))}", err=True)
+    if brought.clashed:
+        click.echo(f"results: left out, as their names would meet those given to what was renamed (above): "
+                   f"{visible(', '.join(brought.clashed))}", err=True)
 
 
 def _hand_to_supervisor(s: session.Session, plan: bottle.LaunchPlan, argv: list[str],

@@ -479,6 +479,7 @@ def release(ws: Workspace, bottle_name: str) -> None:
 
 def drop_hidden_ref(repo: Path, bottle_name: str) -> None:
     _git(repo, "update-ref", "-d", HIDDEN_REF.format(name=bottle_name), check=False)
+    _drop(repo, INCOMING.format(name=bottle_name))  # what a stop killed while it landed the work may have left
 
 
 def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
@@ -615,7 +616,18 @@ done
 trap 'kill -CONT -1 2>/dev/null || true' ERR
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
 R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
-head=$(R rev-parse --verify -q 'HEAD^{commit}') || { echo "no HEAD"; exit 0; }
+R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
+if head=$(R rev-parse --verify -q 'HEAD^{commit}'); then
+  current=$(R symbolic-ref -q HEAD || echo HEAD)
+  moves=HEAD
+else
+  # An unborn branch (`git checkout --orphan`, a `git init` anew) is no reason to keep the work in the bottle:
+  # it goes onto the results branch (which moves, so that a second stop makes no second commit), or the
+  # start commit, or, with neither left, into a commit of its own.
+  head=$(R rev-parse --verify -q @BRANCH@'^{commit}') || head=$(R rev-parse --verify -q @START@'^{commit}') || head=
+  current=@BRANCH@
+  moves=@BRANCH@
+fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
@@ -627,8 +639,7 @@ S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_
       -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false \
       -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false \
       -c user.name=@NAME@ -c user.email=@EMAIL@ "$@"; }
-S update-ref --no-deref HEAD "$head"
-S read-tree HEAD
+if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
 subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
 S ls-files -s | awk -F'\t' '$1 ~ /^160000 /' | cut -f2- | while IFS= read -r d; do
@@ -645,16 +656,46 @@ trap 'rc=$?; put_back; [ "$rc" = 0 ] || kill -CONT -1 2>/dev/null || true' EXIT
 aside=(':(exclude,glob)**/.git.claude-bottle-aside' ':(exclude,glob)**/.git.claude-bottle-aside/**')
 S add --ignore-removal -- . "${aside[@]}"
 S add -A -- @SCOPE@ "${aside[@]}"
-if ! S diff --cached --quiet; then
-  S commit --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
-  R update-ref HEAD "$(S rev-parse --verify HEAD)" "$head" || true  # only spares a second stop a second commit
+# With no commit to build on, an empty one still carries the agent's other branches.
+if ! S diff --cached --quiet || { [ -z "$head" ] && [ -n "$(R for-each-ref --count=1 refs/heads refs/tags)" ]; }; then
+  S commit --allow-empty --no-verify -q -m 'claude-bottle: uncommitted changes when the bottle ended'
+  made=$(S rev-parse --verify HEAD)
+  S update-ref --no-deref HEAD "$made"  # detached: no ref of the agent's copied in below can move it
+  R update-ref "$moves" "$made" "$head" || true  # only spares a second stop a second commit
 fi
+S rev-parse --verify -q HEAD > /dev/null || { echo "empty"; exit 0; }  # no commit, and no file to make one of
 echo "$snap"
 S rev-parse --verify HEAD
-R symbolic-ref -q HEAD || echo HEAD
-R for-each-ref --format='%(objectname) %(refname)' refs/heads refs/stash refs/tags refs/notes | while read -r sha ref; do
-  sha=$(S rev-parse --verify -q "$sha^{commit}") || continue  # a branch can hold a commit only
-  S update-ref "$ref" "$sha" && echo "$ref"
+echo "$current"
+# One command for all the refs, not one each: thousands of branches are no rarity. A branch can hold a commit
+# only: a ref to anything else stays behind.
+R for-each-ref --format='%(objecttype):%(objectname):%(*objecttype):%(*objectname):%(refname)' \
+    refs/heads refs/stash refs/tags refs/notes | while IFS=: read -r type sha ptype psha ref; do
+  case "$type:$ptype" in
+    commit:*) ;;
+    tag:commit) sha=$psha ;;
+    tag:*) sha=$(S rev-parse --verify -q "$sha^{commit}") || continue ;;  # a tag of a tag
+    *) continue ;;
+  esac
+  printf 'update %s %s\n' "$ref" "$sha"
+done > "$snap/refs-to-copy"
+S update-ref --stdin < "$snap/refs-to-copy"
+sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
+# A submodule the agent made (`git submodule add` of a repository in the workspace): the commit its gitlink
+# names is in that repository only, and would come back as the name of nothing. Each such commit comes, with
+# its history, as a ref of its own. One the bottle does not hold (the user's submodules, never checked out
+# here) is the user's already.
+{ S rev-parse 'HEAD^{tree}'; S for-each-ref --format='%(tree)'; } | sort -u | while read -r tree; do
+  [ -n "$tree" ] || continue
+  S ls-tree -r -z "$tree" | while IFS= read -r -d '' entry; do
+    case "$entry" in "160000 commit "*) ;; *) continue ;; esac
+    sha=${entry#160000 commit }; sha=${sha%%$'\t'*}; path=${entry#*$'\t'}
+    if S cat-file -e "$sha" 2>/dev/null || [ ! -d "/workspace/$path" ]; then continue; fi
+    # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
+    # serving a fetch reads takes part.
+    S -c uploadpack.allowAnySHA1InWant=true fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+      "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null && echo "refs/submodule-commits/$sha"
+  done
 done
 n=0
 R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
@@ -664,10 +705,12 @@ done
 """
 
 
-def _commit_script(ws: Workspace) -> str:
+def _commit_script(ws: Workspace, bottle_name: str) -> str:
     q = shlex.quote
     return (_COMMIT_SCRIPT.replace("@NAME@", q(GIT_IDENTITY[0])).replace("@EMAIL@", q(GIT_IDENTITY[1]))
-            .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else ".")))
+            .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else "."))
+            .replace("@BRANCH@", q(f"refs/heads/{ws.branch or f'bottle/{bottle_name}'}"))
+            .replace("@START@", q(ws.start or "HEAD")))
 
 
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
@@ -684,13 +727,22 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "stash"
         if ref.startswith("refs/stash-entries/"):
             return "stash-" + ref.removeprefix("refs/stash-entries/")
+        if ref.startswith("refs/submodule-commits/"):
+            return "submodule." + ref.removeprefix("refs/submodule-commits/")[:12]
         return None
 
     def meets(to: str) -> bool:
-        return any(to == taken or to.startswith(taken + "/") or taken.startswith(to + "/")
-                   for taken in found.values())
+        parts = to.split("/")
+        return to in folders or any("/".join(parts[:i]) in taken for i in range(1, len(parts) + 1))
+
+    def take(to: str) -> None:
+        taken.add(to)
+        parts = to.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
 
     found: dict[str, str] = {}
+    taken: set[str] = set()
+    folders: set[str] = set()  # of every name taken: by sets, as thousands of refs are no rarity
     order = sorted(refs, key=lambda r: (not r.startswith("refs/heads/"), r != "refs/stash", r))  # branches first
     for ref in order:
         name = wanted(ref)
@@ -701,12 +753,15 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             n += 1
             to = f"refs/heads/{branch}.{name.replace('/', '-')}.{n}"
         found[ref] = to
+        take(to)
     return found
 
 
 def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: str) -> Brought:
-    out = _in_bottle(engine, container, _commit_script(ws), "committing the agent's uncommitted changes",
+    out = _in_bottle(engine, container, _commit_script(ws, bottle_name), "committing the agent's uncommitted changes",
                      shell="bash").split("\n")
+    if out[0].strip() == "empty":  # a repository made anew, with no file in it: nothing to bring back
+        return Brought()
     if len(out) < 3:
         raise WorkNotBack(f"the bottle's repository has no usable HEAD ({' '.join(out)[-200:]!r})")
     snapshot, head, current, refs = out[0].strip(), out[1].strip(), out[2].strip(), [r for r in out[3:] if r.strip()]
@@ -725,9 +780,10 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
         # Without the start commit (an agent that made its repository anew), the whole history comes.
         q = shlex.quote
         git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
-        script = (f"not=''; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then "
-                  f"not='--not {ws.start}'; fi; exec {git} bundle create -q - HEAD "
-                  + " ".join(q(r) for r in extra) + " $not")
+        # Every ref of the snapshot, on stdin: thousands of names are too long for one argument.
+        script = (f"{{ echo HEAD; {git} for-each-ref --format='%(refname)'; "
+                  f"if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then echo ^{ws.start}; fi; }} | "
+                  f"{git} bundle create -q - --stdin")
         code, err = engine.exec_to(
             container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
                         "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],
@@ -739,11 +795,8 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
             heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
             _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
-            refspecs = [f"+{r}:{to}" if _holds(ws.git_root, to, heads[r]) else f"{r}:{to}"
-                        for r, to in ({"HEAD": ref} | extra).items() if r in heads]
-            if refspecs:
-                _host_git(ws.git_root, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-                          bundle, *refspecs, fd=sink.fileno())
+            _land(ws.git_root, bottle_name, bundle, sink.fileno(), heads, {"HEAD": ref} | extra,
+                  _tips(ws.git_root, ref))
     if head != ws.start:
         if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
             _host_git(ws.git_root, "update-ref", ref, head)
@@ -751,19 +804,150 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
             raise WorkNotBack(f"branch {ws.branch} in {ws.git_root} does not hold the bottle's HEAD {head[:12]}")
     commits = int(_host_git(ws.git_root, "rev-list", "--count", f"{ws.start}..{ref}").strip() or 0) \
         if head != ws.start else 0
-    brought_extra = tuple(to.removeprefix("refs/heads/") for to in extra.values() if _ref(ws.git_root, to))
+    tips = _tips(ws.git_root, ref)
+    brought_extra = [to for to in extra.values() if to in tips]
     if head == ws.start and not brought_extra:
         return Brought()
-    return Brought(branch=ws.branch if head != ws.start else None, commits=commits, extra=brought_extra)
+    inert = _make_inert(ws.git_root, {to: tips[to] for to in ([ref] if head != ws.start else []) + brought_extra},
+                        ws.start)
+    return Brought(branch=ws.branch if head != ws.start else None, commits=commits,
+                   extra=tuple(to.removeprefix("refs/heads/") for to in brought_extra), **inert)
+
+
+INCOMING = "refs/claude-bottle-incoming/{name}/"  # what a bundle brought, until it is on its branches
+
+
+def _land(repo: Path, bottle_name: str, bundle: str, fd: int, heads: Mapping[str, str], targets: Mapping[str, str],
+          tips: Mapping[str, _Tip]) -> None:
+    """Set each ref `targets` names for a ref of the bundle (`heads`: its refs and their commits) to that
+    commit, all at once: a ref already there
+    moves only forward, unless _holds. One fetch of the whole bundle into a namespace of ours, then one
+    transaction: a fetch given a refspec per ref takes time in their number squared (8,000 refs: 77 s)."""
+    wanted = {to: heads[r] for r, to in targets.items() if r in heads}
+    incoming = INCOMING.format(name=bottle_name)
+    _drop(repo, incoming)  # a stop killed before it ended may have left some
+    try:
+        # HEAD is not in a bundle whose HEAD is the start commit (nothing new on it): asked for, it would fail.
+        head = [f"+HEAD:{incoming}HEAD"] if "HEAD" in heads else []
+        _host_git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", bundle,
+                  *head, f"+refs/*:{incoming}refs/*", fd=fd)
+        updates = []
+        for to, sha in wanted.items():
+            tip = tips.get(to)
+            if tip is None:
+                updates.append(f"create {to}\0{sha}\0")
+            elif tip.sha != sha:
+                if not _holds(tips, to, sha) and not _is_ancestor(repo, tip.sha, sha):
+                    raise WorkNotBack(f"branch {to.removeprefix('refs/heads/')} in {repo} has commits the bottle's "
+                                      f"does not have: rename or delete it, then stop the bottle again")
+                updates.append(f"update {to}\0{sha}\0{tip.sha}\0")
+        if updates:
+            _host_git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
+    finally:
+        _drop(repo, incoming)
+
+
+def _drop(repo: Path, prefix: str) -> None:
+    listed = _git(repo, "for-each-ref", "--format=delete %(refname)", prefix, check=False)
+    if listed:
+        _git(repo, "update-ref", "--stdin", input=listed.encode(), check=False)
+
+
+def _is_ancestor(repo: Path, old: str, new: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", old, new],
+                          capture_output=True).returncode == 0
+
+
+INERT_MESSAGE = "claude-bottle: names git would take for a repository's, renamed (.from-bottle)"
+
+
+@dataclass(frozen=True)
+class _Tip:
+    sha: str
+    tree: str
+    parent: str
+    ours: bool  # a commit _make_inert made on top of the agent's
+
+
+def _tips(repo: Path, branch_ref: str) -> dict[str, _Tip]:
+    """The results branch and those beside it, in one command: there may be thousands."""
+    # A pattern matches whole folders (a `*` in it does not match a slash): the folder the branch is in.
+    listed = _git(repo, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(tree)%00%(parent)%00"
+                  "%(committername)%00%(subject)", branch_ref.rsplit("/", 1)[0], fs=True)
+    tips = {}
+    for line in listed.splitlines():
+        name, sha, tree, parent, committer, subject = line.split("\0", 5)
+        if name != branch_ref and not name.startswith(branch_ref + "."):
+            continue
+        tips[name] = _Tip(sha, tree, parent, committer == GIT_IDENTITY[0] and subject == INERT_MESSAGE
+                          and " " not in parent)
+    return tips
+
+
+def _holds(tips: Mapping[str, _Tip], ref: str, sha: str | None) -> bool:
+    """A ref of ours that may be set anew: it already holds what is being fetched (a retry), or its tip is
+    the commit _make_inert made on an earlier try (made again after the fetch, on what the agent has now)."""
+    tip = tips.get(ref)
+    return sha is not None and tip is not None and (tip.sha == sha or tip.ours)
+
+
+def _make_inert(repo: Path, refs: Mapping[str, _Tip], start: str) -> dict[str, tuple]:
+    """Put a commit on top of each of `refs` whose tip holds a path git would take for a repository's (see
+    _inert_names; `git status` in such a folder, once checked out, would run what its config says), with
+    those renamed as a folder that comes back would have them, and names of the agent's that would meet
+    ours left out. Made here with a scratch index and no hooks: nothing of the agent's takes part. The
+    agent's own commits below it keep what they hold. Returns Brought's renamed, renamed_as and clashed,
+    each path as `<branch>:<path>`."""
+    start_tree = _git(repo, "rev-parse", "--verify", "-q", f"{start}^{{tree}}", check=False).strip()
+    by_tree: dict[str, tuple[str | None, list, list]] = {}  # branches often share a tree: each is read once
+    renamed, renamed_as, clashed, updates = [], [], [], []
+    name, email = GIT_IDENTITY
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+           "GIT_COMMITTER_EMAIL": email}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ref, found in refs.items():
+            tip, tree = found.sha, found.tree
+            if tree == start_tree:  # the host's own
+                continue
+            if tree not in by_tree:
+                by_tree[tree] = _inert_tree(repo, tree, {**env, "GIT_INDEX_FILE": str(Path(tmp, "index"))})
+            new_tree, moved, left_out = by_tree[tree]
+            if new_tree is None:
+                continue
+            branch = ref.removeprefix("refs/heads/")
+            renamed += [f"{branch}:{path}" for path, _ in moved]
+            renamed_as += [(f"{branch}:{path}", as_) for path, as_ in moved
+                           if as_ != path.rsplit("/", 1)[-1] + RENAMED_SUFFIX]
+            clashed += [f"{branch}:{path}" for path in left_out]
+            commit = _git(repo, "commit-tree", "--no-gpg-sign", new_tree, "-p", tip, "-m", INERT_MESSAGE,
+                          env=env).strip()
+            updates.append(f"update {ref}\0{commit}\0{tip}\0")
+    if updates:  # all or none
+        _git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
+    return {"renamed": tuple(sorted(renamed)), "renamed_as": tuple(sorted(renamed_as)),
+            "clashed": tuple(sorted(clashed))}
+
+
+def _inert_tree(repo: Path, tree: str, env: Mapping[str, str]) -> tuple[str | None, list, list]:
+    """`tree` with what _inert_layout renames renamed and what it leaves out left out (None: nothing to
+    do), with the paths renamed (each with its new name) and those left out."""
+    listed = _git(repo, "ls-tree", "-r", "-z", "--full-tree", tree, fs=True, timeout=step_seconds()).split("\0")
+    entries = [(meta, tuple(path.split("/"))) for meta, _, path in (e.partition("\t") for e in listed if e)]
+    placed, moved = _inert_layout([parts for _, parts in entries])
+    if not moved and all(placed[parts] == parts for _, parts in entries):
+        return None, [], []
+    index = Path(env["GIT_INDEX_FILE"])
+    index.unlink(missing_ok=True)
+    info = b"".join(os.fsencode(f"{meta}\t{'/'.join(placed[parts])}") + b"\0"
+                    for meta, parts in entries if placed[parts] is not None)
+    _git(repo, "update-index", "-z", "--index-info", env=env, input=info)
+    new_tree = _git(repo, "write-tree", env=env).strip()
+    left_out = sorted("/".join(parts) for _, parts in entries if placed[parts] is None)
+    return new_tree, sorted(moved), left_out
 
 
 def _ref(repo: Path, ref: str) -> str:
     return _git(repo, "rev-parse", "--verify", "-q", ref, check=False).strip()
-
-
-def _holds(repo: Path, ref: str, sha: str | None) -> bool:
-    """A ref of ours that already holds what is being fetched (a retry), so it may be set again."""
-    return sha is not None and _ref(repo, ref) == sha
 
 
 # Git on the host reads what the agent made: a time and memory limit, no network, no submodules, so that a
@@ -771,7 +955,7 @@ def _holds(repo: Path, ref: str, sha: str | None) -> bool:
 HOST_GIT_MEMORY = 3 * 2**30
 
 
-def _host_git(repo: Path, *args: str, fd: int | None = None) -> str:
+def _host_git(repo: Path, *args: str, fd: int | None = None, input: bytes | None = None) -> str:
     """git on the host with the limits above; `fd` stays open in it (a bundle read as /proc/self/fd/N)."""
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (HOST_GIT_MEMORY, HOST_GIT_MEMORY))
@@ -780,7 +964,8 @@ def _host_git(repo: Path, *args: str, fd: int | None = None) -> str:
     try:
         out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
                               "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
-                             capture_output=True, env=env, timeout=step_seconds() * 2, preexec_fn=limit_memory,
+                             capture_output=True, input=input, env=env, timeout=step_seconds() * 2,
+                             preexec_fn=limit_memory,
                              pass_fds=() if fd is None else (fd,))
     except subprocess.TimeoutExpired:
         raise WorkNotBack(f"git {' '.join(args[:2])} in {repo} did not finish in time") from None
@@ -798,7 +983,7 @@ def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought
             members = [m for m in tar.getmembers() if "/" in m.name]  # under workspace/
             if _tree_digest(_tar_entries(tar, members)) == ws.digest:
                 return Brought()
-            if ws.results_dir.exists():
+            if os.path.lexists(ws.results_dir):  # a link to nowhere too: mkdir through it would fail at the end
                 raise WorkNotBack(f"{ws.results_dir} already exists: move it away, then stop the bottle again")
             return _extract(tar, members, ws.results_dir)
 
@@ -824,15 +1009,14 @@ def _folded_path(parts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_folded(part) for part in parts)
 
 
-def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
-    """The paths (as parts under workspace/) that would make git take a folder for a repository, each with
+def _inert_names(paths: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Of `paths` (each as its parts), those that would make git take a folder for a repository, each with
     the name it gets instead: every .git, whatever its case, and the HEAD of a folder laid out as a
     repository's own (a HEAD beside objects, refs or commondir), which git uses as one when run inside it."""
     # By folded folder, each folded name with every path spelled so: `.git` and `.GIT` may both be there, and
     # on a host that folds names `Sub/HEAD` and `sub/objects` are in one folder.
     children: dict[tuple[str, ...], dict[str, set[tuple[str, ...]]]] = {}
-    for m in members:
-        parts = PurePosixPath(m.name.split("/", 1)[1]).parts  # as _extract reads it
+    for parts in paths:
         folded = _folded_path(parts)
         for i in range(len(parts)):
             children.setdefault(folded[:i], {}).setdefault(folded[i], set()).add(parts[:i + 1])
@@ -845,6 +1029,31 @@ def _inert_names(members: list[tarfile.TarInfo]) -> dict[tuple[str, ...], str]:
                     inert[path] = _renamed(path[-1], given)
                     given.add(_folded(inert[path]))
     return inert
+
+
+def _inert_layout(paths: list[tuple[str, ...]]
+                  ) -> tuple[dict[tuple[str, ...], tuple[str, ...] | None], set[tuple[str, str]]]:
+    """Where each of `paths` goes so that git takes no folder for a repository (see _inert_names): its new
+    parts, or None for a path the agent named as we name what is renamed (it would meet ours: left out);
+    and each outermost path renamed, with the name it gets."""
+    inert = _inert_names(paths)
+    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
+    placed: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+    renamed = set()
+    for parts in paths:
+        folded = _folded_path(parts)
+        if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+            placed[parts] = None
+            continue
+        names = list(parts)
+        for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
+            if parts[:i + 1] in inert:
+                names[i] = inert[parts[:i + 1]]
+                outermost = ("/".join(parts[:i + 1]), names[i])
+        if names != list(parts):
+            renamed.add(outermost)
+        placed[parts] = tuple(names)
+    return placed, renamed
 
 
 NAME_MAX = 255  # bytes in a name, on Linux and macOS alike
@@ -882,29 +1091,20 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
     a folder beside `dest`, renamed into place at the end, so a failure leaves nothing half made. Returns
     what was left out (and why), and the paths renamed."""
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    skipped, clashed, links, renamed = [], [], [], set()
-    inert = _inert_names(members)
+    skipped, clashed, links = [], [], []
+    placed, renamed = _inert_layout([PurePosixPath(m.name.split("/", 1)[1]).parts for m in members])
     linked = _linked(members)
-    ours = {_folded_path((*path[:-1], name)) for path, name in inert.items()}
     try:
         for m in members:
             rel = m.name.split("/", 1)[1]
             parts = PurePosixPath(rel).parts
-            folded = _folded_path(parts)
             if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
                 skipped.append(rel)
                 continue
-            if any(name == GIT_RENAMED or folded[:i + 1] in ours for i, name in enumerate(folded)):
+            if placed[parts] is None:
                 clashed.append(rel)
                 continue
-            names = list(parts)
-            for i in reversed(range(len(parts))):  # named by the outermost renamed (a .git's HEAD goes too)
-                if parts[:i + 1] in inert:
-                    names[i] = inert[parts[:i + 1]]
-                    outermost = ("/".join(parts[:i + 1]), names[i])
-            if names != list(parts):
-                renamed.add(outermost)
-            target = partial.joinpath(*names)
+            target = partial.joinpath(*placed[parts])
             real = linked.get(id(m), m)  # a hard link arrives as what it is another name of would
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -1002,7 +1202,8 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
     except (ExecTimeout, OutputTooLarge) as e:
         raise BottleError(f"{what}: {e}") from None
     if code != 0:
-        why = "it did not finish in time" if code in (124, 137) else f"exit {code}"
+        why = (f"it did not finish in time; {STEP_SECONDS_VARIABLE} sets the limit, {limit} s"
+               if code in (124, 137) else f"exit {code}")
         raise BottleError(f"{what} failed ({why}): {_tail(err or out.getvalue())}")
     return out.getvalue().decode(errors="replace")
 
@@ -1021,7 +1222,7 @@ def _environment() -> dict[str, str]:
 
 
 def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None, stdout=None,
-         fs: bool = False, timeout: float | None = None) -> str:
+         fs: bool = False, timeout: float | None = None, input: bytes | None = None) -> str:
     """git in a host repository; a failure is a BottleError with git's own words, never a traceback. No
     hooks or fsmonitor run, and a scratch index is never split (which would leave its shared part in the
     repository): nothing but what we ask for happens in the user's repository. With `stdout` (a file),
@@ -1030,7 +1231,7 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
     try:
         out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
-                             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, input=input,
                              env={**_environment(), **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BottleError(f"git {' '.join(args[:2])} in {cwd} did not finish in {timeout:.0f} s (a file git reads "

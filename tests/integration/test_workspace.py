@@ -154,6 +154,98 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "status", "--porcelain"), outer_status)
         self.assertEqual((clone / "lib.py").read_text(), "LIB = 1\n")
 
+    def test_no_branch_tip_holds_a_folder_git_takes_for_a_repository(self):
+        """Found by attacking it: a folder laid out as a repository (committed with `git add`, or the git dir
+        of `git init --separate-git-dir`) came back on the results branch as it was, and the user's first
+        `git status` in it, once checked out, ran the fsmonitor of its config on the host."""
+        marker = Path(self.repo.parent, "ran")
+        b = self.bottle()
+        code, out = b.sh(
+            "cd /workspace && git init -q --bare tools.git && rm -rf tools.git/hooks tools.git/info "
+            "tools.git/description && touch tools.git/objects/.keep tools.git/refs/.keep && "
+            "git config -f tools.git/config core.bare false && git config -f tools.git/config core.worktree .. && "
+            f"git config -f tools.git/config core.fsmonitor 'touch {marker}; false' && git add tools.git && "
+            "git commit -qm tools && git checkout -q -b side && mkdir -p s/Sub && cp tools.git/HEAD s/Sub/HEAD && "
+            "mkdir -p s/sub/refs && touch s/sub/refs/.keep && echo agents > s/sub/HEAD.from-bottle && "
+            "git add s && git commit -qm side && git checkout -q - && "
+            "mkdir x && git init -q --separate-git-dir=x/gd x && touch x/gd/objects/.keep x/gd/refs/.keep && "
+            f"git config -f x/gd/config core.fsmonitor 'touch {marker}; false'")  # left uncommitted
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        branch = f"bottle/default/{b.name}"
+        self.assertEqual(brought.branch, branch)
+        self.assertEqual(brought.extra, (f"{branch}.side",))
+        self.assertEqual(brought.renamed, (f"{branch}.side:s/Sub/HEAD", f"{branch}.side:tools.git/HEAD",
+                                           f"{branch}:tools.git/HEAD", f"{branch}:x/gd/HEAD"))
+        self.assertEqual(brought.clashed, (f"{branch}.side:s/sub/HEAD.from-bottle",))
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", branch),
+                         "claude-bottle: names git would take for a repository's, renamed (.from-bottle)\n")
+        self.assertIn("fsmonitor", git(self.repo, "show", f"{branch}:tools.git/config"))
+        self.assertEqual(git(self.repo, "show", f"{branch}:tools.git/HEAD.from-bottle"),
+                         git(self.repo, "show", f"{branch}~1:tools.git/HEAD"))  # the agent's commit, as it was
+        for tip in (branch, f"{branch}.side"):
+            checkout = Path(self.repo.parent, "checkout")
+            git(self.repo, "worktree", "add", "-q", "--detach", str(checkout), tip)
+            for folder in [checkout / "tools.git", checkout / "x" / "gd", checkout / "s" / "Sub", checkout / "s" / "sub"]:
+                if folder.is_dir():
+                    out = subprocess.run(["git", "-C", str(folder), "status", "--porcelain"], capture_output=True,
+                                         text=True, timeout=60)
+                    self.assertEqual(out.stdout, "", folder)  # the host's own repository's, and clean
+            git(self.repo, "worktree", "remove", "--force", str(checkout))
+        self.assertFalse(marker.exists())
+        self.assertHostUntouched()
+        # A second bring_back (a `stop` run again) ends the same.
+        again = self.bring_back(b)
+        self.assertEqual((again.branch, again.renamed), (brought.branch, brought.renamed))
+        self.assertEqual(git(self.repo, "rev-list", "--count", f"{branch}~1..{branch}"), "1\n")
+
+    def test_an_unborn_branch_and_thousands_of_branches_still_bring_the_work_back(self):
+        """Found by attacking it: an orphan branch (`git checkout --orphan`) made every `stop` fail (no usable
+        HEAD), and 4,000 branches did too (argument list too long)."""
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && echo c > c.txt && git add c.txt && git commit -qm c && "
+                         "for i in $(seq 4000); do echo \"create refs/heads/many/branch-number-$i HEAD\"; done | "
+                         "git update-ref --stdin && git checkout -q --orphan pages && echo p > page.html")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        branch = f"bottle/default/{b.name}"
+        self.assertEqual(brought.branch, branch)
+        self.assertEqual(git(self.repo, "show", f"{branch}:page.html"), "p\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}:c.txt"), "c\n")
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"{branch}~1"), "c\n")  # on the agent's branch
+        self.assertEqual(len(brought.extra), 4000)
+        self.assertEqual(git(self.repo, "show", f"{branch}.many/branch-number-4000:c.txt"), "c\n")
+        again = self.bring_back(b)  # run again, as after a failure: the same, no second commit
+        self.assertEqual(git(self.repo, "rev-list", "--count", f"main..{branch}"), "3\n")
+        self.assertEqual(again.branch, branch)
+        self.assertHostUntouched()
+
+    def test_a_repository_made_anew_without_a_commit_brings_the_work_back(self):
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && rm -rf .git && git init -q && echo n > new.txt")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:new.txt"), "n\n")
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}:app.py"), "print('v2, not committed')\n")
+        self.assertEqual(self.bring_back(b).branch, brought.branch)  # again: the same
+        self.assertHostUntouched()
+
+    def test_a_submodule_the_agent_made_comes_back_with_its_commits(self):
+        """Found by attacking it: the commits of a submodule the agent made in the bottle (`git submodule add`
+        of a repository in the workspace) were lost without a word: the branch named a commit that exists
+        nowhere on the host."""
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && mkdir lib && cd lib && git init -q && echo l > l.txt && git add l.txt && "
+                         "git -c user.name=a -c user.email=a@b commit -qm lib && cd .. && "
+                         "git -c protocol.file.allow=always submodule add -q ./lib lib && git commit -qm 'add lib'")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        gitlink = git(self.repo, "rev-parse", f"{brought.branch}:lib").strip()
+        self.assertEqual(git(self.repo, "cat-file", "-t", gitlink), "commit\n")
+        self.assertEqual(brought.extra, (f"{brought.branch}.submodule.{gitlink[:12]}",))
+        self.assertEqual(git(self.repo, "show", f"{brought.extra[0]}:l.txt"), "l\n")
+        self.assertHostUntouched()
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)

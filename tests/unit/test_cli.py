@@ -213,6 +213,26 @@ class ResultsReportTest(unittest.TestCase):
                       "could take for another's): .git", out)
         self.assertIn(" as .git~0123.from-bottle\n", out)
 
+    def test_names_renamed_on_a_branch_are_named(self):
+        """Found by attacking it: a folder laid out as a repository came back on the results branch, and
+        nothing said so."""
+        import contextlib
+        import io
+
+        from claude_bottle import session, workspace
+
+        ws = workspace.Workspace(Path("/w/repo"), Path("/w/repo"), "bottle/a/b-1")
+        brought = workspace.Brought(branch="bottle/a/b-1", commits=1, renamed=("bottle/a/b-1:tools.git/HEAD",),
+                                    clashed=("bottle/a/b-1:tools.git/HEAD.from-bottle",))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            cli._report(session.Ended("b-1", brought, ws))
+        out = err.getvalue()
+        self.assertIn("is renamed with .from-bottle after its name in a commit of ours on top", out)
+        self.assertIn("the agent's own commits below it hold them as they were): bottle/a/b-1:tools.git/HEAD\n", out)
+        self.assertIn("would meet those given to what was renamed (above): bottle/a/b-1:tools.git/HEAD.from-bottle\n",
+                      out)
+
 
 class ReadmeTest(unittest.TestCase):
     """The README's manifest example is valid against the published schema, and it shows every command and
