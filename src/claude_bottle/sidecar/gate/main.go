@@ -1,8 +1,10 @@
 // Command gate is the entry point of a bottle's sidecar: the only process the bottle can reach.
 //
 // At start it reads its configuration on stdin (never from a file Docker keeps), makes the bottle's own
-// certificate authority, writes pipelock's configuration into its tmpfs, starts pipelock, and listens on
-// the Unix socket the bottle's proxy port leads to. Each connection from the bottle goes one of two ways:
+// certificate authority, writes pipelock's configuration into its tmpfs, starts pipelock, and accepts the
+// bottle's connections on its proxy port, whose socket bottle-init hands over (handoff.go), and on a Unix
+// socket in the proxy folder (for a bottle that could not hand one over). Each connection from the bottle
+// goes one of two ways:
 //
 //   - to Claude Code's API (and the gateway ANTHROPIC_BASE_URL names): the gate ends the bottle's TLS
 //     with the bottle's CA, puts the user's real token where the bottle's placeholder was (only for hosts
@@ -150,6 +152,15 @@ func run() error {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return err
 	}
+	// Open before anything slow: bottle-init, starting beside the sidecar, hands its port over here.
+	handoff := filepath.Join(cfg.ProxyDir, handoffName)
+	handed, err := listenForHandoff(handoff)
+	if err != nil {
+		return fmt.Errorf("opening the handoff socket: %v", err)
+	}
+	if err := os.Chmod(handoff, 0o666); err != nil {
+		return err
+	}
 	authority, err := newAuthority()
 	if err != nil {
 		return fmt.Errorf("making the bottle's certificate authority: %v", err)
@@ -177,7 +188,7 @@ func run() error {
 		return err
 	}
 	for name, text := range cfg.Files {
-		if name != filepath.Base(name) || name == "proxy.sock" || name == "bundle.pem" || strings.HasPrefix(name, ".") {
+		if name != filepath.Base(name) || name == "proxy.sock" || name == handoffName || name == "bundle.pem" || strings.HasPrefix(name, ".") {
 			return fmt.Errorf("not a file name for the bottle: %q", name)
 		}
 		if err := writeFile(filepath.Join(cfg.ProxyDir, name), []byte(text), 0o644); err != nil {
@@ -224,6 +235,11 @@ func run() error {
 	roots.AppendCertsFromPEM(upstream)
 	gate := newGate(&cfg, authority, counter, roots)
 	go gate.serve(listener)
+	go func() {
+		for l := range handed {
+			gate.serve(l)
+		}
+	}()
 
 	fmt.Println("ready") // the CLI waits for this line; nothing else is ever written here
 	os.Stdout.Close()
