@@ -255,9 +255,9 @@ def trust_environment() -> dict[str, str]:
 
 
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
-    """The bottle: no network, no capabilities, no privilege gain, and a loopback port
-    forwarded to the sidecar's socket. Its main process (bottle-init) unpacks what it is given on
-    stdin at start, then is that forwarder."""
+    """The bottle: no network, no capabilities, no privilege gain, and a loopback port the sidecar's gate
+    accepts on. Its main process (bottle-init) unpacks what it is given on stdin at start, then hands that
+    port's listening socket to the gate, over the handoff socket beside the sidecar's."""
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,

@@ -430,6 +430,36 @@ LISTENER_REPLY = "reply-from-the-sidecar-side"
 STANDIN_PORT = 8888  # where the stand-in sidecar also answers on its network address
 
 
+# What the stand-in does with the bottle's proxy port, as the gate does (handoff.go): takes its listening
+# socket over handoff.sock, once, removes that socket, and answers on the port.
+STANDIN_HANDOFF = """
+import os, socket, sys, threading
+path, reply = sys.argv[1], f"HTTP/1.0 200 OK\\n\\n{sys.argv[2]}\\n".encode()
+handoff = socket.socket(socket.AF_UNIX)
+handoff.bind(path)
+os.chmod(path, 0o666)
+handoff.listen(1)
+conn, _ = handoff.accept()
+_, fds, _, _ = socket.recv_fds(conn, 16, 4)
+conn.sendall(b"ok\\n")
+conn.close(), handoff.close(), os.unlink(path)
+listener = socket.socket(fileno=fds[0])
+
+def answer(c):
+    c.sendall(reply)
+    c.shutdown(socket.SHUT_WR)
+    c.settimeout(5)
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+
+while True:
+    threading.Thread(target=answer, args=(listener.accept()[0],), daemon=True).start()
+"""
+
 # The bottle, its sidecar and the proxy volume between them (the egress network is shared, not the bottle's).
 OBJECTS_PER_BOTTLE = 3
 
@@ -469,7 +499,9 @@ class TestBottle:
                 user="1000:1000", network_mode=network,
                 volumes=((n.proxy_volume, bottle.PROXY_DIR, False),),
                 command=("sh", "-c", f"socat TCP-LISTEN:{STANDIN_PORT},fork,reuseaddr '{reply}' & "
-                                     f"exec socat UNIX-LISTEN:{bottle.PROXY_SOCKET},fork,mode=666 '{reply}'"))
+                                     f"socat UNIX-LISTEN:{bottle.PROXY_SOCKET},fork,mode=666 '{reply}' & "
+                                     'exec python3 -I -c "$1" "$2" "$3"', "sh", STANDIN_HANDOFF,
+                         str(Path(bottle.PROXY_DIR, "handoff.sock")), LISTENER_REPLY))
             e.create_container(standin)
             e.start_container(n.sidecar)
             spec = bottle.bottle_container(self.plan, owner)

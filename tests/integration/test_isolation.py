@@ -321,6 +321,37 @@ class ReachTest:
         self.assertEqual(reached[:len(targets)], [True] * len(targets))
         self.assertEqual(dict(zip(ports, reached[len(targets):])), dict.fromkeys(ports, False))
 
+    def test_the_proxy_port_is_the_sidecars_and_no_one_can_take_it(self):
+        """bottle-init handed the port's listening socket to the gate (no relay runs in the bottle); its handoff
+        socket is gone, so the agent cannot hand over one of its own, and it cannot take the port either."""
+        out = self.sh("ps -eo comm=; python3 -I - <<'EOF'\n"
+                      "import os, socket\n"
+                      "for reuseport in (False, True):\n"
+                      "    s = socket.socket()\n"
+                      "    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                      "    if reuseport:\n"
+                      "        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+                      "    try:\n"
+                      f"        s.bind(('127.0.0.1', {bottle.PROXY_PORT})); s.listen(); print('TOOK-THE-PORT')\n"
+                      "    except OSError as e:\n"
+                      "        print('port', e.errno)\n"
+                      "mine = socket.socket(); mine.bind(('127.0.0.1', 0)); mine.listen()\n"
+                      "h = socket.socket(socket.AF_UNIX)\n"
+                      "try:\n"
+                      f"    h.connect('{bottle.PROXY_DIR}/handoff.sock')\n"
+                      "    socket.send_fds(h, [b'h'], [mine.fileno()]); print('HANDED', h.recv(100))\n"
+                      "except OSError as e:\n"
+                      "    print('handoff', type(e).__name__)\n"
+                      f"print(*sorted(os.listdir('{bottle.PROXY_DIR}')))\n"
+                      "EOF")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = out.stdout.splitlines()
+        self.assertNotIn("socat", [c.strip() for c in lines[:-4]])
+        self.assertEqual(lines[-4:-1], ["port 98", "port 98", "handoff FileNotFoundError"])  # EADDRINUSE
+        self.assertNotIn("handoff.sock", lines[-1].split())
+        self.assertIn("proxy.sock", lines[-1].split())  # control: the listing is the proxy folder's
+        self.assertTrue(self.sh("curl -s -o /dev/null --max-time 30 https://pypi.org/simple/").returncode == 0)
+
     def test_the_agent_cannot_gain_privileges_or_open_the_network(self):
         out = self.sh("iptables -P OUTPUT ACCEPT 2>/dev/null; iptables -F OUTPUT 2>/dev/null; "
                       "ip link set lo down 2>/dev/null; sudo -n true 2>/dev/null && echo SUDO; "
