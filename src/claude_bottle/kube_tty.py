@@ -18,12 +18,6 @@ def main(argv: list[str]) -> int:
     from .errors import BottleError
 
     name, workdir, command = argv[0], argv[1], argv[2:]
-    try:
-        cluster = runtime.connect()
-        ws = cluster._open_exec(name, command, workdir, stdin=True, tty=True)
-    except BottleError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return e.exit_code
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd) if os.isatty(fd) else None
     resized = [True]
@@ -33,9 +27,14 @@ def main(argv: list[str]) -> int:
         resized[0] = True
 
     signal.signal(signal.SIGWINCH, on_resize)
+    # Raw before anything slow: opening the exec takes a while on a busy cluster, and keys typed meanwhile
+    # must wait for the pod (not be echoed here), and Ctrl-C be a key for it (not a signal that kills this).
+    if saved is not None:
+        tty.setraw(fd)
+    ws, failed = None, None
     try:
-        if saved is not None:
-            tty.setraw(fd)
+        cluster = runtime.connect()
+        ws = cluster._open_exec(name, command, workdir, stdin=True, tty=True)
         while ws.is_open():
             if resized[0] and saved is not None:
                 resized[0] = False
@@ -58,12 +57,14 @@ def main(argv: list[str]) -> int:
             os.write(1, out)
         return kube._exit_status(ws)
     except BottleError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return e.exit_code
+        failed = e
     finally:
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        ws.close()
+        if ws is not None:
+            ws.close()
+    print(f"Error: {failed}", file=sys.stderr)  # once the terminal is itself again
+    return failed.exit_code
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ def run(cmd: Sequence[str]) -> int:
     the user's keys to it and its screen, filtered, back; follow resizes. Returns its exit status. The
     caller puts the user's terminal back afterwards (terminal.restored)."""
     master, slave = pty.openpty()
+    # Raw from the start: the program (the docker CLI, or the Kubernetes exec still connecting) puts it in raw
+    # mode only once it runs; keys typed before that must wait for the bottle as keys, not be echoed here
+    # or be Ctrl-C and Ctrl-\ signals that kill it.
+    tty.setraw(slave)
     _copy_size(sys.stdin.fileno(), master)
 
     def controlling_terminal():  # so that a resize of the pty signals the docker CLI, which passes it on

@@ -64,3 +64,53 @@ class RelayVisibleTest(unittest.TestCase):
         terminal.relay_visible({proc.stdout: out, None: None})
         proc.wait()
         self.assertEqual(out.getvalue(), "a\\x1b]52;c;eA==\\x07b é\n")
+
+
+class RunTest(unittest.TestCase):
+    """screen.run between the user's terminal (a pseudo-terminal of the test's) and a program that is slow
+    to start, as `docker exec -t` and the Kubernetes exec are."""
+
+    # Reads its terminal only after a while, as a program still connecting does, and writes what came.
+    SLOW = ("import os, sys, time, select\n"
+            "time.sleep(0.8)\n"
+            "got = b''\n"
+            "while select.select([0], [], [], 0.3)[0]:\n"
+            "    got += os.read(0, 100)\n"
+            "open(sys.argv[1], 'w').write(got.hex())\n")
+
+    def test_keys_typed_before_the_program_is_ready_reach_it_as_keys(self):
+        """Before, the pseudo-terminal was in line mode until the program changed it: keys typed meanwhile were
+        echoed, held for a whole line, and Ctrl-C or Ctrl-\\ killed the program (an `attach` on a busy
+        cluster ended in a traceback)."""
+        import pty
+        import tempfile
+        import time
+
+        from claude_bottle import screen
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = os.path.join(tmp, "got")
+            pid, master = pty.fork()
+            if pid == 0:  # the user's side: its terminal is the pty
+                code = 99
+                try:
+                    code = screen.run([sys.executable, "-c", self.SLOW, result])
+                finally:
+                    os._exit(code & 0xFF)
+            time.sleep(0.3)
+            os.write(master, b"ab\x03\x1ccd")
+            shown = b""
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            _, status = os.waitpid(pid, 0)
+            os.close(master)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0, shown)
+            with open(result) as f:
+                self.assertEqual(bytes.fromhex(f.read()), b"ab\x03\x1ccd")
+            self.assertNotIn(b"ab", shown)  # not echoed by the pty
