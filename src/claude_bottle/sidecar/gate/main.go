@@ -2,9 +2,9 @@
 //
 // At start it reads its configuration on stdin (never from a file Docker keeps), makes the bottle's own
 // certificate authority, writes pipelock's configuration into its tmpfs, starts pipelock, and accepts the
-// bottle's connections on its proxy port, whose socket bottle-init hands over (handoff.go), and on a Unix
-// socket in the proxy folder (for a bottle that could not hand one over). Each connection from the bottle
-// goes one of two ways:
+// bottle's connections on its proxy port, whose socket bottle-init hands over (handoff.go), and on
+// proxy.sock in the proxy folder, the way in before the handoff, which nothing in the bottle uses now.
+// Each connection from the bottle goes one of two ways:
 //
 //   - to Claude Code's API (and the gateway ANTHROPIC_BASE_URL names): the gate ends the bottle's TLS
 //     with the bottle's CA, puts the user's real token where the bottle's placeholder was (only for hosts
