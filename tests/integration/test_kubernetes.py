@@ -156,7 +156,9 @@ class KubernetesTest(unittest.TestCase):
         running = self.sh("pgrep -fc '^claude --dangerously-skip-permissions'").stdout.strip()
         self.assertEqual(running, "1")
         term = Terminal(argv, rows=30, cols=100, env=environment(self.env), cwd=str(self.home))
-        time.sleep(3)
+        # Typed only once Claude's screen is back: keys typed before the attach has connected belong to the
+        # user's own terminal (a busy cluster took more than the 3 s this test used to wait).
+        term.read_until(lambda s: "bypasspermissionson" in s.replace(" ", ""), timeout=120)
         term.type(b"zebra42")
         term.read_until(lambda s: "zebra42" in "".join(s.split()), timeout=60)
         term.type(b"\x15")  # clear the typed line, then quit Claude
