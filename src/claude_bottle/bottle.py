@@ -32,7 +32,7 @@ CLAUDE_TOKEN_VARIABLE = "CLAUDE_CODE_OAUTH_TOKEN"
 
 
 PROXY_DIR = sidecar.PROXY_DIR
-PROXY_SOCKET = f"{PROXY_DIR}/proxy.sock"
+PROXY_HANDOFF = f"{PROXY_DIR}/handoff.sock"  # where the gate takes the proxy port, once
 SECRETS_DIR = "/run/claude-bottle/secrets"
 PROXY_PORT = 3128  # on the bottle's loopback
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
@@ -257,11 +257,11 @@ def trust_environment() -> dict[str, str]:
 def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     """The bottle: no network, no capabilities, no privilege gain, and a loopback port the sidecar's gate
     accepts on. Its main process (bottle-init) unpacks what it is given on stdin at start, then hands that
-    port's listening socket to the gate, over the handoff socket beside the sidecar's."""
+    port's listening socket to the gate, over the gate's handoff socket in the proxy folder."""
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,
-        command=("bottle-init", str(PROXY_PORT), PROXY_SOCKET),
+        command=("bottle-init", str(PROXY_PORT), PROXY_HANDOFF),
         # The workspace's way back, so that any process (`stop`, a later `start`) can bring the work back.
         labels=labels(plan, "bottle", owner) | workspace.labels(plan.workspace),
         user=f"{image.BOTTLE_UID}:{image.BOTTLE_UID}",

@@ -460,14 +460,17 @@ while True:
     threading.Thread(target=answer, args=(listener.accept()[0],), daemon=True).start()
 """
 
+# A file the stand-in sidecar leaves in its proxy folder, named after it: what each bottle may see there.
+STANDIN_MARK = "standin-"
+
 # The bottle, its sidecar and the proxy volume between them (the egress network is shared, not the bottle's).
 OBJECTS_PER_BOTTLE = 3
 
 
 class TestBottle:
     """One bottle as the product builds it: the proxy volume and the bottle container, with a stand-in for its
-    sidecar on the shared egress network (the bottle image running socat, answering on the proxy socket and
-    on its network address). Everything labelled, removed by cleanup.remove."""
+    sidecar on the shared egress network (the bottle image taking the proxy port over the handoff socket, as
+    the gate does, and answering on it and, with socat, on its network address). Everything labelled, removed by cleanup.remove."""
 
     def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None,
                  workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None,
@@ -499,9 +502,9 @@ class TestBottle:
                 user="1000:1000", network_mode=network,
                 volumes=((n.proxy_volume, bottle.PROXY_DIR, False),),
                 command=("sh", "-c", f"socat TCP-LISTEN:{STANDIN_PORT},fork,reuseaddr '{reply}' & "
-                                     f"socat UNIX-LISTEN:{bottle.PROXY_SOCKET},fork,mode=666 '{reply}' & "
+                                     f"touch {bottle.PROXY_DIR}/{STANDIN_MARK}{n.sidecar} && "
                                      'exec python3 -I -c "$1" "$2" "$3"', "sh", STANDIN_HANDOFF,
-                         str(Path(bottle.PROXY_DIR, "handoff.sock")), LISTENER_REPLY))
+                         bottle.PROXY_HANDOFF, LISTENER_REPLY))
             e.create_container(standin)
             e.start_container(n.sidecar)
             spec = bottle.bottle_container(self.plan, owner)

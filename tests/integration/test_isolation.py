@@ -1,4 +1,5 @@
-"""From inside a real bottle container: the proxy socket is the only way out, and secrets stay off disk.
+"""From inside a real bottle container: the proxy port the sidecar holds is the only way out, and secrets
+stay off disk.
 
 The sidecar here is a plain listener on the shared egress network, standing where
 the gate and pipelock run (test_sidecar attacks the real ones); what is under
@@ -127,7 +128,7 @@ class IsolationTest(support.IntegrationTest):
         self.assertNotEqual(code, 0)
         self.assertNotIn(support.LISTENER_REPLY, out)
         code, out = self.a.sh(f"ls {bottle.PROXY_DIR}")
-        self.assertEqual(out.split(), ["proxy.sock"])  # its own socket only
+        self.assertEqual(out.split(), [support.STANDIN_MARK + self.a.plan.names.sidecar])  # its own sidecar's only
 
     def test_bottle_container_is_hardened(self):
         info = support.sdk().api.inspect_container(self.a.plan.names.container)
@@ -349,7 +350,8 @@ class ReachTest:
         self.assertNotIn("socat", [c.strip() for c in lines[:-4]])
         self.assertEqual(lines[-4:-1], ["port 98", "port 98", "handoff FileNotFoundError"])  # EADDRINUSE
         self.assertNotIn("handoff.sock", lines[-1].split())
-        self.assertIn("proxy.sock", lines[-1].split())  # control: the listing is the proxy folder's
+        self.assertNotIn("proxy.sock", lines[-1].split())  # the way in before the handoff is gone too
+        self.assertIn("bundle.pem", lines[-1].split())  # control: the listing is the proxy folder's
         self.assertTrue(self.sh("curl -s -o /dev/null --max-time 30 https://pypi.org/simple/").returncode == 0)
 
     def test_the_agent_cannot_gain_privileges_or_open_the_network(self):

@@ -41,7 +41,7 @@ class BottleContainerTest(unittest.TestCase):
         self.assertEqual(spec.name, n.container)
         self.assertEqual(spec.api_body(), {
             "Image": plan.image.tag,
-            "Cmd": ["bottle-init", "3128", "/run/claude-bottle/proxy/proxy.sock"],
+            "Cmd": ["bottle-init", "3128", "/run/claude-bottle/proxy/handoff.sock"],
             "Labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
                        "org.claude-bottle.config": "dev",
                        "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2",

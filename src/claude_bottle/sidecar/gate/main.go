@@ -2,8 +2,8 @@
 //
 // At start it reads its configuration on stdin (never from a file Docker keeps), makes the bottle's own
 // certificate authority, writes pipelock's configuration into its tmpfs, starts pipelock, and accepts the
-// bottle's connections on its proxy port, whose socket bottle-init hands over (handoff.go), and on
-// proxy.sock in the proxy folder, the way in before the handoff, which nothing in the bottle uses now.
+// bottle's connections on its proxy port, whose socket bottle-init hands over (handoff.go): the bottle has
+// no other way to it.
 // Each connection from the bottle goes one of two ways:
 //
 //   - to Claude Code's API (and the gateway ANTHROPIC_BASE_URL names): the gate ends the bottle's TLS
@@ -188,7 +188,7 @@ func run() error {
 		return err
 	}
 	for name, text := range cfg.Files {
-		if name != filepath.Base(name) || name == "proxy.sock" || name == handoffName || name == "bundle.pem" || strings.HasPrefix(name, ".") {
+		if name != filepath.Base(name) || name == handoffName || name == "bundle.pem" || strings.HasPrefix(name, ".") {
 			return fmt.Errorf("not a file name for the bottle: %q", name)
 		}
 		if err := writeFile(filepath.Join(cfg.ProxyDir, name), []byte(text), 0o644); err != nil {
@@ -222,19 +222,9 @@ func run() error {
 		}
 	}
 
-	socket := filepath.Join(cfg.ProxyDir, "proxy.sock")
-	os.Remove(socket)
-	listener, err := net.Listen("unix", socket)
-	if err != nil {
-		return err
-	}
-	if err := os.Chmod(socket, 0o666); err != nil {
-		return err
-	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(upstream)
 	gate := newGate(&cfg, authority, counter, roots)
-	go gate.serve(listener)
 	go func() {
 		for l := range handed {
 			gate.serve(l)
