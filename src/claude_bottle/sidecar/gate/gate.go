@@ -30,6 +30,10 @@ type gate struct {
 	passthrough []string                  // hosts pipelock does not look inside: the gate does not either
 	direct      *http.Transport           // to a plain-HTTP gateway ANTHROPIC_BASE_URL names
 	plain       http.Handler              // forwards any other plain-HTTP request through pipelock, once read
+
+	pipelock  string // where inspected tunnels are opened: pipelockAddr (a test's stand-in otherwise)
+	tunnelsMu sync.Mutex
+	tunnels   map[string]*tunnels // by inspected target (host:port): its tunnels through pipelock
 }
 
 func (cfg *Config) scanned() []string {
@@ -41,7 +45,8 @@ func (cfg *Config) scanned() []string {
 
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
-		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.scanned()), passthrough: cfg.Passthrough}
+		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.scanned()), passthrough: cfg.Passthrough,
+		pipelock: pipelockAddr, tunnels: map[string]*tunnels{}}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -60,7 +65,7 @@ func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate 
 	if a != nil {
 		inspectRoots.AppendCertsFromPEM(a.certPEM)
 	}
-	g.inspectTLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: inspectRoots, NextProtos: []string{"http/1.1"}}
+	g.inspectTLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: inspectRoots, NextProtos: []string{"h2", "http/1.1"}}
 	// pipelock would rightly block a request that carries the user's token in the clear, and would judge
 	// the conversation's body by DLP, so a plain-HTTP gateway ANTHROPIC_BASE_URL names is reached
 	// directly, and only it.
@@ -155,22 +160,25 @@ func (g *gate) handle(conn net.Conn) {
 	}
 	if judge == pipelockAddr && !matchesHost(host, g.passthrough) {
 		// Inspected HTTPS: pipelock judges the target first (its refusal goes back as it is); then the gate
-		// ends the TLS and reads each request itself, and sends it on through that tunnel, where pipelock
-		// reads it too, to the target and nowhere else.
-		tunnel, refusal, err := g.dialInspected(target)
-		if err != nil {
-			refuse(conn, "the sidecar's proxy is not answering: "+err.Error())
-			return
-		}
-		if refusal != nil {
-			refusal.Write(conn)
-			conn.Close()
-			return
+		// ends the TLS and reads each request itself, and sends it on through a tunnel to that target, where
+		// pipelock reads it too, to the target and nowhere else. The tunnels stay open for the bottle's next
+		// connections to the same target (pipelock has judged it), each request still read by both.
+		t := g.tunnelsTo(target)
+		if !t.judged() {
+			tunnel, refusal, err := g.dialInspected(target)
+			if err != nil {
+				refuse(conn, "the sidecar's proxy is not answering: "+err.Error())
+				return
+			}
+			if refusal != nil {
+				refusal.Write(conn)
+				conn.Close()
+				return
+			}
+			t.offer(tunnel)
 		}
 		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
-		forward := g.inspector(target, tunnel)
-		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), forward)
-		forward.close()
+		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), t.handler)
 		return
 	}
 	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
@@ -417,7 +425,7 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 // dialInspected opens a tunnel through pipelock to target (host:port) and speaks TLS in it; if pipelock
 // refuses, its answer is returned instead.
 func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
-	conn, err := net.DialTimeout("tcp", pipelockAddr, 10*time.Second)
+	conn, err := net.DialTimeout("tcp", g.pipelock, 10*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -449,23 +457,83 @@ func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
 	return tlsConn, nil, nil
 }
 
-// inspection forwards the requests of one inspected HTTPS tunnel, once read; close ends its tunnels.
-type inspection struct {
-	http.Handler
-	close func()
+// tunnels are the gate's tunnels through pipelock to one inspected target, shared by all of the bottle's
+// connections to it (a sidecar serves one bottle). Over HTTP/2, which pipelock speaks once it has ended the
+// TLS, one tunnel carries every request at once; a new connection from the bottle then costs no CONNECT and
+// no TLS handshake with pipelock.
+type tunnels struct {
+	handler   http.Handler
+	transport *http.Transport
+	mu        sync.Mutex
+	spare     net.Conn // a tunnel pipelock opened to judge the target, for the transport's next dial
+	opened    bool     // pipelock has let a tunnel to the target through
 }
 
-// inspector forwards the requests of one inspected HTTPS tunnel to target (host:port): over `first` (the
-// tunnel pipelock opened for it), then over new ones if the server closes it.
-func (g *gate) inspector(target string, first net.Conn) inspection {
-	var mu sync.Mutex
-	transport := &http.Transport{
+const (
+	// How long a tunnel opened to judge a target waits for the first request: a bottle that connects and
+	// never sends one does not keep it.
+	spareTunnelLife = 30 * time.Second
+	// Targets whose tunnels are kept at once: past that (an agent walking a wildcard domain's names), the
+	// gate lets the idle ones go and starts over; connections in progress keep theirs.
+	keptTargets = 256
+)
+
+func (g *gate) tunnelsTo(target string) *tunnels {
+	g.tunnelsMu.Lock()
+	defer g.tunnelsMu.Unlock()
+	if t, ok := g.tunnels[target]; ok {
+		return t
+	}
+	if len(g.tunnels) >= keptTargets {
+		for _, old := range g.tunnels {
+			old.transport.CloseIdleConnections()
+		}
+		g.tunnels = map[string]*tunnels{}
+	}
+	t := g.newTunnels(target)
+	g.tunnels[target] = t
+	return t
+}
+
+func (t *tunnels) judged() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.opened
+}
+
+// offer keeps `conn` (a tunnel just opened, which judged the target) for the next dial; one is enough.
+func (t *tunnels) offer(conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.opened = true
+	if t.spare != nil {
+		conn.Close()
+		return
+	}
+	t.spare = conn
+	time.AfterFunc(spareTunnelLife, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.spare == conn {
+			t.spare = nil
+			conn.Close()
+		}
+	})
+}
+
+func (t *tunnels) takeSpare() net.Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conn := t.spare
+	t.spare = nil
+	return conn
+}
+
+func (g *gate) newTunnels(target string) *tunnels {
+	t := &tunnels{}
+	t.transport = &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			mu.Lock()
-			conn := first
-			first = nil
-			mu.Unlock()
-			if conn != nil {
+			if conn := t.takeSpare(); conn != nil {
 				return conn, nil
 			}
 			conn, refused, err := g.dialInspected(target)
@@ -474,22 +542,16 @@ func (g *gate) inspector(target string, first net.Conn) inspection {
 			}
 			return conn, err
 		},
+		ForceAttemptHTTP2:   true, // the tunnels' TLS offers h2 (inspectTLS); HTTP/1.1 if pipelock would not
 		DisableCompression:  true,
-		MaxIdleConnsPerHost: 1,
+		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}
 	// As a client names it: the Host header carries no default port.
 	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: strings.TrimSuffix(target, ":443")})
-	proxy.Transport = transport
-	return inspection{g.scanned(proxy, hostOf(target)), func() {
-		mu.Lock()
-		if first != nil {
-			first.Close() // the bottle never sent a request
-			first = nil
-		}
-		mu.Unlock()
-		transport.CloseIdleConnections()
-	}}
+	proxy.Transport = t.transport
+	t.handler = g.scanned(proxy, hostOf(target))
+	return t
 }
 
 // scanned refuses a request that carries a secret of the bottle's, reading its body as it goes on.

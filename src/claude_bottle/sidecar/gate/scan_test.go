@@ -215,8 +215,7 @@ func TestAPlainRequestWithASecretIsRefusedAndItsTrailersDropped(t *testing.T) {
 func TestARefusalInATunnelIsReportedUnderTheTunnelsTarget(t *testing.T) {
 	counter := newCounter([]string{testSecret})
 	g := newGate(&Config{Secrets: []string{testSecret}}, nil, counter, nil)
-	forward := g.inspector("pypi.org:443", nil)
-	defer forward.close()
+	forward := g.tunnelsTo("pypi.org:443").handler
 	// The request names another host; inside a tunnel to pypi.org it could only go to pypi.org.
 	r := httptest.NewRequest("GET", "https://api.anthropic.com/x?k="+testSecret, nil)
 	w := httptest.NewRecorder()
