@@ -34,6 +34,7 @@ type gate struct {
 	pipelock  string // where inspected tunnels are opened: pipelockAddr (a test's stand-in otherwise)
 	tunnelsMu sync.Mutex
 	tunnels   map[string]*tunnels // by inspected target (host:port): its tunnels through pipelock
+	inFlight  chan struct{}       // a slot per inspected request under way (inspectedInFlight)
 }
 
 func (cfg *Config) scanned() []string {
@@ -46,7 +47,7 @@ func (cfg *Config) scanned() []string {
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
 		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.scanned()), passthrough: cfg.Passthrough,
-		pipelock: pipelockAddr, tunnels: map[string]*tunnels{}}
+		pipelock: pipelockAddr, tunnels: map[string]*tunnels{}, inFlight: make(chan struct{}, inspectedInFlight)}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -176,6 +177,7 @@ func (g *gate) handle(conn net.Conn) {
 				return
 			}
 			t.offer(tunnel)
+			defer t.drop(tunnel) // a connection that sends nothing does not leave its tunnel behind
 		}
 		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
 		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), t.handler)
@@ -303,11 +305,18 @@ func (g *gate) forwardPlain(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "claude-bottle: "+why, http.StatusBadRequest)
 		return
 	}
-	host, port := r.URL.Hostname(), r.URL.Port()
+	port := r.URL.Port()
 	if port == "" {
 		port = "80"
 	}
-	why := g.portRefused(strings.ToLower(host), port)
+	// Judged, and sent on to pipelock, in one spelling, as a CONNECT target is ("name.", "NAME").
+	host, port, ok := canonicalTarget(net.JoinHostPort(r.URL.Hostname(), port))
+	if !ok {
+		http.Error(w, "claude-bottle: a URL's host is a host name or an IP address", http.StatusBadRequest)
+		return
+	}
+	r.URL.Host = net.JoinHostPort(host, port)
+	why := g.portRefused(host, port)
 	if why == "" {
 		why = g.credentialPortRefused(host, port)
 	}
@@ -316,7 +325,7 @@ func (g *gate) forwardPlain(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "claude-bottle: "+why, http.StatusForbidden)
 		return
 	}
-	k := net.JoinHostPort(strings.ToLower(host), port)
+	k := net.JoinHostPort(host, port)
 	if cred, ok := g.credentials[k]; ok && !cred.TLS {
 		g.injectors[k].ServeHTTP(w, r)
 		return
@@ -467,7 +476,18 @@ type tunnels struct {
 	mu        sync.Mutex
 	spare     net.Conn // a tunnel pipelock opened to judge the target, for the transport's next dial
 	opened    bool     // pipelock has let a tunnel to the target through
+	born      time.Time
 }
+
+// How long a target's tunnels take new requests: pipelock ends a tunnel after max_tunnel_seconds (6 h)
+// with every request on it, so an answer that starts late in a tunnel's life would be cut; after this,
+// new requests go on new tunnels (and pipelock judges the target again) while older ones finish.
+var tunnelLife = time.Hour
+
+// Inspected requests in flight at once, over all targets: over HTTP/2 the gate holds up to 4 MB of each
+// answer the bottle does not read (in HTTP/1.1 it waited in the kernel), so a bottle that asks for many
+// and reads none would otherwise grow the gate past the sidecar's memory. The rest wait their turn.
+const inspectedInFlight = 64
 
 const (
 	// How long a tunnel opened to judge a target waits for the first request: a bottle that connects and
@@ -482,7 +502,10 @@ func (g *gate) tunnelsTo(target string) *tunnels {
 	g.tunnelsMu.Lock()
 	defer g.tunnelsMu.Unlock()
 	if t, ok := g.tunnels[target]; ok {
-		return t
+		if time.Since(t.born) < tunnelLife {
+			return t
+		}
+		t.transport.CloseIdleConnections()
 	}
 	if len(g.tunnels) >= keptTargets {
 		for _, old := range g.tunnels {
@@ -521,6 +544,16 @@ func (t *tunnels) offer(conn net.Conn) {
 	})
 }
 
+// drop closes conn if it is still the spare: the connection that opened it ended without a request.
+func (t *tunnels) drop(conn net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.spare == conn {
+		t.spare = nil
+		conn.Close()
+	}
+}
+
 func (t *tunnels) takeSpare() net.Conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -530,7 +563,7 @@ func (t *tunnels) takeSpare() net.Conn {
 }
 
 func (g *gate) newTunnels(target string) *tunnels {
-	t := &tunnels{}
+	t := &tunnels{born: time.Now()}
 	t.transport = &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if conn := t.takeSpare(); conn != nil {
@@ -550,7 +583,11 @@ func (g *gate) newTunnels(target string) *tunnels {
 	// As a client names it: the Host header carries no default port.
 	proxy := g.reverseProxy(&url.URL{Scheme: "https", Host: strings.TrimSuffix(target, ":443")})
 	proxy.Transport = t.transport
-	t.handler = g.scanned(proxy, hostOf(target))
+	t.handler = g.scanned(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.inFlight <- struct{}{}
+		defer func() { <-g.inFlight }()
+		proxy.ServeHTTP(w, r)
+	}), hostOf(target))
 	return t
 }
 
@@ -704,8 +741,8 @@ func canonicalTarget(authority string) (host, port string, ok bool) {
 	if strings.HasPrefix(authority, "[") {
 		return "", "", false
 	}
-	h = strings.TrimSuffix(h, ".")
-	if h == "" || strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" || strings.Contains(h, "..") {
+	h = strings.TrimSuffix(h, ".") // the root's dot; a second one ("name..") is no spelling of the name
+	if h == "" || strings.HasSuffix(h, ".") || strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" || strings.Contains(h, "..") {
 		return "", "", false
 	}
 	return h, p, true

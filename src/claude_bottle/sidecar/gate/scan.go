@@ -263,6 +263,10 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 			return "the request's body is compressed (Content-Encoding), which no scanner can read; send it plain"
 		}
 	}
+	// After a 101 a reverse proxy copies both ways unread: no WebSocket (or any other upgrade) past the gate.
+	if len(r.Header.Values("Upgrade")) > 0 || headerHasToken(r.Header, "Connection", "upgrade") {
+		return "the request asks to upgrade the connection (WebSocket), whose bytes the sidecar would not read"
+	}
 	var head bytes.Buffer
 	head.WriteString(r.Method + " " + r.RequestURI + " " + r.Host + "\n")
 	for name, values := range r.Header {
@@ -351,3 +355,15 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 }
 
 func (b *scannedBody) Close() error { return b.src.Close() }
+
+// headerHasToken says whether any of the `name` headers lists `token` (comma-separated, any letter case).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

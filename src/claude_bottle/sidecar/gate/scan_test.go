@@ -110,6 +110,8 @@ func TestACONNECTTargetHasOneSpelling(t *testing.T) {
 		"api.anthropic.com\x1b:443": "",
 		"a b:443":                   "",
 		".:443":                     "",
+		"api.anthropic.com..:443":   "", // one dot is the root's; two would pass the credential hosts' rules by
+		"db.internal..:8443":        "",
 	} {
 		host, port, ok := canonicalTarget(authority)
 		got := ""
