@@ -44,8 +44,11 @@ LABEL = {"org.claude-bottle.bench": "1"}
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / "cli.sh"), *args], capture_output=True, text=True, env=env,
-                          cwd=env["CLAUDE_BOTTLE_HOME"], check=True)
+    out = subprocess.run([str(ROOT / "cli.sh"), *args], capture_output=True, text=True, env=env,
+                         cwd=env["CLAUDE_BOTTLE_HOME"])
+    if out.returncode:
+        raise SystemExit(f"bench: `claude-bottle {' '.join(args)}` failed ({out.returncode}): {out.stderr[-2000:]}")
+    return out
 
 
 def timed(fn) -> float:

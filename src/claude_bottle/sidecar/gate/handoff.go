@@ -22,12 +22,18 @@ import (
 
 const handoffName = "handoff.sock"
 
-// listenForHandoff opens `path` for the one handoff; each listener handed over (at most one) goes to
-// `handed`, which is closed when the handoff socket is.
+// listenForHandoff opens `path` for the one handoff, for any user (a pod's bottle runs as another); each
+// listener handed over (at most one) goes to `handed`, which is closed when the handoff socket is.
 func listenForHandoff(path string) (<-chan net.Listener, error) {
 	os.Remove(path)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
+		return nil, err
+	}
+	// Before the handoff can be taken, and the socket removed with it: bottle-init, as the same user on
+	// Docker, may connect the moment it exists.
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
 		return nil, err
 	}
 	handed := make(chan net.Listener, 1)

@@ -51,6 +51,11 @@ func TestHandoffTakesALoopbackListenerOnceAndServesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Open to the bottle's user from the start (a pod's is not the gate's): nothing is left to do to it
+	// once the handoff, which may come at once, has removed it.
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o666 {
+		t.Fatalf("the handoff socket: %v %v, want mode 0666", info, err)
+	}
 	port, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -158,9 +158,6 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("opening the handoff socket: %v", err)
 	}
-	if err := os.Chmod(handoff, 0o666); err != nil {
-		return err
-	}
 	authority, err := newAuthority()
 	if err != nil {
 		return fmt.Errorf("making the bottle's certificate authority: %v", err)
