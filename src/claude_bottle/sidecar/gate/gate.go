@@ -489,14 +489,9 @@ var tunnelLife = time.Hour
 // and reads none would otherwise grow the gate past the sidecar's memory. The rest wait their turn.
 const inspectedInFlight = 64
 
-const (
-	// How long a tunnel opened to judge a target waits for the first request: a bottle that connects and
-	// never sends one does not keep it.
-	spareTunnelLife = 30 * time.Second
-	// Targets whose tunnels are kept at once: past that (an agent walking a wildcard domain's names), the
-	// gate lets the idle ones go and starts over; connections in progress keep theirs.
-	keptTargets = 256
-)
+// Targets whose tunnels are kept at once: past that (an agent walking a wildcard domain's names), the gate
+// lets the idle ones go and starts over; connections in progress keep theirs.
+const keptTargets = 256
 
 func (g *gate) tunnelsTo(target string) *tunnels {
 	g.tunnelsMu.Lock()
@@ -524,7 +519,8 @@ func (t *tunnels) judged() bool {
 	return t.opened
 }
 
-// offer keeps `conn` (a tunnel just opened, which judged the target) for the next dial; one is enough.
+// offer keeps `conn` (a tunnel just opened, which judged the target) for the next dial; one is enough. It
+// lasts no longer than the connection that opened it (drop), as each connection's own tunnel did before.
 func (t *tunnels) offer(conn net.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -534,14 +530,6 @@ func (t *tunnels) offer(conn net.Conn) {
 		return
 	}
 	t.spare = conn
-	time.AfterFunc(spareTunnelLife, func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.spare == conn {
-			t.spare = nil
-			conn.Close()
-		}
-	})
 }
 
 // drop closes conn if it is still the spare: the connection that opened it ended without a request.
