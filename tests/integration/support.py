@@ -470,7 +470,8 @@ OBJECTS_PER_BOTTLE = 3
 class TestBottle:
     """One bottle as the product builds it: the proxy volume and the bottle container, with a stand-in for its
     sidecar on the shared egress network (the bottle image taking the proxy port over the handoff socket, as
-    the gate does, and answering on it and, with socat, on its network address). Everything labelled, removed by cleanup.remove."""
+    the gate does, and answering on it and, with socat, on its network address). Everything labelled,
+    removed by cleanup.remove."""
 
     def __init__(self, agent="default", owner: str | None = None, secrets: dict | None = None,
                  workspace_dir: Path | None = None, user: str | None = None, memory: str | None = None,

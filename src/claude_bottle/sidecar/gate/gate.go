@@ -730,7 +730,8 @@ func canonicalTarget(authority string) (host, port string, ok bool) {
 		return "", "", false
 	}
 	h = strings.TrimSuffix(h, ".") // the root's dot; a second one ("name..") is no spelling of the name
-	if h == "" || strings.HasSuffix(h, ".") || strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" || strings.Contains(h, "..") {
+	if h == "" || strings.HasSuffix(h, ".") || strings.Contains(h, "..") ||
+		strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-_") != "" {
 		return "", "", false
 	}
 	return h, p, true

@@ -201,7 +201,8 @@ func TestInspectedTunnelsAreKeptForTheBottlesNextConnectionsAndEveryRequestIsSti
 
 	// Another target gets tunnels of its own, judged by pipelock first; a refused one is refused at every
 	// CONNECT, with pipelock's answer.
-	if answer := throughGate(t, addr, roots, "files.pythonhosted.org", "/f"); answer != "200 files.pythonhosted.org /f HTTP/2.0" {
+	answer := throughGate(t, addr, roots, "files.pythonhosted.org", "/f")
+	if answer != "200 files.pythonhosted.org /f HTTP/2.0" {
 		t.Errorf("another target: %q", answer)
 	}
 	before := fake.connects.Load()
@@ -251,7 +252,8 @@ func TestAConnectionThatSendsNothingLeavesNoTunnelBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(conn, "CONNECT pypi.org:%d HTTP/1.1\r\nHost: pypi.org:%d\r\n\r\n", 1000+i, 1000+i)
-		if resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect}); err != nil || resp.StatusCode != 200 {
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("CONNECT: %v %v", resp, err)
 		}
 		conn.Close()
