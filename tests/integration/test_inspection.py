@@ -611,6 +611,25 @@ class DownloadsTest(support.IntegrationTest):
     def test_a_200_mb_download_through_a_passthrough_host(self):
         self.assertEqual(self.fetch("p", "https", self.BIG)[:2], ("200", str(self.BIG)))
 
+    def test_later_tunnels_to_a_passthrough_host_are_still_judged_by_pipelock(self):
+        """Once pipelock has let a tunnel to a passthrough host through, the gate tells the next ones to go
+        ahead before pipelock answers (gate.go, passThrough). Each still arrives whole, and pipelock still
+        judges each: a TLS that names another host than the tunnel's (its SNI check) does not get through,
+        and `logs --egress` says so; the same handshake naming no other host does."""
+        for _ in range(3):
+            self.assertEqual(self.fetch("p", "https", self.SMALL)[:2], ("200", str(self.SMALL)))
+
+        def handshake(*extra: str) -> str:
+            return self.project.cli("exec", self.names["p"], "--", "sh", "-c",
+                                    f"echo | openssl s_client -proxy ${{HTTPS_PROXY#http://}} "
+                                    f"-connect {self.host}:{self.tls.port} {' '.join(extra)} 2>&1; true").stdout
+
+        self.assertRegex(handshake(), r"Cipher is TLS", "the control: a handshake with no other name gets through")
+        other = handshake("-servername", "elsewhere.example")
+        self.assertIn("Cipher is (NONE)", other)
+        self.assertNotRegex(other, r"Cipher is TLS")
+        self.assertIn("sni_mismatch", self.project.cli("logs", self.names["p"], "--egress").stdout)
+
     def test_the_gate_brings_pipelock_back_when_it_dies(self):
         sidecar = self.sidecar("p")
         pids = [int(row[1]) for row in sidecar.top()["Processes"] if row[-1].startswith("/pipelock")]

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,11 @@ type gate struct {
 	tunnelsMu sync.Mutex
 	tunnels   map[string]*tunnels // by inspected target (host:port): its tunnels through pipelock
 	inFlight  chan struct{}       // a slot per inspected request under way (inspectedInFlight)
+
+	sshPipelock string // the same for the pipelock of SSH targets: sshPipelockAddr
+	passedMu    sync.Mutex
+	passed      map[string]time.Time // when pipelock last let a tunnel through, by its address and target
+	passedFor   time.Duration        // how long that lets the next tunnels start at once: tunnelLife
 }
 
 func (cfg *Config) scanned() []string {
@@ -47,7 +53,8 @@ func (cfg *Config) scanned() []string {
 func newGate(cfg *Config, a *authority, c *counter, roots *x509.CertPool) *gate {
 	g := &gate{cfg: cfg, authority: a, counter: c, credentials: map[string]CredentialHost{},
 		injectors: map[string]http.Handler{}, scanner: newSecretScanner(cfg.scanned()), passthrough: cfg.Passthrough,
-		pipelock: pipelockAddr, tunnels: map[string]*tunnels{}, inFlight: make(chan struct{}, inspectedInFlight)}
+		pipelock: pipelockAddr, tunnels: map[string]*tunnels{}, inFlight: make(chan struct{}, inspectedInFlight),
+		sshPipelock: sshPipelockAddr, passed: map[string]time.Time{}, passedFor: tunnelLife}
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	g.upstream = &http.Transport{
 		Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: pipelockAddr}),
@@ -153,13 +160,13 @@ func (g *gate) handle(conn net.Conn) {
 		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), g.injectors[target])
 		return
 	}
-	judge := pipelockAddr
+	judge := g.pipelock
 	for _, ssh := range g.cfg.SSHTargets {
 		if strings.EqualFold(ssh, target) {
-			judge = sshPipelockAddr
+			judge = g.sshPipelock
 		}
 	}
-	if judge == pipelockAddr && !matchesHost(host, g.passthrough) {
+	if judge == g.pipelock && !matchesHost(host, g.passthrough) {
 		// Inspected HTTPS: pipelock judges the target first (its refusal goes back as it is); then the gate
 		// ends the TLS and reads each request itself, and sends it on through a tunnel to that target, where
 		// pipelock reads it too, to the target and nowhere else. The tunnels stay open for the bottle's next
@@ -183,15 +190,106 @@ func (g *gate) handle(conn net.Conn) {
 		g.serveHTTP(tls.Server(&bufferedConn{conn, reader}, g.tlsConfig(host)), t.handler)
 		return
 	}
+	g.passThrough(&bufferedConn{conn, reader}, judge, target)
+}
+
+// passThrough sends a tunnel the gate does not look inside (a passthrough host, an SSH target) to the
+// pipelock at `judge`, which judges the target by its name, then copies it both ways unread.
+//
+// The first tunnel to a target waits for pipelock's answer, and the bottle gets that answer as it is (a
+// refusal says why). Once pipelock has let a tunnel to the target through (within tunnelLife), the bottle
+// is told to go ahead at once and its first bytes (a TLS ClientHello) wait in pipelock, which reads none of
+// them before it has judged this CONNECT as well, and sends none on unless it lets this one through too:
+// the handshake starts the moment pipelock has dialled the server, rather than a round trip to the bottle
+// later. A refusal then (pipelock's rate limit, kill switch, a name its SNI check finds) ends the bottle's
+// connection without an answer; `logs --egress` says why, from pipelock's log.
+func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
+	defer conn.Close()
+	key := judge + " " + target
+	goAhead := g.passedLately(key)
+	if goAhead {
+		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+	}
 	upstream, err := net.DialTimeout("tcp", judge, 10*time.Second)
 	if err != nil {
-		refuse(conn, "the sidecar's proxy is not answering")
+		if !goAhead {
+			refuse(conn, "the sidecar's proxy is not answering")
+		}
 		return
 	}
+	defer upstream.Close()
 	fmt.Fprintf(upstream, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	splice(&bufferedConn{conn, reader}, upstream)
-	conn.Close()
-	upstream.Close()
+	answer := bufio.NewReaderSize(upstream, 4096)
+	if !goAhead {
+		head, status, err := readHead(answer)
+		if err != nil {
+			refuse(conn, "the sidecar's proxy ended the tunnel without an answer")
+			return
+		}
+		if status == http.StatusOK {
+			g.notePassed(key)
+		}
+		conn.Write(head)
+		splice(conn, &bufferedConn{upstream, answer})
+		return
+	}
+	sent := make(chan struct{})
+	go func() {
+		copyStream(upstream, conn)
+		upstream.(*net.TCPConn).CloseWrite()
+		close(sent)
+	}()
+	if _, status, err := readHead(answer); err != nil || status != http.StatusOK {
+		conn.Close() // the bottle's bytes go no further: pipelock drops what it had not judged
+		upstream.Close()
+		<-sent
+		return
+	}
+	copyStream(conn, &bufferedConn{upstream, answer})
+	conn.CloseWrite()
+	<-sent
+}
+
+// passedLately says whether pipelock let a tunnel to `key` (its address and the target) through within
+// tunnelLife.
+func (g *gate) passedLately(key string) bool {
+	g.passedMu.Lock()
+	defer g.passedMu.Unlock()
+	when, ok := g.passed[key]
+	return ok && time.Since(when) < g.passedFor
+}
+
+func (g *gate) notePassed(key string) {
+	g.passedMu.Lock()
+	defer g.passedMu.Unlock()
+	if _, known := g.passed[key]; !known && len(g.passed) >= keptTargets {
+		g.passed = map[string]time.Time{} // an agent walking a wildcard domain's names: start over
+	}
+	g.passed[key] = time.Now()
+}
+
+// readHead reads the head of an HTTP answer (its status line and headers, at most 16 KiB), as it came, and
+// its status code.
+func readHead(r *bufio.Reader) ([]byte, int, error) {
+	var head []byte
+	for {
+		line, err := r.ReadSlice('\n')
+		head = append(head, line...)
+		if err != nil {
+			return head, 0, err
+		}
+		if len(head) > 16<<10 {
+			return head, 0, errors.New("an answer's head of more than 16 KiB")
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break
+		}
+	}
+	status := 0
+	if fields := bytes.Fields(head); len(fields) >= 2 && bytes.HasPrefix(fields[0], []byte("HTTP/1.")) {
+		status, _ = strconv.Atoi(string(fields[1]))
+	}
+	return head, status, nil
 }
 
 // credentialPortRefused says why a host the user's token goes to may not be reached on this port ("" if it

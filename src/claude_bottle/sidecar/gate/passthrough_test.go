@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tunnelPipelock stands where pipelock listens for tunnels it does not look inside: it answers each CONNECT
+// when `hold` lets it (a refusal while `refusing` is set), then echoes what the tunnel carries, which shows
+// the test everything that reached it past its answer.
+type tunnelPipelock struct {
+	addr     string
+	connects atomic.Int32
+	refusing atomic.Bool
+	mu       sync.Mutex
+	hold     chan struct{} // each answer waits for it to close
+}
+
+func startTunnelPipelock(t *testing.T) *tunnelPipelock {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	f := &tunnelPipelock{addr: l.Addr().String(), hold: make(chan struct{})}
+	close(f.hold)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			f.mu.Lock()
+			wait := f.hold
+			f.mu.Unlock()
+			go func() {
+				defer conn.Close()
+				reader := bufio.NewReader(conn)
+				if req, err := http.ReadRequest(reader); err != nil || req.Method != http.MethodConnect {
+					return
+				}
+				f.connects.Add(1)
+				<-wait
+				if f.refusing.Load() {
+					io.WriteString(conn, "HTTP/1.1 403 Forbidden\r\nContent-Length: 16\r\n\r\nblocked: refused")
+					return
+				}
+				io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n")
+				io.Copy(conn, reader)
+			}()
+		}
+	}()
+	return f
+}
+
+func passthroughGate(t *testing.T, passedFor time.Duration) (*tunnelPipelock, string) {
+	g := newGate(&Config{Passthrough: []string{"pass.example"}}, nil, newCounter(nil), nil)
+	g.passedFor = passedFor
+	fake := startTunnelPipelock(t)
+	g.pipelock = fake.addr
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go g.serve(l)
+	return fake, l.Addr().String()
+}
+
+// connectTo sends a CONNECT for pass.example:443 and returns the connection and the answer's head, read
+// within `within`.
+func connectTo(t *testing.T, addr string, within time.Duration) (net.Conn, *bufio.Reader, string) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	io.WriteString(conn, "CONNECT pass.example:443 HTTP/1.1\r\nHost: pass.example:443\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(within))
+	reader := bufio.NewReader(conn)
+	head, _, err := readHead(reader)
+	if err != nil {
+		return conn, reader, ""
+	}
+	conn.SetReadDeadline(time.Time{})
+	return conn, reader, string(head)
+}
+
+func (f *tunnelPipelock) holdAnswers() func() {
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	return func() { close(hold) }
+}
+
+// The first tunnel to a passthrough target gets pipelock's own answer, a refusal with its reason too.
+func TestAPassthroughTargetsFirstTunnelWaitsForPipelocksAnswer(t *testing.T) {
+	fake, addr := passthroughGate(t, tunnelLife)
+	fake.refusing.Store(true)
+	_, reader, head := connectTo(t, addr, 5*time.Second)
+	body, _ := io.ReadAll(reader)
+	if !strings.HasPrefix(head, "HTTP/1.1 403") || string(body) != "blocked: refused" {
+		t.Fatalf("pipelock's refusal did not reach the bottle as it was: %q %q", head, body)
+	}
+	fake.refusing.Store(false)
+	release := fake.holdAnswers()
+	if _, _, head := connectTo(t, addr, 300*time.Millisecond); head != "" {
+		t.Fatalf("the bottle was answered %q before pipelock had let any tunnel to the target through", head)
+	}
+	release()
+}
+
+// Once pipelock has let a tunnel to the target through, the next ones start at once: the bottle's first
+// bytes wait in pipelock, and nothing of pipelock's own answer reaches the bottle as tunnel data.
+func TestLaterTunnelsToATargetPipelockLetThroughStartAtOnce(t *testing.T) {
+	fake, addr := passthroughGate(t, tunnelLife)
+	conn, reader, head := connectTo(t, addr, 5*time.Second)
+	if !strings.HasPrefix(head, "HTTP/1.1 200") {
+		t.Fatalf("first tunnel: %q", head)
+	}
+	io.WriteString(conn, "one")
+	if got := readN(t, reader, 3); got != "one" {
+		t.Fatalf("first tunnel carried %q", got)
+	}
+	release := fake.holdAnswers()
+	conn, reader, head = connectTo(t, addr, 2*time.Second)
+	if !strings.HasPrefix(head, "HTTP/1.1 200") {
+		t.Fatalf("a later tunnel waited for pipelock: %q", head)
+	}
+	io.WriteString(conn, "hello")
+	time.Sleep(50 * time.Millisecond)
+	release()
+	if got := readN(t, reader, 5); got != "hello" {
+		t.Fatalf("the later tunnel carried %q, not the bottle's own bytes back", got)
+	}
+	if n := fake.connects.Load(); n != 2 {
+		t.Fatalf("pipelock was asked %d times for 2 tunnels", n)
+	}
+}
+
+// pipelock refusing a tunnel the bottle was already told to go ahead with ends the bottle's connection:
+// nothing of the refusal or the bottle's bytes passes as tunnel data.
+func TestARefusalAfterTheGoAheadEndsTheConnection(t *testing.T) {
+	fake, addr := passthroughGate(t, tunnelLife)
+	conn, reader, _ := connectTo(t, addr, 5*time.Second)
+	io.WriteString(conn, "one")
+	readN(t, reader, 3)
+	fake.refusing.Store(true)
+	conn, reader, head := connectTo(t, addr, 2*time.Second)
+	if !strings.HasPrefix(head, "HTTP/1.1 200") {
+		t.Fatalf("a later tunnel waited for pipelock: %q", head)
+	}
+	io.WriteString(conn, "secret")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(reader) // its end, or a reset: the gate closed it with "secret" unread
+	if timeout, ok := err.(net.Error); len(got) != 0 || ok && timeout.Timeout() {
+		t.Fatalf("after pipelock's refusal the bottle read %q (%v), not the end of its connection", got, err)
+	}
+}
+
+// The go-ahead lasts tunnelLife: then pipelock's own answer is waited for again.
+func TestTheGoAheadLastsTunnelLife(t *testing.T) {
+	fake, addr := passthroughGate(t, 100*time.Millisecond)
+	if _, _, head := connectTo(t, addr, 5*time.Second); !strings.HasPrefix(head, "HTTP/1.1 200") {
+		t.Fatalf("first tunnel: %q", head)
+	}
+	time.Sleep(150 * time.Millisecond)
+	release := fake.holdAnswers()
+	defer release()
+	if _, _, head := connectTo(t, addr, 300*time.Millisecond); head != "" {
+		t.Fatalf("answered %q after the go-ahead had lapsed, before pipelock", head)
+	}
+}
+
+func readN(t *testing.T, r *bufio.Reader, n int) string {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		t.Fatalf("reading %d bytes: %v", n, err)
+	}
+	return string(buf)
+}
