@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -223,6 +224,92 @@ class FloodTest(BottleCase):
                       (r["host"].endswith(".flood.example") or r["host"] == "(other hosts)"))
         self.assertEqual(blocked, flood)
         self.assertTrue(any(r["host"] == ALLOWED and r["decision"] == "allowed" for r in rows))
+
+
+SEND_ON = """
+import os, socket, sys
+host, port = os.environ["HTTPS_PROXY"].removeprefix("http://").rstrip("/").rsplit(":", 1)
+target, url, after_answer = sys.argv[1], sys.argv[2], sys.argv[3] == "after"
+s = socket.create_connection((host, int(port)))
+connect = f"CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n".encode()
+request = f"GET {url} HTTP/1.1\\r\\nHost: {url.split('/')[2]}\\r\\n\\r\\n".encode()
+s.settimeout(15)
+if after_answer:
+    s.sendall(connect)
+    answer = s.recv(4096)
+    s.sendall(request)
+else:
+    s.sendall(connect + request)
+    answer = b""
+try:
+    while data := s.recv(4096):
+        answer += data
+except OSError:
+    pass
+print(answer.decode(errors="replace"))
+"""
+
+
+class RefusedTunnelTest(support.IntegrationTest):
+    """A hijacked agent that sends a request on in a tunnel pipelock then refuses must not have pipelock read
+    it as a request of its own, one the gate never read: not when it sends it at once behind its CONNECT,
+    and not after the gate told it to go ahead (a tunnel to a passthrough host pipelock let through before,
+    whose bytes go to pipelock before its answer). Here pipelock refuses because the server's port is
+    closed (its dial fails), once before any tunnel to it and once after one."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        support.sidecar_image()
+        cls.recorder = Recorder()
+        cls.host = support.host_address()
+        cls.project = Project({"bottles": {"b": {"egress": {"private_hosts": [cls.host], "passthrough": [cls.host]}}},
+                               "agents": {"a": {"bottle": "b"}}}, {})
+        out = cls.project.cli("start", "a", "--yes", "--detach")
+        assert out.returncode == 0, out.stderr
+        cls.name = out.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.project.cli("stop", cls.name)
+        cls.recorder.close()
+        cls.project.tmp.cleanup()
+        super().tearDownClass()
+
+    def send_on(self, port: int, when: str) -> tuple[str, str]:
+        """(what the bottle read, the path of the request it sent on)."""
+        path = f"/sent-on-{uuid.uuid4().hex}"
+        out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND_ON, f"{self.host}:{port}",
+                               f"http://{self.host}:{self.recorder.port}{path}", when)
+        return out.stdout, path
+
+    def arrived(self, path: str) -> bool:
+        time.sleep(1)
+        return any(seen[0] == path for seen in self.recorder.seen)
+
+    def test_a_request_sent_on_in_a_refused_tunnel_does_not_arrive(self):
+        closed = socket.create_server(("0.0.0.0", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        answer, path = self.send_on(port, "at-once")
+        self.assertRegex(answer, r"^HTTP/1.1 (403|502)", "pipelock's refusal, as it was")
+        self.assertNotIn("200 OK", answer)
+        self.assertFalse(self.arrived(path), "sent behind a CONNECT pipelock refused")
+
+        listening = socket.create_server(("0.0.0.0", 0), backlog=16)
+        port = listening.getsockname()[1]
+        answer, _ = self.send_on(port, "after")
+        self.assertIn("200", answer.splitlines()[0], "the first tunnel: pipelock lets it through")
+        listening.close()
+        answer, path = self.send_on(port, "after")
+        self.assertTrue(answer.startswith("HTTP/1.1 200"), f"the gate's go-ahead: {answer!r}")
+        self.assertNotIn("200 OK", answer)
+        self.assertFalse(self.arrived(path), "sent after the go-ahead, in a tunnel pipelock then refused")
+
+        control = self.project.cli("exec", self.name, "--", "curl", "-sS", "-m", "30",
+                                   f"http://{self.host}:{self.recorder.port}/control")
+        self.assertEqual(control.stdout, "ok", control.stderr)
+        self.assertTrue(self.arrived("/control"))
 
 
 class RawRecorder(support.Server):

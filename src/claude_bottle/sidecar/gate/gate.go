@@ -201,8 +201,8 @@ func (g *gate) handle(conn net.Conn) {
 // is told to go ahead at once and its first bytes (a TLS ClientHello) wait in pipelock, which reads none of
 // them before it has judged this CONNECT as well, and sends none on unless it lets this one through too:
 // the handshake starts the moment pipelock has dialled the server, rather than a round trip to the bottle
-// later. A refusal then (pipelock's rate limit, kill switch, a name its SNI check finds) ends the bottle's
-// connection without an answer; `logs --egress` says why, from pipelock's log.
+// later. A refusal then (pipelock's rate limit, kill switch, a failed dial, a name its SNI check finds) ends
+// the bottle's connection without an answer; `logs --egress` says why, from pipelock's log.
 func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 	defer conn.Close()
 	key := judge + " " + target
@@ -218,7 +218,7 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 		return
 	}
 	defer upstream.Close()
-	fmt.Fprintf(upstream, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	io.WriteString(upstream, connectRequest(target))
 	answer := bufio.NewReaderSize(upstream, 4096)
 	if !goAhead {
 		head, status, err := readHead(answer)
@@ -226,10 +226,22 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 			refuse(conn, "the sidecar's proxy ended the tunnel without an answer")
 			return
 		}
-		if status == http.StatusOK {
-			g.notePassed(key)
-		}
 		conn.Write(head)
+		if status != http.StatusOK {
+			// Only the refusal goes back: what the bottle sent behind its CONNECT never goes on to pipelock.
+			upstream.SetReadDeadline(time.Now().Add(10 * time.Second))
+			size := int64(-1)
+			if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil); err == nil {
+				size = resp.ContentLength
+			}
+			if size >= 0 {
+				io.CopyN(conn, answer, size)
+			} else {
+				io.Copy(conn, answer) // to pipelock's end of the connection ("Connection: close")
+			}
+			return
+		}
+		g.notePassed(key)
 		splice(conn, &bufferedConn{upstream, answer})
 		return
 	}
@@ -240,7 +252,7 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 		close(sent)
 	}()
 	if _, status, err := readHead(answer); err != nil || status != http.StatusOK {
-		conn.Close() // the bottle's bytes go no further: pipelock drops what it had not judged
+		conn.Close() // pipelock, asked to close after a refusal, reads none of the bottle's bytes as a request
 		upstream.Close()
 		<-sent
 		return
@@ -248,6 +260,14 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 	copyStream(conn, &bufferedConn{upstream, answer})
 	conn.CloseWrite()
 	<-sent
+}
+
+// connectRequest asks pipelock for a tunnel to target. "Connection: close" makes pipelock end the
+// connection after an answer that is not a tunnel: bytes the bottle sent on (the gate passes them before
+// pipelock's answer to a target it has let through) would otherwise be read by pipelock as a new request
+// of its own, one the gate never read.
+func connectRequest(target string) string {
+	return "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\nConnection: close\r\n\r\n"
 }
 
 // passedLately says whether pipelock let a tunnel to `key` (its address and the target) through within
@@ -537,7 +557,7 @@ func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
 		return nil, nil, err
 	}
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
-	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	io.WriteString(conn, connectRequest(target))
 	reader := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(reader, &http.Request{Method: http.MethodConnect})
 	if err != nil {

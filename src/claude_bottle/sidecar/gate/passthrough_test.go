@@ -19,8 +19,12 @@ type tunnelPipelock struct {
 	addr     string
 	connects atomic.Int32
 	refusing atomic.Bool
-	mu       sync.Mutex
-	hold     chan struct{} // each answer waits for it to close
+	// keepAlive: after a refusal, read on for more requests even when the CONNECT said "Connection: close"
+	// (pipelock, a Go server, reads on only when it did not)
+	keepAlive atomic.Bool
+	smuggled  atomic.Int32 // requests read after a refused CONNECT, on its connection
+	mu        sync.Mutex
+	hold      chan struct{} // each answer waits for it to close
 }
 
 func startTunnelPipelock(t *testing.T) *tunnelPipelock {
@@ -43,13 +47,21 @@ func startTunnelPipelock(t *testing.T) *tunnelPipelock {
 			go func() {
 				defer conn.Close()
 				reader := bufio.NewReader(conn)
-				if req, err := http.ReadRequest(reader); err != nil || req.Method != http.MethodConnect {
+				req, err := http.ReadRequest(reader)
+				if err != nil || req.Method != http.MethodConnect {
 					return
 				}
 				f.connects.Add(1)
 				<-wait
 				if f.refusing.Load() {
 					io.WriteString(conn, "HTTP/1.1 403 Forbidden\r\nContent-Length: 16\r\n\r\nblocked: refused")
+					for !req.Close || f.keepAlive.Load() {
+						if req, err = http.ReadRequest(reader); err != nil {
+							return
+						}
+						f.smuggled.Add(1)
+						io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
 					return
 				}
 				io.WriteString(conn, "HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -163,6 +175,46 @@ func TestARefusalAfterTheGoAheadEndsTheConnection(t *testing.T) {
 	got, err := io.ReadAll(reader) // its end, or a reset: the gate closed it with "secret" unread
 	if timeout, ok := err.(net.Error); len(got) != 0 || ok && timeout.Timeout() {
 		t.Fatalf("after pipelock's refusal the bottle read %q (%v), not the end of its connection", got, err)
+	}
+}
+
+// A request the bottle sends on in a tunnel pipelock refuses never reaches pipelock as a request of its
+// own (which the gate would not have read): not after the go-ahead, when its bytes went before pipelock's
+// answer (the gate asks pipelock to close after a refusal), and not on a first tunnel, even to a pipelock
+// that would read on (the gate sends the bottle's bytes on only once pipelock lets the tunnel through).
+func TestARequestSentOnInARefusedTunnelNeverReachesPipelock(t *testing.T) {
+	smuggle := "GET http://allowed.example/?leak HTTP/1.1\r\nHost: allowed.example\r\n\r\n"
+	fake, addr := passthroughGate(t, tunnelLife)
+	connectTo(t, addr, 5*time.Second) // pipelock lets the first through
+	fake.refusing.Store(true)
+	release := fake.holdAnswers()
+	conn, reader, _ := connectTo(t, addr, 2*time.Second)
+	io.WriteString(conn, smuggle)
+	time.Sleep(100 * time.Millisecond) // the bytes reach pipelock while it judges
+	release()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(reader)
+	time.Sleep(100 * time.Millisecond)
+	if n := fake.smuggled.Load(); n != 0 {
+		t.Fatalf("after the go-ahead, pipelock read %d request(s) the bottle sent on in a tunnel it refused", n)
+	}
+
+	fake, addr = passthroughGate(t, tunnelLife)
+	fake.refusing.Store(true)
+	fake.keepAlive.Store(true)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "CONNECT pass.example:443 HTTP/1.1\r\nHost: pass.example:443\r\n\r\n"+smuggle)
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(conn); !strings.HasSuffix(string(got), "blocked: refused") {
+		t.Fatalf("the bottle got %q, not pipelock's refusal alone", got)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := fake.smuggled.Load(); n != 0 {
+		t.Fatalf("pipelock read %d request(s) the bottle sent on in a refused tunnel", n)
 	}
 }
 
