@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -219,29 +218,21 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 	}
 	defer upstream.Close()
 	io.WriteString(upstream, connectRequest(target))
-	answer := bufio.NewReaderSize(upstream, 4096)
+	answer := bufio.NewReader(upstream)
 	if !goAhead {
-		head, status, err := readHead(answer)
+		upstream.SetReadDeadline(time.Now().Add(60 * time.Second))
+		refusal, err := tunnelAnswer(answer)
 		if err != nil {
 			refuse(conn, "the sidecar's proxy ended the tunnel without an answer")
 			return
 		}
-		conn.Write(head)
-		if status != http.StatusOK {
-			// Only the refusal goes back: what the bottle sent behind its CONNECT never goes on to pipelock.
-			upstream.SetReadDeadline(time.Now().Add(10 * time.Second))
-			size := int64(-1)
-			if resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil); err == nil {
-				size = resp.ContentLength
-			}
-			if size >= 0 {
-				io.CopyN(conn, answer, size)
-			} else {
-				io.Copy(conn, answer) // to pipelock's end of the connection ("Connection: close")
-			}
+		if refusal != nil {
+			refusal.Write(conn) // and nothing the bottle sent behind its CONNECT goes on to pipelock
 			return
 		}
+		upstream.SetReadDeadline(time.Time{})
 		g.notePassed(key)
+		io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
 		splice(conn, &bufferedConn{upstream, answer})
 		return
 	}
@@ -251,12 +242,14 @@ func (g *gate) passThrough(conn *bufferedConn, judge, target string) {
 		upstream.(*net.TCPConn).CloseWrite()
 		close(sent)
 	}()
-	if _, status, err := readHead(answer); err != nil || status != http.StatusOK {
+	upstream.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if refusal, err := tunnelAnswer(answer); err != nil || refusal != nil {
 		conn.Close() // pipelock, asked to close after a refusal, reads none of the bottle's bytes as a request
 		upstream.Close()
 		<-sent
 		return
 	}
+	upstream.SetReadDeadline(time.Time{})
 	copyStream(conn, &bufferedConn{upstream, answer})
 	conn.CloseWrite()
 	<-sent
@@ -288,28 +281,18 @@ func (g *gate) notePassed(key string) {
 	g.passed[key] = time.Now()
 }
 
-// readHead reads the head of an HTTP answer (its status line and headers, at most 16 KiB), as it came, and
-// its status code.
-func readHead(r *bufio.Reader) ([]byte, int, error) {
-	var head []byte
-	for {
-		line, err := r.ReadSlice('\n')
-		head = append(head, line...)
-		if err != nil {
-			return head, 0, err
-		}
-		if len(head) > 16<<10 {
-			return head, 0, errors.New("an answer's head of more than 16 KiB")
-		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			break
-		}
+// tunnelAnswer reads pipelock's answer to a CONNECT: nil if it opened the tunnel (the tunnel's bytes follow
+// in reader), or else its refusal, with the refusal's body (at most 64 KiB) read.
+func tunnelAnswer(reader *bufio.Reader) (*http.Response, error) {
+	resp, err := http.ReadResponse(reader, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode == http.StatusOK {
+		return nil, err
 	}
-	status := 0
-	if fields := bytes.Fields(head); len(fields) >= 2 && bytes.HasPrefix(fields[0], []byte("HTTP/1.")) {
-		status, _ = strconv.Atoi(string(fields[1]))
-	}
-	return head, status, nil
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Close = true
+	return resp, nil
 }
 
 // credentialPortRefused says why a host the user's token goes to may not be reached on this port ("" if it
@@ -559,18 +542,10 @@ func (g *gate) dialInspected(target string) (net.Conn, *http.Response, error) {
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
 	io.WriteString(conn, connectRequest(target))
 	reader := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(reader, &http.Request{Method: http.MethodConnect})
-	if err != nil {
+	refusal, err := tunnelAnswer(reader)
+	if err != nil || refusal != nil {
 		conn.Close()
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		conn.Close()
-		resp.Body = io.NopCloser(bytes.NewReader(body))
-		resp.ContentLength = int64(len(body))
-		resp.Close = true
-		return nil, resp, nil
+		return nil, refusal, err
 	}
 	host, _, _ := net.SplitHostPort(target)
 	config := g.inspectTLS.Clone()

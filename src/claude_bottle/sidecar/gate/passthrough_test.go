@@ -97,12 +97,16 @@ func connectTo(t *testing.T, addr string, within time.Duration) (net.Conn, *bufi
 	io.WriteString(conn, "CONNECT pass.example:443 HTTP/1.1\r\nHost: pass.example:443\r\n\r\n")
 	conn.SetReadDeadline(time.Now().Add(within))
 	reader := bufio.NewReader(conn)
-	head, _, err := readHead(reader)
+	resp, err := http.ReadResponse(reader, &http.Request{Method: http.MethodConnect})
 	if err != nil {
 		return conn, reader, ""
 	}
 	conn.SetReadDeadline(time.Time{})
-	return conn, reader, string(head)
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return conn, reader, resp.Proto + " " + resp.Status + "\n" + string(body)
+	}
+	return conn, reader, resp.Proto + " " + resp.Status
 }
 
 func (f *tunnelPipelock) holdAnswers() func() {
@@ -117,10 +121,8 @@ func (f *tunnelPipelock) holdAnswers() func() {
 func TestAPassthroughTargetsFirstTunnelWaitsForPipelocksAnswer(t *testing.T) {
 	fake, addr := passthroughGate(t, tunnelLife)
 	fake.refusing.Store(true)
-	_, reader, head := connectTo(t, addr, 5*time.Second)
-	body, _ := io.ReadAll(reader)
-	if !strings.HasPrefix(head, "HTTP/1.1 403") || string(body) != "blocked: refused" {
-		t.Fatalf("pipelock's refusal did not reach the bottle as it was: %q %q", head, body)
+	if _, _, answer := connectTo(t, addr, 5*time.Second); answer != "HTTP/1.1 403 Forbidden\nblocked: refused" {
+		t.Fatalf("pipelock's refusal did not reach the bottle as it was: %q", answer)
 	}
 	fake.refusing.Store(false)
 	release := fake.holdAnswers()
