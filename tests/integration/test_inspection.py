@@ -60,13 +60,15 @@ class BottleCase(support.IntegrationTest):
         cls.secret = "hs-" + secrets.token_hex(20)
         cls.recorder = Recorder()
         cls.host = support.host_address()
-        cls.project = Project({"bottles": {"b": {
-            "env": {"HOST_SECRET": "${HOST_SECRET}"},
-            "egress": {"allowlist": [ALLOWED], "private_hosts": [f"{cls.host}:{cls.recorder.port}"]}}},
-            "agents": {"a": {"bottle": "b"}}}, {"HOST_SECRET": cls.secret})
+        cls.project = Project({"bottles": {"b": {"env": {"HOST_SECRET": "${HOST_SECRET}"}, "egress": cls.egress()}},
+                               "agents": {"a": {"bottle": "b"}}}, {"HOST_SECRET": cls.secret})
         out = cls.project.cli("start", "a", "--yes", "--detach")
         assert out.returncode == 0, out.stderr
         cls.name = out.stdout.strip()
+
+    @classmethod
+    def egress(cls) -> dict:
+        return {"allowlist": [ALLOWED], "private_hosts": [f"{cls.host}:{cls.recorder.port}"]}
 
     @classmethod
     def tearDownClass(cls):
@@ -250,7 +252,7 @@ print(answer.decode(errors="replace"))
 """
 
 
-class RefusedTunnelTest(support.IntegrationTest):
+class RefusedTunnelTest(BottleCase):
     """A hijacked agent that sends a request on in a tunnel pipelock then refuses must not have pipelock read
     it as a request of its own, one the gate never read: not when it sends it at once behind its CONNECT,
     and not after the gate told it to go ahead (a tunnel to a passthrough host pipelock let through before,
@@ -258,23 +260,8 @@ class RefusedTunnelTest(support.IntegrationTest):
     closed (its dial fails), once before any tunnel to it and once after one."""
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        support.sidecar_image()
-        cls.recorder = Recorder()
-        cls.host = support.host_address()
-        cls.project = Project({"bottles": {"b": {"egress": {"private_hosts": [cls.host], "passthrough": [cls.host]}}},
-                               "agents": {"a": {"bottle": "b"}}}, {})
-        out = cls.project.cli("start", "a", "--yes", "--detach")
-        assert out.returncode == 0, out.stderr
-        cls.name = out.stdout.strip()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.project.cli("stop", cls.name)
-        cls.recorder.close()
-        cls.project.tmp.cleanup()
-        super().tearDownClass()
+    def egress(cls) -> dict:
+        return {"private_hosts": [cls.host], "passthrough": [cls.host]}
 
     def send_on(self, port: int, when: str) -> tuple[str, str]:
         """(what the bottle read, the path of the request it sent on)."""
