@@ -570,6 +570,10 @@ def _consent(plan: bottle.LaunchPlan, yes: bool) -> tuple[session.Secrets, docke
     ask = (lambda question: click.prompt(visible(question), hide_input=True, err=True, prompt_suffix="")) \
         if interactive else None
     env = manifest.resolve_env(plan.bottle, os.environ, ask)
+    for name in egress.unscanned({name: env[name] for name in plan.bottle.secret_names}):
+        click.echo(f"note: the sidecar does not look for {visible(name)} in what leaves the bottle: no line of its "
+                   f"value is {egress.MIN_SECRET_LENGTH} characters or more (shorter text turns up in ordinary "
+                   "traffic by chance)", err=True)
     keys = {h.host: ssh.read_key(h) for h in plan.bottle.ssh}
     return session.Secrets(env, token, keys), engine
 

@@ -207,6 +207,13 @@ class LaunchTest(unittest.TestCase):
         self.assertTrue(set(listed) <= set(egress.secrets_list([pem, account, dotenv, yaml, url])) |
                         {"correct horse battery staple"})
 
+    def test_the_secrets_of_which_nothing_is_looked_for_are_named(self):
+        secrets = {"SHORT": "Hunter2-Stg!x", "LONG": "sk_live_AbC123xyz789QWErty", "EMPTY": "",
+                   "LINES": "user\nHunter2-Stg!x\n", "FILE": "# a comment\nAPI_KEY=sk_live_AbC123xyz789QWErty\n"}
+        self.assertEqual(egress.unscanned(secrets), ["SHORT", "LINES"])
+        self.assertEqual(egress.unscanned({"EXACT": "x" * egress.MIN_SECRET_LENGTH}), [])
+        self.assertEqual(egress.unscanned({"UNDER": "x" * (egress.MIN_SECRET_LENGTH - 1)}), ["UNDER"])
+
     def test_a_secret_is_listed_in_the_encodings_pipelock_does_not_derive(self):
         import base64
         import secrets as random
@@ -325,6 +332,17 @@ class StartCommandTest(StartCase):
                 r = self.start(engine, "--yes")
                 self.assertEqual(r.exit_code, 128 + signum)
                 self.assertEqual(engine.objects, {})
+
+    def test_a_secret_too_short_to_be_looked_for_is_named_and_not_shown(self):
+        (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
+            {"bottles": {"default": {"env": {"SHORTPW": "${MY_SHORT}", "APIKEY": "${MY_KEY}"}}}}))
+        r = self.start(self.engine(), "--yes", "--detach",
+                       env={"MY_SHORT": "Hunter2-Stg!x", "MY_KEY": "sk_live_AbC123xyz789QWErty"})
+        self.assertEqual(r.exit_code, 0, r.output)
+        self.assertIn("note: the sidecar does not look for SHORTPW in what leaves the bottle: no line of its value is "
+                      f"{egress.MIN_SECRET_LENGTH} characters or more", r.stderr)
+        self.assertNotIn("APIKEY in what leaves", r.stderr)
+        self.assertNotIn("Hunter2", r.output)
 
     def test_detach_prints_the_name_and_leaves_the_bottle(self):
         engine = self.engine()
