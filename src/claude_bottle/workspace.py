@@ -603,20 +603,44 @@ def _thaw(engine: Engine, container: str) -> None:
 _COMMIT_SCRIPT = r"""
 cd /workspace
 # Every other process of the agent's is stopped (SIGSTOP) before the snapshot, and stays so until the bottle
-# is removed: nothing written after it could be lost, and no file is taken half written. This script and
-# the processes it runs in are spared; a failure lets them all go on (thaw).
+# is removed: nothing written after it could be lost, and no file is taken half written, and nothing can
+# change the snapshot, which is the agent's user's as all else here. This script and the processes it runs in
+# are spared; a failure lets them all go on (thaw).
 spare=" 1 $$ "; p=$$
 while p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) && [ "${p:-1}" -gt 1 ]; do spare="$spare$p "; done
-for round in 1 2; do  # twice: a process may have forked while the first round ran
+trap 'kill -CONT -1 2>/dev/null || true' ERR
+# One kill(2) for all of them: the kernel holds every fork back while it sends, and a child of a fork under
+# way gets the signal too, so no process escapes by changing its ID (a walk over /proc, however often, can be
+# outrun by processes that fork and exit for ever). It spares only this shell; its callers go on again.
+kill -STOP -1 2>/dev/null || true
+for p in $spare; do [ "$p" = 1 ] || [ "$p" = $$ ] || kill -CONT "$p"; done
+# And nothing else of the agent's runs (a process the kernel has not stopped yet, in the middle of a system
+# call, is given a moment), or there is no snapshot.
+for wait in $(seq 50) stop; do
+  running=
   for d in /proc/[0-9]*; do
     case "$spare" in *" ${d#/proc/} "*) continue ;; esac
-    kill -STOP "${d#/proc/}" 2>/dev/null || true
+    read -r stat < "$d/stat" 2>/dev/null || continue  # gone meanwhile
+    stat=${stat##*) }; state=${stat%% *}; stat=${stat#* }
+    [ "${stat%% *}" = $$ ] && continue  # ours: a command of this script's
+    case "$state" in T|t|Z|X) ;; *) running=${d#/proc/}; break ;; esac
   done
+  [ -z "$running" ] && break
+  [ "$wait" != stop ] || { echo "process $running of the agent's could not be stopped for the snapshot" >&2; false; }
+  sleep 0.1
 done
-trap 'kill -CONT -1 2>/dev/null || true' ERR
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
 R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
+# A folder or file the agent made unreadable would be left out with no more than a warning, and a folder it
+# made read-only could not have a nested repository's .git set aside: all of it is the agent's user's, as
+# this script is, so it is opened up (its bits beyond a file's x are not part of a commit). What still cannot
+# be read keeps the bottle.
+find . -path ./.git -prune -o -type d \( ! -readable -o ! -writable -o ! -executable \) -exec chmod u+rwx -- {} \; \
+  -o -type f ! -readable -exec chmod u+r -- {} \; 2>/dev/null || true
+closed=$(find . -path ./.git -prune -o \( -type d \( ! -readable -o ! -executable \) -o -type f ! -readable \) \
+  -print -quit 2>&1) || true
+[ -z "$closed" ] || { echo "the workspace holds what cannot be read: ${closed#./}" >&2; false; }
 if head=$(R rev-parse --verify -q 'HEAD^{commit}'); then
   current=$(R symbolic-ref -q HEAD || echo HEAD)
   moves=HEAD

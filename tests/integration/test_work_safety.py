@@ -196,6 +196,43 @@ class FrozenForTheSnapshotTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "show", f"{branch}:w.txt"), "w\n")
 
 
+    # Forks and exits at once, for ever, so that its process ID changes faster than any walk over /proc; each
+    # new process puts the start commit in any snapshot it finds, which would make the work look like none.
+    HOPPER = """import glob, os
+start = open("/tmp/start").read()
+def hop():
+    while True:
+        try:
+            if os.fork():
+                os._exit(0)
+        except OSError:
+            continue
+        for head in glob.glob("/tmp/claude-bottle-snapshot.*/HEAD"):
+            try:
+                if open(head).read() != start:
+                    open(head, "w").write(start)
+            except OSError:
+                pass
+if os.fork() == 0:
+    os.setsid()
+    hop()
+"""
+
+    def test_processes_that_fork_all_the_time_are_frozen_too(self):
+        name = self.m.start()
+        out = self.m.agent(name, f"printf %s {shlex.quote(self.HOPPER)} > /tmp/hop.py && "
+                                 "cd /workspace && git rev-parse HEAD > /tmp/start && "
+                                 "for i in 1 2 3; do echo $i > w$i; git add .; git commit -qm work$i; done && "
+                                 "echo u > u.txt && for i in $(seq 16); do python3 /tmp/hop.py; done && sleep 1")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:w3"), "3\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:u.txt"), "u\n")
+        self.assertTrue(self.gone(name))
+
+
 class EverythingComesBackTest(WorkSafetyCase):
     """Not only HEAD is the agent's work: its other branches, its stash and a repository it made inside the
     workspace come back too."""
@@ -263,6 +300,20 @@ class NothingHidesTheWorkTest(WorkSafetyCase):
             self.assertEqual(git(self.m.repo, "show", f"{branch}:{f}"), text)
         # .gitignore still decides: what the repository ignores stays out.
         self.assertNotIn("secret.env", git(self.m.repo, "ls-tree", "-r", "--name-only", branch))
+        self.assertTrue(self.gone(name))
+
+    def test_what_the_agent_made_unreadable_comes_back_too(self):
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && mkdir -p hidden/deeper && echo p > hidden/deeper/p.txt && "
+                                 "mkdir -p repo-in && git -C repo-in init -q && echo r > repo-in/r.txt && "
+                                 "echo s > secret.txt && chmod 000 secret.txt hidden/deeper/p.txt hidden/deeper && "
+                                 "chmod 000 hidden && chmod 500 repo-in")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        for f, text in (("hidden/deeper/p.txt", "p\n"), ("secret.txt", "s\n"), ("repo-in/r.txt", "r\n")):
+            self.assertEqual(git(self.m.repo, "show", f"{branch}:{f}"), text)
         self.assertTrue(self.gone(name))
 
     def test_filters_neither_hold_the_work_nor_change_it(self):
