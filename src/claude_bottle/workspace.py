@@ -856,6 +856,7 @@ def _land(repo: Path, bottle_name: str, bundle: str, fd: int, heads: Mapping[str
         _host_git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", bundle,
                   *head, f"+refs/*:{incoming}refs/*", fd=fd)
         updates = []
+        _check_room(repo, [to for to in wanted if to not in tips])
         for to, sha in wanted.items():
             tip = tips.get(to)
             if tip is None:
@@ -869,6 +870,23 @@ def _land(repo: Path, bottle_name: str, bundle: str, fd: int, heads: Mapping[str
             _host_git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
     finally:
         _drop(repo, incoming)
+
+
+def _check_room(repo: Path, new_refs: list[str]) -> None:
+    """Refuse, naming it, a branch of the user's made since the launch where git cannot hold it beside a new
+    one: `bottle` beside `bottle/coder/x`, or `bottle/coder/x/y` beside `bottle/coder/x`."""
+    if not new_refs:
+        return
+    existing = set(_git(repo, "for-each-ref", "--format=%(refname)", "refs/heads", fs=True).splitlines())
+    folders = {ref.rsplit("/", n)[0] for ref in existing for n in range(1, ref.count("/") - 1)}
+    for to in new_refs:
+        parts = to.split("/")
+        above = next((p for p in ("/".join(parts[:i]) for i in range(3, len(parts))) if p in existing), None)
+        below = None if above or to not in folders else min(e for e in existing if e.startswith(to + "/"))
+        if above or below:
+            raise WorkNotBack(f"branch {(above or below).removeprefix('refs/heads/')} in {repo} is in the way of "
+                              f"{to.removeprefix('refs/heads/')} (git cannot hold a branch and a folder of branches "
+                              "of one name): rename or delete it, then stop the bottle again")
 
 
 def _drop(repo: Path, prefix: str) -> None:

@@ -356,6 +356,26 @@ class LandTest(unittest.TestCase):
             self.assertEqual(git(host, "for-each-ref", "refs/claude-bottle-incoming/"), "")
 
 
+    def test_a_branch_in_the_way_is_named(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            host = Path(tmp)
+            workspace._git(host, "init", "-q")
+            workspace._git(host, "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "--allow-empty",
+                           "-m", "a")
+            new = ["refs/heads/bottle/coder/x", "refs/heads/bottle/coder/x.feature"]
+            workspace._check_room(host, new)
+            workspace._check_room(host, [])
+            for in_the_way in ("bottle", "bottle/coder", "bottle/coder/x/y", "bottle/coder/x.feature/z"):
+                workspace._git(host, "branch", in_the_way)
+                with self.assertRaisesRegex(workspace.WorkNotBack, f"branch {in_the_way} in {host} is in the way of "
+                                            "bottle/coder/x"):
+                    workspace._check_room(host, new)
+                workspace._git(host, "branch", "-D", in_the_way)
+            workspace._git(host, "branch", "bottle/coder/xy")  # beside, not in the way
+            workspace._git(host, "branch", "bottle/coder/x.featured/z")
+            workspace._check_room(host, new)
+
+
 class InBottleTest(unittest.TestCase):
     def test_a_time_out_in_the_bottle_says_what_sets_the_limit(self):
         from .fake_engine import FakeEngine
