@@ -726,6 +726,15 @@ R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # o
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
   S update-ref "refs/stash-entries/$((n - 1))" "$sha" && echo "refs/stash-entries/$((n - 1))"
 done
+# A linked worktree's detached HEAD (`git worktree add --detach`) holds commits no branch does.
+common=$(R rev-parse --git-common-dir)
+for wt in "$common"/worktrees/*/; do
+  read -r at < "$wt/HEAD" 2>/dev/null || continue
+  case "$at" in *[!0-9a-f]*|"") continue ;; esac  # on a branch (`ref: ...`), which came above
+  id=${wt%/}; ref="refs/worktree-heads/${id##*/}"
+  git check-ref-format "$ref" && sha=$(S rev-parse --verify -q "$at^{commit}") || continue
+  S update-ref "$ref" "$sha" && echo "$ref"
+done
 """
 
 
@@ -740,7 +749,8 @@ def _commit_script(ws: Workspace, bottle_name: str) -> str:
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
-    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>` and notes as `.notes.<name>`. A name that meets one
+    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>` and a linked worktree's
+    detached HEAD as `.worktree.<name>`. A name that meets one
     taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
     hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
@@ -753,6 +763,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "stash-" + ref.removeprefix("refs/stash-entries/")
         if ref.startswith("refs/submodule-commits/"):
             return "submodule." + ref.removeprefix("refs/submodule-commits/")[:12]
+        if ref.startswith("refs/worktree-heads/"):
+            return "worktree." + ref.removeprefix("refs/worktree-heads/")
         return None
 
     def meets(to: str) -> bool:

@@ -256,6 +256,22 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertIn(f"{branch}.feature", stopped.stderr)
         self.assertTrue(self.gone(name))
 
+    def test_the_detached_head_of_a_linked_worktree(self):
+        """Found by attacking it: commits on a worktree's detached HEAD (no branch holds them) stayed behind."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && git worktree add -q --detach /tmp/wt && cd /tmp/wt && "
+                                 "echo w > w.txt && git add w.txt && git commit -q -m w && "
+                                 "git -C /workspace worktree add -q -b side /tmp/side && cd /tmp/side && "
+                                 "echo s > s.txt && git add s.txt && git commit -q -m s")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.wt:w.txt"), "w\n")
+        self.assertIn(f"{branch}.side", git(self.m.repo, "branch", "--list", f"{branch}.*"))
+        self.assertNotIn(f"{branch}.worktree.side", git(self.m.repo, "branch", "--list", f"{branch}.*"))
+        self.assertTrue(self.gone(name))
+
     def test_a_nested_repository_the_agent_committed_older_stashes_tags_and_notes(self):
         """Found by attacking it: `git add -A` makes a gitlink of a repository a scaffolder made (its files were
         lost), and only the newest stash came back (not older ones, nor commits only a tag or notes hold)."""
