@@ -357,7 +357,7 @@ def launch(engine: Engine, plan: LaunchPlan, env: Mapping[str, str], token: str,
     config = sidecar.gate_config(
         egress.pipelock_config([h.host for h in plan.allowlist], plan.bottle.private_hosts,
                                [h.host for h in plan.passthrough]),
-        blocked, token, placeholder, plan.credentials, sidecar.private_ports(plan.bottle),
+        blocked, token, placeholder, plan.credentials, egress.private_ports(plan.bottle.private_hosts),
         plan.bottle.ca_cert.read_text(errors="replace") if plan.bottle.ca_cert else "",
         egress.pipelock_config(ssh_hosts, plan.bottle.private_hosts, for_ssh=True) if ssh_hosts else None,
         [f"{h.hostname}:{h.port}" for h in plan.bottle.ssh],

@@ -163,6 +163,9 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[PrivateHost] =
         # To the gate, on a pipe: it counts every decision, so a flood cannot blind the report.
         "logging": {"format": "json", "output": "stdout", "include_allowed": True, "include_blocked": True},
     }
+    rules = [_port_rule(host, ports) for host, ports in private_ports(private_hosts).items() if ports]
+    if rules and not for_ssh:
+        config["dlp"]["patterns"] = rules
     if names:
         config["trusted_domains"] = names
     if ips:
@@ -173,6 +176,54 @@ def pipelock_config(hosts: Sequence[str], private_hosts: Sequence[PrivateHost] =
         for name in ("tls_interception", "request_body_scanning", "cross_request_detection"):
             del config[name]
     return config
+
+
+def private_ports(private_hosts: Iterable[PrivateHost]) -> dict[str, list[int]]:
+    """Every private host, with the ports its entries name: only those may be reached. An empty list (an
+    entry without a port) opens every port of its host, and the preflight says so."""
+    ports: dict[str, list[int]] = {}
+    every: set[str] = set()
+    for entry in private_hosts:
+        ports.setdefault(entry.host, [])
+        if entry.port is None:
+            every.add(entry.host)
+        else:
+            ports[entry.host].append(entry.port)
+    return {host: ([] if host in every else sorted(set(p))) for host, p in ports.items()}
+
+
+def _port_rule(host: str, ports: Sequence[int]) -> dict:
+    """A DLP pattern of pipelock's for every URL that names `host` on a port other than `ports`. The gate
+    refuses those ports in what the bottle asks for, but pipelock follows a plain-HTTP answer's redirect
+    itself, and checks the host it leads to, not the port: this makes it refuse that too. A port is read as
+    Go reads it (leading zeros, or none and the scheme's own), in a URL with or without a user, and a name in
+    any case, with or without its final dot."""
+    allowed = {str(p) for p in ports}
+    name = rf"\[{re.escape(host)}\]" if ":" in host else re.escape(host) + r"\.?"
+    at, end = r"(?:[^/?#@]*@)?", r"(?:[/?#]|$)"
+    branches = [rf"https?://{at}{name}:0*(?:0|{_numbers_but(allowed)}){end}"]
+    branches += [rf"{scheme}://{at}{name}(?::0*)?{end}" for scheme, port in (("http", "80"), ("https", "443"))
+                 if port not in allowed]
+    return {"name": f"{host}: a port egress.private_hosts does not list", "regex": f"(?i)^(?:{'|'.join(branches)})",
+            "severity": "critical"}
+
+
+def _numbers_but(allowed: set[str]) -> str:
+    """A regular expression for the numbers without leading zeros, 0 aside, that are not in `allowed`."""
+    def but(prefix: str, width: int) -> list[str]:
+        taken = {a for a in allowed if len(a) == width and a.startswith(prefix)}
+        if not taken:
+            rest = width - len(prefix) - (0 if prefix else 1)
+            return [("" if prefix else "[1-9]") + (f"[0-9]{{{rest}}}" if rest else "")]
+        if len(prefix) == width:
+            return []
+        out = []
+        for digit in "0123456789" if prefix else "123456789":
+            rest = but(prefix + digit, width)
+            out += [digit + r for r in rest]
+        return out
+    widest = max(len(a) for a in allowed)
+    return "|".join([r for width in range(1, widest + 1) for r in but("", width)] + [f"[1-9][0-9]{{{widest},}}"])
 
 
 def _is_ip(host: str) -> bool:

@@ -132,17 +132,3 @@ def container(name: str, image_tag: str, network: str, labels: dict[str, str], p
 
 def report_command() -> list[str]:
     return ["/gate", "report"]
-
-
-def private_ports(bottle: Bottle) -> dict[str, list[int]]:
-    """Every private host, with the ports its entries name: only those may be reached. An empty list (an
-    entry without a port) opens every port of its host, and the preflight says so."""
-    ports: dict[str, list[int]] = {}
-    every: set[str] = set()
-    for entry in bottle.private_hosts:
-        ports.setdefault(entry.host, [])
-        if entry.port is None:
-            every.add(entry.host)
-        else:
-            ports[entry.host].append(entry.port)
-    return {host: ([] if host in every else sorted(set(p))) for host, p in ports.items()}

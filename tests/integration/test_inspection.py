@@ -299,6 +299,69 @@ class RefusedTunnelTest(BottleCase):
         self.assertTrue(self.arrived("/control"))
 
 
+class Redirector(support.Server):
+    """An allowed service that sends its client elsewhere: /to/KEY answers 302 to what `to[KEY]` says (set by
+    the test, so that the request does not name it), /to307/KEY 307 (the method and body go along)."""
+
+    def __init__(self):
+        to = self.to = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                _, kind, key = self.path.split("/", 2)
+                self.send_response(307 if kind == "to307" else 302)
+                self.send_header("Location", to[key])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = handle_one
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(Handler)
+
+
+class RedirectTest(BottleCase):
+    """Found by attacking it: over plain HTTP pipelock follows a redirect itself, checking the host it leads
+    to and not the port, so a service on a private host's listed port that redirects where it is told (an
+    open redirect) reached the host's other ports."""
+
+    @classmethod
+    def egress(cls) -> dict:
+        cls.redirector = Redirector()
+        cls.addClassCleanup(cls.redirector.close)
+        return {"private_hosts": [f"{cls.host}:{cls.recorder.port}", f"{cls.host}:{cls.redirector.port}"]}
+
+    def curl(self, *args: str) -> str:
+        out = self.project.cli("exec", self.name, "--", "curl", "-sS", "-m", "30", "-w", " %{http_code}", *args)
+        return out.stdout + out.stderr
+
+    def test_a_redirect_reaches_no_port_the_manifest_does_not_list(self):
+        other = Recorder()  # another service of the same host, on a port not listed
+        self.addCleanup(other.close)
+        start = f"http://{self.host}:{self.redirector.port}"
+        for where in (f"http://{self.host}:{other.port}/a", f"http://u@{self.host.upper()}.:0{other.port}/b",
+                      f"http://{self.host}/c"):
+            key = uuid.uuid4().hex
+            self.redirector.to[key] = where
+            for kind, method in (("to", "GET"), ("to307", "POST")):
+                with self.subTest(where=where, kind=kind):
+                    out = self.curl("-X", method, "--data-binary", "x", f"{start}/{kind}/{key}")
+                    self.assertTrue(out.endswith(" 403"), out)
+                    self.assertIn("redirect blocked", out)
+            with self.subTest(where=where, kind="named in the request"):  # steering the service there
+                out = self.curl(f"{start}/to/{key}?next={urllib.parse.quote(where)}")
+                self.assertTrue(out.endswith(" 403"), out)
+        self.assertEqual(other.seen, [])
+        # To the port that is listed, a redirect is followed as before.
+        key = uuid.uuid4().hex
+        self.redirector.to[key] = f"http://{self.host}:{self.recorder.port}/followed"
+        self.assertEqual(self.curl(f"{start}/to/{key}"), "ok 200")
+        self.assertIn("/followed", [seen[0] for seen in self.recorder.seen])
+
+
 class RawRecorder(support.Server):
     """A host the bottle may reach: records every byte of each request as it arrives (a request line, headers, a
     body of Content-Length or chunks and trailers), then answers 200."""

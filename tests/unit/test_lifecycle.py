@@ -176,6 +176,29 @@ class LaunchTest(unittest.TestCase):
         self.assertGreaterEqual(config["fetch_proxy"]["timeout_seconds"], 600)
         self.assertGreaterEqual(config["forward_proxy"]["idle_timeout_seconds"], 600)
 
+    def test_pipelock_refuses_every_other_port_of_a_private_host_it_would_be_redirected_to(self):
+        import re
+
+        from claude_bottle.manifest import PrivateHost
+
+        hosts = (PrivateHost("10.1.2.3", 8000), PrivateHost("10.1.2.3", 8443), PrivateHost("db.corp", 80),
+                 PrivateHost("open.corp"), PrivateHost("open.corp", 5))
+        config = egress.pipelock_config(["x"], hosts)
+        rules = {rule["name"].split(":")[0]: re.compile(rule["regex"]) for rule in config["dlp"]["patterns"]}
+        self.assertEqual(set(rules), {"10.1.2.3", "db.corp"})  # an entry without a port opens every port
+        self.assertNotIn("patterns", egress.pipelock_config(["x"], hosts, for_ssh=True)["dlp"])
+        for host, allowed in (("10.1.2.3", {8000, 8443}), ("db.corp", {80})):
+            for port in range(70000):
+                for spelled in (str(port), f"0{port}"):
+                    for scheme in ("http", "https"):
+                        url = f"{scheme}://{host}:{spelled}/x"
+                        self.assertEqual(bool(rules[host].match(url)), port not in allowed, url)
+            for scheme, default in (("http", 80), ("https", 443)):
+                for url in (f"{scheme}://{host}/", f"{scheme}://{host}", f"{scheme}://u:p@{host.upper()}.:/?q"):
+                    self.assertEqual(bool(rules[host].match(url)), default not in allowed, url)
+        for url in ("http://10.1.2.30:9/", "http://10.1.2.3.evil:9/", "http://x/?next=http://10.1.2.3:9/"):
+            self.assertIsNone(rules["10.1.2.3"].match(url), url)
+
     def test_short_secrets_are_left_out(self):
         listed = egress.secrets_list(["short", "x" * 16, "two\n" + "y" * 20])
         self.assertEqual([line for line in listed if line.isalpha()], ["x" * 16, "y" * 20])
