@@ -614,16 +614,24 @@ trap 'kill -CONT -1 2>/dev/null || true' ERR
 # outrun by processes that fork and exit for ever). It spares only this shell; its callers go on again.
 kill -STOP -1 2>/dev/null || true
 for p in $spare; do [ "$p" = 1 ] || [ "$p" = $$ ] || kill -CONT "$p"; done
-# And nothing else of the agent's runs (a process the kernel has not stopped yet, in the middle of a system
-# call, is given a moment), or there is no snapshot.
+# And no thread of the agent's runs (one the kernel has not stopped yet, in the middle of a system call, is
+# given a moment), or there is no snapshot. A thread in an uninterruptible wait (a vfork whose child never
+# execs: for ever) runs nothing of its own there, and stops on its way out: the stop waits for it.
 for wait in $(seq 50) stop; do
   running=
-  for d in /proc/[0-9]*; do
-    case "$spare" in *" ${d#/proc/} "*) continue ;; esac
+  for d in /proc/[0-9]*/task/[0-9]*; do
+    pid=${d#/proc/}; pid=${pid%%/*}
+    case "$spare" in *" $pid "*) continue ;; esac
     read -r stat < "$d/stat" 2>/dev/null || continue  # gone meanwhile
     stat=${stat##*) }; state=${stat%% *}; stat=${stat#* }
     [ "${stat%% *}" = $$ ] && continue  # ours: a command of this script's
-    case "$state" in T|t|Z|X) ;; *) running=${d#/proc/}; break ;; esac
+    case "$state" in
+      T|t|Z|X) continue ;;
+      D) pending=0
+         { while read -r key value; do [ "$key" != ShdPnd: ] || pending=$value; done < "$d/status"; } 2>/dev/null || true
+         (( 0x$pending & 1 << 18 )) && continue ;;  # SIGSTOP
+    esac
+    running=$pid; break
   done
   [ -z "$running" ] && break
   [ "$wait" != stop ] || { echo "process $running of the agent's could not be stopped for the snapshot" >&2; false; }

@@ -236,6 +236,21 @@ if os.fork() == 0:
         self.assertTrue(self.gone(name))
 
 
+    def test_a_process_waiting_in_the_kernel_for_ever_holds_nothing_up(self):
+        """A vfork whose child never execs leaves its parent in an uninterruptible wait for good: it runs nothing
+        of its own there and stops on its way out, so it neither holds the snapshot up nor keeps the bottle."""
+        name = self.m.start()
+        vfork = ("import ctypes\nlibc = ctypes.CDLL(None)\nif libc.vfork() == 0:\n    libc.pause()\n"
+                 "    libc._exit(0)\n")
+        out = self.m.agent(name, f"cd /workspace && echo v > v.txt && (setsid python3 -c {shlex.quote(vfork)} "
+                                 "</dev/null >/dev/null 2>&1 &) && sleep 1 && ps -eo stat,comm | grep -q '^D.*python3'")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:v.txt"), "v\n")
+        self.assertTrue(self.gone(name))
+
+
 class EverythingComesBackTest(WorkSafetyCase):
     """Not only HEAD is the agent's work: its other branches, its stash and a repository it made inside the
     workspace come back too."""
