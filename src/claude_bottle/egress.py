@@ -196,14 +196,15 @@ def _port_rule(host: str, ports: Sequence[int]) -> dict:
     """A DLP pattern of pipelock's for every URL that names `host` on a port other than `ports`. The gate
     refuses those ports in what the bottle asks for, but pipelock follows a plain-HTTP answer's redirect
     itself, and checks the host it leads to, not the port: this makes it refuse that too. A port is read as
-    Go reads it (leading zeros, or none and the scheme's own), in a URL with or without a user, and a name in
-    any case, with or without its final dot."""
+    Go reads it (leading zeros, or none and http's own), in a URL with or without a user, and a name in any
+    case, with or without its final dot. An https:// URL with no port is let be (the gate checks a tunnel's
+    port itself), as pipelock judges every CONNECT, to any port, as just that."""
     allowed = {str(p) for p in ports}
     name = rf"\[{re.escape(host)}\]" if ":" in host else re.escape(host) + r"\.?"
     at, end = r"(?:[^/?#@]*@)?", r"(?:[/?#]|$)"
     branches = [rf"https?://{at}{name}:0*(?:0|{_numbers_but(allowed)}){end}"]
-    branches += [rf"{scheme}://{at}{name}(?::0*)?{end}" for scheme, port in (("http", "80"), ("https", "443"))
-                 if port not in allowed]
+    if "80" not in allowed:  # not https's 443: pipelock judges a CONNECT as `https://host/`, with no port
+        branches.append(rf"http://{at}{name}(?::0*)?{end}")
     return {"name": f"{host}: a port egress.private_hosts does not list", "regex": f"(?i)^(?:{'|'.join(branches)})",
             "severity": "critical"}
 
