@@ -606,8 +606,14 @@ cd /workspace
 # is removed: nothing written after it could be lost, and no file is taken half written, and nothing can
 # change the snapshot, which is the agent's user's as all else here. This script and the processes it runs in
 # are spared; a failure lets them all go on (thaw).
+# Until they are, this shell runs nothing but its builtins: a program it started would be one the agent
+# could attach to (this shell and its caller are not: PRIVATE_SHELL).
 spare=" 1 $$ "; p=$$
-while p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) && [ "${p:-1}" -gt 1 ]; do spare="$spare$p "; done
+while read -r stat < "/proc/$p/stat"; do
+  stat=${stat##*) }; stat=${stat#* }; p=${stat%% *}
+  [ "$p" -gt 1 ] || break
+  spare="$spare$p "
+done
 trap 'kill -CONT -1 2>/dev/null || true' ERR
 # One kill(2) for all of them: the kernel holds every fork back while it sends, and a child of a fork under
 # way gets the signal too, so no process escapes by changing its ID (a walk over /proc, however often, can be
@@ -1254,13 +1260,24 @@ def _tree_digest(entries: Mapping[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(entries.items())).encode()).hexdigest()
 
 
+# bash and timeout, in copies the agent's user may run and not read (the image's Dockerfile says why).
+PRIVATE_SHELL = ("/usr/local/lib/claude-bottle/timeout", "/usr/local/lib/claude-bottle/bash")
+
+
 def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: str = "sh") -> str:
-    """Run `script` as the bottle's user with a time limit; its stdout, or WorkNotBack-worthy errors."""
+    """Run `script` as the bottle's user with a time limit; its stdout, or WorkNotBack-worthy errors. A
+    `shell` of "bash" is PRIVATE_SHELL's, in a bottle whose image has it."""
     out = io.BytesIO()
     limit = step_seconds()
+    timeout, shell = PRIVATE_SHELL if shell == "bash" else ("timeout", shell)
     try:
-        code, err = engine.exec_to(container, ["timeout", "-k", "5", str(limit), shell, "-euc", script],
+        code, err = engine.exec_to(container, [timeout, "-k", "5", str(limit), shell, "-euc", script],
                                    out, user=BOTTLE_USER, timeout=limit + 10)
+        if code in (126, 127) and timeout != "timeout" and PRIVATE_SHELL[0].encode() in err + out.getvalue():
+            # A bottle from before the image had them: its stop goes on as it would have then.
+            out.seek(0), out.truncate()
+            code, err = engine.exec_to(container, ["timeout", "-k", "5", str(limit), "bash", "-euc", script],
+                                       out, user=BOTTLE_USER, timeout=limit + 10)
     except (ExecTimeout, OutputTooLarge) as e:
         raise BottleError(f"{what}: {e}") from None
     if code != 0:

@@ -236,6 +236,23 @@ if os.fork() == 0:
         self.assertTrue(self.gone(name))
 
 
+    def test_what_takes_the_work_cannot_be_attached_to(self):
+        """Found by attacking it: ptrace is open to the agent's user here, and a process of the agent's that
+        attached to the script before it had stopped them could have made it report anything ("empty": no
+        work at all). The script runs from copies of bash and timeout the agent's user cannot read."""
+        name = self.m.start()
+        attach = ("import ctypes, subprocess, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                  "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE)\n"
+                  "print(libc.ptrace(0x4206, p.pid, 0, 0), ctypes.get_errno())\np.kill()\n")  # PTRACE_SEIZE
+        private = "/usr/local/lib/claude-bottle"
+        runs = [f"{private}/bash -c 'read -t 20 x'", f"{private}/timeout 20 sleep 20",
+                "/bin/bash -c 'read -t 20 x'", "timeout 20 sleep 20"]  # the last two: what the agent may attach to
+        out = self.m.agent(name, "; ".join(f"python3 -c {shlex.quote(attach)} {run}" for run in runs)
+                           + f"; cat {private}/bash > /dev/null")
+        self.assertEqual(out.stdout.split("\n")[:4], ["-1 1", "-1 1", "0 0", "0 0"], out.stderr)  # EPERM
+        self.assertIn("Permission denied", out.stderr)
+        self.discard(name)
+
     def test_a_process_waiting_in_the_kernel_for_ever_holds_nothing_up(self):
         """A vfork whose child never execs leaves its parent in an uninterruptible wait for good: it runs nothing
         of its own there and stops on its way out, so it neither holds the snapshot up nor keeps the bottle."""
