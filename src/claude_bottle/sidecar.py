@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from . import egress, pins
 from .docker import ContainerSpec
 from .image import BOTTLE_UID, ImageSpec
-from .manifest import Bottle, ImageSettings
+from .manifest import ImageSettings
 
 REPOSITORY = "claude-bottle-sidecar"
 PROXY_DIR = "/run/claude-bottle/proxy"  # the volume: the socket the bottle connects to, and its CA bundle
