@@ -623,7 +623,7 @@ for p in $spare; do [ "$p" = 1 ] || [ "$p" = $$ ] || kill -CONT "$p"; done
 # And no thread of the agent's runs (one the kernel has not stopped yet, in the middle of a system call, is
 # given a moment), or there is no snapshot. A thread in an uninterruptible wait (a vfork whose child never
 # execs: for ever) runs nothing of its own there, and stops on its way out: the stop waits for it.
-for wait in $(seq 50) stop; do
+all_stopped() {
   running=
   for d in /proc/[0-9]*/task/[0-9]*; do
     pid=${d#/proc/}; pid=${pid%%/*}
@@ -637,9 +637,11 @@ for wait in $(seq 50) stop; do
          { while read -r key value; do [ "$key" != ShdPnd: ] || pending=$value; done < "$d/status"; } 2>/dev/null || true
          (( 0x$pending & 1 << 18 )) && continue ;;  # SIGSTOP
     esac
-    running=$pid; break
+    running=$pid; return 1
   done
-  [ -z "$running" ] && break
+}
+for wait in $(seq 50) stop; do
+  all_stopped && break
   [ "$wait" != stop ] || { echo "process $running of the agent's could not be stopped for the snapshot" >&2; false; }
   sleep 0.1
 done
@@ -749,6 +751,8 @@ for wt in "$common"/worktrees/*/; do
   git check-ref-format "$ref" && sha=$(S rev-parse --verify -q "$at^{commit}") || continue
   S update-ref "$ref" "$sha" && echo "$ref"
 done
+# Still all stopped (nothing came back to life while the snapshot was taken), or it is not to be trusted.
+all_stopped || { echo "process $running of the agent's ran again during the snapshot" >&2; false; }
 """
 
 

@@ -239,7 +239,8 @@ if os.fork() == 0:
     def test_what_takes_the_work_cannot_be_attached_to(self):
         """Found by attacking it: ptrace is open to the agent's user here, and a process of the agent's that
         attached to the script before it had stopped them could have made it report anything ("empty": no
-        work at all). The script runs from copies of bash and timeout the agent's user cannot read."""
+        work at all), or attached to PID 1, which no signal from inside stops, and thawed everything after the
+        check (found too). The script and the bottle's init run from copies the agent's user cannot read."""
         name = self.m.start()
         attach = ("import ctypes, subprocess, sys\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                   "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE)\n"
@@ -247,9 +248,11 @@ if os.fork() == 0:
         private = "/usr/local/lib/claude-bottle"
         runs = [f"{private}/bash -c 'read -t 20 x'", f"{private}/timeout 20 sleep 20",
                 "/bin/bash -c 'read -t 20 x'", "timeout 20 sleep 20"]  # the last two: what the agent may attach to
+        seize_init = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                      "print(libc.ptrace(0x4206, 1, 0, 0), ctypes.get_errno())\n")  # PID 1, which nothing stops
         out = self.m.agent(name, "; ".join(f"python3 -c {shlex.quote(attach)} {run}" for run in runs)
-                           + f"; cat {private}/bash > /dev/null")
-        self.assertEqual(out.stdout.split("\n")[:4], ["-1 1", "-1 1", "0 0", "0 0"], out.stderr)  # EPERM
+                           + f"; python3 -c {shlex.quote(seize_init)}; cat {private}/bash > /dev/null")
+        self.assertEqual(out.stdout.split("\n")[:5], ["-1 1", "-1 1", "0 0", "0 0", "-1 1"], out.stderr)  # EPERM
         self.assertIn("Permission denied", out.stderr)
         self.discard(name)
 

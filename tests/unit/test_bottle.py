@@ -41,7 +41,8 @@ class BottleContainerTest(unittest.TestCase):
         self.assertEqual(spec.name, n.container)
         self.assertEqual(spec.api_body(), {
             "Image": plan.image.tag,
-            "Cmd": ["bottle-init", "3128", "/run/claude-bottle/proxy/handoff.sock"],
+            "Cmd": ["/usr/local/lib/claude-bottle/init", "--", "bottle-init", "3128",
+                    "/run/claude-bottle/proxy/handoff.sock"],
             "Labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
                        "org.claude-bottle.config": "dev",
                        "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2",
@@ -56,7 +57,7 @@ class BottleContainerTest(unittest.TestCase):
                 "NetworkMode": "none",
                 "CapDrop": ["ALL"],
                 "SecurityOpt": ["no-new-privileges"],
-                "Init": True,
+                "Init": False,
                 "Memory": 4 * 2**30,
                 "MemorySwap": 4 * 2**30,
                 "PidsLimit": 1024,
