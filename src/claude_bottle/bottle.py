@@ -45,7 +45,7 @@ EGRESS_NETWORK = "claude-bottle-egress"
 _LOCAL_ENGINES = (docker.DEFAULT_HOST, "unix:///run/docker.sock")
 # The bottle's PID 1: tini, from a copy the agent's user may run but not read (the image's Dockerfile says why),
 # in place of Docker's own init, which the agent could attach to and so undo `stop`'s freeze.
-INIT = "/usr/local/lib/claude-bottle/init"
+INIT = f"{image.PRIVATE_BIN}/init"
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 

@@ -29,6 +29,8 @@ BOTTLE_USER = "claude"
 BOTTLE_UID = 1000
 BOTTLE_HOME = f"/home/{BOTTLE_USER}"
 WORKSPACE = "/workspace"
+# Copies of programs the bottle's user may run but not read (the Dockerfile says why): init, bash, timeout.
+PRIVATE_BIN = "/usr/local/lib/claude-bottle"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from .docker import LABEL_PREFIX, Engine, ExecTimeout, OutputTooLarge
 from . import lazy
 from .errors import BottleError
-from .image import BOTTLE_USER, WORKSPACE, owned
+from .image import BOTTLE_USER, PRIVATE_BIN, WORKSPACE, owned
 
 base64 = lazy.Module("base64")
 resource = lazy.Module("resource")
@@ -1265,7 +1265,7 @@ def _tree_digest(entries: Mapping[str, str]) -> str:
 
 
 # bash and timeout, in copies the agent's user may run and not read (the image's Dockerfile says why).
-PRIVATE_SHELL = ("/usr/local/lib/claude-bottle/timeout", "/usr/local/lib/claude-bottle/bash")
+PRIVATE_SHELL = (f"{PRIVATE_BIN}/timeout", f"{PRIVATE_BIN}/bash")
 
 
 def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: str = "sh") -> str:
