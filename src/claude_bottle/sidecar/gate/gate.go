@@ -519,6 +519,11 @@ func (g *gate) injector(cred CredentialHost) http.Handler {
 		case auth == "" && key == "":
 			g.counter.add(cred.Host, "allowed", "allowed")
 		case auth == "Bearer "+g.cfg.Placeholder && key == "" && cred.Inject:
+			if why := refusedFetch(r); why != "" {
+				g.counter.add(cred.Host, "blocked", why)
+				http.Error(w, "claude-bottle: blocked: "+why, http.StatusForbidden)
+				return
+			}
 			r.Header.Set("Authorization", "Bearer "+g.cfg.Token)
 			g.counter.add(cred.Host, "allowed", "the user's token added by the sidecar")
 		case auth == "Bearer "+g.cfg.Placeholder && key == "":

@@ -138,7 +138,7 @@ func TestAnAnswerIsWholeWhenTheRequestBodyIsClosedAfterItsLength(t *testing.T) {
 	cfg := &Config{Credentials: []CredentialHost{{Host: host, Port: port, Paths: []string{"/"}, Inject: true}},
 		PrivatePorts: map[string][]string{host: {}}, Token: "real", Placeholder: "placeholder"}
 	g := newGate(cfg, nil, newCounter(nil), nil)
-	body := strings.Repeat("x", 100_000)
+	body := `{"pad":"` + strings.Repeat("x", 100_000) + `"}`
 	for i := 0; i < 20; i++ {
 		r := httptest.NewRequest("POST", upstream.URL+"/v1/messages", &closedAfter{strings.NewReader(body)})
 		r.ContentLength = int64(len(body))
