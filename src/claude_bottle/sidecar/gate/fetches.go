@@ -79,7 +79,50 @@ func refusedFetch(r *http.Request) string {
 	if err := decoder.Decode(&body); err != nil || decoder.More() {
 		return "the request's body is not one JSON document, so the sidecar cannot tell what it asks the API to fetch"
 	}
+	if key := duplicateKey(plain); key != "" {
+		// Parsers differ on which of two values they keep: the API must read what the gate read.
+		return fmt.Sprintf("the request's body names %q twice in one object", key)
+	}
 	return fetchesIn(body, 0)
+}
+
+// duplicateKey is a key named twice in one object of a JSON document that parses ("" if none is).
+func duplicateKey(document []byte) string {
+	decoder := json.NewDecoder(bytes.NewReader(document))
+	type level struct {
+		keys      map[string]bool // nil in an array
+		expectKey bool
+	}
+	var stack []level
+	for {
+		token, err := decoder.Token()
+		if err != nil {
+			return ""
+		}
+		top := len(stack) - 1
+		if key, isKey := token.(string); isKey && top >= 0 && stack[top].keys != nil && stack[top].expectKey {
+			if stack[top].keys[key] {
+				return key
+			}
+			stack[top].keys[key] = true
+			stack[top].expectKey = false
+			continue
+		}
+		switch token {
+		case json.Delim('{'):
+			stack = append(stack, level{keys: map[string]bool{}, expectKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, level{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:top]
+		}
+		// A value (or a closed object or array) ends: its object expects a key next.
+		if top = len(stack) - 1; top >= 0 && stack[top].keys != nil {
+			stack[top].expectKey = true
+		}
+	}
 }
 
 // decoded undoes the request's Content-Encoding (Claude Code can gzip its requests), reading at most

@@ -59,13 +59,15 @@ func TestARequestThatWouldHaveTheAPIFetchAURLIsRefused(t *testing.T) {
 		"a document from a URL": `{"messages":[{"role":"user","content":[{"type":"document","source":{"type":"url","url":"https://attacker.test/a.pdf"}}]}]}`,
 		"in a tool result": `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t",
 			"content":[{"type":"image","source":{"type":"url","url":"https://attacker.test/"}}]}]}]}`,
-		"in the system prompt":                   `{"system":[{"type":"document","source":{"type":"url","url":"https://attacker.test/"}}],"messages":[]}`,
-		"in a batch":                             `{"requests":[{"custom_id":"a","params":{"messages":[],"mcp_servers":[{"url":"https://attacker.test/"}]}}]}`,
-		"a key spelt with an escape":             `{"messages":[],"mcp\u005fservers":[{"url":"https://attacker.test/"}]}`,
-		"a type spelt with an escape":            `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"\u0075rl","url":"https://a.test/"}}]}]}`,
-		"a duplicate key, the last one fetching": `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","type":"url","url":"https://a.test/"}}]}]}`,
-		"not JSON":                               `{"messages":[],"mcp_servers":[{"url":"https://attacker.test/"}],}`,
-		"two JSON documents":                     `{"messages":[]} {"mcp_servers":[]}`,
+		"in the system prompt":                    `{"system":[{"type":"document","source":{"type":"url","url":"https://attacker.test/"}}],"messages":[]}`,
+		"in a batch":                              `{"requests":[{"custom_id":"a","params":{"messages":[],"mcp_servers":[{"url":"https://attacker.test/"}]}}]}`,
+		"a key spelt with an escape":              `{"messages":[],"mcp\u005fservers":[{"url":"https://attacker.test/"}]}`,
+		"a type spelt with an escape":             `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"\u0075rl","url":"https://a.test/"}}]}]}`,
+		"a duplicate key, the last one fetching":  `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","type":"url","url":"https://a.test/"}}]}]}`,
+		"a duplicate key, the first one fetching": `{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://a.test/","type":"base64"}}]}]}`,
+		"a duplicate key, deep in":                `{"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}`,
+		"not JSON":                                `{"messages":[],"mcp_servers":[{"url":"https://attacker.test/"}],}`,
+		"two JSON documents":                      `{"messages":[]} {"mcp_servers":[]}`,
 	} {
 		if why := refusedFetch(apiRequest(body)); why == "" {
 			t.Errorf("%s: not refused", name)
@@ -121,6 +123,21 @@ func TestACompressedRequestIsReadThroughItsCompression(t *testing.T) {
 }
 
 // Only the API's own paths are read; other paths of the token's host take any body.
+func TestDuplicateKeysAreFoundInEveryObjectAndOnlyThere(t *testing.T) {
+	for document, want := range map[string]string{
+		`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`: "",
+		`{"a":[1,{"b":2}],"a":0}`:                   "a",
+		`[{"x":1},{"y":[{"z":1,"z":2}]}]`:           "z",
+		`{"a":{"b":1},"c":{"b":1,"d":{},"d":[]}}`:   "d",
+		`{"k":"v","v":"k"}`:                         "",
+		claudeCodeRequest:                           "",
+	} {
+		if got := duplicateKey([]byte(document)); got != want {
+			t.Errorf("%s: %q, want %q", document, got, want)
+		}
+	}
+}
+
 func TestOnlyTheAPIsPathsAreRead(t *testing.T) {
 	r := httptest.NewRequest("POST", "https://api.anthropic.com/api/event_logging/batch", strings.NewReader("not json"))
 	if why := refusedFetch(r); why != "" {
