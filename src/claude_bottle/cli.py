@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -639,6 +640,9 @@ def _launch(engine: docker.Engine, plan: bottle.LaunchPlan, secrets: session.Sec
 def _run_and_finish(s: session.Session, run_claude) -> int:
     """Run Claude in the session, then finish it (work back, bottle gone) on every way out; the exit
     status to leave with."""
+    s.on_engine_lost = lambda: click.echo(
+        f"the engine went away (restarting?): waiting up to {session.ENGINE_RETURN_SECONDS:.0f} s for it to come back "
+        f"to bring the work of bottle {s.name} back", err=True)
     try:
         with s:
             code = run_claude()
@@ -646,7 +650,8 @@ def _run_and_finish(s: session.Session, run_claude) -> int:
         code = 128 + e.signum
     except KeyboardInterrupt:
         code = 130
-    _report(s.ended)
+    finally:
+        _report(s.ended)  # the work may be back although Claude's run broke off (the engine went away)
     return code
 
 
@@ -739,22 +744,28 @@ def supervise(name: str, argv: tuple[str, ...]) -> None:
         with run.writer() as sink:
             try:
                 engine = runtime.connect()
-                with session.Session.resume(engine, name) as s:
-                    code = s.run_headless(list(argv), sink)
-                    session.keep_egress_report(engine, run)
-                brought = s.ended.brought if s.ended else None
-                if brought and (brought.branch or brought.folder):
-                    run.set_result(brought.branch or str(brought.folder))
-                if brought and (brought.branch or brought.extra):
-                    sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}"
-                               f"{'; also ' + ', '.join(brought.extra) if brought.extra else ''}\n".encode())
-                elif brought and brought.folder:
-                    sink.write(f"\nresults: the changed workspace is in {brought.folder}\n".encode())
+                s = session.Session.resume(engine, name)
+                try:
+                    with s:
+                        code = s.run_headless(list(argv), sink)
+                        session.keep_egress_report(engine, run)
+                finally:  # the work may be back although the run broke off (the engine went away)
+                    _record_results(run, sink, s.ended.brought if s.ended else None)
             except BottleError as e:  # the record must end with a status whatever happened
                 sink.write(f"\nError: {e}\n".encode())
                 code = e.exit_code if isinstance(e, workspace.WorkNotBack) else runs.COULD_NOT_RUN
         if run.folder.is_dir():  # `rm --force` or `cleanup` may have removed the record meanwhile
             run.finish(code)
+
+
+def _record_results(run: runs.Run, sink: BinaryIO, brought: workspace.Brought | None) -> None:
+    if brought and (brought.branch or brought.folder):
+        run.set_result(brought.branch or str(brought.folder))
+    if brought and (brought.branch or brought.extra):
+        sink.write(f"\nresults: {brought.commits} new commit(s) on branch {brought.branch}"
+                   f"{'; also ' + ', '.join(brought.extra) if brought.extra else ''}\n".encode())
+    elif brought and brought.folder:
+        sink.write(f"\nresults: the changed workspace is in {brought.folder}\n".encode())
 
 
 def _copy_progress(done: int, total: int) -> None:
@@ -823,9 +834,13 @@ def _question(plan: bottle.LaunchPlan) -> str:
 def _running(engine: docker.Engine, name: str) -> docker.ContainerState:
     """The state of the user's running bottle `name` (its container's name and labels)."""
     state = engine.container(cleanup.Names(cleanup.check_name(name)).container)
-    if state is None or not state.running or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
+    if state is None or state.labels.get(cleanup.LABEL_ROLE) != "bottle":
         raise BottleError(f"no running bottle named '{name}': see `claude-bottle ps`")
     cleanup.check_mine(name, state.labels)
+    if not state.running:
+        # An engine restart stops every container; the bottle's files (and the agent's work) are still there.
+        raise BottleError(f"bottle '{name}' has stopped (its engine restarted, or everything in it ended): "
+                          f"`claude-bottle stop {name}` brings its work back and removes it")
     return state
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import lazy, terminal
-from .errors import BottleError, DockerUnavailable, ImageBuildError
+from .errors import BottleError, DockerUnavailable, EngineLost, ImageBuildError
 
 # Only an exec with a terminal needs these: every other command (and each of many bottles starting at once)
 # would pay for their import.
@@ -186,7 +186,7 @@ def _one_line(text: object) -> str:
 def _engine_failure(host: str, e: Exception) -> DockerUnavailable:
     if docker is not None and isinstance(e, docker.errors.APIError):
         return DockerUnavailable(f"the Docker engine at {host} refused: {_one_line(e.explanation or e)}")
-    return DockerUnavailable(f"lost the connection to the Docker engine at {host}: {_one_line(e) or type(e).__name__}")
+    return EngineLost(f"lost the connection to the Docker engine at {host}: {_one_line(e) or type(e).__name__}")
 
 
 def _translated(method):
@@ -238,6 +238,15 @@ class Engine:
             _load()
             self._client = docker.from_env(environment=dict(self._environ), timeout=120)
         return self._client.api
+
+    def answers(self) -> bool:
+        """Whether the engine answers now (after it went away: it has restarted)."""
+        try:
+            if sock := self._direct():
+                return sock.call("GET", "/_ping", timeout=5)[0] == 200
+            return bool(self._api.ping())
+        except Exception:  # any failure to answer is a no here, whatever raised it
+            return False
 
     def clone(self) -> Engine:
         """Another connection to the same engine, for use from another thread (made when first needed)."""
@@ -726,8 +735,8 @@ class _Socket:
     def __init__(self, path: str, host: str):
         self.path, self.host = path, host
 
-    def _lost(self, e: BaseException) -> DockerUnavailable:
-        return DockerUnavailable(f"lost the connection to the Docker engine at {self.host}: "
+    def _lost(self, e: BaseException) -> EngineLost:
+        return EngineLost(f"lost the connection to the Docker engine at {self.host}: "
                                  f"{_one_line(e) or type(e).__name__}")
 
     def _connect(self, timeout: float | None) -> socket.socket:

@@ -29,6 +29,10 @@ class DockerUnavailable(BottleError):
     exit_code = 4
 
 
+class EngineLost(DockerUnavailable):
+    """The engine stopped answering part-way (it may be restarting): what it held is still there when it is back."""
+
+
 class ClusterUnavailable(DockerUnavailable):
     """The Kubernetes cluster cannot be reached, or refused (the runtime's engine, like Docker's)."""
 

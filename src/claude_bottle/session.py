@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from . import cleanup, image, lazy, pins, runs, workspace
 from .cleanup import Names
 from .docker import Engine
-from .errors import BottleError
+from .errors import BottleError, EngineLost
 from .paths import state_dir
 from .workspace import Brought, Workspace, WorkNotBack
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 bottle = lazy.Module(f"{__package__}.bottle")
 
 FINISH_WAIT_SECONDS = 300  # for another process that is finishing the same bottle
+# How long a session whose engine went away waits for it to come back (a daemon restart takes seconds; an
+# upgrade, a minute or so) before it leaves the bottle, work and all, for `stop`.
+ENGINE_RETURN_SECONDS = float(os.environ.get("CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS", 180))
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Session:
         self.workspace = ws
         self.ended: Ended | None = None
         self._detached = False
+        # Told once when the engine goes away and the session waits for it (the CLI says so to the user).
+        self.on_engine_lost: Callable[[], None] = lambda: None
 
     @property
     def container(self) -> str:
@@ -119,8 +124,23 @@ class Session:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self._detached:
-            self.ended = finish(self.engine, self.name, self.workspace)
+        if self._detached:
+            return
+        deadline = None
+        while True:
+            try:
+                self.ended = finish(self.engine, self.name, self.workspace)
+                return
+            except EngineLost as e:
+                # A restarting engine stops every container but keeps them, the agent's work in them: once
+                # it answers again, finishing starts the bottle again to bring the work back.
+                if deadline is None:
+                    deadline = time.monotonic() + ENGINE_RETURN_SECONDS
+                    self.on_engine_lost()
+                if not _wait_for(self.engine, deadline):
+                    raise EngineLost(f"{e}; it did not come back within {ENGINE_RETURN_SECONDS:.0f} s, so bottle "
+                                     f"{self.name} is left as it is, with the agent's work: once the engine is "
+                                     f"back, `claude-bottle stop {self.name}` brings it back") from None
 
     def detach(self) -> None:
         """Leave the bottle running when the `with` block ends (it is finished later, by `stop`)."""
@@ -142,6 +162,16 @@ class Session:
                                   "bottles.<name>.resources.memory in the manifest (the default is "
                                   f"{bottle.DEFAULT_MEMORY})")
         return code
+
+
+def _wait_for(engine: Engine, deadline: float) -> bool:
+    """Wait until the engine answers again; False if it does not by `deadline`."""
+    answers = getattr(engine, "answers", None)  # a cluster's API server is not waited for
+    while answers is not None and time.monotonic() < deadline:
+        if answers():
+            return True
+        time.sleep(1)
+    return False
 
 
 class OutOfMemory(BottleError):
@@ -169,6 +199,8 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
                 engine.start_container(Names(name).container)
             try:
                 brought = workspace.bring_back(engine, Names(name).container, ws, name)
+            except EngineLost:
+                raise  # nothing was lost: the session tries again once the engine is back
             except WorkNotBack as e:
                 raise WorkNotBack(f"the agent's work in bottle {name} could not be brought back: {e}. The bottle is "
                                   f"kept: try again with `claude-bottle stop {name}`, look inside with "

@@ -695,6 +695,95 @@ class DetachedRunRecordsTest(WorkSafetyCase):
         self.assertFalse(state.exists())
 
 
+class _HangingApi(support.Server):
+    """A Messages API that takes requests and never answers them: Claude waits on it."""
+
+    def __init__(self):
+        api = self
+        self.asked = threading.Event()
+        self.closing = threading.Event()
+
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                api.asked.set()
+                api.closing.wait(600)
+
+        super().__init__(Handler)
+
+    def close(self):
+        self.closing.set()
+        super().close()
+
+
+class EngineRestartTest(WorkSafetyCase):
+    """The engine restarts under the bottles (a daemon restart, as an upgrade does, stops every container on
+    it): a detached run's supervisor waits for it and brings the work back; a detached bottle, stopped with
+    it, says what to do, and `stop` brings its work back; nothing is left, and new bottles start. Restarting
+    the engine stops everyone's containers, so this runs only where CLAUDE_BOTTLE_TEST_RESTART_ENGINE names
+    the command that does it (.ci/run sets it)."""
+
+    def setUp(self):
+        self.restart = os.environ.get("CLAUDE_BOTTLE_TEST_RESTART_ENGINE", "")
+        if not self.restart:
+            self.skipTest("set CLAUDE_BOTTLE_TEST_RESTART_ENGINE to a command that restarts the Docker engine "
+                          "(it stops every container on it)")
+        api = _HangingApi()
+        self.addCleanup(api.close)
+        self.api = api
+        host = support.host_address()
+        self.m = Machine({"bottles": {"slow": {"env": {"ANTHROPIC_BASE_URL": f"http://{host}:{api.port}"},
+                                               "egress": {"private_hosts": [f"{host}:{api.port}"]}}},
+                          "agents": {"coder": {"bottle": "slow"}}})
+        self.addCleanup(self.m.close)
+
+    def test_no_work_is_lost_and_nothing_is_left_when_the_engine_restarts(self):
+        out = self.m.cli("run", "coder", "take your time", "--yes", "--detach", "--workspace", str(self.m.repo))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        run = out.stdout.strip()
+        self.m.started.append(run)
+        held = self.m.start()
+        for name in (run, held):
+            out = self.m.agent(name, f"cd /workspace && echo {name} > {name}.txt && git add {name}.txt && "
+                                     f"git commit -q -m 'agent: {name}' && echo wip > wip-{name}.txt")
+            self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertTrue(self.api.asked.wait(120), "Claude never called the API")
+        subprocess.run(self.restart, shell=True, check=True, timeout=300, stdout=subprocess.DEVNULL)
+
+        # The run's supervisor waited for the engine, then brought the work back and removed the bottle.
+        waited = self.m.cli("wait", run, timeout=400)
+        self.assertIn(f"{run}: exit", waited.stdout)
+        for name in (run, held):
+            self.assertNotIn(f"wip-{name}.txt", os.listdir(self.m.repo))  # the user's checkout is untouched
+        branch = self.m.branch(run)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:{run}.txt"), f"{run}\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:wip-{run}.txt"), "wip\n")
+        self.assertTrue(self.gone(run))
+        self.assertIn(branch, self.m.cli("ps", "-a").stdout)
+
+        # The detached bottle stopped with the engine: it says what to do, and `stop` brings its work back.
+        out = self.m.agent(held, "true")
+        self.assertEqual(out.returncode, 1)
+        self.assertOneErrorLine(out.stderr)
+        self.assertIn(f"`claude-bottle stop {held}` brings its work back", out.stderr)
+        out = self.m.cli("stop", held)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        branch = self.m.branch(held)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:{held}.txt"), f"{held}\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:wip-{held}.txt"), "wip\n")
+        self.assertTrue(self.gone(held))
+
+        fresh = self.m.start()
+        self.assertEqual(self.m.agent(fresh, "curl -s -o /dev/null -w '%{http_connect}' https://example.com/ "
+                                             "|| true").stdout, "403")  # its sidecar answers (and refuses)
+        self.discard(fresh)
+
+
 class BadValuesTest(WorkSafetyCase):
     """10: values that crashed `start` are refused before anything exists, or handled."""
 

@@ -11,7 +11,7 @@ import io
 import tarfile
 
 from claude_bottle.docker import ContainerSpec, ContainerState, Found
-from claude_bottle.errors import DockerUnavailable
+from claude_bottle.errors import DockerUnavailable, EngineLost
 
 
 # What the engine says while it builds: steps, and the packages' chatter between them.
@@ -41,6 +41,7 @@ class FakeEngine:
         self.missing_paths: set[tuple[str, str]] = set()  # (container, path) that path_exists does not find
         self.sidecar_says = "ready"  # the first line the sidecar's gate writes
         self.bottle_says = "ready"  # and bottle-init
+        self.away = 0  # the engine is gone (restarting) for this many more calls of `container` or `answers`
 
     def _record(self, method, name, *extra):
         self.calls.append((method, name, *extra))
@@ -49,6 +50,14 @@ class FakeEngine:
 
     def clone(self):
         return self
+
+    def answers(self):
+        self.calls.append(("answers", None))
+        if self.away:
+            self.away -= 1
+            return False
+        return True
+
 
     # images
     def image_exists(self, ref):
@@ -122,6 +131,9 @@ class FakeEngine:
         self.objects.pop(("container", name), None)
 
     def container(self, name):
+        if self.away:
+            self.away -= 1
+            raise EngineLost(f"lost the connection to the Docker engine at {self.host}: [Errno 2] No such file")
         found = self.objects.get(("container", name))
         if not found:
             return None
@@ -177,3 +189,11 @@ class FakeEngine:
 def tar_members(data: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def restart(engine: FakeEngine, away: int) -> None:
+    """The engine restarts: gone for `away` calls, and every container of it stopped, as a restart does."""
+    engine.away = away
+    for key, found in list(engine.objects.items()):
+        if key[0] == "container":
+            engine.objects[key] = Found("container", found.name, found.labels, "exited", found.created)

@@ -16,10 +16,10 @@ from unittest import mock
 from click.testing import CliRunner
 
 from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs, sidecar
-from claude_bottle.errors import DockerUnavailable
+from claude_bottle.errors import DockerUnavailable, EngineLost
 from claude_bottle.docker import Found
 
-from .fake_engine import BUILD_OUTPUT, FakeEngine, tar_members
+from .fake_engine import BUILD_OUTPUT, FakeEngine, restart, tar_members
 
 TOKEN = "sk-ant-oat01-" + "t" * 40
 
@@ -356,6 +356,39 @@ class StartCommandTest(StartCase):
                 r = self.start(engine, "--yes")
                 self.assertEqual(r.exit_code, 128 + signum)
                 self.assertEqual(engine.objects, {})
+
+    def test_when_the_engine_restarts_under_the_session_it_waits_and_then_finishes(self):
+        engine = self.engine()
+
+        def claude_session():
+            restart(engine, 3)
+            raise EngineLost(f"lost the connection to the Docker engine at {engine.host}: [Errno 104] reset")
+
+        engine.interactive = claude_session
+        with mock.patch("claude_bottle.session.time.sleep"):
+            r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 4, r.output)
+        self.assertIn("the engine went away (restarting?): waiting up to 180 s for it to come back", r.stderr)
+        self.assertEqual(engine.objects, {})  # finished once it answered again
+        self.assertIn(("answers", None), engine.calls)
+
+    def test_an_engine_that_does_not_come_back_in_time_leaves_the_bottle_and_says_what_to_do(self):
+        engine = self.engine()
+
+        def claude_session():
+            restart(engine, 10**6)
+            raise EngineLost(f"lost the connection to the Docker engine at {engine.host}: [Errno 104] reset")
+
+        engine.interactive = claude_session
+        clock = iter(range(0, 10**6, 60))
+        with mock.patch("claude_bottle.session.time.sleep"), \
+                mock.patch("claude_bottle.session.time.monotonic", side_effect=lambda: next(clock)):
+            r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 4, r.output)
+        name = next(n for kind, n in engine.objects if kind == "container" and not n.endswith("-sidecar"))[3:]
+        self.assertIn(f"it did not come back within 180 s, so bottle {name} is left as it is, with the agent's "
+                      f"work: once the engine is back, `claude-bottle stop {name}` brings it back", r.stderr)
+        self.assertEqual(len([line for line in r.stderr.splitlines() if line.startswith("Error:")]), 1)
 
     def test_a_secret_too_short_to_be_looked_for_is_named_and_not_shown(self):
         (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
