@@ -751,6 +751,29 @@ for wt in "$common"/worktrees/*/; do
   git check-ref-format "$ref" && sha=$(S rev-parse --verify -q "$at^{commit}") || continue
   S update-ref "$ref" "$sha" && echo "$ref"
 done
+# Commits of the agent's that no ref above holds any more: ones only a reflog names (a `reset --hard`, an
+# amend, a rebase, a branch deleted while on another) or a ref outside branches, tags, notes and the stash
+# (refs/remotes, refs/original of a filter-branch). They come back as the parents of one commit of ours, on an
+# empty tree. What the agent broke (a reflog naming a missing object) costs only what it names.
+start=$(R rev-parse --verify -q @START@'^{commit}' 2>/dev/null) || start=
+{ R rev-list --no-walk --reflog 2>/dev/null || true; R for-each-ref --format='%(objectname)' 2>/dev/null || true; } \
+  | sed 's/$/^{commit}/' | { S cat-file --batch-check='%(objectname)' 2>/dev/null || true; } \
+  | { grep -v ' missing$' || true; } | sort -u > "$snap/candidates"
+if [ -s "$snap/candidates" ]; then
+  { cat "$snap/candidates"; S for-each-ref --format='^%(objectname)'; echo "^$(S rev-parse --verify HEAD)"
+    [ -z "$start" ] || echo "^$start"; } | { S rev-list --stdin 2>/dev/null || true; } > "$snap/unheld"
+  { grep -Fxf "$snap/unheld" "$snap/candidates" || true; } > "$snap/dropped"
+  if [ -s "$snap/dropped" ]; then
+    mapfile -t tips < <(S merge-base --independent $(cat "$snap/dropped") 2>/dev/null || cat "$snap/dropped")
+    parents=(); for tip in "${tips[@]}"; do parents+=(-p "$tip"); done
+    empty=$(S mktree < /dev/null)
+    kept=$(S commit-tree "${parents[@]}" -m 'claude-bottle: commits of the bottle that no branch, tag or stash held
+when it ended (a reset, an amend, a rebase, a deleted branch, or a ref such as refs/remotes): they are the parents
+of this commit' "$empty")
+    S update-ref refs/dropped-commits "$kept"
+    echo refs/dropped-commits
+  fi
+fi
 # Still all stopped (nothing came back to life while the snapshot was taken), or it is not to be trusted.
 all_stopped || { echo "process $running of the agent's ran again during the snapshot" >&2; false; }
 """
@@ -768,7 +791,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
     `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>` and a linked worktree's
-    detached HEAD as `.worktree.<name>`. A name that meets one
+    detached HEAD as `.worktree.<name>`, and the commit whose parents are the commits no ref held any more as
+    `.dropped`. A name that meets one
     taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
     hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
@@ -783,6 +807,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "submodule." + ref.removeprefix("refs/submodule-commits/")[:12]
         if ref.startswith("refs/worktree-heads/"):
             return "worktree." + ref.removeprefix("refs/worktree-heads/")
+        if ref == "refs/dropped-commits":
+            return "dropped"
         return None
 
     def meets(to: str) -> bool:

@@ -335,6 +335,40 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertTrue(self.gone(name))
 
 
+    def test_commits_no_branch_holds_any_more(self):
+        """A commit reset away, one on a branch deleted, the version before an amend and one only a ref outside
+        branches and tags holds: each comes back as a parent of one commit, on `<branch>.dropped`; a session
+        that dropped nothing makes no such branch."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && c() { echo $1 > $1.txt && git add $1.txt && git commit -q -m $1 && "
+                                 "git rev-parse HEAD; } && c reset && git reset -q --hard HEAD~1 && "
+                                 "git checkout -q -b side && c deleted && git checkout -q - && git branch -q -D side && "
+                                 "c amended && git commit -q --amend -m amended-again && "
+                                 "git update-ref refs/remotes/origin/x $(git commit-tree HEAD^{tree} -p HEAD -m remote) && "
+                                 "git rev-parse refs/remotes/origin/x")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        dropped = out.stdout.split()
+        self.assertEqual(len(dropped), 4, out.stdout)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertIn(f"{branch}.dropped", stopped.stderr)
+        for commit in dropped:
+            with self.subTest(commit):
+                self.assertEqual(subprocess.run(["git", "-C", str(self.m.repo), "merge-base", "--is-ancestor", commit,
+                                                 f"{branch}.dropped"]).returncode, 0)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:amended.txt"), "amended\n")  # HEAD as it was
+        self.assertEqual(git(self.m.repo, "ls-tree", f"{branch}.dropped"), "")  # it holds parents, not files
+        self.assertTrue(self.gone(name))
+
+        plain = self.m.start()
+        self.assertEqual(self.m.agent(plain, "cd /workspace && echo p > p.txt && git add p.txt && "
+                                             "git commit -q -m p").returncode, 0)
+        stopped = self.m.cli("stop", plain)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "branch", "--list", f"{self.m.branch(plain)}.*"), "")
+
+
 class NothingHidesTheWorkTest(WorkSafetyCase):
     """What the agent sets in its own repository decides neither what the last commit holds nor whether it
     can be made: the working tree is the work."""

@@ -275,14 +275,16 @@ class HostGitTest(unittest.TestCase):
 class ExtraBranchesTest(unittest.TestCase):
     def test_every_ref_lands_on_a_name_of_its_own(self):
         refs = ["refs/heads/x/y", "refs/heads/x.y", "refs/heads/stash", "refs/heads/tag.v1", "refs/stash",
-                "refs/stash-entries/1", "refs/stash-entries/2", "refs/tags/v1", "refs/notes/commits"]
+                "refs/stash-entries/1", "refs/stash-entries/2", "refs/tags/v1", "refs/notes/commits",
+                "refs/heads/dropped", "refs/dropped-commits"]
         got = workspace._extra_branches("bottle/a/b", refs)
         self.assertEqual(got, {
             "refs/heads/x/y": "refs/heads/bottle/a/b.x/y", "refs/heads/x.y": "refs/heads/bottle/a/b.x.y",
             "refs/heads/stash": "refs/heads/bottle/a/b.stash", "refs/heads/tag.v1": "refs/heads/bottle/a/b.tag.v1",
             "refs/stash": "refs/heads/bottle/a/b.stash.2", "refs/stash-entries/1": "refs/heads/bottle/a/b.stash-1",
             "refs/stash-entries/2": "refs/heads/bottle/a/b.stash-2", "refs/tags/v1": "refs/heads/bottle/a/b.tag.v1.2",
-            "refs/notes/commits": "refs/heads/bottle/a/b.notes.commits"})
+            "refs/notes/commits": "refs/heads/bottle/a/b.notes.commits",
+            "refs/heads/dropped": "refs/heads/bottle/a/b.dropped", "refs/dropped-commits": "refs/heads/bottle/a/b.dropped.2"})
         self.assertEqual(len(set(got.values())), len(got))
         self.assertEqual(workspace._extra_branches("b", ["refs/remotes/origin/x", "refs/replace/abc"]), {})
 
