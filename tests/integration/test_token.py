@@ -154,16 +154,20 @@ class TokenOutsideTest:
                          f"curl {post} --data-binary @/tmp/{name}; " for name, body in bodies.items())
         script += (f"gzip -c /tmp/mcp > /tmp/mcp.gz; curl {post} -H 'Content-Encoding: gzip' --data-binary @/tmp/mcp.gz; "
                    f"curl {post} -H 'anthropic-beta: mcp-client-2025-04-04' -d '{{}}'; ")
+        # Found by attacking it: other spellings of the API's path, which a gateway may serve it under, were unread.
+        for path in ("//v1/messages", "/V1/messages", "/gw/v1/messages"):
+            script += f"curl {post.replace('/v1/messages', path)} --path-as-is --data-binary @/tmp/mcp; "
         before = len(self.api.requests)
         lines = self.sh(script).stdout.splitlines()  # each answer's line, then its status
         out, codes = lines[0::2], lines[1::2]
-        self.assertEqual(codes, [" 403"] * 5, lines)
+        self.assertEqual(codes, [" 403"] * 8, lines)
         for line in out:
             self.assertTrue(line.startswith("claude-bottle: blocked:"), lines)
         self.assertIn("mcp_servers", out[0])
         self.assertIn("web fetch", out[1])
         self.assertIn("source is a URL", out[2])
         self.assertIn("mcp_servers", out[3])
+        self.assertTrue(all("mcp_servers" in line for line in out[5:]), out)
         self.assertEqual(self.api.requests[before:], [])
         egress = self.project.cli("logs", self.name, "--egress")
         self.assertIn("mcp_servers", egress.stdout)

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"compress/flate"
 	"compress/gzip"
-	"compress/zlib"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,11 +25,6 @@ const maxAPIRequest = 32 << 20
 // betasThatFetch are the `anthropic-beta` features that let the API reach a URL of the request's choosing.
 var betasThatFetch = []string{"mcp-client", "web-fetch"}
 
-// fetchingAPIPaths are the API's paths whose bodies are read for what they ask the API to fetch.
-func fetchingAPIPath(path string) bool {
-	return strings.HasPrefix(path, "/v1/")
-}
-
 // refusedFetch reads r's body (leaving it readable again) and says why r may not go on to the API with the
 // user's token ("" if it may).
 func refusedFetch(r *http.Request) string {
@@ -45,7 +38,9 @@ func refusedFetch(r *http.Request) string {
 			}
 		}
 	}
-	if !fetchingAPIPath(r.URL.Path) || r.Body == nil || r.Body == http.NoBody {
+	// Every path: a gateway can serve the Messages API under any prefix, or read `//v1/messages`, `/V1/…`
+	// or `/v1;/messages` as it.
+	if r.Body == nil || r.Body == http.NoBody {
 		return ""
 	}
 	limit := int64(maxAPIRequest + 1)
@@ -76,7 +71,13 @@ func refusedFetch(r *http.Request) string {
 	}
 	decoder := json.NewDecoder(bytes.NewReader(plain))
 	var body any
-	if err := decoder.Decode(&body); err != nil || decoder.More() {
+	err = decoder.Decode(&body)
+	if err == nil {
+		if _, after := decoder.Token(); after != io.EOF { // nothing but white space after it
+			err = errors.New("more after the document")
+		}
+	}
+	if err != nil {
 		return "the request's body is not one JSON document, so the sidecar cannot tell what it asks the API to fetch"
 	}
 	if key := duplicateKey(plain); key != "" {
@@ -136,20 +137,13 @@ func decoded(raw []byte, codings []string) ([]byte, error) {
 	}
 	data := raw
 	for i := len(names) - 1; i >= 0; i-- { // the last coding listed was applied last
-		var reader io.Reader
-		var err error
-		switch names[i] {
-		case "gzip", "x-gzip":
-			reader, err = gzip.NewReader(bytes.NewReader(data))
-		case "deflate":
-			reader, err = zlib.NewReader(bytes.NewReader(data))
-			if err != nil { // some clients send raw deflate under this name
-				reader, err = flate.NewReader(bytes.NewReader(data)), nil
-			}
-		default:
+		// gzip only (what Claude Code sends): its bytes are never JSON, so a server that ignores the header
+		// cannot read them as a request the gate did not judge.
+		if names[i] != "gzip" && names[i] != "x-gzip" {
 			return nil, errors.New("the request's body is compressed with " + names[i] +
-				", which the sidecar cannot read; send it plain or gzipped")
+				", which the sidecar does not read; send it plain or gzipped")
 		}
+		reader, err := gzip.NewReader(bytes.NewReader(data))
 		if err != nil {
 			return nil, errors.New("the request's body is not valid " + names[i] + ": " + err.Error())
 		}

@@ -68,6 +68,8 @@ func TestARequestThatWouldHaveTheAPIFetchAURLIsRefused(t *testing.T) {
 		"a duplicate key, deep in":                `{"messages":[{"role":"user","content":[{"type":"text","text":"a","text":"b"}]}]}`,
 		"not JSON":                                `{"messages":[],"mcp_servers":[{"url":"https://attacker.test/"}],}`,
 		"two JSON documents":                      `{"messages":[]} {"mcp_servers":[]}`,
+		"a closing bracket after it":              `{"messages":[]}]{"mcp_servers":[]}`,
+		"a brace after it":                        `{"messages":[]}}`,
 	} {
 		if why := refusedFetch(apiRequest(body)); why == "" {
 			t.Errorf("%s: not refused", name)
@@ -107,13 +109,18 @@ func TestACompressedRequestIsReadThroughItsCompression(t *testing.T) {
 	if forwarded, _ := io.ReadAll(r.Body); string(forwarded) != good {
 		t.Error("the gzipped body forwarded is not the one sent")
 	}
-	for _, coding := range []string{"br", "zstd"} {
+	for _, coding := range []string{"br", "zstd", "deflate"} {
 		if why := refusedFetch(apiRequest(claudeCodeRequest, "Content-Encoding", coding)); !strings.Contains(why, coding) {
 			t.Errorf("%s: %q", coding, why)
 		}
 	}
 	if why := refusedFetch(apiRequest("not gzip", "Content-Encoding", "gzip")); why == "" {
 		t.Error("a body that is not the gzip it says: not refused")
+	}
+	for name, trailing := range map[string]string{"JSON": `{"mcp_servers":[]}`, "zeros": "\x00\x00\x00\x00"} {
+		if why := refusedFetch(apiRequest(gzipped(t, claudeCodeRequest)+trailing, "Content-Encoding", "gzip")); why == "" {
+			t.Errorf("gzip with %s after it: not refused", name)
+		}
 	}
 	// A small body that unpacks past what the API takes is not unpacked further.
 	huge := gzipped(t, `{"pad":"`+strings.Repeat("x", maxAPIRequest)+`"}`)
@@ -122,7 +129,6 @@ func TestACompressedRequestIsReadThroughItsCompression(t *testing.T) {
 	}
 }
 
-// Only the API's own paths are read; other paths of the token's host take any body.
 func TestDuplicateKeysAreFoundInEveryObjectAndOnlyThere(t *testing.T) {
 	for document, want := range map[string]string{
 		`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`: "",
@@ -138,10 +144,21 @@ func TestDuplicateKeysAreFoundInEveryObjectAndOnlyThere(t *testing.T) {
 	}
 }
 
-func TestOnlyTheAPIsPathsAreRead(t *testing.T) {
-	r := httptest.NewRequest("POST", "https://api.anthropic.com/api/event_logging/batch", strings.NewReader("not json"))
+// Found by attacking it: only /v1/ paths were read, and a gateway serves the Messages API under any prefix, or
+// takes another spelling of its path for it. Every path is read.
+func TestEveryPathIsRead(t *testing.T) {
+	bad := `{"messages":[],"mcp_servers":[{"type":"url","url":"https://attacker.test/"}]}`
+	for _, path := range []string{"/gw/v1/messages", "//v1/messages", "/V1/messages", "/v1;/messages", "/messages",
+		"/anthropic/v1/messages", "/api/claude_code/x"} {
+		r := httptest.NewRequest("POST", "http://gateway.test/", strings.NewReader(bad))
+		r.URL.Path = path
+		if why := refusedFetch(r); why == "" {
+			t.Errorf("%s: not refused", path)
+		}
+	}
+	r := httptest.NewRequest("POST", "https://api.anthropic.com/api/event_logging/batch", strings.NewReader(`{"events":[]}`))
 	if why := refusedFetch(r); why != "" {
-		t.Errorf("refused: %s", why)
+		t.Errorf("an ordinary body elsewhere refused: %s", why)
 	}
 }
 
