@@ -50,6 +50,8 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
                 alive[owner] = cleanup.owner_alive(owner)
             if not alive[owner]:
                 state = "held: work not brought back" if cleanup.holds_work(c, engine) else "left over"
+        elif state != "running" and cleanup.holds_work(c, engine):
+            state = "held: work not brought back"  # stopped with its engine (a restart): `stop` brings it back
         user = c.labels.get(cleanup.LABEL_USER, "")
         found[name] = BottleStatus(name, c.labels.get(cleanup.LABEL_AGENT, ""), c.labels.get(cleanup.LABEL_CONFIG, ""),
                                    max(0, int(now - c.created)), state, detached, None, user, user == me,

@@ -801,6 +801,8 @@ class EngineRestartTest(WorkSafetyCase):
         self.assertIn(branch, self.m.cli("ps", "-a").stdout)
 
         # The detached bottle stopped with the engine: it says what to do, and `stop` brings its work back.
+        listed = self.m.cli("ps").stdout.splitlines()
+        self.assertIn("held: work not brought back", next(line for line in listed if line.startswith(held)))
         out = self.m.agent(held, "true")
         self.assertEqual(out.returncode, 1)
         self.assertOneErrorLine(out.stderr)
