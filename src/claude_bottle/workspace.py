@@ -764,12 +764,20 @@ if [ -s "$snap/candidates" ]; then
     [ -z "$start" ] || echo "^$start"; } | { S rev-list --stdin 2>/dev/null || true; } > "$snap/unheld"
   { grep -Fxf "$snap/unheld" "$snap/candidates" || true; } > "$snap/dropped"
   if [ -s "$snap/dropped" ]; then
-    mapfile -t tips < <(S merge-base --independent $(cat "$snap/dropped") 2>/dev/null || cat "$snap/dropped")
-    parents=(); for tip in "${tips[@]}"; do parents+=(-p "$tip"); done
+    mapfile -t tips < "$snap/dropped"
+    if [ "${#tips[@]}" -le 500 ]; then  # only the newest of each line of them (more would not fit one command)
+      mapfile -t tips < <(S merge-base --independent "${tips[@]}" 2>/dev/null || cat "$snap/dropped")
+    fi
     empty=$(S mktree < /dev/null)
-    kept=$(S commit-tree "${parents[@]}" -m 'claude-bottle: commits of the bottle that no branch, tag or stash held
+    kept=
+    # A hundred parents a commit, each commit the first parent of the next: any number of them comes back.
+    for ((i = 0; i < ${#tips[@]}; i += 100)); do
+      parents=(); [ -z "$kept" ] || parents=(-p "$kept")
+      for tip in "${tips[@]:i:100}"; do parents+=(-p "$tip"); done
+      kept=$(S commit-tree "${parents[@]}" -m 'claude-bottle: commits of the bottle that no branch, tag or stash held
 when it ended (a reset, an amend, a rebase, a deleted branch, or a ref such as refs/remotes): they are the parents
-of this commit' "$empty")
+of this commit (and of the one that is its first parent, if it says so too)' "$empty")
+    done
     S update-ref refs/dropped-commits "$kept"
     echo refs/dropped-commits
   fi

@@ -361,6 +361,16 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertEqual(git(self.m.repo, "ls-tree", f"{branch}.dropped"), "")  # it holds parents, not files
         self.assertTrue(self.gone(name))
 
+        many = self.m.start()  # more than fit one command, and than one commit's hundred parents
+        out = self.m.agent(many, "cd /workspace && for i in $(seq 600); do c=$(git commit-tree HEAD^{tree} -p HEAD "
+                                 "-m r$i) && git update-ref refs/remotes/r/$i $c && echo $c; done")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", many)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        held = set(git(self.m.repo, "rev-list", f"{self.m.branch(many)}.dropped").split())
+        self.assertLessEqual(set(out.stdout.split()), held)
+        self.assertEqual(len(out.stdout.split()), 600)
+
         plain = self.m.start()
         self.assertEqual(self.m.agent(plain, "cd /workspace && echo p > p.txt && git add p.txt && "
                                              "git commit -q -m p").returncode, 0)
