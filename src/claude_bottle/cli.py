@@ -601,7 +601,7 @@ def _launch_checks(plan: bottle.LaunchPlan, interactive: bool, every: bool = Fal
     checks = [_check_token, plan.check_trust,
               lambda: manifest.check_env(plan.bottle, os.environ, can_ask=interactive),
               *(functools.partial(ssh.check_key, host) for host in plan.bottle.ssh),
-              runtime.connect]
+              session.engine_wait_seconds, runtime.connect]
     failed: list[BottleError] = []
     engine = None
     for check in checks:
@@ -640,9 +640,9 @@ def _launch(engine: docker.Engine, plan: bottle.LaunchPlan, secrets: session.Sec
 def _run_and_finish(s: session.Session, run_claude) -> int:
     """Run Claude in the session, then finish it (work back, bottle gone) on every way out; the exit
     status to leave with."""
-    s.on_engine_lost = lambda: click.echo(
-        f"the engine went away (restarting?): waiting up to {session.ENGINE_RETURN_SECONDS:.0f} s for it to come back "
-        f"to bring the work of bottle {s.name} back", err=True)
+    s.on_engine_lost = lambda seconds: click.echo(
+        f"the engine went away (restarting?): waiting up to {seconds} s for it to come back to bring the work of "
+        f"bottle {s.name} back", err=True)
     try:
         with s:
             code = run_claude()

@@ -737,7 +737,7 @@ class _Socket:
 
     def _lost(self, e: BaseException) -> EngineLost:
         return EngineLost(f"lost the connection to the Docker engine at {self.host}: "
-                                 f"{_one_line(e) or type(e).__name__}")
+                          f"{_one_line(e) or type(e).__name__}")
 
     def _connect(self, timeout: float | None) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -31,9 +31,16 @@ if TYPE_CHECKING:
 bottle = lazy.Module(f"{__package__}.bottle")
 
 FINISH_WAIT_SECONDS = 300  # for another process that is finishing the same bottle
-# How long a session whose engine went away waits for it to come back (a daemon restart takes seconds; an
-# upgrade, a minute or so) before it leaves the bottle, work and all, for `stop`.
-ENGINE_RETURN_SECONDS = float(os.environ.get("CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS", 180))
+ENGINE_WAIT_VARIABLE = "CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS"
+
+
+def engine_wait_seconds() -> int:
+    """How long a session whose engine went away waits for it to come back (a daemon restart takes seconds; an
+    upgrade, a minute or so) before it leaves the bottle, work and all, for `stop`."""
+    try:
+        return max(0, int(os.environ.get(ENGINE_WAIT_VARIABLE, "180")))
+    except ValueError:
+        raise BottleError(f"{ENGINE_WAIT_VARIABLE} must be a whole number of seconds") from None
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ class Session:
         self.ended: Ended | None = None
         self._detached = False
         # Told once when the engine goes away and the session waits for it (the CLI says so to the user).
-        self.on_engine_lost: Callable[[], None] = lambda: None
+        self.on_engine_lost: Callable[[int], None] = lambda seconds: None
 
     @property
     def container(self) -> str:
@@ -135,10 +142,11 @@ class Session:
                 # A restarting engine stops every container but keeps them, the agent's work in them: once
                 # it answers again, finishing starts the bottle again to bring the work back.
                 if deadline is None:
-                    deadline = time.monotonic() + ENGINE_RETURN_SECONDS
-                    self.on_engine_lost()
+                    wait = engine_wait_seconds()
+                    deadline = time.monotonic() + wait
+                    self.on_engine_lost(wait)
                 if not _wait_for(self.engine, deadline):
-                    raise EngineLost(f"{e}; it did not come back within {ENGINE_RETURN_SECONDS:.0f} s, so bottle "
+                    raise EngineLost(f"{e}; it did not come back within {wait} s, so bottle "
                                      f"{self.name} is left as it is, with the agent's work: once the engine is "
                                      f"back, `claude-bottle stop {self.name}` brings it back") from None
 

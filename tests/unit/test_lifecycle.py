@@ -390,6 +390,13 @@ class StartCommandTest(StartCase):
                       f"work: once the engine is back, `claude-bottle stop {name}` brings it back", r.stderr)
         self.assertEqual(len([line for line in r.stderr.splitlines() if line.startswith("Error:")]), 1)
 
+    def test_a_bad_engine_wait_is_refused_before_anything_is_made(self):
+        engine = self.engine()
+        r = self.start(engine, "--yes", env={"CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS": "3m"})
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertIn("Error: CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS must be a whole number of seconds", r.stderr)
+        self.assertEqual(engine.objects, {})
+
     def test_a_secret_too_short_to_be_looked_for_is_named_and_not_shown(self):
         (self.tmp / "home" / "claude-bottle.json").write_text(json.dumps(
             {"bottles": {"default": {"env": {"SHORTPW": "${MY_SHORT}", "APIKEY": "${MY_KEY}"}}}}))
