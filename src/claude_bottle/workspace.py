@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from .docker import LABEL_PREFIX, Engine, ExecTimeout, OutputTooLarge
 from . import lazy
-from .errors import BottleError
+from .errors import BottleError, EngineLost
 from .image import BOTTLE_USER, PRIVATE_BIN, WORKSPACE, owned
 
 base64 = lazy.Module("base64")
@@ -575,7 +575,8 @@ def bring_back(engine: Engine, container: str, ws: Workspace, bottle_name: str) 
             _bring_back_folder(engine, container, ws)
     except BaseException as e:
         _thaw(engine, container)  # the bottle is kept: what the snapshot stopped goes on
-        if isinstance(e, WorkNotBack) or not isinstance(e, (BottleError, OSError, tarfile.TarError)):
+        # The engine gone (restarting) is no reason to give up: the session waits for it and tries again.
+        if isinstance(e, (WorkNotBack, EngineLost)) or not isinstance(e, (BottleError, OSError, tarfile.TarError)):
             raise
         if isinstance(e, tarfile.TarError):
             raise WorkNotBack(f"the workspace the engine sent from the bottle is not a whole archive ({e})") from None
@@ -645,8 +646,12 @@ for wait in $(seq 50) stop; do
   [ "$wait" != stop ] || { echo "process $running of the agent's could not be stopped for the snapshot" >&2; false; }
   sleep 0.1
 done
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1
-R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1 GIT_NO_LAZY_FETCH=1
+# No git of ours fetches (a partial clone's promisor remote would run the agent's command while all is
+# stopped), and none starts a `gc --auto` in the background (a process the freeze check would take for the
+# agent's, and one that could prune what only the agent's other refs hold).
+nofetch="-c protocol.allow=never -c gc.auto=0 -c maintenance.auto=false"
+R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false $nofetch "$@"; }
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
 # A folder or file the agent made unreadable would be left out with no more than a warning, and a folder it
 # made read-only could not have a nested repository's .git set aside: all of it is the agent's user's, as
@@ -669,6 +674,8 @@ else
   moves=@BRANCH@
 fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
+# Our commits' objects go there too: a folder of it the agent made read-only is opened up like the rest.
+find "$objects" -type d \( ! -readable -o ! -writable -o ! -executable \) -exec chmod u+rwx -- {} + 2>/dev/null || true
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
@@ -678,7 +685,7 @@ S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_
       git -c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null \
       -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false \
       -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false \
-      -c user.name=@NAME@ -c user.email=@EMAIL@ "$@"; }
+      -c user.name=@NAME@ -c user.email=@EMAIL@ $nofetch "$@"; }
 if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
 subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
@@ -733,7 +740,7 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
     if S cat-file -e "$sha" 2>/dev/null || [ ! -d "/workspace/$path" ]; then continue; fi
     # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
     # serving a fetch reads takes part.
-    S -c uploadpack.allowAnySHA1InWant=true fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+    S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
       "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null && echo "refs/submodule-commits/$sha"
   done
 done
@@ -745,7 +752,7 @@ done
 # A linked worktree's detached HEAD (`git worktree add --detach`) holds commits no branch does.
 common=$(R rev-parse --git-common-dir)
 for wt in "$common"/worktrees/*/; do
-  read -r at < "$wt/HEAD" 2>/dev/null || continue
+  { read -r at < "$wt/HEAD"; } 2>/dev/null || continue
   case "$at" in *[!0-9a-f]*|"") continue ;; esac  # on a branch (`ref: ...`), which came above
   id=${wt%/}; ref="refs/worktree-heads/${id##*/}"
   git check-ref-format "$ref" && sha=$(S rev-parse --verify -q "$at^{commit}") || continue
@@ -754,15 +761,46 @@ done
 # Commits of the agent's that no ref above holds any more: ones only a reflog names (a `reset --hard`, an
 # amend, a rebase, a branch deleted while on another) or a ref outside branches, tags, notes and the stash
 # (refs/remotes, refs/original of a filter-branch). They come back as the parents of one commit of ours, on an
-# empty tree. What the agent broke (a reflog naming a missing object) costs only what it names.
+# empty tree. The reflogs are read from a copy in the snapshot, by our git (the agent's config takes no part),
+# each up to a size (a huge or sparse one would outlast the time limit); a commit whose history is not all
+# here (a shallow fetch, an object the agent removed) could not be bundled, and stays behind alone.
+gitdir=$(R rev-parse --git-dir); common=$(R rev-parse --git-common-dir)
+copy_logs() {  # FROM TO: the regular files up to 64 MiB
+  [ -d "$1" ] || return 0
+  (cd -- "$1" && find . -type f -size -64M -print0) | while IFS= read -r -d '' f; do
+    mkdir -p -- "$(dirname -- "$2/$f")" && cp -- "$1/$f" "$2/$f" 2>/dev/null || true
+  done
+}
+copy_logs "$common/logs" "$snap/logs"
+[ "$gitdir" = "$common" ] || copy_logs "$gitdir/logs" "$snap/logs"
+for wt in "$common"/worktrees/*/; do  # each linked worktree's HEAD reflog, as a ref's of ours
+  id=${wt%/}; id=${id##*/}
+  [ -f "$wt/logs/HEAD" ] && [ "$(stat -c %s -- "$wt/logs/HEAD")" -lt 67108864 ] || continue
+  git check-ref-format "refs/worktree-logs/$id" || continue
+  mkdir -p "$snap/logs/refs/worktree-logs" && cp -- "$wt/logs/HEAD" "$snap/logs/refs/worktree-logs/$id" || true
+done
 start=$(R rev-parse --verify -q @START@'^{commit}' 2>/dev/null) || start=
-{ R rev-list --no-walk --reflog 2>/dev/null || true; R for-each-ref --format='%(objectname)' 2>/dev/null || true; } \
+{ S rev-list --no-walk --reflog 2>/dev/null || true; R for-each-ref --format='%(objectname)' 2>/dev/null || true; } \
   | sed 's/$/^{commit}/' | { S cat-file --batch-check='%(objectname)' 2>/dev/null || true; } \
-  | { grep -v ' missing$' || true; } | sort -u > "$snap/candidates"
+  | { grep -v ' missing$' || true; } | awk '!seen[$0]++' > "$snap/candidates"
+rm -rf "$snap/logs"
+{ S for-each-ref --format='^%(objectname)'; echo "^$(S rev-parse --verify HEAD)"; [ -z "$start" ] || echo "^$start"
+} > "$snap/held"
 if [ -s "$snap/candidates" ]; then
-  { cat "$snap/candidates"; S for-each-ref --format='^%(objectname)'; echo "^$(S rev-parse --verify HEAD)"
-    [ -z "$start" ] || echo "^$start"; } | { S rev-list --stdin 2>/dev/null || true; } > "$snap/unheld"
-  { grep -Fxf "$snap/unheld" "$snap/candidates" || true; } > "$snap/dropped"
+  # All at once where every object is here (the usual case); else one at a time, the newest thousand (each
+  # takes a walk of its own, and the time is limited).
+  if cat "$snap/candidates" "$snap/held" | S rev-list --objects --stdin > /dev/null 2>&1; then
+    { cat "$snap/candidates" "$snap/held" | S rev-list --stdin 2>/dev/null || true; } > "$snap/unheld"
+    { grep -Fxf "$snap/unheld" "$snap/candidates" || true; } > "$snap/dropped"
+  else
+    : > "$snap/dropped"
+    while read -r c; do
+      if { echo "$c"; cat "$snap/held"; } | S rev-list --objects --stdin > /dev/null 2>&1; then
+        first=$({ echo "$c"; cat "$snap/held"; } | S rev-list -n 1 --stdin 2>/dev/null) || first=
+        [ "$first" != "$c" ] || echo "$c" >> "$snap/dropped"
+      fi
+    done < <(head -n 1000 "$snap/candidates")
+  fi
   if [ -s "$snap/dropped" ]; then
     mapfile -t tips < "$snap/dropped"
     if [ "${#tips[@]}" -le 500 ]; then  # only the newest of each line of them (more would not fit one command)

@@ -78,6 +78,34 @@ def holds_bundle(path: Path) -> bool:
         return False
 
 
+# An agent's repository after it has done its worst to the reflogs and refs (each found to keep a bottle, lose
+# a commit or run a command of the agent's while the stop had everything stopped): prints a commit that only a
+# reflog holds.
+HOSTILE_REFLOGS_AND_REFS = r"""
+set -e
+cd /workspace
+c() { echo $1 > $1.txt; git add $1.txt; git commit -q -m $1; git rev-parse HEAD; }
+lost=$(c lost)
+git reset -q --hard HEAD~1
+git init -q /tmp/up
+for m in u1 u2; do git -C /tmp/up -c user.name=u -c user.email=u@e commit -q --allow-empty -m $m; done
+git fetch -q --depth 1 file:///tmp/up HEAD:refs/remotes/up/main
+empty=$(git hash-object -t tree -w /dev/null)
+commit() { printf "${1}author a <a@b> 1 +0000\ncommitter a <a@b> 1 +0000\n\nx\n" | git hash-object -t commit -w --literally --stdin; }
+git update-ref refs/remotes/x/notree "$(commit 'tree 3333333333333333333333333333333333333333\n')"
+git update-ref refs/remotes/x/noparent "$(commit "tree $empty\nparent 2222222222222222222222222222222222222222\n")"
+git config core.repositoryformatversion 1
+git config extensions.partialClone origin
+git config remote.origin.url /tmp/x
+git config remote.origin.uploadpack 'sh -c "sleep 60" #'
+printf '%s 2222222222222222222222222222222222222222 a <a@b> 1 +0000\tx\n' "$(git rev-parse HEAD)" >> .git/logs/HEAD
+git branch zz
+truncate -s 200G .git/logs/refs/heads/zz
+chmod -R a-w .git/objects
+echo "$lost"
+"""
+
+
 class WorkSafetyCase(support.IntegrationTest):
     def setUp(self):
         self.m = Machine()
@@ -377,6 +405,36 @@ class EverythingComesBackTest(WorkSafetyCase):
         stopped = self.m.cli("stop", plain)
         self.assertEqual(stopped.returncode, 0, stopped.stderr)
         self.assertEqual(git(self.m.repo, "branch", "--list", f"{self.m.branch(plain)}.*"), "")
+
+
+    def test_what_the_agent_does_to_its_reflogs_and_refs_neither_keeps_the_bottle_nor_loses_a_commit(self):
+        """Found by attacking it: a shallow fetch (or a commit whose parent is gone) hid every dropped commit; a
+        reflog naming a missing object made git fetch it from a promisor remote whose command the agent chose,
+        while everything was stopped; a huge sparse reflog outlasted the time limit; read-only objects, and a
+        commit whose tree is gone, kept the bottle on every retry."""
+        name = self.m.start()
+        out = self.m.agent(name, HOSTILE_REFLOGS_AND_REFS)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lost = out.stdout.split()[-1]
+        began = time.monotonic()
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertLess(time.monotonic() - began, 60)
+        branch = self.m.branch(name)
+        self.assertEqual(subprocess.run(["git", "-C", str(self.m.repo), "merge-base", "--is-ancestor", lost,
+                                         f"{branch}.dropped"]).returncode, 0)
+        self.assertTrue(self.gone(name))
+
+    def test_many_new_files_come_back_at_the_first_stop(self):
+        """Found by attacking it: the commit of 7,000 new files started a background `git gc --auto`, which the
+        check that nothing runs during the snapshot took for the agent's, and the first stop failed."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && mkdir gen && for i in $(seq 7000); do echo $i > gen/f$i; done")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:gen/f6999"), "6999\n")
+        self.assertTrue(self.gone(name))
 
 
 class NothingHidesTheWorkTest(WorkSafetyCase):

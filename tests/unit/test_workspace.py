@@ -15,6 +15,7 @@ from pathlib import Path
 from unittest import mock
 
 from claude_bottle import workspace
+from claude_bottle.errors import EngineLost
 
 
 def archive(*entries) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
@@ -270,6 +271,18 @@ class HostGitTest(unittest.TestCase):
             env = (bin_dir / "git.env").read_text()
             self.assertIn("GIT_ALLOW_PROTOCOL=file\n", env)
             self.assertEqual(int((bin_dir / "git.limit").read_text()), workspace.HOST_GIT_MEMORY // 1024)
+
+
+class EngineLostTest(unittest.TestCase):
+    def test_losing_the_engine_while_the_work_comes_back_is_not_taken_for_failed_work(self):
+        """The session waits for an engine that went away and tries again; WorkNotBack would make it give up."""
+        ws = workspace.Workspace(Path("/w/repo"), Path("/w/repo"), "bottle/a/b-1", start="0" * 40)
+        with mock.patch.object(workspace, "copied", return_value=True), \
+                mock.patch.object(workspace, "_thaw"), \
+                mock.patch.object(workspace, "_bring_back_git", side_effect=EngineLost("lost the connection")):
+            with self.assertRaises(EngineLost) as raised:
+                workspace.bring_back(None, "cb-b-1", ws, "b-1")
+        self.assertNotIsInstance(raised.exception, workspace.WorkNotBack)
 
 
 class ExtraBranchesTest(unittest.TestCase):
