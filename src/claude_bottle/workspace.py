@@ -681,11 +681,15 @@ git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
 printf '%s\n' "$objects" > "$snap/objects/info/alternates"
 printf '* -text -crlf -ident -filter !eol !working-tree-encoding\n' > "$snap/info/attributes"
+ours=(-c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null
+      -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false
+      -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false
+      -c user.name=@NAME@ -c user.email=@EMAIL@ $nofetch)
 S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_OBJECT_DIRECTORY="$objects" \
-      git -c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null \
-      -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false \
-      -c core.sparseCheckout=false -c core.symlinks=true -c core.ignoreCase=false -c commit.gpgSign=false \
-      -c user.name=@NAME@ -c user.email=@EMAIL@ $nofetch "$@"; }
+      git "${ours[@]}" "$@"; }
+W() {  # DIR ARGS...: the same, on another working tree (a linked worktree's) with an index of its own
+  GIT_DIR="$snap" GIT_WORK_TREE="$1" GIT_INDEX_FILE="$snap/worktree-index" GIT_OBJECT_DIRECTORY="$objects" \
+      git "${ours[@]}" "${@:2}"; }
 if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
 subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
@@ -749,13 +753,34 @@ R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # o
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
   S update-ref "refs/stash-entries/$((n - 1))" "$sha" && echo "refs/stash-entries/$((n - 1))"
 done
-# A linked worktree's detached HEAD (`git worktree add --detach`) holds commits no branch does.
+# A linked worktree's detached HEAD (`git worktree add --detach`) holds commits no branch does, and what is
+# uncommitted in a linked worktree is in no commit at all (Claude Code makes them in .claude/worktrees/,
+# which a .gitignore often names, or anywhere): each comes back as refs/worktree-heads/<id>, the worktree's
+# uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
 common=$(R rev-parse --git-common-dir)
 for wt in "$common"/worktrees/*/; do
   { read -r at < "$wt/HEAD"; } 2>/dev/null || continue
-  case "$at" in *[!0-9a-f]*|"") continue ;; esac  # on a branch (`ref: ...`), which came above
-  id=${wt%/}; ref="refs/worktree-heads/${id##*/}"
-  git check-ref-format "$ref" && sha=$(S rev-parse --verify -q "$at^{commit}") || continue
+  id=${wt%/}; id=${id##*/}; ref="refs/worktree-heads/$id"
+  git check-ref-format "$ref" || continue
+  case "$at" in
+    "ref: "*) on_branch=1; sha=$(S rev-parse --verify -q "${at#ref: }^{commit}" 2>/dev/null) || sha= ;;
+    *[!0-9a-f]*|"") continue ;;
+    *) on_branch=; sha=$(S rev-parse --verify -q "$at^{commit}" 2>/dev/null) || continue ;;
+  esac
+  dir=; { read -r dir < "$wt/gitdir"; } 2>/dev/null || true
+  dir=${dir%/.git}
+  if [ -n "$dir" ] && [ -d "$dir" ] && [ -O "$dir" ]; then
+    rm -f "$snap/worktree-index"
+    if [ -n "$sha" ]; then W "$dir" read-tree "$sha"; else W "$dir" read-tree --empty; fi
+    (cd -- "$dir" && W "$dir" add -A -- .) 2>/dev/null || true  # what cannot be read stays out
+    tree=$(W "$dir" write-tree)
+    if [ -z "$sha" ] || [ "$tree" != "$(S rev-parse "$sha^{tree}")" ]; then
+      parent=(); [ -z "$sha" ] || parent=(-p "$sha")
+      sha=$(S commit-tree "$tree" "${parent[@]}" -m "claude-bottle: uncommitted changes in linked worktree $id when the bottle ended")
+      on_branch=
+    fi
+  fi
+  [ -z "$on_branch" ] && [ -n "$sha" ] || continue  # on a branch with nothing uncommitted: the branch came above
   S update-ref "$ref" "$sha" && echo "$ref"
 done
 # Commits of the agent's that no ref above holds any more: ones only a reflog names (a `reset --hard`, an

@@ -338,6 +338,26 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertNotIn(f"{branch}.worktree.side", git(self.m.repo, "branch", "--list", f"{branch}.*"))
         self.assertTrue(self.gone(name))
 
+    def test_what_is_uncommitted_in_a_linked_worktree(self):
+        """Claude Code makes worktrees in .claude/worktrees/, which a .gitignore often names: what was uncommitted
+        in one, or in one anywhere else, was in no commit and stayed behind. Each comes back as a commit on top
+        of the worktree's HEAD."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo .claude/ >> .gitignore && git add .gitignore && "
+                                 "git commit -q -m ignore && git worktree add -q -b feat .claude/worktrees/x && "
+                                 "echo x > .claude/worktrees/x/x.txt && git worktree add -q --detach /tmp/out && "
+                                 "echo o > /tmp/out/o.txt && git -C /tmp/out add o.txt && "
+                                 "echo clean > /tmp/clean.txt && git worktree add -q -b tidy /tmp/tidy")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.x:x.txt"), "x\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:o.txt"), "o\n")
+        self.assertEqual(git(self.m.repo, "rev-parse", f"{branch}.worktree.x^"), git(self.m.repo, "rev-parse", f"{branch}.feat"))
+        self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean
+        self.assertTrue(self.gone(name))
+
     def test_a_nested_repository_the_agent_committed_older_stashes_tags_and_notes(self):
         """Found by attacking it: `git add -A` makes a gitlink of a repository a scaffolder made (its files were
         lost), and only the newest stash came back (not older ones, nor commits only a tag or notes hold)."""
