@@ -650,7 +650,12 @@ export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=
 # No git of ours fetches (a partial clone's promisor remote would run the agent's command while all is
 # stopped), and none starts a `gc --auto` in the background (a process the freeze check would take for the
 # agent's, and one that could prune what only the agent's other refs hold).
-nofetch="-c protocol.allow=never -c gc.auto=0 -c maintenance.auto=false"
+# Nor does any run a program the agent's config names for reading a signature (`log.showSignature` with its
+# own `gpg.program`), and no protocol's own setting (`protocol.ext.allow`) lets a fetch through.
+nofetch="-c protocol.allow=never -c protocol.ext.allow=never -c protocol.file.allow=never -c protocol.ssh.allow=never
+  -c protocol.git.allow=never -c protocol.http.allow=never -c protocol.https.allow=never -c gc.auto=0
+  -c maintenance.auto=false -c log.showSignature=false -c gpg.program=false -c gpg.ssh.program=false
+  -c gpg.x509.program=false"
 R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false $nofetch "$@"; }
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
 # A folder or file the agent made unreadable would be left out with no more than a warning, and a folder it
@@ -676,6 +681,11 @@ fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
 # Our commits' objects go there too: a folder of it the agent made read-only is opened up like the rest.
 find "$objects" -type d \( ! -readable -o ! -writable -o ! -executable \) -exec chmod u+rwx -- {} + 2>/dev/null || true
+# So do the linked worktrees' own files (HEAD, gitdir), which say where each worktree is.
+find "$(R rev-parse --git-common-dir)/worktrees" -maxdepth 2 \( -type d \( ! -readable -o ! -executable \) \
+  -exec chmod u+rwx -- {} + -o -type f ! -readable -exec chmod u+r -- {} + \) 2>/dev/null || true
+# A small regular file, not a link (to /dev/zero, to /proc…), a pipe or a huge one, to read a line from.
+small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt 65536 ]; }
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
@@ -749,7 +759,7 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
   done
 done
 n=0
-R reflog show --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
+R reflog show --no-show-signature --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
   S update-ref "refs/stash-entries/$((n - 1))" "$sha" && echo "refs/stash-entries/$((n - 1))"
 done
@@ -758,25 +768,32 @@ done
 # which a .gitignore often names, or anywhere): each comes back as refs/worktree-heads/<id>, the worktree's
 # uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
 common=$(R rev-parse --git-common-dir)
+n=0
 for wt in "$common"/worktrees/*/; do
-  { read -r at < "$wt/HEAD"; } 2>/dev/null || continue
+  n=$((n + 1)); [ "$n" -le 500 ] || break  # each takes a few git commands, and the time is limited
+  small "$wt/HEAD" && { read -r at < "$wt/HEAD"; } 2>/dev/null || continue
   id=${wt%/}; id=${id##*/}; ref="refs/worktree-heads/$id"
   git check-ref-format "$ref" || continue
   case "$at" in
     "ref: "*) on_branch=1; sha=$(S rev-parse --verify -q "${at#ref: }^{commit}" 2>/dev/null) || sha= ;;
     *[!0-9a-f]*|"") continue ;;
-    *) on_branch=; sha=$(S rev-parse --verify -q "$at^{commit}" 2>/dev/null) || continue ;;
+    *) on_branch=; sha=$(S rev-parse --verify -q "$at^{commit}" 2>/dev/null) || sha= ;;
   esac
-  dir=; { read -r dir < "$wt/gitdir"; } 2>/dev/null || true
+  dir=; ! small "$wt/gitdir" || { read -r dir < "$wt/gitdir"; } 2>/dev/null || true
   dir=${dir%/.git}
-  if [ -n "$dir" ] && [ -d "$dir" ] && [ -O "$dir" ]; then
+  if [ -n "$dir" ] && [ -d "$dir" ] && [ ! -L "$dir" ] && [ -O "$dir" ]; then
     rm -f "$snap/worktree-index"
-    if [ -n "$sha" ]; then W "$dir" read-tree "$sha"; else W "$dir" read-tree --empty; fi
-    (cd -- "$dir" && W "$dir" add -A -- .) 2>/dev/null || true  # what cannot be read stays out
-    tree=$(W "$dir" write-tree)
+    # A HEAD whose tree is not all here could not come back: its files go on a commit of their own.
+    if [ -z "$sha" ] || ! W "$dir" read-tree "$sha" 2>/dev/null; then sha=; W "$dir" read-tree --empty; fi
+    # As for the workspace: what the agent made unreadable is opened up, and a .git set aside stays out.
+    find "$dir" -path "$dir/.git" -prune -o -type d \( ! -readable -o ! -executable \) -exec chmod u+rwx -- {} + \
+      -o -type f ! -readable -exec chmod u+r -- {} + 2>/dev/null || true
+    (cd -- "$dir" && W "$dir" add -A --ignore-errors -- . "${aside[@]}") 2>/dev/null || true
+    tree=$(W "$dir" write-tree 2>/dev/null) || continue
     if [ -z "$sha" ] || [ "$tree" != "$(S rev-parse "$sha^{tree}")" ]; then
       parent=(); [ -z "$sha" ] || parent=(-p "$sha")
-      sha=$(S commit-tree "$tree" "${parent[@]}" -m "claude-bottle: uncommitted changes in linked worktree $id when the bottle ended")
+      sha=$(S commit-tree "$tree" "${parent[@]}" \
+            -m "claude-bottle: uncommitted changes in linked worktree $id when the bottle ended") || continue
       on_branch=
     fi
   fi
@@ -790,8 +807,8 @@ done
 # each up to a size (a huge or sparse one would outlast the time limit); a commit whose history is not all
 # here (a shallow fetch, an object the agent removed) could not be bundled, and stays behind alone.
 gitdir=$(R rev-parse --git-dir); common=$(R rev-parse --git-common-dir)
-copy_logs() {  # FROM TO: the regular files up to 64 MiB
-  [ -d "$1" ] || return 0
+copy_logs() {  # FROM TO: the regular files up to 64 MiB (none through a link)
+  [ -d "$1" ] && [ ! -L "$1" ] || return 0
   (cd -- "$1" && find . -type f -size -64M -print0) | while IFS= read -r -d '' f; do
     mkdir -p -- "$(dirname -- "$2/$f")" && cp -- "$1/$f" "$2/$f" 2>/dev/null || true
   done
@@ -800,7 +817,7 @@ copy_logs "$common/logs" "$snap/logs"
 [ "$gitdir" = "$common" ] || copy_logs "$gitdir/logs" "$snap/logs"
 for wt in "$common"/worktrees/*/; do  # each linked worktree's HEAD reflog, as a ref's of ours
   id=${wt%/}; id=${id##*/}
-  [ -f "$wt/logs/HEAD" ] && [ "$(stat -c %s -- "$wt/logs/HEAD")" -lt 67108864 ] || continue
+  [ -f "$wt/logs/HEAD" ] && [ ! -L "$wt/logs/HEAD" ] && [ "$(stat -c %s -- "$wt/logs/HEAD")" -lt 67108864 ] || continue
   git check-ref-format "refs/worktree-logs/$id" || continue
   mkdir -p "$snap/logs/refs/worktree-logs" && cp -- "$wt/logs/HEAD" "$snap/logs/refs/worktree-logs/$id" || true
 done

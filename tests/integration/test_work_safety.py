@@ -287,6 +287,38 @@ if os.fork() == 0:
         self.assertIn("Permission denied", out.stderr)
         self.discard(name)
 
+    def test_no_program_the_agent_names_in_its_config_runs_while_it_is_stopped(self):
+        """Found by attacking it: reading the stash's older entries verified a signature on one (the agent's
+        `log.showSignature`) with the agent's `gpg.program`, which ran while everything else was stopped; what
+        it leaves running there fails the stop, what it does and ends went unseen."""
+        name = self.m.start()
+        out = self.m.agent(name, r"""set -e
+cd /workspace && echo s > s.txt && git add s.txt && git stash -q
+c=$(printf 'tree %s
+parent %s
+author a <a@b> 1 +0000
+committer a <a@b> 1 +0000
+gpgsig -----BEGIN PGP SIGNATURE-----
+ 
+ x
+ -----END PGP SIGNATURE-----
+
+signed
+'   "$(git rev-parse HEAD^{tree})" "$(git rev-parse HEAD)" | git hash-object -t commit -w --stdin)
+git stash store -m signed "$c"
+echo s2 > s2.txt && git add s2.txt && git stash -q
+printf '#!/bin/sh
+sleep 60 &
+exit 1
+' > /home/claude/evil.sh && chmod +x /home/claude/evil.sh
+git config log.showSignature true && git config gpg.program /home/claude/evil.sh
+git config protocol.ext.allow always""")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}.stash:s2.txt"), "s2\n")
+        self.assertTrue(self.gone(name))
+
     def test_a_process_waiting_in_the_kernel_for_ever_holds_nothing_up(self):
         """A vfork whose child never execs leaves its parent in an uninterruptible wait for good: it runs nothing
         of its own there and stops on its way out, so it neither holds the snapshot up nor keeps the bottle."""
@@ -345,15 +377,26 @@ class EverythingComesBackTest(WorkSafetyCase):
         name = self.m.start()
         out = self.m.agent(name, "cd /workspace && echo .claude/ >> .gitignore && git add .gitignore && "
                                  "git commit -q -m ignore && git worktree add -q -b feat .claude/worktrees/x && "
-                                 "echo x > .claude/worktrees/x/x.txt && git worktree add -q --detach /tmp/out && "
+                                 "echo x > .claude/worktrees/x/x.txt && git init -q .claude/worktrees/x/nested && "
+                                 "echo n > .claude/worktrees/x/nested/n.txt && git worktree add -q --detach /tmp/out && "
                                  "echo o > /tmp/out/o.txt && git -C /tmp/out add o.txt && "
+                                 "echo locked > /tmp/out/locked.txt && chmod 000 /tmp/out/locked.txt && "
+                                 "git worktree add -q --detach /tmp/gone && echo g > /tmp/gone/g.txt && "
+                                 "echo 2222222222222222222222222222222222222222 > .git/worktrees/gone/HEAD && "
+                                 "chmod 000 .git/worktrees/gone/gitdir && "
                                  "echo clean > /tmp/clean.txt && git worktree add -q -b tidy /tmp/tidy")
         self.assertEqual(out.returncode, 0, out.stderr)
         stopped = self.m.cli("stop", name)
         self.assertEqual(stopped.returncode, 0, stopped.stderr)
         branch = self.m.branch(name)
         self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.x:x.txt"), "x\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.x:nested/n.txt"), "n\n")
+        paths = git(self.m.repo, "ls-tree", "-r", "--name-only", f"{branch}.worktree.x").split()
+        self.assertEqual([p for p in paths if any(part.startswith(".git") and part != ".gitignore"
+                                                  for part in p.split("/"))], [])  # no .git, nor one set aside
         self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:o.txt"), "o\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:locked.txt"), "locked\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.gone:g.txt"), "g\n")  # HEAD names nothing
         self.assertEqual(git(self.m.repo, "rev-parse", f"{branch}.worktree.x^"), git(self.m.repo, "rev-parse", f"{branch}.feat"))
         self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean
         self.assertTrue(self.gone(name))
