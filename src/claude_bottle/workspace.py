@@ -660,10 +660,13 @@ R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false $nof
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
 # A folder or file the agent made unreadable would be left out with no more than a warning, and a folder it
 # made read-only could not have a nested repository's .git set aside: all of it is the agent's user's, as
-# this script is, so it is opened up (its bits beyond a file's x are not part of a commit). What still cannot
-# be read keeps the bottle.
-find . -path ./.git -prune -o -type d \( ! -readable -o ! -writable -o ! -executable \) -exec chmod u+rwx -- {} \; \
-  -o -type f ! -readable -exec chmod u+r -- {} \; 2>/dev/null || true
+# this script is, so it is opened up (its bits beyond a file's x are not part of a commit), a folder at a
+# time so that find goes on into it. What still cannot be read in the workspace keeps the bottle.
+open_up() {  # FOLDER, but not its .git
+  find "$1" -path "$1/.git" -prune -o -type d \( ! -readable -o ! -writable -o ! -executable \) \
+    -exec chmod u+rwx -- {} \; -o -type f ! -readable -exec chmod u+r -- {} + 2>/dev/null || true
+}
+open_up .
 closed=$(find . -path ./.git -prune -o \( -type d \( ! -readable -o ! -executable \) -o -type f ! -readable \) \
   -print -quit 2>&1) || true
 [ -z "$closed" ] || { echo "the workspace holds what cannot be read: ${closed#./}" >&2; false; }
@@ -679,11 +682,9 @@ else
   moves=@BRANCH@
 fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
-# Our commits' objects go there too: a folder of it the agent made read-only is opened up like the rest.
-find "$objects" -type d \( ! -readable -o ! -writable -o ! -executable \) -exec chmod u+rwx -- {} + 2>/dev/null || true
-# So do the linked worktrees' own files (HEAD, gitdir), which say where each worktree is.
-find "$(R rev-parse --git-common-dir)/worktrees" -maxdepth 2 \( -type d \( ! -readable -o ! -executable \) \
-  -exec chmod u+rwx -- {} + -o -type f ! -readable -exec chmod u+r -- {} + \) 2>/dev/null || true
+# Our commits' objects go there too, and the linked worktrees' own files (HEAD, gitdir) say where each is.
+open_up "$objects"
+open_up "$(R rev-parse --git-common-dir)/worktrees"
 # A small regular file, not a link (to /dev/zero, to /proc…), a pipe or a huge one, to read a line from.
 small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt 65536 ]; }
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
@@ -786,8 +787,7 @@ for wt in "$common"/worktrees/*/; do
     # A HEAD whose tree is not all here could not come back: its files go on a commit of their own.
     if [ -z "$sha" ] || ! W "$dir" read-tree "$sha" 2>/dev/null; then sha=; W "$dir" read-tree --empty; fi
     # As for the workspace: what the agent made unreadable is opened up, and a .git set aside stays out.
-    find "$dir" -path "$dir/.git" -prune -o -type d \( ! -readable -o ! -executable \) -exec chmod u+rwx -- {} + \
-      -o -type f ! -readable -exec chmod u+r -- {} + 2>/dev/null || true
+    open_up "$dir"
     (cd -- "$dir" && W "$dir" add -A --ignore-errors -- . "${aside[@]}") 2>/dev/null || true
     tree=$(W "$dir" write-tree 2>/dev/null) || continue
     if [ -z "$sha" ] || [ "$tree" != "$(S rev-parse "$sha^{tree}")" ]; then

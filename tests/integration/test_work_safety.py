@@ -381,6 +381,7 @@ class EverythingComesBackTest(WorkSafetyCase):
                                  "echo n > .claude/worktrees/x/nested/n.txt && git worktree add -q --detach /tmp/out && "
                                  "echo o > /tmp/out/o.txt && git -C /tmp/out add o.txt && "
                                  "echo locked > /tmp/out/locked.txt && chmod 000 /tmp/out/locked.txt && "
+                                 "mkdir /tmp/out/d && echo d > /tmp/out/d/d.txt && chmod 000 /tmp/out/d && "
                                  "git worktree add -q --detach /tmp/gone && echo g > /tmp/gone/g.txt && "
                                  "echo 2222222222222222222222222222222222222222 > .git/worktrees/gone/HEAD && "
                                  "chmod 000 .git/worktrees/gone/gitdir && "
@@ -396,6 +397,7 @@ class EverythingComesBackTest(WorkSafetyCase):
                                                   for part in p.split("/"))], [])  # no .git, nor one set aside
         self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:o.txt"), "o\n")
         self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:locked.txt"), "locked\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.out:d/d.txt"), "d\n")
         self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.gone:g.txt"), "g\n")  # HEAD names nothing
         self.assertEqual(git(self.m.repo, "rev-parse", f"{branch}.worktree.x^"), git(self.m.repo, "rev-parse", f"{branch}.feat"))
         self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean

@@ -82,6 +82,9 @@ func refusedFetch(r *http.Request) string {
 	}
 	if key := duplicateKey(plain); key != "" {
 		// Parsers differ on which of two values they keep: the API must read what the gate read.
+		if len(key) > 40 {
+			key = key[:40] + "…"
+		}
 		return fmt.Sprintf("the request's body names %q twice in one object", key)
 	}
 	return fetchesIn(body, 0)
