@@ -682,11 +682,12 @@ else
   moves=@BRANCH@
 fi
 objects=$(cd -- "$(R rev-parse --git-path objects)" && pwd -P)
+gitdir=$(R rev-parse --git-dir); common=$(R rev-parse --git-common-dir)
 # Our commits' objects go there too, and the linked worktrees' own files (HEAD, gitdir) say where each is.
 open_up "$objects"
-open_up "$(R rev-parse --git-common-dir)/worktrees"
-# A small regular file, not a link (to /dev/zero, to /proc…), a pipe or a huge one, to read a line from.
-small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt 65536 ]; }
+open_up "$common/worktrees"
+# A regular file under a size (64 KiB unless named), not a link (to /dev/zero, to /proc…) or a pipe, to read.
+small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt "${2:-65536}" ]; }
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
@@ -768,7 +769,6 @@ done
 # uncommitted in a linked worktree is in no commit at all (Claude Code makes them in .claude/worktrees/,
 # which a .gitignore often names, or anywhere): each comes back as refs/worktree-heads/<id>, the worktree's
 # uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
-common=$(R rev-parse --git-common-dir)
 n=0
 for wt in "$common"/worktrees/*/; do
   n=$((n + 1)); [ "$n" -le 500 ] || break  # each takes a few git commands, and the time is limited
@@ -806,7 +806,6 @@ done
 # empty tree. The reflogs are read from a copy in the snapshot, by our git (the agent's config takes no part),
 # each up to a size (a huge or sparse one would outlast the time limit); a commit whose history is not all
 # here (a shallow fetch, an object the agent removed) could not be bundled, and stays behind alone.
-gitdir=$(R rev-parse --git-dir); common=$(R rev-parse --git-common-dir)
 copy_logs() {  # FROM TO: the regular files up to 64 MiB (none through a link)
   [ -d "$1" ] && [ ! -L "$1" ] || return 0
   (cd -- "$1" && find . -type f -size -64M -print0) | while IFS= read -r -d '' f; do
@@ -817,7 +816,7 @@ copy_logs "$common/logs" "$snap/logs"
 [ "$gitdir" = "$common" ] || copy_logs "$gitdir/logs" "$snap/logs"
 for wt in "$common"/worktrees/*/; do  # each linked worktree's HEAD reflog, as a ref's of ours
   id=${wt%/}; id=${id##*/}
-  [ -f "$wt/logs/HEAD" ] && [ ! -L "$wt/logs/HEAD" ] && [ "$(stat -c %s -- "$wt/logs/HEAD")" -lt 67108864 ] || continue
+  small "$wt/logs/HEAD" 67108864 || continue
   git check-ref-format "refs/worktree-logs/$id" || continue
   mkdir -p "$snap/logs/refs/worktree-logs" && cp -- "$wt/logs/HEAD" "$snap/logs/refs/worktree-logs/$id" || true
 done
@@ -878,9 +877,9 @@ def _commit_script(ws: Workspace, bottle_name: str) -> str:
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
-    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>` and a linked worktree's
-    detached HEAD as `.worktree.<name>`, and the commit whose parents are the commits no ref held any more as
-    `.dropped`. A name that meets one
+    `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>`, a linked worktree's
+    detached HEAD or uncommitted files as `.worktree.<name>`, and the commit whose parents are the commits no
+    ref held any more as `.dropped`. A name that meets one
     taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
     hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
