@@ -486,6 +486,7 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
             progress: Callable[[int, int], None] = lambda done, total: None) -> None:
     """Fill the bottle's /workspace: a clone of the start commit on the results branch (only the named
     subfolder checked out), or a copy of the folder."""
+    shallow = _shallow(ws.git_root) if ws.is_git else []
     with tempfile.TemporaryFile() as archive:
         with tarfile.open(fileobj=archive, mode="w") as tar:
             if ws.is_git:
@@ -496,6 +497,11 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
                     info.size, info.mode = bundle.seek(0, io.SEEK_END), 0o644
                     bundle.seek(0)
                     tar.addfile(info, bundle)
+                if shallow:  # a file, not the script's text: a clone of many branches has thousands
+                    listed = "".join(f"{sha}\n" for sha in shallow).encode()
+                    info = owned(tarfile.TarInfo("shallow"))
+                    info.size, info.mode = len(listed), 0o644
+                    tar.addfile(info, io.BytesIO(listed))
                 progress(1, 1)
             else:
                 listed = files(ws)
@@ -511,7 +517,7 @@ def copy_in(engine: Engine, container: str, ws: Workspace, bottle_name: str,
         archive.seek(0)
         _in_bottle(engine, container, f"mkdir -p {STAGING}", "preparing the workspace")
         engine.put_archive(container, STAGING, archive)
-    script = _unpack_git_script(ws, bottle_name) if ws.is_git else f"cp -a {STAGING}/tree/. {WORKSPACE}/"
+    script = _unpack_git_script(ws, bottle_name, bool(shallow)) if ws.is_git else f"cp -a {STAGING}/tree/. {WORKSPACE}/"
     _in_bottle(engine, container, f"{script}; rm -rf {STAGING}", "copying the workspace into the bottle")
     if engine.kind == "kubernetes":  # no root in a pod: the mark goes on the pod itself
         engine.annotate(container, LABEL_COPIED, "1")
@@ -527,8 +533,23 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return owned(info) if info.isfile() or info.isdir() or info.issym() else None
 
 
-def _unpack_git_script(ws: Workspace, bottle_name: str) -> str:
-    """A repository on the results branch at the start commit; for a subfolder, only it is checked out."""
+def _shallow(repo: Path) -> list[str]:
+    """The commits a shallow clone holds without their parents (`git clone --depth`, as CI checkouts often
+    are). The bottle's repository must say the same of them: git there would take the parents a bundle of
+    such a history lacks for objects lost, and refuse it."""
+    path = Path(_git(repo, "rev-parse", "--git-path", "shallow", fs=True).strip())
+    try:
+        listed = (repo / path).read_text(errors="replace").split()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise _unreadable(e) from None
+    return [sha for sha in listed if len(sha) in (40, 64) and all(c in "0123456789abcdef" for c in sha)]
+
+
+def _unpack_git_script(ws: Workspace, bottle_name: str, shallow: bool = False) -> str:
+    """A repository on the results branch at the start commit; for a subfolder, only it is checked out.
+    `shallow`: the host's repository is shallow, and the archive says which commits have no parents here."""
     q = shlex.quote
     name, email = GIT_IDENTITY
     branch = q(ws.branch or f"bottle/{bottle_name}")
@@ -538,6 +559,7 @@ def _unpack_git_script(ws: Workspace, bottle_name: str) -> str:
     return (
         f"cd {WORKSPACE}; git init -q -b {branch} .; "
         f"git config user.name {q(name)}; git config user.email {q(email)}; "
+        + (f"cp {STAGING}/shallow .git/shallow; " if shallow else "") +
         f"git fetch -q --update-head-ok {STAGING}/repo.bundle {HIDDEN_REF.format(name=bottle_name)}:refs/heads/{branch}; "
         f"{sparse}git read-tree -mu HEAD"
     )
@@ -692,6 +714,10 @@ snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
 printf '%s\n' "$objects" > "$snap/objects/info/alternates"
+# A shallow repository's (a clone of a shallow host repository, or the agent's `fetch --depth`): the commits it
+# has without their parents. Without it our git would take those parents for objects lost. What the agent
+# writes there cannot hide work: the host's fetch of the bundle checks that every commit's parents are there.
+! small "$common/shallow" 67108864 || cp -- "$common/shallow" "$snap/shallow" || true
 printf '* -text -crlf -ident -filter !eol !working-tree-encoding\n' > "$snap/info/attributes"
 ours=(-c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null
       -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false

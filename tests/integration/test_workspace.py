@@ -96,6 +96,36 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertNotIn("secret.env", git(self.repo, "ls-tree", "-r", "--name-only", branch))
         self.assertHostUntouched()
 
+    def test_a_shallow_clone_travels_and_its_work_comes_back(self):
+        # As CI checkouts and `git clone --depth 1` make them: HEAD's parents are not in the repository.
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-q", "-m", "second")
+        git(self.repo, "commit", "-q", "--allow-empty", "-m", "third")
+        shallow = self.repo.parent / "shallow"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{self.repo}", str(shallow)], check=True)
+        git(shallow, "config", "user.name", "Host User")
+        git(shallow, "config", "user.email", "host@example.com")
+        (shallow / "local.txt").write_text("not committed\n")
+        self.assertEqual(git(shallow, "rev-parse", "--is-shallow-repository"), "true\n")
+        b = self.bottle(shallow)
+        code, out = b.sh("cd /workspace && git log --format=%s && cat local.txt && "
+                         "echo kept > kept.txt && git add kept.txt && git commit -q -m 'agent: kept' && "
+                         "echo dropped > dropped.txt && git add dropped.txt && git commit -q -m 'agent: dropped' && "
+                         "git reset -q --hard HEAD~1 && echo more >> local.txt")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(out.splitlines(), ["claude-bottle: the host's working tree at start", "third",
+                                            "not committed"])
+        brought = self.bring_back(b)
+        branch = f"bottle/default/{b.name}"
+        self.assertEqual(brought, workspace.Brought(branch=branch, commits=2, extra=(f"{branch}.dropped",)))
+        self.assertEqual(git(shallow, "log", "--format=%s", branch).splitlines(), [
+            "claude-bottle: uncommitted changes when the bottle ended", "agent: kept",
+            "claude-bottle: the host's working tree at start", "third"])
+        self.assertEqual(git(shallow, "show", f"{branch}:local.txt"), "not committed\nmore\n")
+        self.assertEqual(git(shallow, "log", "-1", "--format=%s", f"{branch}.dropped^"), "agent: dropped\n")
+        self.assertEqual(git(shallow, "rev-parse", "--is-shallow-repository"), "true\n")
+        self.assertEqual(git(shallow, "status", "--porcelain"), "?? local.txt\n")
+
     def test_no_work_no_branch(self):
         b = self.bottle()
         self.assertEqual(self.bring_back(b), workspace.Brought())
