@@ -853,16 +853,21 @@ start=$(R rev-parse --verify -q @START@'^{commit}' 2>/dev/null) || start=
 rm -rf "$snap/logs"
 { S for-each-ref --format='^%(objectname)'; echo "^$(S rev-parse --verify HEAD)"; [ -z "$start" ] || echo "^$start"
 } > "$snap/held"
+whole() {  # whether the history of the commits on stdin (but what they exclude) is all here, none of it shallow
+  cat > "$snap/walk"
+  S rev-list --objects --stdin < "$snap/walk" > /dev/null 2>&1 || return 1
+  [ ! -s "$snap/shallow" ] || ! S rev-list --stdin < "$snap/walk" 2>/dev/null | grep -qxF -f "$snap/shallow"
+}
 if [ -s "$snap/candidates" ]; then
   # All at once where every object is here (the usual case); else one at a time, the newest thousand (each
   # takes a walk of its own, and the time is limited).
-  if cat "$snap/candidates" "$snap/held" | S rev-list --objects --stdin > /dev/null 2>&1; then
+  if cat "$snap/candidates" "$snap/held" | whole; then
     { cat "$snap/candidates" "$snap/held" | S rev-list --stdin 2>/dev/null || true; } > "$snap/unheld"
     { grep -Fxf "$snap/unheld" "$snap/candidates" || true; } > "$snap/dropped"
   else
     : > "$snap/dropped"
     while read -r c; do
-      if { echo "$c"; cat "$snap/held"; } | S rev-list --objects --stdin > /dev/null 2>&1; then
+      if { echo "$c"; cat "$snap/held"; } | whole; then
         first=$({ echo "$c"; cat "$snap/held"; } | S rev-list -n 1 --stdin 2>/dev/null) || first=
         [ "$first" != "$c" ] || echo "$c" >> "$snap/dropped"
       fi
@@ -963,33 +968,22 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
     # Every branch and the stash come back, not only HEAD.
     extra = _extra_branches(ws.branch, [r for r in refs if r != current])
     ref = f"refs/heads/{ws.branch}"
-    # A file with no name (nothing is left of it when a killed `stop` ends), which host git reads by its
-    # descriptor.
-    with tempfile.TemporaryFile() as sink:
-        bundle = f"/proc/self/fd/{sink.fileno()}"
-        limit = step_seconds()
-        # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
-        # config takes part.
-        # Without the start commit (an agent that made its repository anew), the whole history comes.
-        q = shlex.quote
-        git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
-        # Every ref of the snapshot, on stdin: thousands of names are too long for one argument.
-        script = (f"{{ echo HEAD; {git} for-each-ref --format='%(refname)'; "
-                  f"if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then echo ^{ws.start}; fi; }} | "
-                  f"{git} bundle create -q - --stdin")
-        code, err = engine.exec_to(
-            container, ["timeout", "-k", "5", str(limit), "env", "GIT_CONFIG_NOSYSTEM=1",
-                        "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "sh", "-c", script],
-            sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
-        sink.flush()
-        if code != 0 and b"empty bundle" not in err:
-            raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")
-        if code == 0:
-            listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
-            heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
-            _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
-            _land(ws.git_root, bottle_name, bundle, sink.fileno(), heads, {"HEAD": ref} | extra,
-                  _tips(ws.git_root, ref))
+    try:
+        _bundle_and_land(engine, container, ws, bottle_name, snapshot, extra)
+    except WorkNotBack:
+        # Often one branch whose history is not all in the bottle (a shallow fetch): the rest comes back, and
+        # that one is named.
+        incomplete = _incomplete(engine, container, ws, snapshot)
+        if not incomplete:
+            raise
+        _bundle_and_land(engine, container, ws, bottle_name, snapshot, extra, leave_out=True)
+        names = ", ".join(f"HEAD ({current.removeprefix('refs/heads/')})" if r == "HEAD" else r.removeprefix("refs/heads/")
+                          for r in incomplete[:5])
+        more = f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
+        raise WorkNotBack(f"{names}{more} in the bottle holds commits whose parents are not there (a shallow fetch, "
+                          "`git fetch --depth`, or objects deleted), so it cannot come back whole; the bottle's "
+                          "other branches came back. In the bottle, `git fetch --unshallow` or delete it, then stop "
+                          "again") from None
     if head != ws.start:
         if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
             _host_git(ws.git_root, "update-ref", ref, head)
@@ -1005,6 +999,61 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
                         ws.start)
     return Brought(branch=ws.branch if head != ws.start else None, commits=commits,
                    extra=tuple(to.removeprefix("refs/heads/") for to in brought_extra), **inert)
+
+
+def _bundle_and_land(engine: Engine, container: str, ws: Workspace, bottle_name: str, snapshot: str,
+                     extra: Mapping[str, str], leave_out: bool = False) -> None:
+    """Every ref of the snapshot (but, with `leave_out`, those _incomplete listed) out of the bottle as a
+    bundle, onto the results branch and `extra`'s."""
+    ref = f"refs/heads/{ws.branch}"
+    # A file with no name (nothing is left of it when a killed `stop` ends), which host git reads by its
+    # descriptor.
+    with tempfile.TemporaryFile() as sink:
+        bundle = f"/proc/self/fd/{sink.fileno()}"
+        limit = step_seconds()
+        # From our own repository, which holds the commit and the agent's refs: nothing of the agent's
+        # config takes part.
+        # Without the start commit (an agent that made its repository anew), the whole history comes.
+        q = shlex.quote
+        git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
+        left_out = f" | grep -vxF -f {q(snapshot)}/incomplete" if leave_out else ""
+        # Every ref of the snapshot, on stdin: thousands of names are too long for one argument.
+        script = (f"{{ {{ echo HEAD; {git} for-each-ref --format='%(refname)'; }}{left_out}; "
+                  f"if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then echo ^{ws.start}; fi; }} | "
+                  f"{git} bundle create -q - --stdin")
+        code, err = engine.exec_to(
+            container, ["timeout", "-k", "5", str(limit), "env", *_OUR_GIT_ENV, "sh", "-c", script],
+            sink, user=BOTTLE_USER, timeout=limit + 10, limit=MAX_RESULT_BYTES)
+        sink.flush()
+        if code != 0 and b"empty bundle" not in err:
+            raise WorkNotBack(f"bundling the agent's commits failed (exit {code}): {_tail(err)}")
+        if code == 0:
+            listed = _host_git(ws.git_root, "bundle", "list-heads", bundle, fd=sink.fileno())
+            heads = {line.split()[1]: line.split()[0] for line in listed.splitlines() if len(line.split()) == 2}
+            _host_git(ws.git_root, "bundle", "verify", "-q", bundle, fd=sink.fileno())
+            _land(ws.git_root, bottle_name, bundle, sink.fileno(), heads, {"HEAD": ref} | extra,
+                  _tips(ws.git_root, ref))
+
+
+_OUR_GIT_ENV = ("GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1")
+
+
+def _incomplete(engine: Engine, container: str, ws: Workspace, snapshot: str) -> list[str]:
+    """The refs of the snapshot (HEAD among them) whose new history the host cannot be given whole: an object
+    of it is missing, or it reaches a commit the bottle's repository has without its parents (a shallow
+    fetch: bundled, its parents would be missing on the host too). Left in the snapshot as `incomplete`."""
+    q = shlex.quote
+    git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
+    shallow, listed = f"{q(snapshot)}/shallow", f"{q(snapshot)}/incomplete"
+    script = (f"base=; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then base=^{ws.start}; fi; "
+              f": > {listed}; {{ echo HEAD; {git} for-each-ref --format='%(refname)'; }} | while read -r ref; do "
+              f"if ! {git} rev-list --objects \"$ref\" $base > /dev/null 2>&1 || {{ [ -s {shallow} ] && "
+              f"{git} rev-list \"$ref\" $base 2>/dev/null | grep -qxF -f {shallow}; }}; then "
+              f"echo \"$ref\" >> {listed}; fi; done; cat {listed}")
+    limit = step_seconds()
+    code, out = engine.exec(container, ["timeout", "-k", "5", str(limit), "env", *_OUR_GIT_ENV, "sh", "-c", script],
+                            user=BOTTLE_USER, timeout=limit + 10)
+    return [r for r in out.decode(errors="replace").splitlines() if r.strip()] if code == 0 else []
 
 
 INCOMING = "refs/claude-bottle-incoming/{name}/"  # what a bundle brought, until it is on its branches
@@ -1065,7 +1114,7 @@ def _drop(repo: Path, prefix: str) -> None:
 
 
 def _is_ancestor(repo: Path, old: str, new: str) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", old, new],
+    return subprocess.run([*_HOST_GIT, "-C", str(repo), "merge-base", "--is-ancestor", old, new],
                           capture_output=True).returncode == 0
 
 
@@ -1173,7 +1222,7 @@ def _host_git(repo: Path, *args: str, fd: int | None = None, input: bytes | None
 
     env = {**_environment(), "GIT_ALLOW_PROTOCOL": "file", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
     try:
-        out = subprocess.run(["git", "-C", str(repo), "-c", "submodule.recurse=false",
+        out = subprocess.run([*_HOST_GIT, "-C", str(repo), "-c", "submodule.recurse=false",
                               "-c", "fetch.recurseSubmodules=false", "-c", "core.hooksPath=/dev/null", *args],
                              capture_output=True, input=input, env=env, timeout=step_seconds() * 2,
                              preexec_fn=limit_memory,
@@ -1348,7 +1397,7 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -
 
 
 def _has_commit(repo: Path, sha: str) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
+    return subprocess.run([*_HOST_GIT, "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
                           capture_output=True).returncode == 0
 
 
@@ -1439,6 +1488,12 @@ def _tail(data: bytes) -> str:
 _PATHSPEC_VARIABLES = ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS")
 
 
+# Every git we run on the host. A folder laid out as a bare repository (HEAD, objects/, refs/, config: plain
+# files to git, so a clone of a hostile repository can hold one) would otherwise be taken for a repository
+# when git looks for one, and its config read: a filter there is a program git runs. Git 2.38 and later.
+_HOST_GIT = ("git", "-c", "safe.bareRepository=explicit")
+
+
 def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _PATHSPEC_VARIABLES}
 
@@ -1451,7 +1506,7 @@ def _git(cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
     git's output goes there and "" is returned; with `fs`, the output is file names, decoded as Python
     decodes them (any bytes, and back the same when given to another command)."""
     try:
-        out = subprocess.run(["git", "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+        out = subprocess.run([*_HOST_GIT, "-C", str(cwd), "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
                               "-c", "core.splitIndex=false", *args],
                              stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, input=input,
                              env={**_environment(), **(env or {})}, timeout=timeout)

@@ -126,6 +126,29 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(shallow, "rev-parse", "--is-shallow-repository"), "true\n")
         self.assertEqual(git(shallow, "status", "--porcelain"), "?? local.txt\n")
 
+    def test_a_branch_fetched_shallow_in_the_bottle_holds_back_only_itself(self):
+        b = self.bottle()
+        code, out = b.sh(
+            "cd /tmp && git init -q up && cd up && for i in 1 2 3; do echo $i > f && git add f && "
+            "git -c user.name=u -c user.email=u@x commit -q -m up$i; done && cd /workspace && "
+            "git fetch -q --depth 1 file:///tmp/up HEAD:refs/heads/upstream && git checkout -q upstream && "
+            "echo o > o.txt && git add o.txt && git commit -q -m 'agent: on upstream' && git checkout -q - && "
+            "echo w > w.txt && git add w.txt && git commit -q -m 'agent: work'")
+        self.assertEqual(code, 0, out)
+        branch = f"bottle/default/{b.name}"
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("upstream in the bottle holds commits whose parents are not there", str(caught.exception))
+        # Everything else is back already; the bottle keeps what could not come.
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", branch), "agent: work\n")
+        self.assertNotIn(f"{branch}.upstream", git(self.repo, "branch", "--list"))
+        code, out = b.sh("cd /workspace && git log -1 --format=%s upstream")
+        self.assertEqual(out, "agent: on upstream\n")
+        self.assertEqual(b.sh("cd /workspace && git branch -q -D upstream")[0], 0)
+        brought = self.bring_back(b)
+        self.assertEqual((brought.branch, brought.commits), (branch, 1))
+        self.assertHostUntouched()
+
     def test_no_work_no_branch(self):
         b = self.bottle()
         self.assertEqual(self.bring_back(b), workspace.Brought())

@@ -748,6 +748,34 @@ class InnerRepositoryTest(unittest.TestCase):
         self.assertEqual(sorted(self.start_tree()), ["a", "vendor/tracked", "vendor/untracked"])
         self.assertFalse(marker.exists())
 
+    def test_a_folder_laid_out_as_a_bare_repository_runs_nothing_of_its_config(self):
+        """Found by attacking it: a cloned repository can commit a folder holding HEAD, objects/, refs/ and a
+        config (plain files to git), and `start --workspace` on it had host git take it for a repository and
+        run its config's clean filter on every file."""
+        app = self.repo / "app"
+        (app / "objects").mkdir(parents=True)
+        (app / "refs" / "heads").mkdir(parents=True)
+        (app / "HEAD").write_text("ref: refs/heads/main\n")
+        bare = {**os.environ, "GIT_DIR": str(app)}
+        tree = subprocess.run(["git", "mktree"], input=b"", env=bare, capture_output=True, check=True).stdout
+        commit = subprocess.run(["git", "-c", "user.name=u", "-c", "user.email=u@e", "commit-tree", "-m", "x",
+                                 tree.decode().strip()], env=bare, capture_output=True, check=True).stdout
+        (app / "refs" / "heads" / "main").write_bytes(commit)
+        marker = self.repo.parent / "ran"
+        (app / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .\n"
+                                    f"[filter \"evil\"]\n\tclean = touch {marker}; cat\n\tsmudge = cat\n")
+        (app / ".gitattributes").write_text("* filter=evil\n")
+        (app / "main.py").write_text("print(1)\n")
+        self.git(self.repo, "add", "-A")
+        self.git(self.repo, "commit", "-q", "-m", "a folder like a bare repository")
+        (app / "main.py").write_text("print(2)\n")
+        for folder in (app, self.repo):
+            ws = workspace.inspect(folder, "a", "a-1")
+            workspace.prepare(ws, "a-1", {})
+            workspace.release(ws, "a-1")
+            self.assertFalse(marker.exists(), folder)
+        self.assertEqual(workspace.inspect(app, "a", "a-1").git_root, None)  # travels as a plain folder
+
     def test_a_submodule_whose_commit_moved_stays_a_submodule(self):
         """Found by attacking it: it showed as changed, so it went in as files and the results branch would
         have turned the user's submodule into a folder."""
