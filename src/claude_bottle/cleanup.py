@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,27 +96,38 @@ def owner_label(lock: Path) -> str:
 def owner_alive(label: str) -> bool:
     """Whether the session named by an owner label may still run. Only a lock of this host that can be
     taken, or that is gone, is a session that has ended; anything else (another host's, another user's,
-    a label we do not understand) is left alone."""
+    a label we do not understand) is left alone. A label is anyone's to write on a shared engine: only a
+    file of SessionLock's shape, a regular one of this user's, is opened or removed (not a FIFO, whose
+    open would wait for ever, nor a file of the user's that the label names)."""
     kind, _, rest = label.partition(":")
     host, _, path = rest.partition(":")
-    if kind != "lock" or host != socket.gethostname() or not path.startswith("/"):
+    if kind != "lock" or host != socket.gethostname() or not _a_lock_path(path):
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return False  # released: its session ended
     except OSError:
         return True
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            return True
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
+    except OSError:  # held (BlockingIOError): its session runs
         return True
     finally:
         os.close(fd)
     Path(path).unlink(missing_ok=True)  # what a killed session left behind
     return False
+
+
+def _a_lock_path(path: str) -> bool:
+    """Whether `path` is named as SessionLock names its files: <16 hex digits>.lock in a folder `sessions`."""
+    lock = Path(path)
+    stem = lock.name.removesuffix(".lock")
+    return (path.startswith("/") and lock.suffix == ".lock" and lock.parent.name == "sessions" and len(stem) == 16
+            and all(c in "0123456789abcdef" for c in stem) and ".." not in lock.parts)
 
 
 _ORDER = {"container": 0, "network": 1, "volume": 2}

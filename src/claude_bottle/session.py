@@ -235,9 +235,9 @@ def forget_dead_starts(engine: Engine, repo: Path) -> None:
     it could, whose bottle is gone from this engine. A ref whose maker still runs (a start under way), that
     another engine's bottle holds, or that we cannot read is left alone."""
     for name, origin in workspace.hidden_refs(repo).items():
-        if origin is None or origin.get("engine") != engine_id(engine) or not _a_session_lock(origin.get("owner", "")):
+        if origin is None or origin.get("engine") != engine_id(engine):
             continue
-        if cleanup.owner_alive(origin["owner"]):  # (which removes a dead session's lock file)
+        if cleanup.owner_alive(origin.get("owner", "")):  # (which removes a dead session's lock file)
             continue
         try:
             cleanup.check_name(name)
@@ -245,13 +245,6 @@ def forget_dead_starts(engine: Engine, repo: Path) -> None:
             continue
         if not cleanup.of_bottle(engine, name):
             workspace.drop_hidden_ref(repo, name)
-
-
-def _a_session_lock(label: str) -> bool:
-    """Whether an owner label read from a repository names a session's lock file (SessionLock's), the only
-    kind of file owner_alive may remove."""
-    lock = Path(label.split(":", 2)[-1])
-    return label.startswith("lock:") and lock.suffix == ".lock" and lock.parent.name == "sessions"
 
 
 def _finishing(name: str):

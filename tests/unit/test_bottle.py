@@ -165,7 +165,8 @@ class SessionLockTest(unittest.TestCase):
         self.folder = Path(tmp.name)
 
     def test_held_while_the_process_lives_and_gone_when_it_ends_however_it_ends(self):
-        path = self.folder / "other.lock"
+        (self.folder / "sessions").mkdir()
+        path = self.folder / "sessions" / "0123456789abcdef.lock"
         holder = hold_lock(path)
         label = cleanup.owner_label(path)
         self.assertTrue(cleanup.owner_alive(label))
@@ -175,10 +176,31 @@ class SessionLockTest(unittest.TestCase):
         self.assertFalse(path.exists())  # the one who found it dead tidied the file away
 
     def test_this_process_holds_its_own(self):
-        with cleanup.SessionLock.acquire(self.folder) as lock:
+        with cleanup.SessionLock.acquire(self.folder / "sessions") as lock:
             self.assertTrue(cleanup.owner_alive(lock.label()))
             self.assertEqual(lock.path.stat().st_mode & 0o777, 0o600)
         self.assertFalse(cleanup.owner_alive(lock.label()))
+
+    def test_a_label_opens_and_removes_only_a_lock_file_of_this_users(self):
+        """Found by attacking it: anyone on a shared engine writes labels, and one naming a file of the user's
+        had `ps` and `start` remove it (or, a FIFO, wait for ever)."""
+        sessions = self.folder / "sessions"
+        sessions.mkdir()
+        precious = self.folder / "precious.txt"
+        precious.write_text("keep\n")
+        fifo = sessions / "0123456789abcdef.lock"
+        os.mkfifo(fifo)
+        link = sessions / "1123456789abcdef.lock"
+        link.symlink_to(precious)
+        theirs = sessions / "2123456789abcdef.lock"
+        theirs.write_text("")
+        if os.getuid() == 0:
+            os.chown(theirs, 4242, 4242)
+        for path in (precious, fifo, link, sessions / ".." / "precious.txt", theirs if os.getuid() == 0 else fifo):
+            with self.subTest(str(path)):
+                self.assertTrue(cleanup.owner_alive(cleanup.owner_label(path)))
+        self.assertEqual(precious.read_text(), "keep\n")
+        self.assertTrue(fifo.exists() and link.is_symlink() and theirs.exists())
 
     def test_what_cannot_be_judged_here_is_left_alone(self):
         self.assertTrue(cleanup.owner_alive(f"lock:elsewhere.example:{self.folder}/x.lock"))
@@ -198,7 +220,7 @@ class CleanupTest(unittest.TestCase):
 
     def test_dead_sessions_only_and_never_one_holding_work(self):
         with tempfile.TemporaryDirectory() as tmp, cleanup.SessionLock.acquire(Path(tmp)) as me:
-            dead = cleanup.owner_label(Path(tmp, "gone.lock"))
+            dead = cleanup.owner_label(Path(tmp, "sessions", "0123456789abcdef.lock"))
             engine = self.engine([
                 self.obj("volume", "v-dead", "dead", dead), self.obj("container", "c-dead", "dead", dead),
                 self.obj("network", "n-dead", "dead", dead), self.obj("container", "c-live", "live", me.label()),
@@ -225,7 +247,7 @@ class CleanupTest(unittest.TestCase):
     def test_a_bottle_whose_workspace_never_went_in_holds_no_work(self):
         """A start killed before its copy-in: the bottle has a workspace label but nothing of the agent's."""
         with tempfile.TemporaryDirectory() as tmp:
-            dead = cleanup.owner_label(Path(tmp, "gone.lock"))
+            dead = cleanup.owner_label(Path(tmp, "sessions", "0123456789abcdef.lock"))
             bottle_role = {cleanup.LABEL_ROLE: "bottle", workspace.LABEL_REPO: "/repo"}
             engine = self.engine([self.obj("container", "cb-empty", "empty", dead, **bottle_role),
                                   self.obj("container", "cb-empty-sidecar", "empty", dead),

@@ -426,7 +426,7 @@ class StartCommandTest(StartCase):
 
     def test_leftovers_of_dead_sessions_are_removed_first(self):
         engine = self.engine(interactive=0)
-        dead = cleanup.owner_label(self.tmp / "ended-session.lock")
+        dead = cleanup.owner_label(self.tmp / "sessions" / "0123456789abcdef.lock")
         engine.objects[("container", "cb-old")] = Found(
             "container", "cb-old", {cleanup.LABEL_BOTTLE: "old", cleanup.LABEL_OWNER: dead}, "running", 1)
         r = self.start(engine, "--yes")
@@ -436,7 +436,7 @@ class StartCommandTest(StartCase):
     def test_a_hostile_bottle_name_in_a_label_is_shown_made_visible(self):
         # Anyone who can reach the engine can label a container as ours, with a name a terminal would obey.
         engine = self.engine()
-        dead = cleanup.owner_label(self.tmp / "ended-session.lock")
+        dead = cleanup.owner_label(self.tmp / "sessions" / "0123456789abcdef.lock")
         engine.objects[("container", "rt-fake-1")] = Found(
             "container", "rt-fake-1", {cleanup.LABEL_BOTTLE: "evil\x1b]0;pwned\x07", cleanup.LABEL_OWNER: dead,
                                        cleanup.LABEL_ROLE: "bottle", "org.claude-bottle.results-repo": "/x"},

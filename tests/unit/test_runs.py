@@ -13,7 +13,7 @@ class RunsTest(unittest.TestCase):
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         self.env = {"CLAUDE_BOTTLE_HOME": tmp.name}
-        self.lock = cleanup.SessionLock.acquire(Path(tmp.name, "locks"))
+        self.lock = cleanup.SessionLock.acquire(Path(tmp.name, "sessions"))
         self.addCleanup(self.lock.release)
 
     def test_record_lives_in_a_private_folder_under_the_home(self):
@@ -52,7 +52,7 @@ class RunsTest(unittest.TestCase):
     def test_a_run_whose_supervisor_died_counts_as_failed(self):
         run = runs.create(self.env, "d-1", {"kind": "run"}, self.lock.label())
         self.assertIsNone(run.exit_status)  # its creator still holds it
-        with cleanup.SessionLock.acquire(Path(self.env["CLAUDE_BOTTLE_HOME"], "locks")) as supervisor:
+        with cleanup.SessionLock.acquire(Path(self.env["CLAUDE_BOTTLE_HOME"], "sessions")) as supervisor:
             run.set_owner(supervisor.label())
             self.lock.release()
             self.assertIsNone(run.exit_status)  # handed over
