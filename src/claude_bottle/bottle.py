@@ -25,6 +25,7 @@ from .cleanup import LABEL_AGENT, LABEL_BOTTLE, LABEL_CONFIG, LABEL_OWNER, LABEL
 from .docker import ContainerSpec, Engine, size_in_bytes
 from .errors import BottleError
 from .manifest import Agent, Bottle, Manifest, ManifestError, ProjectShare, Refusal, refused, state_dir
+from .paths import existing_folder
 from .workspace import Workspace
 
 TOKEN_VARIABLE = "CLAUDE_BOTTLE_OAUTH_TOKEN"
@@ -172,7 +173,7 @@ def plan(manifest: Manifest, agent_name: str, environ: Mapping[str, str], worksp
     if workspace_dir is not None and mount is not None:
         raise BottleError("--workspace and --mount both fill /workspace: choose one")
     if mount is not None:
-        mount = mount.expanduser().resolve()
+        mount = existing_folder(mount, "--mount")
         if not mount.is_dir():
             raise BottleError(f"--mount {mount}: no such directory: name an existing folder to mount")
         _check_writable_by_bottle(mount)

@@ -347,6 +347,18 @@ def _claude_args(a: manifest.Agent) -> list[str]:
     return (["--model", a.model] if a.model else []) + list(click.get_current_context().meta.get("claude_args", ()))
 
 
+class _Path(click.Path):
+    """A path that is not empty: `--workspace ""` (an unset variable) would otherwise be this folder."""
+
+    def convert(self, value, param, ctx):
+        if value == "":
+            self.fail("an empty path: name a folder (`.` for this one)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_PATH = _Path(path_type=Path)
+
+
 def _launch_options(f):
     """The options `start` and `run` share."""
     f = _manifest_options(f)
@@ -354,11 +366,11 @@ def _launch_options(f):
         click.option("-y", "--yes", is_flag=True, help="Launch without asking (needed when stdin is not a terminal)."),
         click.option("--trust-project", is_flag=True,
                      help="Trust the project's claude-bottle.json for this run only (see `claude-bottle trust`)."),
-        click.option("-w", "--workspace", "workspace_dir", type=click.Path(path_type=Path),
+        click.option("-w", "--workspace", "workspace_dir", type=_PATH,
                      help="Copy DIR into /workspace (honouring .gitignore); its work comes back when the bottle "
                           "ends (a repository's as a branch)."),
         click.option("--no-results", is_flag=True, help="With --workspace: bring nothing back."),
-        click.option("--mount", type=click.Path(path_type=Path),
+        click.option("--mount", type=_PATH,
                      help="Bind-mount DIR read-write at /workspace instead: the agent changes your files directly."),
     ]):
         f = option(f)
@@ -417,7 +429,7 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
 @click.option("--prompt-file", type=click.File("r"), help="Read the prompt from FILE (- for stdin).")
 @click.option("--output-format", type=click.Choice(["text", "json", "stream-json"]), default="text",
               show_default=True, help="Passed to claude -p.")
-@click.option("--tasks", "tasks_file", type=click.Path(path_type=Path),
+@click.option("--tasks", "tasks_file", type=_PATH,
               help="Run every task in FILE (a prompt per line, or JSON lines with prompt and workspace), "
                    "a bottle each.")
 @click.option("--parallel", type=click.IntRange(1, 64),

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from . import lazy, pins, trust
 from .errors import ManifestError
-from .paths import home_dir, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
+from .paths import MAX_CA_BYTES, MAX_MANIFEST_BYTES, home_dir, read_small, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
 from .terminal import visible
 
 difflib = lazy.Module("difflib")  # for "did you mean", on a mistake only
@@ -407,7 +407,8 @@ def load(cwd: Path, environ: Mapping[str, str], manifest_file: Path | None = Non
     if manifest_file is not None:
         project_file = manifest_file.expanduser().absolute()
         if not project_file.is_file():
-            raise ManifestError("no such file: name an existing claude-bottle.json", field=f"--manifest {project_file}")
+            said = "not a regular file" if project_file.exists() else "no such file"
+            raise ManifestError(f"{said}: name an existing claude-bottle.json", field=f"--manifest {project_file}")
     else:
         project_file = None if no_project else find_project(cwd)
     if files and project_file is not None and project_file.resolve() == home_file.resolve():
@@ -453,15 +454,22 @@ def _builtin_layer() -> _Layer:
     )
 
 
+def _not_json(constant: str):
+    """Python's reader takes NaN and Infinity, which JSON has not (and no limit compares with NaN)."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer:
     # Read once: the content that is parsed is the content whose digest the trust check compares.
     try:
-        raw_bytes = path.read_bytes()
+        raw_bytes = read_small(path, MAX_MANIFEST_BYTES)
         text = raw_bytes.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ManifestError(f"cannot read it: {e.strerror or e}", path) from None
+    except UnicodeDecodeError as e:
         raise ManifestError(f"cannot read: {e}", path) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as e:
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
     except RecursionError:
@@ -494,7 +502,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
         image = ImageSettings(
             base=raw.get("base", pins.BASE_IMAGE),
             claude_code_version=raw.get("claude_code_version", pins.CLAUDE_CODE_VERSION),
-            ca_cert=_resolve_path(ca, base_dir, environ) if ca else None,
+            ca_cert=_resolve_path(ca, base_dir, environ, path, "image.ca_cert") if ca else None,
             registry=raw.get("registry"),
         )
         if image.ca_cert is not None:
@@ -520,7 +528,7 @@ def _read_bottle(
     ssh = []
     for i, entry in enumerate(raw.get("ssh", [])):
         where = f"{prefix}.ssh[{i}]"
-        key_file = _resolve_path(entry["IdentityFile"], base_dir, environ)
+        key_file = _resolve_path(entry["IdentityFile"], base_dir, environ, path, f"{where}.IdentityFile")
         if not key_file.is_file():
             raise ManifestError(
                 f"no such key file {key_file}: point IdentityFile at an existing private key",
@@ -546,7 +554,7 @@ def _read_bottle(
                     for i, h in enumerate(raw.get("egress", {}).get("private_hosts", [])))
     passthrough = tuple(h.lower() for h in raw.get("egress", {}).get("passthrough", []))
     ca = raw.get("egress", {}).get("ca_cert")
-    ca_cert = _resolve_path(ca, base_dir, environ) if ca else None
+    ca_cert = _resolve_path(ca, base_dir, environ, path, f"{prefix}.egress.ca_cert") if ca else None
     if ca_cert is not None:
         _check_ca_file(ca_cert, path, f"{prefix}.egress.ca_cert")
     reserve = limits.get("reserve", {})
@@ -592,6 +600,9 @@ def _whole(value, path: Path, where: str) -> int | None:
     raise ManifestError(f"must be a whole number like {int(value)}, not {value}", path, where)
 
 
+MAX_MEMORY = 2**50  # far below what the engine takes (a 64-bit count of bytes)
+
+
 def _memory(value: str | None, path: Path, where: str) -> str | None:
     if value is None:
         return None
@@ -599,6 +610,8 @@ def _memory(value: str | None, path: Path, where: str) -> str | None:
     size = int(value[:-1] if value[-1:].isalpha() else value) * units[value[-1:].lower() if value[-1:].isalpha() else ""]
     if size < MIN_MEMORY:
         raise ManifestError(f"'{value}' is too little for Claude Code: give at least 64m", path, where)
+    if size > MAX_MEMORY:
+        raise ManifestError(f"'{value}' is more than any machine has: give at most 1048576g (1 PiB)", path, where)
     return value.lower()
 
 
@@ -649,7 +662,7 @@ def _read_agent(name: str, raw: dict, path: Path, base_dir: Path, environ: Mappi
     for i, ref in enumerate(raw.get("skills", [])):
         where = f"agents.{name}.skills[{i}]"
         if "/" in ref or ref.startswith("~") or ref.startswith("."):
-            skill_path = _resolve_path(ref, base_dir, environ)
+            skill_path = _resolve_path(ref, base_dir, environ, path, where)
         else:
             skill_path = skills_dir(environ) / ref
         if not skill_path.is_dir():
@@ -737,7 +750,7 @@ def _image_settings(from_manifest: ImageSettings, environ: Mapping[str, str]) ->
         settings = replace(settings, claude_code_version=version)
     ca = environ.get("CLAUDE_BOTTLE_CA_CERT")
     if ca:
-        ca_path = Path(ca).expanduser().absolute()
+        ca_path = _resolve_path(ca, Path.cwd(), environ, None, "CLAUDE_BOTTLE_CA_CERT").absolute()
         _check_ca_file(ca_path, None, "CLAUDE_BOTTLE_CA_CERT")
         settings = replace(settings, ca_cert=ca_path)
     return settings
@@ -961,7 +974,7 @@ def _check_host_key(value: str, path: Path, where: str) -> None:
 
 def _check_ca_file(ca: Path, file: Path | None, where: str) -> None:
     try:
-        text = ca.read_text(encoding="ascii", errors="replace")
+        text = read_small(ca, MAX_CA_BYTES).decode("ascii", errors="replace")
     except OSError as e:
         raise ManifestError(f"cannot read CA certificate file {ca}: {e.strerror}", file, where) from None
     if "-----BEGIN CERTIFICATE-----" not in text:
@@ -976,10 +989,16 @@ def _check_unique(names: list[str], path: Path, where: str, what: str) -> None:
         seen.add(name)
 
 
-def _resolve_path(value: str, base_dir: Path, environ: Mapping[str, str]) -> Path:
+def _resolve_path(value: str, base_dir: Path, environ: Mapping[str, str], file: Path | None, where: str) -> Path:
+    if "\0" in value:
+        raise ManifestError("a path cannot hold a NUL character", file, where)
     if value == "~" or value.startswith("~/"):
         return home_dir(environ) / value[2:]
-    p = Path(value).expanduser()
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:  # ~name of no user here
+        raise ManifestError(f"{value.split('/')[0]} names no user on this machine: write the path out in full",
+                            file, where) from None
     return p if p.is_absolute() else (base_dir / p)
 
 

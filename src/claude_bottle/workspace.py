@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from .docker import LABEL_PREFIX, Engine, ExecTimeout, OutputTooLarge
 from . import lazy
 from .errors import BottleError, EngineLost
+from .paths import existing_folder
 from .image import BOTTLE_USER, PRIVATE_BIN, WORKSPACE, owned
 
 base64 = lazy.Module("base64")
@@ -128,7 +129,7 @@ def from_labels(found: Mapping[str, str]) -> Workspace | None:
 
 def inspect(path: Path, agent: str, bottle_name: str, results: bool = True) -> Workspace:
     """Check `path` and decide how it travels and where its work comes back. Touches nothing."""
-    path = path.expanduser().resolve()
+    path = existing_folder(path, "--workspace")
     if not path.is_dir():
         raise BottleError(f"--workspace {path}: no such directory: name an existing folder to copy into the bottle")
     top = _git(path, "rev-parse", "--show-toplevel", check=False)

@@ -1,11 +1,12 @@
 import json
+import os
 import tempfile
 import unittest
 import unittest.mock
 from pathlib import Path
 
 from claude_bottle import manifest
-from claude_bottle.errors import ManifestError
+from claude_bottle.errors import BottleError, ManifestError
 
 NO_PROJECT_HINT = "(to use only your home manifest meanwhile, pass --no-project)"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -585,6 +586,52 @@ class BadInputTest(ManifestCase):
         f = self.write(self.home, {"image": {"ca_cert": "nope.pem"}})
         self.assertManifestError(
             f"{f}: image.ca_cert: cannot read CA certificate file {self.home / 'nope.pem'}: No such file or directory")
+
+    def test_what_a_manifest_names_never_hangs_never_ends_and_never_crashes(self):
+        """Found by attacking it: a project file could name /dev/zero or a FIFO as its CA file (every
+        command read it whole, or waited for ever), ~name of no user or a NUL in a path (a traceback),
+        NaN cores (through every check, then a traceback at start) or more memory than the engine counts."""
+        fifo = self.root / "fifo"
+        os.mkfifo(fifo)
+        for value, said in (("/dev/zero", "it is not a regular file (a pipe or a device)"),
+                            (str(fifo), "it is not a regular file (a pipe or a device)"),
+                            (str(self.root), "it is a folder, not a file")):
+            with self.subTest(value):
+                f = self.write(self.project, {"version": 1, "bottles": {"b": {"egress": {"ca_cert": value}}}})
+                with self.assertRaises(ManifestError) as ctx:
+                    self.load()
+                self.assertIn(f"{f}: bottles.b.egress.ca_cert: cannot read CA certificate file {value}: {said}",
+                              str(ctx.exception))
+        for value, said in (("~nosuchuser-cb/x", "~nosuchuser-cb names no user on this machine"),
+                            ("a\0b", "a path cannot hold a NUL character")):
+            for field, data in (("bottles.b.egress.ca_cert", {"bottles": {"b": {"egress": {"ca_cert": value}}}}),
+                                ("agents.a.skills[0]", {"agents": {"a": {"bottle": "default", "skills": [
+                                    value if value.startswith("~") else "./" + value]}}})):
+                with self.subTest(value=value, field=field):
+                    f = self.write(self.project, {"version": 1, **data})
+                    with self.assertRaises(ManifestError) as ctx:
+                        self.load()
+                    self.assertIn(f"{f}: {field}: {said}", str(ctx.exception))
+        for text, said in (('{"version": 1, "bottles": {"b": {"resources": {"cpus": NaN}}}}', "NaN is not a JSON value"),
+                           ('{"version": 1, "bottles": {"b": {"resources": {"cpus": Infinity}}}}',
+                            "Infinity is not a JSON value"),
+                           ('{"version": 1, "bottles": {"b": {"resources": {"memory": "99999999999999999999g"}}}}',
+                            "is more than any machine has")):
+            with self.subTest(text):
+                self.write(self.project, text)
+                with self.assertRaises(ManifestError) as ctx:
+                    self.load()
+                self.assertIn(said, str(ctx.exception))
+        (self.project / "claude-bottle.json").unlink()
+        os.mkfifo(self.project / "claude-bottle.json")  # found as the project file: not waited on
+        self.assertEqual(self.load().project, None)
+        with self.assertRaises(ManifestError) as ctx:
+            manifest.load(self.project, self.env, manifest_file=self.project / "claude-bottle.json")
+        self.assertIn("not a regular file", str(ctx.exception))
+        self.env["CLAUDE_BOTTLE_HOME"] = "~nosuchuser-cb"
+        with self.assertRaises(BottleError) as ctx:
+            self.load()
+        self.assertIn("CLAUDE_BOTTLE_HOME=~nosuchuser-cb: names no user on this machine", str(ctx.exception))
 
     def test_ca_cert_env_that_is_not_pem(self):
         bad = self.home / "bad.pem"
