@@ -15,8 +15,10 @@ from pathlib import Path
 
 from . import bottle, docker, runtime
 from .errors import BottleError
+from .paths import existing_folder, read_small
 from .runs import COULD_NOT_RUN
 from .session import Secrets, Session
+from .terminal import visible
 from .workspace import WorkNotBack
 
 # A coding agent's bottle: about a core and a few GiB when busy.
@@ -48,18 +50,30 @@ def check_prompt(prompt: str, what: str) -> None:
     """Refuse, before anything is made, a prompt that cannot be handed to Claude."""
     if "\0" in prompt:
         raise BottleError(f"{what} contains a NUL character, which cannot be passed to Claude: remove it")
-    size = len(prompt.encode())
+    try:
+        size = len(prompt.encode())
+    except UnicodeEncodeError:  # bytes of the command line that are not UTF-8 (or a lone surrogate of JSON's)
+        raise BottleError(f"{what} is not valid UTF-8 text, which is all Claude takes: write it in UTF-8") from None
     if size > MAX_PROMPT_BYTES:
         raise BottleError(f"{what} is {size} bytes; the limit is {MAX_PROMPT_BYTES} (128 KiB): put the long part in "
                           "a file in the workspace and tell Claude to read it")
+
+
+MAX_TASKS_BYTES = 256 * 2**20
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def read(path: Path, default_workspace: Path | None) -> list[Task]:
     """One task per line: a prompt, or a JSON object {"prompt": …, "workspace": …} (relative to the
     file). Blank lines and lines starting with # are skipped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_small(path, MAX_TASKS_BYTES).decode("utf-8").splitlines()
+    except OSError as e:
+        raise BottleError(f"--tasks {path}: cannot read it: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
         raise BottleError(f"--tasks {path}: cannot read: {e}") from None
     found = []
     for number, line in enumerate(lines, 1):
@@ -71,9 +85,13 @@ def read(path: Path, default_workspace: Path | None) -> list[Task]:
             found.append(Task(text, default_workspace))
             continue
         try:
-            entry = json.loads(text)
+            entry = json.loads(text, parse_constant=_not_json)
         except ValueError as e:
             raise BottleError(f"{path}:{number}: invalid JSON: {e}") from None
+        except RecursionError:
+            raise BottleError(f"{path}:{number}: invalid JSON: nested too deep") from None
+        if not isinstance(entry, dict):
+            entry = {"": None}  # said below: a JSON task is an object
         unknown = set(entry) - {"prompt", "workspace"}
         if unknown or not isinstance(entry.get("prompt"), str) or not entry["prompt"].strip():
             raise BottleError(f'{path}:{number}: a JSON task is {{"prompt": "…", "workspace": "DIR"}} '
@@ -82,6 +100,11 @@ def read(path: Path, default_workspace: Path | None) -> list[Task]:
         if ws is not None and not isinstance(ws, str):
             raise BottleError(f"{path}:{number}: workspace must be a folder path")
         check_prompt(entry["prompt"], f"{path}:{number}: the prompt")
+        if ws:
+            folder = existing_folder(path.parent / ws, f"{path}:{number}: workspace") if "\0" not in ws else None
+            if folder is None or not folder.is_dir():
+                raise BottleError(f"{path}:{number}: workspace {visible(ws)}: no such folder (a path relative to "
+                                  "the tasks file, or absolute)")
         found.append(Task(entry["prompt"], (path.parent / ws) if ws else default_workspace))
     if not found:
         raise BottleError(f"--tasks {path}: no tasks in it (one prompt per line)")

@@ -27,6 +27,7 @@ class ReadTest(unittest.TestCase):
         return tasks.read(f, default)
 
     def test_lines_and_json_lines(self):
+        (self.dir / "repo").mkdir()
         got = self.read('# comment\nfix the build\n\n{"prompt": "add tests", "workspace": "repo"}\n', Path("/w"))
         self.assertEqual(got, [tasks.Task("fix the build", Path("/w")), tasks.Task("add tests", self.dir / "repo")])
 
@@ -38,11 +39,29 @@ class ReadTest(unittest.TestCase):
                                                 "non-empty prompt; unknown key 'model'"),
             ("{nope\n", f"{f}:1: invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
             ("\n# only comments\n", f"--tasks {f}: no tasks in it (one prompt per line)"),
+            # Found by attacking it: these were tracebacks, and a missing folder past the first line went unseen
+            # by --dry-run.
+            ('ok\n{"prompt": "x", "workspace": "gone"}\n',
+             f"{f}:2: workspace gone: no such folder (a path relative to the tasks file, or absolute)"),
+            ('{"prompt": "x", "workspace": "a\\u0000b"}\n',
+             f"{f}:1: workspace a\\x00b: no such folder (a path relative to the tasks file, or absolute)"),
+            ('{"prompt": "\\ud800"}\n',
+             f"{f}:1: the prompt is not valid UTF-8 text, which is all Claude takes: write it in UTF-8"),
+            ('{"prompt": NaN}\n', f"{f}:1: invalid JSON: NaN is not a JSON value"),
+            ('{"a": ' + "[" * 100000 + "\n", f"{f}:1: invalid JSON: nested too deep"),
+            ("[1]\n{}\n", f'{f}:2: a JSON task is {{"prompt": "…", "workspace": "DIR"}} with a non-empty prompt'),
         ):
             with self.subTest(text):
                 with self.assertRaises(BottleError) as ctx:
                     self.read(text)
                 self.assertEqual(str(ctx.exception), message)
+
+    def test_a_tasks_file_that_is_no_file_is_refused_at_once(self):
+        for path, said in ((Path("/dev/zero"), "it is not a regular file (a pipe or a device)"),
+                           (self.dir, "it is a folder, not a file")):
+            with self.subTest(str(path)), self.assertRaises(BottleError) as ctx:
+                tasks.read(path, None)
+            self.assertEqual(str(ctx.exception), f"--tasks {path}: cannot read it: {said}")
 
     def test_default_parallelism_fits_the_machine(self):
         with mock.patch("os.cpu_count", return_value=2), mock.patch("os.sysconf", side_effect=[4096, 6 * 1024**3 // 4096]):
