@@ -613,7 +613,7 @@ def _launch_checks(plan: bottle.LaunchPlan, interactive: bool, every: bool = Fal
     checks = [_check_token, plan.check_trust,
               lambda: manifest.check_env(plan.bottle, os.environ, can_ask=interactive),
               *(functools.partial(ssh.check_key, host) for host in plan.bottle.ssh),
-              session.engine_wait_seconds, runtime.connect]
+              session.engine_wait_seconds, workspace.step_seconds, runtime.connect]
     failed: list[BottleError] = []
     engine = None
     for check in checks:

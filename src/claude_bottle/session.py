@@ -37,10 +37,7 @@ ENGINE_WAIT_VARIABLE = "CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS"
 def engine_wait_seconds() -> int:
     """How long a session whose engine went away waits for it to come back (a daemon restart takes seconds; an
     upgrade, a minute or so) before it leaves the bottle, work and all, for `stop`."""
-    try:
-        return max(0, int(os.environ.get(ENGINE_WAIT_VARIABLE, "180")))
-    except ValueError:
-        raise BottleError(f"{ENGINE_WAIT_VARIABLE} must be a whole number of seconds") from None
+    return workspace.seconds_setting(ENGINE_WAIT_VARIABLE, 180)
 
 
 @dataclass(frozen=True)
@@ -214,9 +211,12 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
                                   f"kept: try again with `claude-bottle stop {name}`, look inside with "
                                   f"`claude-bottle exec {name} -- sh`, or throw the work away with "
                                   f"`claude-bottle stop --discard {name}`") from None
-            except BaseException:
+            except (KeyboardInterrupt, SystemExit):
                 raise WorkNotBack(f"interrupted while bringing the agent's work back: bottle {name} is kept; "
                                   f"`claude-bottle stop {name}` brings it back") from None
+            except Exception as e:  # unforeseen (CLAUDE_BOTTLE_DEBUG=1 shows where): said as it is, never lost
+                raise WorkNotBack(f"bringing the agent's work back from bottle {name} failed ({type(e).__name__}: "
+                                  f"{e}): the bottle is kept; `claude-bottle stop {name}` tries again") from e
         # The work is back (or thrown away): the start commit is let go before the bottle, so that a kill
         # between the two leaves a bottle that `stop` finishes, never a hidden ref nothing would remove.
         if ws is not None:

@@ -53,10 +53,22 @@ STEP_SECONDS_VARIABLE = "CLAUDE_BOTTLE_STEP_SECONDS"  # the limit for each comma
 
 
 def step_seconds() -> int:
+    return seconds_setting(STEP_SECONDS_VARIABLE, 120, least=1)
+
+
+def seconds_setting(variable: str, default: int, least: int = 0) -> int:
+    """A number of seconds from the environment, `least` to a week (more would overflow the timers it sets)."""
+    value = os.environ.get(variable, str(default))
     try:
-        return max(1, int(os.environ.get(STEP_SECONDS_VARIABLE, "120")))
+        seconds = int(value)
     except ValueError:
-        raise BottleError(f"{STEP_SECONDS_VARIABLE} must be a number of seconds") from None
+        seconds = None
+    if seconds is None or not least <= seconds <= WEEK:
+        raise BottleError(f"{variable}={value}: must be a whole number of seconds from {least} to {WEEK} (a week)")
+    return seconds
+
+
+WEEK = 7 * 24 * 3600
 MAX_RESULT_BYTES = 4 * 2**30  # the most we take out of a bottle
 
 

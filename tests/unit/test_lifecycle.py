@@ -390,11 +390,24 @@ class StartCommandTest(StartCase):
                       f"work: once the engine is back, `claude-bottle stop {name}` brings it back", r.stderr)
         self.assertEqual(len([line for line in r.stderr.splitlines() if line.startswith("Error:")]), 1)
 
+    def test_a_bad_step_limit_is_refused_before_anything_is_made_and_by_the_dry_run(self):
+        """Found by attacking it: --dry-run let it through, and a huge one failed `stop` as "interrupted"."""
+        for value in ("abc", "99999999999999999999", "0"):
+            for args in (("--yes",), ("--dry-run",)):
+                with self.subTest(value=value, args=args):
+                    engine = self.engine()
+                    r = self.start(engine, *args, env={"CLAUDE_BOTTLE_STEP_SECONDS": value})
+                    self.assertEqual(r.exit_code, 1, r.output)
+                    self.assertIn(f"CLAUDE_BOTTLE_STEP_SECONDS={value}: must be a whole number of seconds from 1 to "
+                                  "604800 (a week)", r.stderr)
+                    self.assertEqual(engine.objects, {})
+
     def test_a_bad_engine_wait_is_refused_before_anything_is_made(self):
         engine = self.engine()
         r = self.start(engine, "--yes", env={"CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS": "3m"})
         self.assertEqual(r.exit_code, 1, r.output)
-        self.assertIn("Error: CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS must be a whole number of seconds", r.stderr)
+        self.assertIn("Error: CLAUDE_BOTTLE_ENGINE_WAIT_SECONDS=", r.stderr)
+        self.assertIn("must be a whole number of seconds from 0 to 604800 (a week)", r.stderr)
         self.assertEqual(engine.objects, {})
 
     def test_a_secret_too_short_to_be_looked_for_is_named_and_not_shown(self):
