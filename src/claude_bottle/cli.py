@@ -48,14 +48,26 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except BottleError as e:
+        except (BottleError, OSError) as e:
             if os.environ.get("CLAUDE_BOTTLE_DEBUG"):
                 import traceback
 
                 traceback.print_exc()
+            if isinstance(e, OSError):  # a folder of ours or the user's that cannot be written or read
+                e = BottleError(_file_problem(e))
             # Messages quote manifests, labels and bottle output: nothing in them may drive the terminal.
             click.echo(f"Error: {visible(str(e), newlines=True)}", err=True)
             ctx.exit(e.exit_code)
+
+
+def _file_problem(e: OSError) -> str:
+    name = e.filename2 or e.filename  # of a rename, where it was to go
+    said = f"{name}: {e.strerror or e}" if name else str(e)
+    state = manifest.state_dir(os.environ)
+    if name and Path(os.fsdecode(name)).is_relative_to(state):
+        return (f"{said}: claude-bottle keeps what it must remember in {state}: make that a folder you can write "
+                "(or point XDG_STATE_HOME elsewhere)")
+    return said
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -227,6 +239,9 @@ def init(project: bool, force: bool) -> None:
                           "first if you want a manifest there")
     if path.exists() and not force:
         raise BottleError(f"{visible(str(path))} is already there: edit it, or pass --force to replace it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise BottleError(f"{visible(str(path.parent))} is not a folder: "
+                          f"{'' if project else 'point CLAUDE_BOTTLE_HOME at a folder, or '}make it one")
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +250,8 @@ def init(project: bool, force: bool) -> None:
             f.write(starter.manifest_text(project))
         os.replace(partial, path)  # replaces a link made meanwhile, never writes through one
     except OSError as e:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise BottleError(f"could not write {visible(str(path))}: {e.strerror or e}") from None
     click.echo(f"wrote {visible(str(path))}")
     if project:

@@ -42,9 +42,13 @@ class Store:
         import tempfile
 
         fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".trusted.")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": 1, "allowed": allowed}, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.file)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": 1, "allowed": allowed}, f, indent=2, sort_keys=True)
+            os.replace(tmp, self.file)
+        except BaseException:
+            os.unlink(tmp)  # a trusted.json that is a folder, a full disk: nothing half-made stays
+            raise
 
     def is_allowed(self, path: Path, content_digest: str) -> bool:
         return self._read().get(str(path.absolute())) == content_digest

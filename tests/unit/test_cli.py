@@ -40,6 +40,27 @@ class CliCase(unittest.TestCase):
         return path
 
 
+class BrokenFoldersTest(CliCase):
+    """Found by attacking it: each of these was a traceback, and the first left a temporary file behind."""
+
+    def test_a_trust_list_that_is_a_folder(self):
+        self.write(self.project, {"version": 1})
+        state = self.home / ".local" / "state" / "claude-bottle"
+        (state / "trusted.json").mkdir(parents=True)
+        r = self.invoke("trust", "--yes")
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertIn(f"Error: {state / 'trusted.json'}: Is a directory: claude-bottle keeps", r.stderr)
+        self.assertEqual(sorted(p.name for p in state.iterdir() if p.name.startswith(".")), [])
+
+    def test_init_where_the_home_is_a_file(self):
+        home = self.home / "a-file"
+        home.write_text("")
+        r = self.invoke("init", env={"CLAUDE_BOTTLE_HOME": str(home)})
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertEqual(r.stderr, f"Error: {home} is not a folder: point CLAUDE_BOTTLE_HOME at a folder, or make it "
+                                   "one\n")
+
+
 class HelpAndVersionTest(CliCase):
     def test_version(self):
         r = self.invoke("--version")

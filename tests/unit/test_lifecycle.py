@@ -390,6 +390,19 @@ class StartCommandTest(StartCase):
                       f"work: once the engine is back, `claude-bottle stop {name}` brings it back", r.stderr)
         self.assertEqual(len([line for line in r.stderr.splitlines() if line.startswith("Error:")]), 1)
 
+    def test_a_state_folder_that_cannot_be_written_is_one_clear_error(self):
+        """Found by attacking it: a file in the state folder's place was a traceback."""
+        state = Path(self.env["CLAUDE_BOTTLE_HOME"]) / ".local" / "state"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text("")
+        engine = self.engine()
+        r = self.start(engine, "--yes")
+        self.assertEqual(r.exit_code, 1, r.output)
+        self.assertRegex(r.stderr, r"^(.*\n)*Error: .*: Not a directory: claude-bottle keeps what it must remember in "
+                                   r".*: make that a folder you can write \(or point XDG_STATE_HOME elsewhere\)\n$")
+        self.assertNotIn("Traceback", r.output)
+        self.assertEqual(engine.objects, {})
+
     def test_a_bad_step_limit_is_refused_before_anything_is_made_and_by_the_dry_run(self):
         """Found by attacking it: --dry-run let it through, and a huge one failed `stop` as "interrupted"."""
         for value in ("abc", "99999999999999999999", "0"):
