@@ -276,6 +276,9 @@ def trust_(file: Path | None, yes: bool, revoke: bool) -> None:
         raise BottleError(f"no {manifest.MANIFEST_NAME} here or above (up to the repository's root): "
                           "name the file to trust")
     path = path.absolute()
+    if file is not None and not revoke and not path.is_file():  # (a file gone can still be revoked)
+        raise BottleError(f"{visible(str(path))}: {'not a regular file' if path.exists() else 'no such file'}: "
+                          f"name the project's {manifest.MANIFEST_NAME}")
     store = manifest.trust_store(os.environ)
     if revoke:
         if not store.revoke(path):
@@ -1130,10 +1133,16 @@ class _When(click.ParamType):
             days, hours, minutes, seconds = (int(g or 0) for g in parts.groups())
             return max(0.0, time.time() - (days * 86400 + hours * 3600 + minutes * 60 + seconds))
         try:
-            return max(0.0, datetime.datetime.fromisoformat(value.strip()).timestamp())
-        except (ValueError, OverflowError, OSError):
-            self.fail(f"'{visible(value)}' is neither a duration such as 10m or 1h30m nor a date and time such "
-                      "as 2026-11-27T14:05:00", param, ctx)
+            moment = datetime.datetime.fromisoformat(value.strip())
+        except ValueError:
+            moment = None
+        if moment is not None:
+            try:
+                return max(0.0, moment.timestamp())
+            except (ValueError, OverflowError, OSError):  # before the epoch, as the machine counts: all of it
+                return 0.0
+        self.fail(f"'{visible(value)}' is neither a duration such as 10m or 1h30m nor a date and time such "
+                  "as 2026-11-27T14:05:00", param, ctx)
 
 
 @main.command()

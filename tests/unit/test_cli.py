@@ -52,6 +52,12 @@ class BrokenFoldersTest(CliCase):
         self.assertIn(f"Error: {state / 'trusted.json'}: Is a directory: claude-bottle keeps", r.stderr)
         self.assertEqual(sorted(p.name for p in state.iterdir() if p.name.startswith(".")), [])
 
+    def test_trust_names_the_file_it_was_given(self):
+        for path, said in (("/nonexistent-cb", "no such file"), ("/dev/null", "not a regular file")):
+            r = self.invoke("trust", path)
+            self.assertEqual((r.exit_code, r.stderr), (1, f"Error: {path}: {said}: name the project's "
+                                                          "claude-bottle.json\n"))
+
     def test_init_where_the_home_is_a_file(self):
         home = self.home / "a-file"
         home.write_text("")

@@ -208,6 +208,8 @@ class JsonOutputsTest(StartCase):
         for n in ("10", "11", "15", "1000"):  # more than there are: all of them
             self.assertEqual(self.cli("logs", "default-abc123", "-n", n).stdout.count("line"), 10, n)
         self.assertEqual(self.cli("logs", "default-abc123", "--since", "1h").stdout.count("line"), 10)
+        # Before the epoch, as the machine counts: all of it (found by attacking it: it was called no date).
+        self.assertEqual(self.cli("logs", "default-abc123", "--since", "0001-01-01T00:00:00").stdout.count("line"), 10)
         for wrong in ("1" + "0" * 400 + "d", "9" * 5000, "yesterday", "2026-13-01"):
             r = self.cli("logs", "default-abc123", "--since", wrong)
             self.assertEqual(r.exit_code, 2, r.output)
