@@ -372,7 +372,8 @@ class RemovalTest(support.IntegrationTest):
 
     def test_start_removes_leftovers_of_a_killed_session_and_only_those(self):
         with tempfile.TemporaryDirectory() as tmp:
-            lock = Path(tmp, "killed.lock")
+            lock = Path(tmp, "sessions", "0123456789abcdef.lock")  # named as SessionLock names its files
+            lock.parent.mkdir()
             killed = hold_lock(lock)
             dead = support.TestBottle(owner=cleanup.owner_label(lock))
             live = support.TestBottle()

@@ -825,7 +825,8 @@ class DeadSessionsTest(WorkSafetyCase):
 
     def test_a_session_in_another_pid_namespace_is_not_taken_for_dead(self):
         with tempfile.TemporaryDirectory() as tmp:
-            lock = Path(tmp, "elsewhere.lock")
+            lock = Path(tmp, "sessions", "0123456789abcdef.lock")  # named as SessionLock names its files
+            lock.parent.mkdir()
             # The same host name, its own PID namespace: the old pid check would have called it dead.
             holder = hold_lock(lock, prefix=("unshare", "--pid", "--fork"))
             try:
@@ -848,7 +849,7 @@ class DetachedRunRecordsTest(WorkSafetyCase):
         state = Path(self.m.tmp.name, "home", ".local", "state", "claude-bottle", "runs", "coder-0a0a0a")
         state.mkdir(parents=True)
         (state / "meta.json").write_text(json.dumps({"kind": "run", "agent": "coder", "started": time.time()}))
-        (state / "owner").write_text(cleanup.owner_label(Path(self.m.tmp.name, "no-such.lock")))
+        (state / "owner").write_text(cleanup.owner_label(Path(self.m.tmp.name, "sessions", "0123456789abcdef.lock")))
         (state / "output").write_text("")
         out = self.m.cli("wait", "coder-0a0a0a", timeout=30)
         self.assertEqual((out.returncode, out.stdout), (1, "coder-0a0a0a: exit 125\n"))
