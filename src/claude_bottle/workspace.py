@@ -691,8 +691,24 @@ nofetch="-c protocol.allow=never -c protocol.ext.allow=never -c protocol.file.al
   -c protocol.git.allow=never -c protocol.http.allow=never -c protocol.https.allow=never -c gc.auto=0
   -c maintenance.auto=false -c log.showSignature=false -c gpg.program=false -c gpg.ssh.program=false
   -c gpg.x509.program=false"
-R() { git -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false $nofetch "$@"; }
+R() { git --shallow-file "$shallow" -C /workspace -c core.hooksPath=/dev/null -c core.fsmonitor=false $nofetch "$@"; }
+shallow=
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
+# A regular file under a size (64 KiB unless named), not a link (to /dev/zero, to /proc…) or a pipe, to read.
+small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt "${2:-65536}" ]; }
+# The commits a shallow repository has without their parents, as every git of ours reads them: from a small
+# regular file, lines naming a commit only. A link to /dev/zero, a pipe or a bad line there would stop each
+# git of ours, and the work would seem to be gone. Nor is git's old grafts file read, for the same reason.
+export GIT_GRAFT_FILE=/nonexistent/claude-bottle-grafts
+shallow=$(mktemp /tmp/claude-bottle-shallow.XXXXXX)
+said=$(R rev-parse --git-path shallow)
+! small "$said" 67108864 || { grep -E '^[0-9a-f]{40}([0-9a-f]{24})?$' -- "$said" > "$shallow" || true; }
+[ -s "$shallow" ] || { rm -f -- "$shallow"; shallow=; }  # (an empty one would still make a repository shallow)
+# What git cannot read (a ref or HEAD naming what is not there) keeps the bottle, rather than seem empty.
+R for-each-ref --count=1 > /dev/null || { echo "git cannot read the repository's refs" >&2; exit 3; }
+if R rev-parse --verify -q HEAD > /dev/null && ! R rev-parse --verify -q 'HEAD^{commit}' > /dev/null; then
+  echo "HEAD names $(R rev-parse --verify -q HEAD), which git cannot read as a commit" >&2; exit 3
+fi
 # A folder or file the agent made unreadable would be left out with no more than a warning, and a folder it
 # made read-only could not have a nested repository's .git set aside: all of it is the agent's user's, as
 # this script is, so it is opened up (its bits beyond a file's x are not part of a commit), a folder at a
@@ -721,8 +737,6 @@ gitdir=$(R rev-parse --git-dir); common=$(R rev-parse --git-common-dir)
 # Our commits' objects go there too, and the linked worktrees' own files (HEAD, gitdir) say where each is.
 open_up "$objects"
 open_up "$common/worktrees"
-# A regular file under a size (64 KiB unless named), not a link (to /dev/zero, to /proc…) or a pipe, to read.
-small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt "${2:-65536}" ]; }
 snap=$(mktemp -d /tmp/claude-bottle-snapshot.XXXXXX)
 git init -q --bare --template= "$snap"
 mkdir -p "$snap/objects/info" "$snap/info"
@@ -730,7 +744,7 @@ printf '%s\n' "$objects" > "$snap/objects/info/alternates"
 # A shallow repository's (a clone of a shallow host repository, or the agent's `fetch --depth`): the commits it
 # has without their parents. Without it our git would take those parents for objects lost. What the agent
 # writes there cannot hide work: the host's fetch of the bundle checks that every commit's parents are there.
-! small "$common/shallow" 67108864 || cp -- "$common/shallow" "$snap/shallow" || true
+[ -z "$shallow" ] || cp -- "$shallow" "$snap/shallow"
 printf '* -text -crlf -ident -filter !eol !working-tree-encoding\n' > "$snap/info/attributes"
 ours=(-c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/dev/null
       -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false -c core.autocrlf=false
@@ -795,10 +809,16 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
     if S cat-file -e "$sha" 2>/dev/null || [ ! -d "/workspace/$path" ]; then continue; fi
     # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
     # serving a fetch reads takes part.
-    S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
-      "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null && echo "refs/submodule-commits/$sha"
+    # From a shallow submodule too (a `clone --depth` the agent made one), whose shallow commits our git then
+    # knows: without --update-shallow git drops such a ref with no more than a warning.
+    if S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head \
+        --no-recurse-submodules --update-shallow "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null; then
+      if S rev-parse -q --verify "refs/submodule-commits/$sha" > /dev/null; then echo "refs/submodule-commits/$sha"
+      else printf 'commit %s of submodule %s could not be taken from it\n' "$sha" "$path" >> "$snap/not-taken"; fi
+    fi
   done
 done
+[ ! -s "$snap/not-taken" ] || { cat "$snap/not-taken" >&2; false; }
 n=0
 R reflog show --no-show-signature --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
   n=$((n + 1)); [ "$n" -gt 1 ] || continue
@@ -990,13 +1010,12 @@ def _bring_back_git(engine: Engine, container: str, ws: Workspace, bottle_name: 
         if not incomplete:
             raise
         _bundle_and_land(engine, container, ws, bottle_name, snapshot, extra, leave_out=True)
-        names = ", ".join(f"HEAD ({current.removeprefix('refs/heads/')})" if r == "HEAD" else r.removeprefix("refs/heads/")
-                          for r in incomplete[:5])
+        names = ", ".join(_said(r, current) for r in incomplete[:5])
         more = f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
-        raise WorkNotBack(f"{names}{more} in the bottle holds commits whose parents are not there (a shallow fetch, "
-                          "`git fetch --depth`, or objects deleted), so it cannot come back whole; the bottle's "
-                          "other branches came back. In the bottle, `git fetch --unshallow` or delete it, then stop "
-                          "again") from None
+        raise WorkNotBack(f"{names}{more}: its history is not all in the bottle (a shallow fetch, `git fetch "
+                          "--depth`, or objects deleted or damaged), so it cannot come back whole; the rest came "
+                          f"back. In the bottle (`claude-bottle exec {bottle_name} -- sh`), fetch the rest of its "
+                          "history (`git fetch --unshallow URL`) or delete it, then stop again") from None
     if head != ws.start:
         if _ref(ws.git_root, ref) != head and _has_commit(ws.git_root, head):  # back into the host's history
             _host_git(ws.git_root, "update-ref", ref, head)
@@ -1051,18 +1070,35 @@ def _bundle_and_land(engine: Engine, container: str, ws: Workspace, bottle_name:
 _OUR_GIT_ENV = ("GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1")
 
 
+def _said(ref: str, current: str) -> str:
+    """A ref of the snapshot as the agent knows it in its repository."""
+    if ref == "HEAD":
+        return f"HEAD ({current.removeprefix('refs/heads/')})"
+    for prefix, said in (("refs/heads/", "branch "), ("refs/tags/", "tag "), ("refs/notes/", "notes "),
+                         ("refs/worktree-heads/", "linked worktree "), ("refs/stash-entries/", "stash@")):
+        if ref.startswith(prefix):
+            rest = ref.removeprefix(prefix)
+            return f"stash@{{{rest}}}" if said == "stash@" else said + rest
+    if ref.startswith("refs/submodule-commits/"):
+        return f"submodule commit {ref.removeprefix('refs/submodule-commits/')[:12]}"
+    return {"refs/stash": "stash@{0}", "refs/dropped-commits": "commits no branch holds (from the reflogs)"}.get(
+        ref, ref)
+
+
 def _incomplete(engine: Engine, container: str, ws: Workspace, snapshot: str) -> list[str]:
     """The refs of the snapshot (HEAD among them) whose new history the host cannot be given whole: an object
-    of it is missing, or it reaches a commit the bottle's repository has without its parents (a shallow
-    fetch: bundled, its parents would be missing on the host too). Left in the snapshot as `incomplete`."""
+    of it is missing or damaged (each object is read, as the bundle reads it), or it reaches a commit that has
+    parents the bottle's repository lacks (a shallow fetch: bundled, they would be missing on the host too).
+    Left in the snapshot as `incomplete`."""
     q = shlex.quote
     git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
     shallow, listed = f"{q(snapshot)}/shallow", f"{q(snapshot)}/incomplete"
     script = (f"base=; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then base=^{ws.start}; fi; "
+              f"cut_off() {{ [ -s {shallow} ] && {git} rev-list \"$1\" $base 2>/dev/null | grep -xF -f {shallow} | "
+              f"while read -r c; do {git} cat-file commit \"$c\" | grep -q '^parent ' && echo cut; done | grep -q .; }}; "
               f": > {listed}; {{ echo HEAD; {git} for-each-ref --format='%(refname)'; }} | while read -r ref; do "
-              f"if ! {git} rev-list --objects \"$ref\" $base > /dev/null 2>&1 || {{ [ -s {shallow} ] && "
-              f"{git} rev-list \"$ref\" $base 2>/dev/null | grep -qxF -f {shallow}; }}; then "
-              f"echo \"$ref\" >> {listed}; fi; done; cat {listed}")
+              f"if ! printf '%s\\n' \"$ref\" $base | {git} pack-objects --revs --stdout -q > /dev/null 2>&1 "
+              f"|| cut_off \"$ref\"; then echo \"$ref\" >> {listed}; fi; done; cat {listed}")
     limit = step_seconds()
     code, out = engine.exec(container, ["timeout", "-k", "5", str(limit), "env", *_OUR_GIT_ENV, "sh", "-c", script],
                             user=BOTTLE_USER, timeout=limit + 10)

@@ -138,7 +138,7 @@ class GitWorkspaceTest(support.IntegrationTest):
         branch = f"bottle/default/{b.name}"
         with self.assertRaises(workspace.WorkNotBack) as caught:
             self.bring_back(b)
-        self.assertIn("upstream in the bottle holds commits whose parents are not there", str(caught.exception))
+        self.assertIn("branch upstream: its history is not all in the bottle", str(caught.exception))
         # Everything else is back already; the bottle keeps what could not come.
         self.assertEqual(git(self.repo, "log", "-1", "--format=%s", branch), "agent: work\n")
         self.assertNotIn(f"{branch}.upstream", git(self.repo, "branch", "--list"))
@@ -148,6 +148,58 @@ class GitWorkspaceTest(support.IntegrationTest):
         brought = self.bring_back(b)
         self.assertEqual((brought.branch, brought.commits), (branch, 1))
         self.assertHostUntouched()
+
+    def test_what_the_agent_writes_as_shallow_or_grafts_hides_no_commit(self):
+        """Found by attacking it: a .git/shallow (or info/grafts) linked to /dev/zero, or a FIFO, stopped the
+        agent's git, and the script took the repository for one without a commit: every commit and branch was
+        lost, and `stop` said it went well."""
+        shallow = self.repo.parent / "shallow"
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-q", "-m", "second")
+        subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{self.repo}", str(shallow)], check=True)
+        for sabotage in ("rm .git/shallow && ln -s /dev/zero .git/shallow", "rm .git/shallow && mkfifo .git/shallow",
+                         "echo 'not a commit' >> .git/shallow", "mkdir -p .git/info && ln -s /dev/zero .git/info/grafts"):
+            with self.subTest(sabotage):
+                b = self.bottle(shallow)
+                code, out = b.sh("cd /workspace && echo a > a.txt && git add a.txt && git commit -q -m 'agent: a' && "
+                                 "git checkout -q -b feature && echo f > f.txt && git add f.txt && "
+                                 f"git commit -q -m 'agent: feature' && git checkout -q - && {sabotage}")
+                self.assertEqual(code, 0, out)
+                branch = f"bottle/default/{b.name}"
+                try:
+                    self.bring_back(b)
+                except workspace.WorkNotBack:
+                    continue  # kept, and said: nothing is lost
+                self.assertEqual(git(shallow, "log", "--format=%s", branch, "-1"), "agent: a\n")
+                self.assertEqual(git(shallow, "log", "-1", "--format=%s", f"{branch}.feature"), "agent: feature\n")
+
+    def test_a_shallow_submodule_the_agent_made_keeps_its_commit_or_the_bottle(self):
+        """Found by attacking it: git dropped the fetch of its commit with a warning, and it was lost."""
+        b = self.bottle()
+        code, out = b.sh(
+            "cd /tmp && git init -q o && cd o && for i in 1 2 3; do echo $i > o && git add o && "
+            "git -c user.name=u -c user.email=u@x commit -q -m o$i; done && cd /workspace && "
+            "git clone -q --depth 1 file:///tmp/o sub && cd sub && echo w > w.txt && git add w.txt && "
+            "git -c user.name=u -c user.email=u@x commit -q -m 'agent: in the submodule' && cd .. && "
+            "git -c protocol.file.allow=always submodule add -q ./sub sub && git commit -q -m 'agent: submodule'")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("submodule commit", str(caught.exception))
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"bottle/default/{b.name}"), "agent: submodule\n")
+
+    def test_a_damaged_object_holds_back_only_the_branch_that_needs_it(self):
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && echo m > m.txt && git add m.txt && git commit -q -m 'agent: main' && "
+                         "git checkout -q -b side && echo 'side only' > s.txt && git add s.txt && "
+                         "git commit -q -m 'agent: side' && git checkout -q - && o=$(git rev-parse side:s.txt) && "
+                         "f=.git/objects/$(echo $o | cut -c1-2)/$(echo $o | cut -c3-) && chmod u+w $f && "
+                         "echo garbage > $f")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("branch side: its history is not all in the bottle", str(caught.exception))
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"bottle/default/{b.name}"), "agent: main\n")
 
     def test_no_work_no_branch(self):
         b = self.bottle()
