@@ -202,11 +202,14 @@ def of_dead_sessions(engine: Engine) -> tuple[list[Found], list[str]]:
     of such bottles that are kept because they hold work not yet brought back. Detached bottles live on
     while their record does (until `stop`), whichever state folder it is in."""
     alive: dict[str, bool] = {}
+    me = current_user()
 
     def ended(obj: Found) -> bool:
         owner = obj.labels.get(LABEL_OWNER, "")
         if not owner or (LABEL_RECORD in obj.labels and record_alive(obj.labels[LABEL_RECORD])):
             return False
+        if obj.labels.get(LABEL_USER, me) != me:  # another user's: theirs to judge (a machine of the same name,
+            return False                          # on a shared cluster, has no lock files here)
         if owner not in alive:
             alive[owner] = owner_alive(owner)
         return not alive[owner]

@@ -229,6 +229,9 @@ class CleanupTest(unittest.TestCase):
                          **{cleanup.LABEL_RECORD: str(Path(tmp, "runs", "half"))}),
                 self.obj("container", "c-work", "work", dead, **{workspace.LABEL_REPO: "/repo"}),
                 self.obj("network", "n-work", "work", dead),
+                # Found by attacking it: a machine of the same name on a shared cluster, with no lock files here.
+                self.obj("container", "c-theirs", "theirs", dead, **{cleanup.LABEL_USER: "1000@elsewhere"}),
+                self.obj("container", "c-mine", "mine", dead, **{cleanup.LABEL_USER: cleanup.current_user()}),
             ])
             record = Path(tmp, "runs", "det")
             record.mkdir(parents=True)
@@ -240,9 +243,10 @@ class CleanupTest(unittest.TestCase):
             self.assertEqual(held, ["work"])
             cleanup.remove(engine, found)
         self.assertEqual(sorted(c for c in engine.calls if c[0].startswith("remove")),
-                         [("remove_container", "c-dead"), ("remove_container", "c-half"), ("remove_network", "n-dead"),
-                          ("remove_volume", "v-dead")])
-        self.assertEqual(sorted(o.name for o in engine.objects.values()), ["c-det", "c-live", "c-work", "n-work"])
+                         [("remove_container", "c-dead"), ("remove_container", "c-half"), ("remove_container", "c-mine"),
+                          ("remove_network", "n-dead"), ("remove_volume", "v-dead")])
+        self.assertEqual(sorted(o.name for o in engine.objects.values()),
+                         ["c-det", "c-live", "c-theirs", "c-work", "n-work"])
 
     def test_a_bottle_whose_workspace_never_went_in_holds_no_work(self):
         """A start killed before its copy-in: the bottle has a workspace label but nothing of the agent's."""
