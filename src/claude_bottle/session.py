@@ -200,6 +200,11 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
             return Ended(name, None, ws, gone=True)
         brought = None
         if ws is not None and ws.brings_back and not discard:
+            if not state.running and engine.kind == "kubernetes":
+                # Its files were in the container, which a pod cannot start again: say so, keep it for --discard.
+                raise WorkNotBack(f"bottle {name}'s container has ended (its first process exited or was killed), "
+                                  "and a pod's container cannot be started again, so the agent's work cannot be "
+                                  f"brought back from it: `claude-bottle stop --discard {name}` removes it")
             if not state.running:
                 engine.start_container(Names(name).container)
             try:

@@ -15,7 +15,7 @@ from unittest import mock
 
 from click.testing import CliRunner
 
-from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs, sidecar
+from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs, session, sidecar, workspace
 from claude_bottle.errors import DockerUnavailable, EngineLost
 from claude_bottle.docker import Found
 
@@ -371,6 +371,20 @@ class StartCommandTest(StartCase):
         self.assertIn("the engine went away (restarting?): waiting up to 180 s for it to come back", r.stderr)
         self.assertEqual(engine.objects, {})  # finished once it answered again
         self.assertIn(("answers", None), engine.calls)
+
+    def test_on_kubernetes_a_bottle_whose_container_ended_is_kept_and_said_with_its_exit_code(self):
+        """Found by attacking it: `stop` and `cleanup` failed with exit 1 and a pod's own words."""
+        engine = self.engine()
+        name = self.start(engine, "--yes", "--detach").stdout.strip()
+        restart(engine, 0)  # every container ended (the agent killed its first process)
+        engine.kind = "kubernetes"
+        ws = workspace.Workspace(Path("/repo"), Path("/repo"), f"bottle/default/{name}", start="0" * 40)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            session.finish(engine, name, ws)
+        self.assertEqual(caught.exception.exit_code, 7)
+        self.assertIn(f"a pod's container cannot be started again, so the agent's work cannot be brought back from "
+                      f"it: `claude-bottle stop --discard {name}` removes it", str(caught.exception))
+        self.assertTrue(cleanup.of_bottle(engine, name))
 
     def test_an_engine_that_does_not_come_back_in_time_leaves_the_bottle_and_says_what_to_do(self):
         engine = self.engine()
