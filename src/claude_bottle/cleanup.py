@@ -53,6 +53,11 @@ class Names:
         return f"cb-{self.bottle}-proxy"
 
 
+def engine_id(engine: Engine) -> str:
+    """Which engine (or cluster and namespace) a bottle is on."""
+    return f"{engine.kind} {engine.host} {getattr(engine, 'namespace', '')}".strip()
+
+
 def current_user() -> str:
     return f"{os.getuid()}@{socket.gethostname()}"
 

@@ -430,7 +430,7 @@ def start(agent: str, dry_run: bool, as_json: bool, detach: bool, yes: bool, tru
         s = _launch(engine, plan, secrets, lock)
         if detach:
             with s:  # finished at once if anything below fails
-                runs.create(os.environ, plan.name, _record(plan, "session"), lock.label())
+                runs.create(os.environ, plan.name, _record(plan, "session", s.engine), lock.label())
                 s.detach()
             click.echo(plan.name)
             return
@@ -527,9 +527,10 @@ def _claude_p(prompt: str, output_format: str, a: manifest.Agent) -> list[str]:
     return argv + _claude_args(a)
 
 
-def _record(plan: bottle.LaunchPlan, kind: str, prompt: str = "") -> dict:
+def _record(plan: bottle.LaunchPlan, kind: str, engine: docker.Engine, prompt: str = "") -> dict:
+    # The engine (or cluster and namespace) it is on: `ps` and `cleanup` on another take no record of it.
     return {"agent": plan.agent.name, "bottle": plan.bottle.name, "started": time.time(), "kind": kind,
-            "prompt": prompt}
+            "prompt": prompt, "engine": cleanup.engine_id(engine)}
 
 
 def _run_tasks(agent: str, tasks_file: Path, parallel: int | None, output_format: str, yes: bool,
@@ -739,7 +740,7 @@ def _hand_to_supervisor(s: session.Session, plan: bottle.LaunchPlan, argv: list[
                         lock: cleanup.SessionLock) -> None:
     """Record the run and start the process that looks after it from now on (own session, no terminal);
     it takes the record over before this one ends, or the run is finished here and reported failed."""
-    run = runs.create(os.environ, plan.name, _record(plan, "run", argv[2]), lock.label())
+    run = runs.create(os.environ, plan.name, _record(plan, "run", s.engine, argv[2]), lock.label())
     supervisor = subprocess.Popen([sys.executable, "-m", "claude_bottle", "_supervise", plan.name, "--", *argv],
                                   start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL)
@@ -1089,7 +1090,7 @@ def cleanup_(everyone: bool, yes: bool) -> None:
     if strange:
         click.echo(f"note: left alone, labelled as bottles under names claude-bottle never gives: "
                    f"{visible(', '.join(repr(n) for n in strange))}", err=True)
-    records = runs.all_runs(os.environ)
+    records = runs.on(engine, os.environ)
     if not bottles and not records:
         click.echo("nothing to remove")
         return

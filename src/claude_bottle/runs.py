@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import lazy
-from .cleanup import check_name, owner_alive
+from .cleanup import check_name, engine_id, owner_alive
 from .errors import BottleError
 from .paths import state_dir
 
@@ -206,6 +206,12 @@ def get(environ: Mapping[str, str], name: str) -> Run | None:
 def all_runs(environ: Mapping[str, str]) -> list[Run]:
     base = root(environ)
     return [Run(d.name, d) for d in sorted(base.iterdir()) if (d / "meta.json").is_file()] if base.is_dir() else []
+
+
+def on(engine, environ: Mapping[str, str]) -> list[Run]:
+    """The records of bottles on `engine` (a runtime, context and namespace), and of those that do not say."""
+    here = engine_id(engine)
+    return [r for r in all_runs(environ) if r.meta.get("engine", here) == here]
 
 
 def remove(run: Run, force: bool = False) -> None:

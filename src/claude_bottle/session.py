@@ -230,9 +230,7 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
         return Ended(name, brought, ws, discarded=discard)
 
 
-def engine_id(engine: Engine) -> str:
-    """Which engine (or cluster and namespace) a bottle is on."""
-    return f"{engine.kind} {engine.host} {getattr(engine, 'namespace', '')}".strip()
+engine_id = cleanup.engine_id
 
 
 def forget_dead_starts(engine: Engine, repo: Path) -> None:

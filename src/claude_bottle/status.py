@@ -34,7 +34,7 @@ def bottles(engine: Engine, environ: Mapping[str, str]) -> list[BottleStatus]:
     else `left over`."""
     now = time.time()
     me = cleanup.current_user()
-    records = {r.name: r for r in runs.all_runs(environ)}
+    records = {r.name: r for r in runs.on(engine, environ)}
     found: dict[str, BottleStatus] = {}
     alive: dict[str, bool] = {}
     for c in engine.find({cleanup.LABEL_ROLE: "bottle"}):

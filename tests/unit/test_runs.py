@@ -25,6 +25,21 @@ class RunsTest(unittest.TestCase):
         self.assertEqual([r.name for r in runs.all_runs(self.env)], ["a-123456"])
         self.assertIsNone(runs.get(self.env, "other"))
 
+    def test_a_record_belongs_to_the_engine_it_was_made_on(self):
+        """Found by attacking it: `cleanup` in another namespace removed the record of a running bottle, and the
+        next `start` where it ran took it for a dead session's and removed it."""
+        from claude_bottle import status
+
+        from .fake_engine import FakeEngine
+
+        here = FakeEngine()
+        runs.create(self.env, "a-000001", {"kind": "session", "engine": cleanup.engine_id(here)}, "owner")
+        runs.create(self.env, "a-000002", {"kind": "session", "engine": "kubernetes https://cluster:6443 other"},
+                    "owner")
+        runs.create(self.env, "a-000003", {"kind": "session"}, "owner")  # from before records said
+        self.assertEqual([r.name for r in runs.on(here, self.env)], ["a-000001", "a-000003"])
+        self.assertEqual(sorted(r.name for r in status.bottles(here, self.env)), ["a-000001", "a-000003"])
+
     def test_follow_ends_when_the_run_finishes(self):
         run = runs.create(self.env, "b-1", {"kind": "run"}, self.lock.label())
 
