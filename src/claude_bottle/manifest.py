@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from . import lazy, pins, trust
 from .errors import ManifestError
-from .paths import MAX_CA_BYTES, MAX_MANIFEST_BYTES, home_dir, read_small, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
+from .paths import MAX_CA_BYTES, MAX_MANIFEST_BYTES, home_dir, not_json, read_small, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
 from .terminal import visible
 
 difflib = lazy.Module("difflib")  # for "did you mean", on a mistake only
@@ -454,11 +454,6 @@ def _builtin_layer() -> _Layer:
     )
 
 
-def _not_json(constant: str):
-    """Python's reader takes NaN and Infinity, which JSON has not (and no limit compares with NaN)."""
-    raise ValueError(f"{constant} is not a JSON value")
-
-
 def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer:
     # Read once: the content that is parsed is the content whose digest the trust check compares.
     try:
@@ -469,7 +464,7 @@ def _read_layer(path: Path, environ: Mapping[str, str], project: bool) -> _Layer
     except UnicodeDecodeError as e:
         raise ManifestError(f"cannot read: {e}", path) from None
     try:
-        data = json.loads(text, parse_constant=_not_json)
+        data = json.loads(text, parse_constant=not_json)
     except json.JSONDecodeError as e:
         raise ManifestError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", path) from None
     except RecursionError:

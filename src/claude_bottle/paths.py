@@ -1,4 +1,4 @@
-"""Where claude-bottle reads the user's files and keeps its own. A module of its own because every command
+"""Where and how claude-bottle reads the user's files, and where it keeps its own. A module of its own because every command
 needs these and most need nothing else of the manifest's (whose import is a tenth of their start-up)."""
 
 from __future__ import annotations
@@ -64,3 +64,9 @@ def existing_folder(path: Path, option: str) -> Path:
                           "name an existing folder") from None
     except (OSError, ValueError) as e:
         raise BottleError(f"{option} {path}: {getattr(e, 'strerror', None) or e}: name an existing folder") from None
+
+
+def not_json(constant: str):
+    """For json.loads(parse_constant=…): Python's reader takes NaN and Infinity, which JSON has not (and no limit
+    compares with NaN)."""
+    raise ValueError(f"{constant} is not a JSON value")

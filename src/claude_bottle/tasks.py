@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import bottle, docker, runtime
 from .errors import BottleError
-from .paths import existing_folder, read_small
+from .paths import existing_folder, not_json, read_small
 from .runs import COULD_NOT_RUN
 from .session import Secrets, Session
 from .terminal import visible
@@ -62,10 +62,6 @@ def check_prompt(prompt: str, what: str) -> None:
 MAX_TASKS_BYTES = 256 * 2**20
 
 
-def _not_json(constant: str):
-    raise ValueError(f"{constant} is not a JSON value")
-
-
 def read(path: Path, default_workspace: Path | None) -> list[Task]:
     """One task per line: a prompt, or a JSON object {"prompt": …, "workspace": …} (relative to the
     file). Blank lines and lines starting with # are skipped."""
@@ -85,7 +81,7 @@ def read(path: Path, default_workspace: Path | None) -> list[Task]:
             found.append(Task(text, default_workspace))
             continue
         try:
-            entry = json.loads(text, parse_constant=_not_json)
+            entry = json.loads(text, parse_constant=not_json)
         except ValueError as e:
             raise BottleError(f"{path}:{number}: invalid JSON: {e}") from None
         except RecursionError:
