@@ -1,5 +1,6 @@
-"""Where and how claude-bottle reads the user's files, and where it keeps its own. A module of its own because every command
-needs these and most need nothing else of the manifest's (whose import is a tenth of their start-up)."""
+"""Where and how claude-bottle reads the user's files, and where it keeps its own. A module of its own
+because every command needs these and most need nothing else of the manifest's (whose import is a tenth of
+their start-up)."""
 
 from __future__ import annotations
 
