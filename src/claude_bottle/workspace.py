@@ -886,10 +886,10 @@ start=$(R rev-parse --verify -q @START@'^{commit}' 2>/dev/null) || start=
 rm -rf "$snap/logs"
 { S for-each-ref --format='^%(objectname)'; echo "^$(S rev-parse --verify HEAD)"; [ -z "$start" ] || echo "^$start"
 } > "$snap/held"
-whole() {  # whether the history of the commits on stdin (but what they exclude) is all here, none of it shallow
+@CUT_OFF@
+whole() {  # whether the history of the commits on stdin (but what they exclude) is all here, none of it cut off
   cat > "$snap/walk"
-  S rev-list --objects --stdin < "$snap/walk" > /dev/null 2>&1 || return 1
-  [ ! -s "$snap/shallow" ] || ! S rev-list --stdin < "$snap/walk" 2>/dev/null | grep -qxF -f "$snap/shallow"
+  S rev-list --objects --stdin < "$snap/walk" > /dev/null 2>&1 && ! cut_off "$snap/walk"
 }
 if [ -s "$snap/candidates" ]; then
   # All at once where every object is here (the usual case); else one at a time, the newest thousand (each
@@ -935,7 +935,17 @@ def _commit_script(ws: Workspace, bottle_name: str) -> str:
     return (_COMMIT_SCRIPT.replace("@NAME@", q(GIT_IDENTITY[0])).replace("@EMAIL@", q(GIT_IDENTITY[1]))
             .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else "."))
             .replace("@BRANCH@", q(f"refs/heads/{ws.branch or f'bottle/{bottle_name}'}"))
-            .replace("@START@", q(ws.start or "HEAD")))
+            .replace("@START@", q(ws.start or "HEAD")).replace("@CUT_OFF@", _CUT_OFF))
+
+
+# Whether the history of the commits (and exclusions) listed in file $1 reaches a commit the repository holds
+# without parents it has (a shallow fetch's cut): bundled, they would be missing on the host too. A root commit
+# listed as shallow cuts nothing off. For the commit script and _incomplete, with their S and $snap.
+_CUT_OFF = """cut_off() {
+  [ -s "$snap/shallow" ] || return 1
+  S rev-list --stdin < "$1" 2>/dev/null | grep -xF -f "$snap/shallow" \\
+    | while read -r c; do S cat-file commit "$c" | grep -q '^parent ' && echo cut; done | grep -q .
+}"""
 
 
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
@@ -1091,14 +1101,16 @@ def _incomplete(engine: Engine, container: str, ws: Workspace, snapshot: str) ->
     parents the bottle's repository lacks (a shallow fetch: bundled, they would be missing on the host too).
     Left in the snapshot as `incomplete`."""
     q = shlex.quote
-    git = f"git --git-dir {q(snapshot)} -c core.hooksPath=/dev/null"
-    shallow, listed = f"{q(snapshot)}/shallow", f"{q(snapshot)}/incomplete"
-    script = (f"base=; if {git} cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then base=^{ws.start}; fi; "
-              f"cut_off() {{ [ -s {shallow} ] && {git} rev-list \"$1\" $base 2>/dev/null | grep -xF -f {shallow} | "
-              f"while read -r c; do {git} cat-file commit \"$c\" | grep -q '^parent ' && echo cut; done | grep -q .; }}; "
-              f": > {listed}; {{ echo HEAD; {git} for-each-ref --format='%(refname)'; }} | while read -r ref; do "
-              f"if ! printf '%s\\n' \"$ref\" $base | {git} pack-objects --revs --stdout -q > /dev/null 2>&1 "
-              f"|| cut_off \"$ref\"; then echo \"$ref\" >> {listed}; fi; done; cat {listed}")
+    script = (f"snap={q(snapshot)}; S() {{ git --git-dir \"$snap\" -c core.hooksPath=/dev/null \"$@\"; }}\n"
+              f"{_CUT_OFF}\n"
+              f"base=; if S cat-file -e {q(ws.start + '^{commit}')} 2>/dev/null; then base=^{ws.start}; fi\n"
+              ': > "$snap/incomplete"\n'
+              "{ echo HEAD; S for-each-ref --format='%(refname)'; } | while read -r ref; do\n"
+              '  printf \'%s\\n\' "$ref" $base > "$snap/walk"\n'
+              '  if ! S pack-objects --revs --stdout -q < "$snap/walk" > /dev/null 2>&1 || cut_off "$snap/walk"; then\n'
+              '    echo "$ref" >> "$snap/incomplete"\n'
+              "  fi\n"
+              'done\ncat "$snap/incomplete"')
     limit = step_seconds()
     code, out = engine.exec(container, ["timeout", "-k", "5", str(limit), "env", *_OUR_GIT_ENV, "sh", "-c", script],
                             user=BOTTLE_USER, timeout=limit + 10)

@@ -173,6 +173,18 @@ class GitWorkspaceTest(support.IntegrationTest):
                 self.assertEqual(git(shallow, "log", "--format=%s", branch, "-1"), "agent: a\n")
                 self.assertEqual(git(shallow, "log", "-1", "--format=%s", f"{branch}.feature"), "agent: feature\n")
 
+    def test_a_root_commit_listed_as_shallow_cuts_nothing_off(self):
+        """Found by attacking it: any commit of .git/shallow counted as a cut, a root commit too, and a dropped
+        one was left behind for it."""
+        b = self.bottle()
+        branch = f"bottle/default/{b.name}"
+        code, out = b.sh("cd /workspace && git checkout -q --orphan solo && echo s > s.txt && git add s.txt && "
+                         "git commit -q -m 'agent: a root of its own' && git rev-parse HEAD >> .git/shallow && "
+                         f"git checkout -q {branch} && git branch -q -D solo")
+        self.assertEqual(code, 0, out)
+        self.assertEqual(self.bring_back(b).extra, (f"{branch}.dropped",))
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"{branch}.dropped^"), "agent: a root of its own\n")
+
     def test_a_shallow_submodule_the_agent_made_keeps_its_commit_or_the_bottle(self):
         """Found by attacking it: git dropped the fetch of its commit with a warning, and it was lost."""
         b = self.bottle()
