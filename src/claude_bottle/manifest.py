@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 from . import lazy, pins, trust
 from .errors import ManifestError
-from .paths import MAX_CA_BYTES, MAX_MANIFEST_BYTES, home_dir, not_json, read_small, state_dir  # also named as manifest.home_dir and manifest.state_dir elsewhere
+# home_dir and state_dir are also named as manifest.home_dir and manifest.state_dir elsewhere.
+from .paths import MAX_CA_BYTES, MAX_MANIFEST_BYTES, home_dir, not_json, read_small, state_dir
 from .terminal import visible
 
 difflib = lazy.Module("difflib")  # for "did you mean", on a mistake only
@@ -745,7 +746,7 @@ def _image_settings(from_manifest: ImageSettings, environ: Mapping[str, str]) ->
         settings = replace(settings, claude_code_version=version)
     ca = environ.get("CLAUDE_BOTTLE_CA_CERT")
     if ca:
-        ca_path = _resolve_path(ca, Path.cwd(), environ, None, "CLAUDE_BOTTLE_CA_CERT").absolute()
+        ca_path = _expanded(ca, None, "CLAUDE_BOTTLE_CA_CERT").absolute()
         _check_ca_file(ca_path, None, "CLAUDE_BOTTLE_CA_CERT")
         settings = replace(settings, ca_cert=ca_path)
     return settings
@@ -986,15 +987,22 @@ def _check_unique(names: list[str], path: Path, where: str, what: str) -> None:
 
 def _resolve_path(value: str, base_dir: Path, environ: Mapping[str, str], file: Path | None, where: str) -> Path:
     if "\0" in value:
-        raise ManifestError("a path cannot hold a NUL character", file, where)
+        raise ManifestError("a path cannot hold a NUL character", file, where)  # (home_dir would not see it)
     if value == "~" or value.startswith("~/"):
         return home_dir(environ) / value[2:]
+    p = _expanded(value, file, where)
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def _expanded(value: str, file: Path | None, where: str) -> Path:
+    """`value` with a leading ~ or ~name expanded; a clear error for a NUL or a user this machine has not."""
+    if "\0" in value:
+        raise ManifestError("a path cannot hold a NUL character", file, where)
     try:
-        p = Path(value).expanduser()
+        return Path(value).expanduser()
     except RuntimeError:  # ~name of no user here
         raise ManifestError(f"{value.split('/')[0]} names no user on this machine: write the path out in full",
                             file, where) from None
-    return p if p.is_absolute() else (base_dir / p)
 
 
 def _dedup(items: tuple[str, ...]) -> tuple[str, ...]:
