@@ -818,6 +818,53 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
     fi
   done
 done
+# A submodule checked out here (one the agent made, or one of the user's it checked out) holds work its
+# gitlink does not name: files not committed in it, and its branches and tags past that commit. Such a
+# submodule comes back as one commit of ours: its files as they are, on top of its HEAD (the first parent),
+# with the tips of its branches and tags that HEAD does not hold as the other parents.
+n=0
+S ls-files -s -z | while IFS= read -r -d '' entry; do
+  case "$entry" in "160000 "*) ;; *) continue ;; esac
+  path=${entry#*$'\t'}; linked=${entry#160000 }; linked=${linked%% *}
+  dir="/workspace/$path"
+  [ -e "$dir/.git" ] && [ ! -L "$dir" ] && [ -d "$dir" ] || continue
+  n=$((n + 1)); [ "$n" -le 100 ] || break  # each takes a few git commands, and the time is limited
+  into=refs/claude-bottle-submodule
+  if ! S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+      --update-shallow "$dir" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" 2>/dev/null; then
+    printf 'the branches of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+  fi
+  # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
+  S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+    --update-shallow "$dir" "+HEAD:$into/HEAD" 2>/dev/null || true
+  at=$(S rev-parse --verify -q "$into/HEAD^{commit}") || at=
+  mapfile -t tips < <(S for-each-ref --format='%(objectname)^{commit}' "$into/heads" "$into/tags" \
+    | S cat-file --batch-check='%(objectname)' | grep -v ' missing$' | sort -u)
+  others=()
+  for tip in "${tips[@]}"; do
+    [ -n "$at" ] && S merge-base --is-ancestor "$tip" "$at" 2>/dev/null || others+=("$tip")
+  done
+  [ "${#others[@]}" -le 1 ] || mapfile -t others < <(S merge-base --independent "${others[@]}")
+  rm -f "$snap/worktree-index"
+  if [ -n "$at" ]; then W "$dir" read-tree "$at"; else W "$dir" read-tree --empty; fi
+  if ! (cd -- "$dir" && W "$dir" add -A -- . "${aside[@]}") 2>/dev/null || ! tree=$(W "$dir" write-tree); then
+    printf 'the files of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+  fi
+  S for-each-ref --format='delete %(refname)' "$into/" | S update-ref --stdin
+  if [ -n "$at" ] && [ "$at" = "$linked" ] && [ "${#others[@]}" = 0 ] && [ "$tree" = "$(S rev-parse "$at^{tree}")" ]
+  then continue; fi  # nothing in it but what its gitlink names
+  parents=(); [ -z "$at" ] || parents=(-p "$at")
+  for tip in "${others[@]}"; do parents+=(-p "$tip"); done
+  made=$(S commit-tree "$tree" "${parents[@]}" -m "claude-bottle: submodule $path when the bottle ended: its files \
+on top of its HEAD (the first parent), and its branches and tags that HEAD does not hold (the other parents)")
+  # Named by its path where a ref can be (another's may be in the way: `a` and `a/b`), else by its number.
+  ref="refs/submodule-work/$path"
+  if ! git check-ref-format "$ref" || S rev-parse -q --verify "$ref" > /dev/null \
+      || ! S update-ref "$ref" "$made" "" 2>/dev/null; then
+    ref="refs/submodule-work-$n"; S update-ref "$ref" "$made"
+  fi
+  echo "$ref"
+done
 [ ! -s "$snap/not-taken" ] || { cat "$snap/not-taken" >&2; false; }
 n=0
 R reflog show --no-show-signature --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
@@ -952,9 +999,9 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
     `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>`, a linked worktree's
-    detached HEAD or uncommitted files as `.worktree.<name>`, and the commit whose parents are the commits no
-    ref held any more as `.dropped`. A name that meets one
-    taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
+    detached HEAD or uncommitted files as `.worktree.<name>`, a commit a submodule's gitlink names as
+    `.submodule.<commit>`, what else a checked-out submodule holds as `.in-submodule.<path>`, and the commit
+    whose parents are the commits no ref held any more as `.dropped`. A name that meets one taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
     hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
         for prefix, to in (("refs/heads/", ""), ("refs/tags/", "tag."), ("refs/notes/", "notes.")):
@@ -968,6 +1015,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
             return "submodule." + ref.removeprefix("refs/submodule-commits/")[:12]
         if ref.startswith("refs/worktree-heads/"):
             return "worktree." + ref.removeprefix("refs/worktree-heads/")
+        if ref.startswith(("refs/submodule-work/", "refs/submodule-work-")):
+            return "in-submodule." + ref.removeprefix("refs/submodule-work").lstrip("/-")
         if ref == "refs/dropped-commits":
             return "dropped"
         return None
@@ -1091,6 +1140,10 @@ def _said(ref: str, current: str) -> str:
             return f"stash@{{{rest}}}" if said == "stash@" else said + rest
     if ref.startswith("refs/submodule-commits/"):
         return f"submodule commit {ref.removeprefix('refs/submodule-commits/')[:12]}"
+    if ref.startswith("refs/submodule-work/"):
+        return f"submodule {ref.removeprefix('refs/submodule-work/')}"
+    if ref.startswith("refs/submodule-work-"):
+        return f"submodule number {ref.removeprefix('refs/submodule-work-')}"
     return {"refs/stash": "stash@{0}", "refs/dropped-commits": "commits no branch holds (from the reflogs)"}.get(
         ref, ref)
 

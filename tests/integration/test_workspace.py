@@ -363,6 +363,42 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "show", f"{brought.extra[0]}:l.txt"), "l\n")
         self.assertHostUntouched()
 
+    def test_what_a_submodule_holds_beyond_its_gitlink_comes_back(self):
+        """Found by attacking it: files not committed in a submodule the agent made, and its branches past
+        the commit the gitlink names, were lost with the bottle, and `stop` said all was well."""
+        b = self.bottle()
+        id_ = "-c user.name=a -c user.email=a@b"
+        code, out = b.sh(
+            f"cd /workspace && mkdir lib && cd lib && git init -q -b main && echo l > l.txt && git add l.txt && "
+            f"git {id_} commit -qm lib && cd .. && git -c protocol.file.allow=always submodule add -q ./lib lib && "
+            f"git commit -qm 'add lib' && cd lib && git checkout -qb side && echo s > s.txt && git add s.txt && "
+            f"git {id_} commit -qm 'lib: side' && git checkout -q main && echo 'not committed' > l.txt && "
+            "echo new > new.txt && "
+            # A second one in a folder of the first's name, and one that holds nothing more: no branch for it.
+            f"cd /workspace && mkdir -p lib2/x && cd lib2/x && git init -q && echo y > y && git add y && git {id_} commit -qm y && "
+            f"cd /workspace && git -c protocol.file.allow=always submodule add -q ./lib2/x lib2/x && "
+            f"mkdir same && cd same && git init -q && echo z > z && git add z && git {id_} commit -qm z && "
+            "cd .. && git -c protocol.file.allow=always submodule add -q ./same same && git commit -qm more && "
+            "echo w > lib2/x/w")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        work = f"{brought.branch}.in-submodule.lib"
+        self.assertIn(work, brought.extra)
+        self.assertIn(f"{brought.branch}.in-submodule.lib2/x", brought.extra)
+        self.assertFalse([name for name in brought.extra if name.endswith("in-submodule.same")], brought.extra)
+        self.assertEqual(git(self.repo, "show", f"{work}:l.txt"), "not committed\n")
+        self.assertEqual(git(self.repo, "show", f"{work}:new.txt"), "new\n")
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"{work}^2"), "lib: side\n")
+        self.assertEqual(git(self.repo, "rev-parse", f"{work}^1"), git(self.repo, "rev-parse", f"{brought.branch}:lib"))
+        self.assertEqual(git(self.repo, "show", f"{brought.branch}.in-submodule.lib2/x:w"), "w\n")
+        self.assertHostUntouched()
+        # One that cannot be read keeps the bottle, and is named.
+        code, out = b.sh("cd /workspace/lib && echo more > more.txt && rm -rf .git/objects")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("submodule lib", str(caught.exception))
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)

@@ -306,7 +306,8 @@ class ExtraBranchesTest(unittest.TestCase):
         git cannot hold both of, so bringing the work back failed on every retry."""
         refs = ["refs/heads/tag.v1", "refs/tags/v1/rc", "refs/tags/v1/rc/2", "refs/heads/stash-1/x",
                 "refs/stash", "refs/stash-entries/1", "refs/heads/notes.n", "refs/notes/n/deep", "refs/heads/a/b",
-                "refs/heads/a-b.2"]
+                "refs/heads/a-b.2", "refs/submodule-work/lib", "refs/submodule-work/lib/x", "refs/submodule-work-3",
+                "refs/heads/in-submodule.lib"]
         got = workspace._extra_branches("bottle/a/b", refs)
         self.assertEqual(len(got), len(refs))
         with tempfile.TemporaryDirectory() as tmp:  # git itself takes every one of them, beside the results branch
