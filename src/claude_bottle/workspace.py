@@ -875,6 +875,22 @@ done
 # uncommitted in a linked worktree is in no commit at all (Claude Code makes them in .claude/worktrees/,
 # which a .gitignore often names, or anywhere): each comes back as refs/worktree-heads/<id>, the worktree's
 # uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
+# A linked worktree moved since it was made (`mv`, not `git worktree move`) is no longer where its gitdir file
+# says: it is looked for by the .git file in it that names its folder here, wherever the agent can write.
+find /workspace /tmp "${HOME:-/nonexistent}" -xdev \( -path "$snap" -o -name .git -type d \) -prune \
+  -o \( -name .git -o -name .git.claude-bottle-aside \) -type f -size -4k -print0 2>/dev/null > "$snap/dot-git-files" || true
+moved_to() {  # WORKTREE-FOLDER: the folder whose .git file names it
+  local want f line to
+  want=$(cd -- "$1" 2>/dev/null && pwd -P) || return 1
+  while IFS= read -r -d '' f; do
+    small "$f" 4096 && [ -O "$f" ] || continue
+    { read -r line < "$f"; } 2>/dev/null || [ -n "${line:-}" ] || continue
+    case "$line" in "gitdir: "*) to=${line#gitdir: } ;; *) continue ;; esac
+    case "$to" in /*) ;; *) to=$(dirname -- "$f")/$to ;; esac
+    [ "$(cd -- "$to" 2>/dev/null && pwd -P)" = "$want" ] && { printf '%s' "${f%/.git*}"; return 0; }
+  done < "$snap/dot-git-files"
+  return 1
+}
 n=0
 for wt in "$common"/worktrees/*/; do
   n=$((n + 1)); [ "$n" -le 500 ] || break  # each takes a few git commands, and the time is limited
@@ -888,6 +904,9 @@ for wt in "$common"/worktrees/*/; do
   esac
   dir=; ! small "$wt/gitdir" || { read -r dir < "$wt/gitdir"; } 2>/dev/null || true
   dir=${dir%/.git}
+  if [ -z "$dir" ] || { [ ! -f "$dir/.git" ] && [ ! -f "$dir/.git.claude-bottle-aside" ]; }; then
+    dir=$(moved_to "$wt") || dir=
+  fi
   if [ -n "$dir" ] && [ -d "$dir" ] && [ ! -L "$dir" ] && [ -O "$dir" ]; then
     rm -f "$snap/worktree-index"
     # A HEAD whose tree is not all here could not come back: its files go on a commit of their own.

@@ -403,6 +403,21 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean
         self.assertTrue(self.gone(name))
 
+    def test_a_linked_worktree_moved_since_it_was_made(self):
+        """What was uncommitted in a linked worktree moved with `mv` (its gitdir file names where it was) stayed
+        behind: it is found by the .git file in it."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && git worktree add -q -b feat /tmp/wt && echo x > /tmp/wt/x.txt && "
+                                 "mkdir -p /workspace/elsewhere && mv /tmp/wt /workspace/elsewhere/wt && "
+                                 "git worktree add -q --detach /tmp/d && echo d > /tmp/d/d.txt && mv /tmp/d ~/d")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.wt:x.txt"), "x\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}.worktree.d:d.txt"), "d\n")
+        self.assertTrue(self.gone(name))
+
     def test_a_nested_repository_the_agent_committed_older_stashes_tags_and_notes(self):
         """Found by attacking it: `git add -A` makes a gitlink of a repository a scaffolder made (its files were
         lost), and only the newest stash came back (not older ones, nor commits only a tag or notes hold)."""
