@@ -44,9 +44,10 @@ DEFAULT_BRIDGE = "bridge"
 EGRESS_NETWORK = "claude-bottle-egress"
 # Where this machine's own engine listens: only then is its /etc/resolv.conf the one the engine reads.
 _LOCAL_ENGINES = (docker.DEFAULT_HOST, "unix:///run/docker.sock")
-# The bottle's PID 1: tini, from a copy the agent's user may run but not read (the image's Dockerfile says why),
-# in place of Docker's own init, which the agent could attach to and so undo `stop`'s freeze.
-INIT = f"{image.PRIVATE_BIN}/init"
+# The bottle's PID 1, which nothing inside the bottle can end (bottle-pid1.py says how), from a copy of python3
+# the agent's user may run but not read (the image's Dockerfile says why), in place of Docker's own init, which
+# the agent could attach to and so undo `stop`'s freeze.
+INIT = (f"{image.PRIVATE_BIN}/python3", "-I", "-S", f"{image.PRIVATE_BIN}/pid1.py")
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 
@@ -265,7 +266,7 @@ def bottle_container(plan: LaunchPlan, owner: str) -> ContainerSpec:
     return ContainerSpec(
         name=plan.names.container,
         image=plan.image.tag,
-        command=(INIT, "--", "bottle-init", str(PROXY_PORT), PROXY_HANDOFF),
+        command=(*INIT, "bottle-init", str(PROXY_PORT), PROXY_HANDOFF),
         init=False,
         # The workspace's way back, so that any process (`stop`, a later `start`) can bring the work back.
         labels=labels(plan, "bottle", owner) | workspace.labels(plan.workspace),

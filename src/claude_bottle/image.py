@@ -29,7 +29,8 @@ BOTTLE_USER = "claude"
 BOTTLE_UID = 1000
 BOTTLE_HOME = f"/home/{BOTTLE_USER}"
 WORKSPACE = "/workspace"
-# Copies of programs the bottle's user may run but not read (the Dockerfile says why): init, bash, timeout.
+# Copies of programs the bottle's user may run but not read (the Dockerfile says why): python3 (for PID 1),
+# bash, timeout.
 PRIVATE_BIN = "/usr/local/lib/claude-bottle"
 
 

@@ -137,7 +137,7 @@ class IsolationTest(support.IntegrationTest):
         self.assertEqual(hc["CapDrop"], ["ALL"])
         self.assertEqual(hc["SecurityOpt"], ["no-new-privileges"])
         self.assertFalse(hc["Init"])  # its own init, below, which the agent cannot attach to
-        self.assertEqual(self.a.sh("cat /proc/1/cmdline | tr '\\0' ' '")[1].split()[0], bottle.INIT)
+        self.assertEqual(self.a.sh("cat /proc/1/cmdline | tr '\\0' ' '")[1].split()[:4], list(bottle.INIT))
         self.assertEqual(hc["Memory"], 4 * 1024**3)
         self.assertEqual(hc["PidsLimit"], bottle.DEFAULT_PIDS)
         self.assertEqual(info["Config"]["User"], "1000:1000")

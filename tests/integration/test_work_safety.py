@@ -106,6 +106,21 @@ echo "$lost"
 """
 
 
+# SIGTERM to PID 1 with a siginfo that says sender 0 (as one from outside the bottle's PID namespace does):
+# the kernel takes it with the queue's code only, never with kill(2)'s.
+FORGED_SIGTERM = r"""
+import ctypes, os, signal, struct
+libc = ctypes.CDLL(None, use_errno=True)
+number = {"x86_64": 129, "aarch64": 138}[os.uname().machine]  # rt_sigqueueinfo
+info = ctypes.create_string_buffer(128)
+for code in (-1, 0):  # SI_QUEUE, then SI_USER (refused)
+    struct.pack_into("iii", info, 0, signal.SIGTERM, 0, code)
+    struct.pack_into("ii", info, 16, 0, 0)  # si_pid, si_uid
+    if libc.syscall(number, 1, signal.SIGTERM, info) == 0:
+        print("forged: queued" if code else "forged: sent as kill(2)")
+"""
+
+
 class WorkSafetyCase(support.IntegrationTest):
     def setUp(self):
         self.m = Machine()
@@ -1081,6 +1096,24 @@ class LifecycleTest:
         again = self.m.cli("stop", name)
         self.assertEqual(again.returncode, 1)
         self.assertEqual(again.stderr, f"Error: no bottle named '{name}': see `claude-bottle ps`\n")
+
+    def test_the_agent_cannot_end_its_bottle(self):
+        """Found by attacking it: everything in a bottle runs as the agent's user, and its PID 1 ended on the
+        agent's SIGTERM; on Kubernetes a pod's container is not started again, so the work was lost. Every
+        signal it can send, from a forged sender too, leaves the bottle running and the work comes back."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo saved > saved.txt && for s in TERM INT HUP QUIT USR1 "
+                                 "STOP KILL; do kill -s $s 1; done; python3 -c " + shlex.quote(FORGED_SIGTERM))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout, "forged: queued\n")  # and ignored: it does not claim the engine sent it
+        self.m.agent(name, "kill -9 -1")  # every process of the agent's, this one too
+        time.sleep(1)
+        alive = self.m.agent(name, "echo alive")
+        self.assertEqual((alive.returncode, alive.stdout), (0, "alive\n"), alive.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:saved.txt"), "saved\n")
+        self.assertEqual(self.objects(), set())
 
     def test_a_killed_session_without_work_is_removed_by_the_next_start(self):
         term, name = self.interactive()
