@@ -757,14 +757,21 @@ W() {  # DIR ARGS...: the same, on another working tree (a linked worktree's) wi
       git "${ours[@]}" "${@:2}"; }
 if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
-subs=$(S config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2-)
-S ls-files -s | awk -F'\t' '$1 ~ /^160000 /' | cut -f2- | while IFS= read -r d; do
+# The submodules' paths, as .gitmodules names them (read NUL-separated: a name or path may hold a space).
+declare -A subs=()
+while IFS= read -r -d '' said; do
+  [ -z "${said#*$'\n'}" ] || subs["${said#*$'\n'}"]=1
+done < <(S config -z -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null || true)
+submodule() { [ -n "$1" ] && [ -n "${subs["$1"]+named}" ]; }
+S ls-files -s -z | while IFS= read -r -d '' entry; do
+  case "$entry" in "160000 "*) ;; *) continue ;; esac
+  d=${entry#*$'\t'}
   # A gitlink no .gitmodules names is what `git add` makes of a nested repository: its files come back.
-  printf '%s\n' "$subs" | grep -qxF -- "$d" || S rm --cached -q -- "$d"
+  submodule "$d" || printf '%s\0' "$d" | S update-index -z --force-remove --stdin
 done
 find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r -d '' g; do
   d=${g%/.git}; d=${d#./}
-  if printf '%s\n' "$subs" | grep -qxF -- "$d"; then continue; fi
+  if submodule "$d"; then continue; fi
   mv -- "$g" "$g.claude-bottle-aside" && printf '%s\0' "$g" >> /tmp/claude-bottle-aside
 done
 put_back() { while IFS= read -r -d '' g; do mv -- "$g.claude-bottle-aside" "$g"; done < /tmp/claude-bottle-aside; }
@@ -801,12 +808,17 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
 # names is in that repository only, and would come back as the name of nothing. Each such commit comes, with
 # its history, as a ref of its own. One the bottle does not hold (the user's submodules, never checked out
 # here) is the user's already.
+begun=@START@
 { S rev-parse 'HEAD^{tree}'; S for-each-ref --format='%(tree)'; } | sort -u | while read -r tree; do
   [ -n "$tree" ] || continue
   S ls-tree -r -z "$tree" | while IFS= read -r -d '' entry; do
     case "$entry" in "160000 commit "*) ;; *) continue ;; esac
     sha=${entry#160000 commit }; sha=${sha%%$'\t'*}; path=${entry#*$'\t'}
-    if S cat-file -e "$sha" 2>/dev/null || [ ! -d "/workspace/$path" ]; then continue; fi
+    # Here already (a stop run again after the fetch below), or the user's (no repository here to have it).
+    if S cat-file -e "$sha^{commit}" 2>/dev/null; then
+      S update-ref "refs/submodule-commits/$sha" "$sha" && echo "refs/submodule-commits/$sha"; continue
+    fi
+    [ -e "/workspace/$path/.git" ] || continue
     # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
     # serving a fetch reads takes part.
     # From a shallow submodule too (a `clone --depth` the agent made one), whose shallow commits our git then
@@ -815,50 +827,62 @@ sed 's/^update \(.*\) [0-9a-f]*$/\1/' "$snap/refs-to-copy"
         --no-recurse-submodules --update-shallow "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null; then
       if S rev-parse -q --verify "refs/submodule-commits/$sha" > /dev/null; then echo "refs/submodule-commits/$sha"
       else printf 'commit %s of submodule %s could not be taken from it\n' "$sha" "$path" >> "$snap/not-taken"; fi
+    elif [ "$(S rev-parse -q --verify "$begun:$path" 2>/dev/null)" != "$sha" ]; then  # (not the user's)
+      printf 'commit %s of submodule %s could not be taken from it\n' "$sha" "$path" >> "$snap/not-taken"
     fi
   done
 done
-# A submodule checked out here (one the agent made, or one of the user's it checked out) holds work its
-# gitlink does not name: files not committed in it, and its branches and tags past that commit. Such a
-# submodule comes back as one commit of ours: its files as they are, on top of its HEAD (the first parent),
-# with the tips of its branches and tags that HEAD does not hold as the other parents.
+# A submodule's folder holds work its gitlink does not name: files not committed in it, its branches, tags,
+# notes and stash past that commit, or files the agent wrote into a submodule of the user's that is not
+# checked out here. Each such folder comes back as one commit of ours: its files as they are, on top of its
+# HEAD (the first parent), with the tips of its refs that HEAD does not hold as the other parents. A
+# submodule inside it whose .git was set aside above comes as its files.
 n=0
 S ls-files -s -z | while IFS= read -r -d '' entry; do
   case "$entry" in "160000 "*) ;; *) continue ;; esac
   path=${entry#*$'\t'}; linked=${entry#160000 }; linked=${linked%% *}
   dir="/workspace/$path"
-  [ -e "$dir/.git" ] && [ ! -L "$dir" ] && [ -d "$dir" ] || continue
-  n=$((n + 1)); [ "$n" -le 100 ] || break  # each takes a few git commands, and the time is limited
+  [ -d "$dir" ] && [ ! -L "$dir" ] || continue
+  n=$((n + 1))
   into=refs/claude-bottle-submodule
-  if ! S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
-      --update-shallow "$dir" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" 2>/dev/null; then
-    printf 'the branches of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+  at=; others=()
+  if [ -e "$dir/.git" ]; then
+    if ! S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+        --update-shallow "$dir" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" \
+        "+refs/notes/*:$into/notes/*" "+refs/stash*:$into/stash*" 2>/dev/null; then
+      printf 'the refs of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+    fi
+    # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
+    S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+      --update-shallow "$dir" "+HEAD:$into/HEAD" 2>/dev/null || true
+    at=$(S rev-parse --verify -q "$into/HEAD^{commit}") || at=
+    mapfile -t tips < <(S for-each-ref --format='%(objectname)^{commit}' "$into/" \
+      | S cat-file --batch-check='%(objectname)' | grep -v ' missing$' | sort -u)
+    for tip in "${tips[@]}"; do
+      [ -n "$at" ] && S merge-base --is-ancestor "$tip" "$at" 2>/dev/null || others+=("$tip")
+    done
+    [ "${#others[@]}" -le 1 ] || mapfile -t others < <(S merge-base --independent "${others[@]}")
+    S for-each-ref --format='delete %(refname)' "$into/" | S update-ref --stdin
   fi
-  # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
-  S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
-    --update-shallow "$dir" "+HEAD:$into/HEAD" 2>/dev/null || true
-  at=$(S rev-parse --verify -q "$into/HEAD^{commit}") || at=
-  mapfile -t tips < <(S for-each-ref --format='%(objectname)^{commit}' "$into/heads" "$into/tags" \
-    | S cat-file --batch-check='%(objectname)' | grep -v ' missing$' | sort -u)
-  others=()
-  for tip in "${tips[@]}"; do
-    [ -n "$at" ] && S merge-base --is-ancestor "$tip" "$at" 2>/dev/null || others+=("$tip")
-  done
-  [ "${#others[@]}" -le 1 ] || mapfile -t others < <(S merge-base --independent "${others[@]}")
   rm -f "$snap/worktree-index"
   if [ -n "$at" ]; then W "$dir" read-tree "$at"; else W "$dir" read-tree --empty; fi
+  W "$dir" ls-files -s -z | while IFS= read -r -d '' inner; do  # a submodule in it, set aside: its files
+    case "$inner" in "160000 "*) [ -e "$dir/${inner#*$'\t'}/.git" ] \
+      || printf '%s\0' "${inner#*$'\t'}" | W "$dir" update-index -z --force-remove --stdin ;; esac
+  done
   if ! (cd -- "$dir" && W "$dir" add -A -- . "${aside[@]}") 2>/dev/null || ! tree=$(W "$dir" write-tree); then
     printf 'the files of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
   fi
-  S for-each-ref --format='delete %(refname)' "$into/" | S update-ref --stdin
   if [ -n "$at" ] && [ "$at" = "$linked" ] && [ "${#others[@]}" = 0 ] && [ "$tree" = "$(S rev-parse "$at^{tree}")" ]
   then continue; fi  # nothing in it but what its gitlink names
+  [ -n "$at" ] || [ "${#others[@]}" != 0 ] || [ "$tree" != "$(S mktree < /dev/null)" ] || continue  # empty
   parents=(); [ -z "$at" ] || parents=(-p "$at")
   for tip in "${others[@]}"; do parents+=(-p "$tip"); done
   made=$(S commit-tree "$tree" "${parents[@]}" -m "claude-bottle: submodule $path when the bottle ended: its files \
-on top of its HEAD (the first parent), and its branches and tags that HEAD does not hold (the other parents)")
-  # Named by its path where a ref can be (another's may be in the way: `a` and `a/b`), else by its number.
-  ref="refs/submodule-work/$path"
+on top of its HEAD (the first parent, if it had one here), and its refs that HEAD does not hold (the other parents)")
+  # Named by its path (what a ref cannot hold made a dash), where a ref can be (another's may be in the way:
+  # `a` and `a/b`), else by its number.
+  ref="refs/submodule-work/$(printf '%s' "$path" | tr ' ~^:?*[\\\000-\037\177' '-')"
   if ! git check-ref-format "$ref" || S rev-parse -q --verify "$ref" > /dev/null \
       || ! S update-ref "$ref" "$made" "" 2>/dev/null; then
     ref="refs/submodule-work-$n"; S update-ref "$ref" "$made"

@@ -399,6 +399,67 @@ class GitWorkspaceTest(support.IntegrationTest):
             self.bring_back(b)
         self.assertIn("submodule lib", str(caught.exception))
 
+    def test_submodules_with_spaces_nesting_a_stash_and_a_retry(self):
+        """Found by attacking it: a submodule path with a space was taken for a nested repository (its commits
+        lost, its gitlink made files), a submodule's stash and a submodule inside it were lost, and a stop run
+        again after a failure dropped the commit a gitlink names."""
+        b = self.bottle()
+        id_ = "-c user.name=a -c user.email=a@b"
+        add = "git -c protocol.file.allow=always submodule add -q"
+        code, out = b.sh(
+            f"cd /tmp && git init -q inner && git -C inner {id_} commit -q --allow-empty -m inner && "
+            f"git init -q outer && cd outer && {add} /tmp/inner in && git {id_} commit -qm outer && "
+            f"cd /workspace && git init -q -b main 'my lib' && cd 'my lib' && echo l > l.txt && git add l.txt && "
+            f"git {id_} commit -qm lib && cd .. && {add} --name 'my name' './my lib' 'my lib' && "
+            f"{add} /tmp/outer outer && git -c protocol.file.allow=always submodule update -q --init --recursive && "
+            f"git commit -qm subs && cd 'my lib' && git checkout -qb feature && echo f > f.txt && git add f.txt && "
+            f"git {id_} commit -qm 'lib: feature' && git checkout -q main && echo s > s.txt && git add s.txt && "
+            f"git {id_} stash -q && echo u > u.txt && echo deep > /workspace/outer/in/deep.txt && "
+            # A commit only the retry can take: the first stop fails on a ref of the submodule's that names nothing.
+            f"cd /workspace/outer && echo o > o.txt && git add o.txt && git {id_} commit -qm 'outer: o' && cd .. && "
+            "git add outer && git commit -qm 'bump outer' && "
+            "echo 1234567890123456789012345678901234567890 > .git/modules/outer/refs/heads/broken")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("submodule outer", str(caught.exception))
+        code, out = b.sh("rm /workspace/.git/modules/outer/refs/heads/broken")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        branch = brought.branch
+        self.assertEqual(git(self.repo, "ls-tree", branch, "my lib").split()[:2], ["160000", "commit"])
+        work = f"{branch}.in-submodule.my-lib"  # what a branch cannot hold made a dash
+        self.assertEqual(git(self.repo, "show", f"{work}:u.txt"), "u\n")
+        parents = git(self.repo, "log", "-1", "--format=%P", work).split()
+        subjects = {git(self.repo, "log", "-1", "--format=%s", p).strip() for p in parents[1:]}
+        self.assertIn("lib: feature", subjects)
+        self.assertTrue(any(s.startswith("WIP on main:") for s in subjects), subjects)  # the stash
+        outer = git(self.repo, "rev-parse", f"{branch}:outer").strip()
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", outer), "outer: o\n")  # the retry kept it
+        self.assertEqual(git(self.repo, "show", f"{branch}.in-submodule.outer:in/deep.txt"), "deep\n")
+        self.assertHostUntouched()
+
+    def test_files_written_into_a_submodule_of_the_users_come_back(self):
+        """Found by attacking it: a submodule of the user's is an empty folder in the bottle; what the agent
+        wrote there was lost with `stop` saying there was nothing to bring back. And one whose path had a
+        space was removed from the results branch; one whose path was not ASCII made every stop fail."""
+        lib = self.repo.parent / "lib"
+        git(self.repo.parent, "init", "-q", "-b", "main", str(lib))
+        git(lib, "-c", "user.name=u", "-c", "user.email=u@e", "commit", "-q", "--allow-empty", "-m", "lib")
+        for path in ("my sub", "vendor/ünï"):
+            git(self.repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), path)
+        git(self.repo, "commit", "-q", "-m", "submodules")
+        self.host_state = (git(self.repo, "rev-parse", "HEAD"), *self.host_state[1:])
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && echo w > 'vendor/ünï/new.txt' && echo change >> app.py")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        for path in ("my sub", "vendor/ünï"):
+            self.assertEqual(git(self.repo, "rev-parse", f"{brought.branch}:{path}"), git(self.repo, "rev-parse", f"HEAD:{path}"))
+        self.assertEqual(brought.extra, (f"{brought.branch}.in-submodule.vendor/ünï",))
+        self.assertEqual(git(self.repo, "show", f"{brought.extra[0]}:new.txt"), "w\n")
+        self.assertHostUntouched()
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
