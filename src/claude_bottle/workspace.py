@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -682,6 +683,8 @@ for wait in $(seq 50) stop; do
   sleep 0.1
 done
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null GIT_NO_REPLACE_OBJECTS=1 GIT_ATTR_NOSYSTEM=1 GIT_NO_LAZY_FETCH=1
+# Names (refs, paths) may be any bytes: sed, grep and tr take them byte for byte, not as UTF-8.
+export LC_ALL=C
 # No git of ours fetches (a partial clone's promisor remote would run the agent's command while all is
 # stopped), and none starts a `gc --auto` in the background (a process the freeze check would take for the
 # agent's, and one that could prune what only the agent's other refs hold).
@@ -1038,14 +1041,18 @@ _CUT_OFF = """cut_off() {
 }"""
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
 def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
     """Where the bottle's other refs land, beside the results branch: its branches as `<branch>.<name>` (a
     name's slashes kept, so that no two branches meet), its stash as `<branch>.stash` and older entries as
     `.stash-1`, `.stash-2`, ..., tags as `.tag.<name>`, notes as `.notes.<name>`, a linked worktree's
     detached HEAD or uncommitted files as `.worktree.<name>`, a commit a submodule's gitlink names as
     `.submodule.<commit>`, what else a checked-out submodule holds as `.in-submodule.<path>`, and the commit
-    whose parents are the commits no ref held any more as `.dropped`. A name that meets one taken before it (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot
-    hold both of) gets its slashes made dashes and `.2`, `.3`, ... after it."""
+    whose parents are the commits no ref held any more as `.dropped`. A name that meets one taken before it
+    (the same, or one a folder of the other: `.tag.v1` and `.tag.v1/rc`, which git cannot hold both of) gets
+    its slashes made dashes and `.2`, `.3`, ... after it."""
     def wanted(ref: str) -> str | None:
         for prefix, to in (("refs/heads/", ""), ("refs/tags/", "tag."), ("refs/notes/", "notes.")):
             if ref.startswith(prefix):
@@ -1081,6 +1088,8 @@ def _extra_branches(branch: str, refs: list[str]) -> dict[str, str]:
         name = wanted(ref)
         if name is None:
             continue
+        # A byte of a name that is not UTF-8 (kept as a surrogate) lands as %xx: the branch can be typed.
+        name = _NOT_UTF8.sub(lambda byte: f"%{ord(byte.group()) - 0xdc00:02x}", name)
         to, n = f"refs/heads/{branch}.{name}", 1
         while meets(to):
             n += 1
@@ -1169,7 +1178,8 @@ def _bundle_and_land(engine: Engine, container: str, ws: Workspace, bottle_name:
                   _tips(ws.git_root, ref))
 
 
-_OUR_GIT_ENV = ("GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1")
+# (LC_ALL=C: a ref's name may be any bytes, which grep takes byte for byte then.)
+_OUR_GIT_ENV = ("GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_NO_REPLACE_OBJECTS=1", "LC_ALL=C")
 
 
 def _said(ref: str, current: str) -> str:
@@ -1242,7 +1252,7 @@ def _land(repo: Path, bottle_name: str, bundle: str, fd: int, heads: Mapping[str
                                       f"does not have: rename or delete it, then stop the bottle again")
                 updates.append(f"update {to}\0{sha}\0{tip.sha}\0")
         if updates:
-            _host_git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
+            _host_git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode(errors="surrogateescape"))
     finally:
         _drop(repo, incoming)
 
@@ -1265,9 +1275,9 @@ def _check_room(repo: Path, new_refs: list[str]) -> None:
 
 
 def _drop(repo: Path, prefix: str) -> None:
-    listed = _git(repo, "for-each-ref", "--format=delete %(refname)", prefix, check=False)
+    listed = _git(repo, "for-each-ref", "--format=delete %(refname)", prefix, check=False, fs=True)
     if listed:
-        _git(repo, "update-ref", "--stdin", input=listed.encode(), check=False)
+        _git(repo, "update-ref", "--stdin", input=os.fsencode(listed), check=False)
 
 
 def _is_ancestor(repo: Path, old: str, new: str) -> bool:
@@ -1340,7 +1350,7 @@ def _make_inert(repo: Path, refs: Mapping[str, _Tip], start: str) -> dict[str, t
                           env=env).strip()
             updates.append(f"update {ref}\0{commit}\0{tip}\0")
     if updates:  # all or none
-        _git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode())
+        _git(repo, "update-ref", "-z", "--stdin", input="".join(updates).encode(errors="surrogateescape"))
     return {"renamed": tuple(sorted(renamed)), "renamed_as": tuple(sorted(renamed_as)),
             "clashed": tuple(sorted(clashed))}
 
@@ -1389,7 +1399,7 @@ def _host_git(repo: Path, *args: str, fd: int | None = None, input: bytes | None
     if out.returncode != 0:
         raise WorkNotBack(f"git {' '.join(args[:2])} in {repo} failed: "
                           f"{' '.join(out.stderr.decode(errors='replace').split())[-400:]}")
-    return out.stdout.decode(errors="replace")
+    return out.stdout.decode(errors="surrogateescape")
 
 
 def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought:
@@ -1606,7 +1616,9 @@ def _sha256(f) -> str:
 
 
 def _tree_digest(entries: Mapping[str, str]) -> str:
-    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(entries.items())).encode()).hexdigest()
+    # A name not UTF-8 is kept as surrogates, on both sides: it is hashed as the bytes it was.
+    text = "".join(f"{k}\0{v}\n" for k, v in sorted(entries.items()))
+    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
 
 
 # bash and timeout, in copies the agent's user may run and not read (the image's Dockerfile says why).
@@ -1633,7 +1645,7 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
         why = (f"it did not finish in time; {STEP_SECONDS_VARIABLE} sets the limit, {limit} s"
                if code in (124, 137) else f"exit {code}")
         raise BottleError(f"{what} failed ({why}): {_tail(err or out.getvalue())}")
-    return out.getvalue().decode(errors="replace")
+    return out.getvalue().decode(errors="surrogateescape")  # a ref's name may be any bytes: each is kept
 
 
 def _tail(data: bytes) -> str:

@@ -460,6 +460,19 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "show", f"{brought.extra[0]}:new.txt"), "w\n")
         self.assertHostUntouched()
 
+    def test_a_branch_whose_name_is_not_utf8_comes_back(self):
+        """Found by attacking it: read as text with the byte replaced, its name matched nothing fetched, and
+        its commit was left in a hidden ref while `stop` said there was nothing to bring back."""
+        b = self.bottle()
+        code, out = b.sh("cd /workspace && git checkout -q -b \"$(printf 'x\\233y')\" && "
+                         "git -c user.name=a -c user.email=a@b commit -q --allow-empty -m odd && git checkout -q -")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(brought.extra, (f"{b.plan.workspace.branch}.x%9by",))
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", brought.extra[0]), "odd\n")
+        self.assertEqual(git(self.repo, "for-each-ref", "refs/claude-bottle-incoming"), "")
+        self.assertHostUntouched()
+
     def test_a_subfolder_travels_alone_and_its_work_comes_back_in_place(self):
         sub = self.repo / "pkg dir" / "inner"
         sub.mkdir(parents=True)
@@ -563,6 +576,13 @@ class PlainFolderTest(support.IntegrationTest):
         self.assertEqual((self.dir / "b.txt").read_text(), "B")  # the user's folder is never touched
         self.assertEqual(sorted(brought.skipped), ["new/escape", "new/up", "up"])  # links that lead out of it
         self.assertFalse((brought.folder / "new" / "escape").is_symlink())
+
+    def test_a_file_name_not_utf8_comes_back(self):
+        """Found by attacking it: hashing the names failed, and every stop failed (exit 7)."""
+        code, out = self.b.sh("printf x > \"/workspace/$(printf 'f\\233')\"")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back()
+        self.assertEqual((brought.folder / os.fsdecode(b"f\x9b")).read_text(), "x")
 
     def test_a_git_folder_the_agent_made_comes_back_renamed(self):
         """A repository whose config runs a command at the user's first `git status` there does not come

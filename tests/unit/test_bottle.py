@@ -41,8 +41,8 @@ class BottleContainerTest(unittest.TestCase):
         self.assertEqual(spec.name, n.container)
         self.assertEqual(spec.api_body(), {
             "Image": plan.image.tag,
-            "Cmd": ["/usr/local/lib/claude-bottle/init", "--", "bottle-init", "3128",
-                    "/run/claude-bottle/proxy/handoff.sock"],
+            "Cmd": ["/usr/local/lib/claude-bottle/python3", "-I", "-S", "/usr/local/lib/claude-bottle/pid1.py",
+                    "bottle-init", "3128", "/run/claude-bottle/proxy/handoff.sock"],
             "Labels": {"org.claude-bottle.bottle": plan.name, "org.claude-bottle.agent": "dev",
                        "org.claude-bottle.config": "dev",
                        "org.claude-bottle.role": "bottle", "org.claude-bottle.owner": "host:1:2",

@@ -17,6 +17,12 @@ class VisibleTest(unittest.TestCase):
         self.assertEqual(visible("a\nb"), "a\\x0ab")
         self.assertEqual(visible("a\nb", newlines=True), "a\nb")
 
+    def test_a_byte_not_utf8_kept_as_python_keeps_it(self):
+        """A ref or file name of the agent's that is not UTF-8 arrives so (surrogateescape): printed raw, it
+        was a traceback."""
+        self.assertEqual(visible("x\udc9by"), "x\\udc9by")
+        self.assertEqual(visible("x\udc9by").encode(), b"x\\udc9by")  # nothing of it is left raw
+
     def test_bytes_from_a_bottle(self):
         self.assertEqual(visible_bytes(b"ok\n\x1b]52;c;ZXZpbA==\x07\xff\n"), "ok\n\\x1b]52;c;ZXZpbA==\\x07\ufffd\n".encode())
 
