@@ -113,7 +113,7 @@ def _cluster(environ: Mapping[str, str], m: manifest.Manifest | None) -> list[Ch
     from . import kube
 
     try:
-        cluster = kube.connect(environ)
+        cluster = kube.connect(environ, namespace_checked=False)  # its own check, below
     except BottleError as e:
         return [Check("cluster", "fail", str(e), "check KUBECONFIG and --context (or runtime.context in the home "
                                                  "manifest), or use --runtime docker")]

@@ -110,6 +110,10 @@ class Cluster:
             message = e.reason
         return ClusterUnavailable(f"the Kubernetes cluster at {self.host} refused: {_one_line(message)}")
 
+    def no_namespace(self) -> BottleError:
+        return BottleError(f"namespace {self.namespace} does not exist in context {self.context}: create it "
+                           f"(kubectl create namespace {self.namespace}) or name another with --namespace")
+
     def namespace_exists(self) -> bool | None:
         """Whether this namespace exists; None when this user may not ask (namespaces are cluster-wide)."""
         try:
@@ -131,8 +135,7 @@ class Cluster:
                               "digits and '-'")
         pod = self._call(self.core.create_namespaced_pod, self.namespace, _pod(bottle, side, rules, rules_image))
         if pod is None:  # the API's 404 for a pod being created: its namespace
-            raise BottleError(f"namespace {self.namespace} does not exist in context {self.context}: create it "
-                              f"(kubectl create namespace {self.namespace}) or name another with --namespace")
+            raise self.no_namespace()
         self._call(self.net.create_namespaced_network_policy, self.namespace, _policy(name, bottle.labels, pod))
         self._wait_running(name, timeout)
         said: dict[str, str] = {}
@@ -573,9 +576,10 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())[:300]
 
 
-def connect(environ: Mapping[str, str]) -> Cluster:
+def connect(environ: Mapping[str, str], namespace_checked: bool = True) -> Cluster:
     """The cluster of the current kubeconfig context (or CLAUDE_BOTTLE_CONTEXT's), in its namespace (or
-    CLAUDE_BOTTLE_NAMESPACE's), checked to answer."""
+    CLAUDE_BOTTLE_NAMESPACE's), checked to answer and, with `namespace_checked`, to have that namespace: in one
+    that does not exist, `ps` would show no bottle and `stop` say there is none by that name."""
     context = environ.get(CONTEXT_VARIABLE) or None
     config_file = environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     try:
@@ -599,5 +603,9 @@ def connect(environ: Mapping[str, str]) -> Cluster:
                                  "KUBECONFIG or --context, or use --runtime docker") from None
     namespace = environ.get(NAMESPACE_VARIABLE) or (active.get("context") or {}).get("namespace") or "default"
     cluster = Cluster(api, namespace, active["name"])
-    cluster._call(cluster.core.list_namespaced_pod, namespace, limit=1)
+    exists = cluster.namespace_exists() if namespace_checked else None  # (also shows that the API answers)
+    if exists is False:
+        raise cluster.no_namespace()
+    if exists is None:  # not asked, or this user may not ask
+        cluster._call(cluster.core.list_namespaced_pod, namespace, limit=1)
     return cluster

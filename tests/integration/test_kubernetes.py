@@ -184,15 +184,19 @@ class KubernetesLifecycleTest(unittest.TestCase):
         shutil.rmtree(cls.home, ignore_errors=True)
 
     def test_a_namespace_that_does_not_exist_is_named(self):
+        """By every command, not `start` alone: `ps` showed no bottle there, and `stop` said there was none
+        by that name."""
         missing = f"claude-bottle-missing-{support.RUN_ID}"
-        out = cli("start", "--detach", "--yes", "kube", env=self.env | {"CLAUDE_BOTTLE_NAMESPACE": missing},
-                  cwd=self.home)
-        self.assertEqual(out.returncode, 1, out.stderr)
-        self.assertEqual(out.stderr.strip().splitlines()[-1],
-                         f"Error: namespace {missing} does not exist in context "
-                         f"{kubectl('config', 'current-context').strip()}: create it (kubectl create namespace "
-                         f"{missing}) or name another with --namespace")
-        self.assertNotIn("Traceback", out.stderr)
+        for command in (["start", "--detach", "--yes", "kube"], ["ps"], ["stop", "x"], ["cleanup", "--yes"],
+                        ["exec", "x", "--", "true"], ["logs", "x"]):
+            with self.subTest(command=command[0]):
+                out = cli(*command, env=self.env | {"CLAUDE_BOTTLE_NAMESPACE": missing}, cwd=self.home)
+                self.assertEqual(out.returncode, 1, out.stderr)
+                self.assertEqual(out.stderr.strip().splitlines()[-1],
+                                 f"Error: namespace {missing} does not exist in context "
+                                 f"{kubectl('config', 'current-context').strip()}: create it (kubectl create "
+                                 f"namespace {missing}) or name another with --namespace")
+                self.assertNotIn("Traceback", out.stderr)
 
 
 def untag(prefix: str) -> None:
