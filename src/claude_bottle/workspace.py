@@ -817,9 +817,15 @@ begun=@START@
   S ls-tree -r -z "$tree" | while IFS= read -r -d '' entry; do
     case "$entry" in "160000 commit "*) ;; *) continue ;; esac
     sha=${entry#160000 commit }; sha=${sha%%$'\t'*}; path=${entry#*$'\t'}
-    # Here already (a stop run again after the fetch below), or the user's (no repository here to have it).
+    # Here already, with its history (a stop run again after the fetch below); or the user's (no repository
+    # here to have it). One fetched before without all its history (from a shallow submodule since made
+    # whole) is fetched again, all of it: git would take the part it has for the whole.
+    refetch=
     if S cat-file -e "$sha^{commit}" 2>/dev/null; then
-      S update-ref "refs/submodule-commits/$sha" "$sha" && echo "refs/submodule-commits/$sha"; continue
+      if S rev-list --objects "$sha" > /dev/null 2>&1 || [ ! -e "/workspace/$path/.git" ]; then
+        S update-ref "refs/submodule-commits/$sha" "$sha" && echo "refs/submodule-commits/$sha"; continue
+      fi
+      refetch=--refetch
     fi
     [ -e "/workspace/$path/.git" ] || continue
     # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
@@ -827,7 +833,8 @@ begun=@START@
     # From a shallow submodule too (a `clone --depth` the agent made one), whose shallow commits our git then
     # knows: without --update-shallow git drops such a ref with no more than a warning.
     if S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head \
-        --no-recurse-submodules --update-shallow "/workspace/$path" "+$sha:refs/submodule-commits/$sha" 2>/dev/null; then
+        --no-recurse-submodules --update-shallow $refetch "/workspace/$path" "+$sha:refs/submodule-commits/$sha" \
+        2>/dev/null; then
       if S rev-parse -q --verify "refs/submodule-commits/$sha" > /dev/null; then echo "refs/submodule-commits/$sha"
       else printf 'commit %s of submodule %s could not be taken from it\n' "$sha" "$path" >> "$snap/not-taken"; fi
     elif [ "$(S rev-parse -q --verify "$begun:$path" 2>/dev/null)" != "$sha" ]; then  # (not the user's)
@@ -835,63 +842,119 @@ begun=@START@
     fi
   done
 done
-# A submodule's folder holds work its gitlink does not name: files not committed in it, its branches, tags,
-# notes and stash past that commit, or files the agent wrote into a submodule of the user's that is not
-# checked out here. Each such folder comes back as one commit of ours: its files as they are, on top of its
-# HEAD (the first parent), with the tips of its refs that HEAD does not hold as the other parents. A
-# submodule inside it whose .git was set aside above comes as its files.
-n=0
-S ls-files -s -z | while IFS= read -r -d '' entry; do
-  case "$entry" in "160000 "*) ;; *) continue ;; esac
-  path=${entry#*$'\t'}; linked=${entry#160000 }; linked=${linked%% *}
-  dir="/workspace/$path"
-  [ -d "$dir" ] && [ ! -L "$dir" ] || continue
-  n=$((n + 1))
-  into=refs/claude-bottle-submodule
-  at=; others=()
-  if [ -e "$dir/.git" ]; then
+# A submodule's repository holds work the gitlinks above do not name: files not committed in its folder, its
+# branches, tags, notes and stash, the commits its reflogs name (an amend, a reset), or files the agent wrote
+# into a submodule of the user's that is not checked out here. Each such repository comes back as one commit
+# of ours: its files as they are (a submodule inside it whose .git was set aside above: as its files), on top
+# of its HEAD (the first parent), with the tips of the rest that HEAD does not hold as the other parents.
+# First each submodule folder of the workspace's index; then every repository in .git/modules that none of
+# them is (one the agent removed with `git rm`, one inside another, one its .gitmodules no longer names).
+take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "") NAME GITDIR (its reflogs, or "")
+  local from=$1 dir=$2 name=$3 gd=$4 into=refs/claude-bottle-submodule at= tree= tips=() others=() made ref
+  if [ -n "$from" ]; then
     if ! S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
-        --update-shallow "$dir" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" \
+        --update-shallow "$from" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" \
         "+refs/notes/*:$into/notes/*" "+refs/stash*:$into/stash*" 2>/dev/null; then
-      printf 'the refs of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+      printf 'the refs of submodule %s could not be taken from it\n' "$name" >> "$snap/not-taken"; return 0
     fi
     # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
     S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
-      --update-shallow "$dir" "+HEAD:$into/HEAD" 2>/dev/null || true
+      --update-shallow "$from" "+HEAD:$into/HEAD" 2>/dev/null || true
+    # Its reflogs' commits, read as data (the newest thousand), each fetched by name: one whose history the
+    # agent deleted stays behind, as in the workspace's own repository.
+    if [ -n "$gd" ] && [ -d "$gd/logs" ] && [ ! -L "$gd/logs" ]; then
+      find "$gd/logs" -type f -size -64M -exec grep -ohE '^[0-9a-f]{40} [0-9a-f]{40}' -- {} + 2>/dev/null \
+        | cut -d' ' -f2 | grep -v '^0*$' | awk '!seen[$0]++' | tail -n 1000 > "$snap/submodule-logs" || true
+      if [ -s "$snap/submodule-logs" ]; then
+        mapfile -t logged < <(sed "s|.*|+&:$into/logs/&|" "$snap/submodule-logs")
+        S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
+            --no-write-fetch-head --no-recurse-submodules --update-shallow "$from" "${logged[@]}" 2>/dev/null \
+          || for one in "${logged[@]}"; do
+               S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
+                 --no-write-fetch-head --no-recurse-submodules --update-shallow "$from" "$one" 2>/dev/null || true
+             done
+      fi
+    fi
     at=$(S rev-parse --verify -q "$into/HEAD^{commit}") || at=
     mapfile -t tips < <(S for-each-ref --format='%(objectname)^{commit}' "$into/" \
       | S cat-file --batch-check='%(objectname)' | grep -v ' missing$' | sort -u)
-    for tip in "${tips[@]}"; do
-      [ -n "$at" ] && S merge-base --is-ancestor "$tip" "$at" 2>/dev/null || others+=("$tip")
-    done
-    [ "${#others[@]}" -le 1 ] || mapfile -t others < <(S merge-base --independent "${others[@]}")
     S for-each-ref --format='delete %(refname)' "$into/" | S update-ref --stdin
   fi
-  rm -f "$snap/worktree-index"
-  if [ -n "$at" ]; then W "$dir" read-tree "$at"; else W "$dir" read-tree --empty; fi
-  W "$dir" ls-files -s -z | while IFS= read -r -d '' inner; do  # a submodule in it, set aside: its files
-    case "$inner" in "160000 "*) [ -e "$dir/${inner#*$'\t'}/.git" ] \
-      || printf '%s\0' "${inner#*$'\t'}" | W "$dir" update-index -z --force-remove --stdin ;; esac
-  done
-  if ! (cd -- "$dir" && W "$dir" add -A -- . "${aside[@]}") 2>/dev/null || ! tree=$(W "$dir" write-tree); then
-    printf 'the files of submodule %s could not be taken from it\n' "$path" >> "$snap/not-taken"; continue
+  if [ -n "$dir" ]; then
+    rm -f "$snap/worktree-index"
+    if [ -n "$at" ]; then W "$dir" read-tree "$at"; else W "$dir" read-tree --empty; fi
+    W "$dir" ls-files -s -z | while IFS= read -r -d '' inner; do  # a submodule in it, set aside: its files
+      case "$inner" in "160000 "*) [ -e "$dir/${inner#*$'\t'}/.git" ] \
+        || printf '%s\0' "${inner#*$'\t'}" | W "$dir" update-index -z --force-remove --stdin ;; esac
+    done
+    if ! (cd -- "$dir" && W "$dir" add -A -- . "${aside[@]}") 2>/dev/null || ! tree=$(W "$dir" write-tree); then
+      printf 'the files of submodule %s could not be taken from it\n' "$name" >> "$snap/not-taken"; return 0
+    fi
+  elif [ -n "$at" ]; then
+    tree=$(S rev-parse "$at^{tree}")
   fi
-  if [ -n "$at" ] && [ "$at" = "$linked" ] && [ "${#others[@]}" = 0 ] && [ "$tree" = "$(S rev-parse "$at^{tree}")" ]
-  then continue; fi  # nothing in it but what its gitlink names
-  [ -n "$at" ] || [ "${#others[@]}" != 0 ] || [ "$tree" != "$(S mktree < /dev/null)" ] || continue  # empty
+  [ -n "$tree" ] || tree=$(S mktree < /dev/null)
+  # Nothing new: its files are its HEAD's, and every commit of it is one that comes back anyway.
+  local commits=($at "${tips[@]}")
+  if [ "$tree" = "$(if [ -n "$at" ]; then S rev-parse "$at^{tree}"; else S mktree < /dev/null; fi)" ] && {
+      [ "${#commits[@]}" = 0 ] || [ -z "$({ printf '%s\n' "${commits[@]}"; S for-each-ref --format='^%(objectname)'
+        S rev-parse --verify -q HEAD | sed 's/^/^/'; } | { S rev-list --stdin -n 1 2>/dev/null || echo new; })" ]; }
+  then return 0; fi
+  for tip in "${tips[@]}"; do
+    [ -n "$at" ] && S merge-base --is-ancestor "$tip" "$at" 2>/dev/null || others+=("$tip")
+  done
+  [ "${#others[@]}" -le 1 ] || mapfile -t others < <(S merge-base --independent "${others[@]}")
   parents=(); [ -z "$at" ] || parents=(-p "$at")
   for tip in "${others[@]}"; do parents+=(-p "$tip"); done
-  made=$(S commit-tree "$tree" "${parents[@]}" -m "claude-bottle: submodule $path when the bottle ended: its files \
-on top of its HEAD (the first parent, if it had one here), and its refs that HEAD does not hold (the other parents)")
+  made=$(S commit-tree "$tree" "${parents[@]}" -m "claude-bottle: submodule $name when the bottle ended: its files \
+on top of its HEAD (the first parent, if it had one here), and its refs and reflogs' commits that HEAD does not hold \
+(the other parents)")
   # Named by its path (what a ref cannot hold made a dash), where a ref can be (another's may be in the way:
   # `a` and `a/b`), else by its number.
-  ref="refs/submodule-work/$(printf '%s' "$path" | tr ' ~^:?*[\\\000-\037\177' '-')"
+  ref="refs/submodule-work/$(printf '%s' "$name" | tr ' ~^:?*[\\\000-\037\177' '-')"
   if ! git check-ref-format "$ref" || S rev-parse -q --verify "$ref" > /dev/null \
       || ! S update-ref "$ref" "$made" "" 2>/dev/null; then
-    ref="refs/submodule-work-$n"; S update-ref "$ref" "$made"
+    ref="refs/submodule-work-$5"; S update-ref "$ref" "$made"
   fi
   echo "$ref"
+}
+gitdir_of() {  # FOLDER: the repository its .git is or names, as a real path
+  if [ -d "$1/.git" ] && [ ! -L "$1/.git" ]; then (cd -- "$1/.git" && pwd -P)
+  elif small "$1/.git" 4096 && { read -r line < "$1/.git"; } 2>/dev/null && [ "${line#gitdir: }" != "$line" ]; then
+    to=${line#gitdir: }; case "$to" in /*) ;; *) to=$1/$to ;; esac; (cd -- "$to" 2>/dev/null && pwd -P)
+  fi
+}
+: > "$snap/submodule-gitdirs"
+n=0
+S ls-files -s -z | while IFS= read -r -d '' entry; do
+  case "$entry" in "160000 "*) ;; *) continue ;; esac
+  path=${entry#*$'\t'}; dir="/workspace/$path"
+  [ -d "$dir" ] && [ ! -L "$dir" ] || continue
+  n=$((n + 1)); gd=; from=
+  if [ -e "$dir/.git" ]; then from=$dir; gd=$(gitdir_of "$dir") || gd=; fi
+  [ -z "$gd" ] || printf '%s\n' "$gd" >> "$snap/submodule-gitdirs"
+  take_repo "$from" "$dir" "$path" "$gd" "p$n"
 done
+modules=$(cd -- "$common" && pwd -P)/modules
+n=0
+if [ -d "$modules" ] && [ ! -L "$modules" ]; then
+  find "$modules" -type d \( -name objects -o -name refs -o -name logs -o -name hooks -o -name info \
+    -o -name worktrees \) -prune -o -type f -name HEAD -print0 2>/dev/null | while IFS= read -r -d '' head; do
+    gd=$(cd -- "${head%/HEAD}" && pwd -P) || continue
+    [ -d "$gd/objects" ] && [ -d "$gd/refs" ] || continue
+    ! grep -qxF -- "$gd" "$snap/submodule-gitdirs" || continue
+    n=$((n + 1)); [ "$n" -le 1000 ] || break
+    rel=${gd#"$modules"/}; name=${rel//\/modules\//\/}
+    # Fetched from a view of it (its objects and refs, a config of ours): git serving a fetch from it would
+    # go to the folder its config names as its work tree, which `git rm` removed.
+    view="$snap/view-$n"; mkdir -p "$view"
+    ln -s "$gd/objects" "$view/objects"; ln -s "$gd/refs" "$view/refs"
+    for f in packed-refs HEAD shallow; do ! small "$gd/$f" 268435456 || cp -- "$gd/$f" "$view/$f"; done
+    [ -f "$view/HEAD" ] || echo 'ref: refs/heads/none' > "$view/HEAD"
+    printf '[core]\n\trepositoryformatversion = 0\n\tbare = true\n' > "$view/config"
+    take_repo "$view" "" "$name" "$gd" "g$n"
+  done
+fi
 [ ! -s "$snap/not-taken" ] || { cat "$snap/not-taken" >&2; false; }
 n=0
 R reflog show --no-show-signature --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries

@@ -439,6 +439,73 @@ class GitWorkspaceTest(support.IntegrationTest):
         self.assertEqual(git(self.repo, "show", f"{branch}.in-submodule.outer:in/deep.txt"), "deep\n")
         self.assertHostUntouched()
 
+    def contents_on_host(self, *contents: str) -> list[bool]:
+        """Whether each text is, as a file, in the host repository's objects."""
+        def sha(text: str) -> str:
+            return subprocess.run(["git", "hash-object", "--stdin"], input=text, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+
+        return [subprocess.run(["git", "-C", str(self.repo), "cat-file", "-e", sha(text)]).returncode == 0
+                for text in contents]
+
+    def test_every_submodule_repository_comes_back_not_only_those_checked_out_at_a_path(self):
+        """Found by attacking it: a submodule commit only an older commit's gitlink or a reflog named (an
+        amend), a submodule's work after `git rm` of it, the stash and branches of a submodule inside another,
+        and all of a submodule's when .gitmodules could not be read, were lost with stop saying all was well."""
+        b = self.bottle()
+        add = "git -c protocol.file.allow=always submodule add -q"
+        code, out = b.sh(
+            "export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b; set -e; "
+            "mk() { git init -q -b main /tmp/$1; echo $1 > /tmp/$1/f; git -C /tmp/$1 add f; git -C /tmp/$1 commit -qm $1; }; "
+            "mk sm; mk gone; mk inner; mk outer; cd /tmp/outer && "
+            f"{add} /tmp/inner inner && git commit -qm inner && cd /workspace && {add} /tmp/sm sm && "
+            f"{add} /tmp/gone gone && {add} /tmp/outer outer && "
+            "git -c protocol.file.allow=always submodule update -q --init --recursive && git commit -qm subs && "
+            "cd sm && echo VERSION-ONE > v && git add v && git commit -qm X && cd .. && git add sm && "
+            "git commit -qm B && cd sm && echo VERSION-TWO > v && git add v && git commit -q --amend -m X2 && "
+            "cd .. && git add sm && git commit -qm C && "
+            "cd gone && echo GONE-WORK > w && git add w && git commit -qm w && cd .. && git add gone && "
+            "git commit -qm 'bump gone' && git rm -q gone && git commit -qm 'rm gone' && "
+            "cd outer/inner && echo INNER-STASH > st && git add st && git stash -q && git checkout -qb side && "
+            "echo INNER-SIDE > sd && git add sd && git commit -qm s && git checkout -q main")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(self.contents_on_host("VERSION-ONE\n", "VERSION-TWO\n", "GONE-WORK\n", "INNER-STASH\n",
+                                               "INNER-SIDE\n"), [True] * 5, brought.extra)
+        self.assertHostUntouched()
+
+    def test_a_gitmodules_git_cannot_read_loses_nothing_of_the_submodules(self):
+        b = self.bottle()
+        code, out = b.sh(
+            "export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b; set -e; "
+            "git init -q -b main /tmp/sm; git -C /tmp/sm commit -q --allow-empty -m sm; cd /workspace; "
+            "git -c protocol.file.allow=always submodule add -q /tmp/sm sm; git commit -qm 'adds sm'; "
+            "cd sm; echo SM-COMMITTED > c2; git add c2; git commit -qm 2; echo SM-STASH > st; git add st; "
+            "git stash -q; git checkout -q -b side; echo SM-SIDE > sd; git add sd; git commit -qm s; "
+            "git checkout -q main; cd ..; git add sm; git commit -qm bump; printf '<<<<<<< HEAD\n' >> .gitmodules")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(self.contents_on_host("SM-COMMITTED\n", "SM-STASH\n", "SM-SIDE\n"), [True] * 3, brought.extra)
+
+    def test_a_shallow_submodule_made_whole_after_a_stop_failed_comes_back(self):
+        """Found by attacking it: the first stop had fetched its commit without the parents, and every stop
+        after took that part for the whole, even once the submodule was made whole as the error said."""
+        b = self.bottle()
+        code, out = b.sh(
+            "export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b; set -e; "
+            "git init -q -b main /tmp/deep; for i in 1 2 3; do echo $i > /tmp/deep/f; git -C /tmp/deep add f; "
+            "git -C /tmp/deep commit -qm d$i; done; cd /workspace; "
+            "git -c protocol.file.allow=always submodule add -q --depth 1 file:///tmp/deep deep; git commit -qm d; "
+            "echo X > deep/unc")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack):
+            self.bring_back(b)
+        code, out = b.sh("cd /workspace/deep && git -c protocol.file.allow=always fetch -q --unshallow")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        self.assertEqual(git(self.repo, "log", "--format=%s", git(self.repo, "rev-parse", f"{brought.branch}:deep").strip()),
+                         "d3\nd2\nd1\n")
+
     def test_files_written_into_a_submodule_of_the_users_come_back(self):
         """Found by attacking it: a submodule of the user's is an empty folder in the bottle; what the agent
         wrote there was lost with `stop` saying there was nothing to bring back. And one whose path had a
