@@ -1695,8 +1695,18 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
     limit = step_seconds()
     timeout, shell = PRIVATE_SHELL if shell == "bash" else ("timeout", shell)
     try:
-        code, err = engine.exec_to(container, [timeout, "-k", "5", str(limit), shell, "-euc", script],
-                                   out, user=BOTTLE_USER, timeout=limit + 10)
+        for attempt in range(3):
+            out.seek(0), out.truncate()
+            code, err = engine.exec_to(container, [timeout, "-k", "5", str(limit), shell, "-euc", script],
+                                       out, user=BOTTLE_USER, timeout=limit + 10)
+            if code == 0 or not _NO_FORK.search(err + out.getvalue()):
+                break
+            # The agent's processes fill the bottle's process limit, so nothing of ours can start: they go
+            # (the bottle is ending; its files are the work), and the step runs again.
+            try:
+                engine.exec(container, ["kill", "-KILL", "-1"], user=BOTTLE_USER, timeout=10)
+            except BottleError:
+                pass  # no room for this either, yet: the next try says
         if code in (126, 127) and timeout != "timeout" and PRIVATE_SHELL[0].encode() in err + out.getvalue():
             # A bottle from before the image had them: its stop goes on as it would have then.
             out.seek(0), out.truncate()
@@ -1709,6 +1719,9 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
                if code in (124, 137) else f"exit {code}")
         raise BottleError(f"{what} failed ({why}): {_tail(err or out.getvalue())}")
     return out.getvalue().decode(errors="surrogateescape")  # a ref's name may be any bytes: each is kept
+
+
+_NO_FORK = re.compile(rb"fork[^\n]*(Resource temporarily unavailable|failed)|Cannot fork|cannot fork", re.I)
 
 
 def _tail(data: bytes) -> str:

@@ -418,6 +418,18 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean
         self.assertTrue(self.gone(name))
 
+    def test_processes_that_fill_the_bottles_limit_do_not_keep_the_work(self):
+        """Found by attacking it: with every process slot taken, nothing of stop's could start, and every stop
+        failed."""
+        name = self.m.start()
+        out = self.m.agent(name, "echo w > /workspace/w.txt")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.m.agent(name, "for i in $(seq 1100); do sleep 100000 & done")  # until fork fails: the limit is 1024
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:w.txt"), "w\n")
+        self.assertTrue(self.gone(name))
+
     def test_a_linked_worktree_moved_since_it_was_made(self):
         """What was uncommitted in a linked worktree moved with `mv` (its gitdir file names where it was) stayed
         behind: it is found by the .git file in it."""
@@ -1102,8 +1114,11 @@ class LifecycleTest:
         agent's SIGTERM; on Kubernetes a pod's container is not started again, so the work was lost. Every
         signal it can send, from a forged sender too, leaves the bottle running and the work comes back."""
         name = self.m.start()
+        # With no room for a signal's details (PID 1's queue limit 0), the kernel reports it as kill(2)'s
+        # from outside the bottle: a PID 1 that judged the sender would take it for the engine's.
         out = self.m.agent(name, "cd /workspace && echo saved > saved.txt && for s in TERM INT HUP QUIT USR1 "
-                                 "STOP KILL; do kill -s $s 1; done; python3 -c " + shlex.quote(FORGED_SIGTERM))
+                                 "STOP KILL; do kill -s $s 1; done; prlimit --pid 1 --sigpending=0:0 && "
+                                 "python3 -c " + shlex.quote(FORGED_SIGTERM))
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(out.stdout, "forged: queued\n")  # and ignored: it does not claim the engine sent it
         self.m.agent(name, "kill -9 -1")  # every process of the agent's, this one too
