@@ -44,10 +44,7 @@ DEFAULT_BRIDGE = "bridge"
 EGRESS_NETWORK = "claude-bottle-egress"
 # Where this machine's own engine listens: only then is its /etc/resolv.conf the one the engine reads.
 _LOCAL_ENGINES = (docker.DEFAULT_HOST, "unix:///run/docker.sock")
-# The bottle's PID 1, which nothing inside the bottle can end (bottle-pid1.py says how), from a copy of python3
-# the agent's user may run but not read (the image's Dockerfile says why), in place of Docker's own init, which
-# the agent could attach to and so undo `stop`'s freeze.
-INIT = (f"{image.PRIVATE_BIN}/python3", "-I", "-S", f"{image.PRIVATE_BIN}/pid1.py")
+INIT = image.PID1
 DEFAULT_MEMORY = "4g"
 DEFAULT_PIDS = 1024
 

@@ -32,6 +32,10 @@ WORKSPACE = "/workspace"
 # Copies of programs the bottle's user may run but not read (the Dockerfile says why): python3 (for PID 1),
 # bash, timeout.
 PRIVATE_BIN = "/usr/local/lib/claude-bottle"
+# The bottle's PID 1, which no signal of the agent's ends (bottle-pid1.py says how), from a copy of python3 the
+# agent's user may run but not read (the Dockerfile says why), in place of Docker's own init, which the agent
+# could attach to and so undo `stop`'s freeze. It runs the program named after it.
+PID1 = (f"{PRIVATE_BIN}/python3", "-I", "-S", f"{PRIVATE_BIN}/pid1.py")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import BinaryIO
 from . import lazy
 from .docker import LABEL_PREFIX, ContainerSpec, ContainerState, ExecTimeout, Found, limited, size_in_bytes
 from .errors import BottleError, ClusterUnavailable
+from .image import PID1, WORKSPACE
 
 k8s = lazy.Module("kubernetes.client")
 k8s_config = lazy.Module("kubernetes.config")
@@ -83,6 +84,7 @@ class Cluster:
         self.host = api.configuration.host
         self.core = k8s.CoreV1Api(api)
         self.net = k8s.NetworkingV1Api(api)
+        self._rescued: dict[str, str] = {}  # pod: the ephemeral container that stands in for its ended bottle
 
     def clone(self) -> Cluster:
         return self  # the client's connection pool is shared safely between threads
@@ -209,9 +211,48 @@ class Cluster:
         return k8s.CoreV1Api(k8s.ApiClient(self.api.configuration))
 
     def start_container(self, name: str) -> None:
+        """A pod's container cannot be started again. A bottle's that has ended (its PID 1 killed by its
+        CPU-time limit, or by the out-of-memory killer) is stood in for by an ephemeral container of the same
+        image and user, with the bottle's workspace volume, where its work is brought back from: every exec
+        to the bottle goes there from now on."""
         state = self.container(name)
-        if state is None or not state.running:
+        if state is None:
+            raise BottleError(f"{name} is gone")
+        if state.running:
+            return
+        pod, container = _target(name)
+        found = self._call(self.core.read_namespaced_pod, pod, self.namespace)
+        spec = {c.name: c for c in (found.spec.containers or [])} if found else {}
+        if container != "bottle" or "bottle" not in spec or (found.status.phase or "") != "Running":
             raise BottleError(f"{name} is not running, and a pod's container cannot be started again")
+        bottle = spec["bottle"]
+        if not any(m.name == "workspace" for m in (bottle.volume_mounts or [])):
+            raise BottleError(f"{name} is not running, and a pod's container cannot be started again (a bottle "
+                              "made before its workspace was kept on a volume)")
+        if not any(c.name == _RESCUE for c in (found.spec.ephemeral_containers or [])):
+            security = bottle.security_context
+            standin = {"name": _RESCUE, "image": bottle.image, "imagePullPolicy": "IfNotPresent",
+                       "command": [*PID1, "true"], "workingDir": WORKSPACE,
+                       "securityContext": _security(security.run_as_user),
+                       "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}]}
+            body = {"spec": {"ephemeralContainers": [
+                self.api.sanitize_for_serialization(c) for c in (found.spec.ephemeral_containers or [])] + [standin]}}
+            self._call(self.core.patch_namespaced_pod_ephemeralcontainers, pod, self.namespace, body)
+        deadline = time.monotonic() + 120
+        while True:
+            found = self._call(self.core.read_namespaced_pod, pod, self.namespace)
+            statuses = {c.name: c for c in ((found.status.ephemeral_container_statuses or []) if found else [])}
+            now = statuses.get(_RESCUE)
+            if now is not None and now.state and now.state.running:
+                break
+            if found is None or (now is not None and now.state and now.state.terminated):
+                raise BottleError(f"{name} is not running, and the container that would stand in for it to bring "
+                                  "its work back did not start")
+            if time.monotonic() > deadline:
+                raise BottleError(f"{name} is not running, and the container that would stand in for it to bring "
+                                  "its work back did not start within 120 s")
+            time.sleep(0.2)
+        self._rescued[pod] = _RESCUE
 
     def container(self, name: str) -> ContainerState | None:
         pod, container = _target(name)
@@ -292,6 +333,8 @@ class Cluster:
 
     def _open_exec(self, name: str, argv: Sequence[str], workdir: str | None, stdin: bool, tty: bool = False):
         pod, container = _target(name)
+        if container == "bottle":
+            container = self._rescued.get(pod, container)
         command = ["env", "-C", workdir, *argv] if workdir else list(argv)
         ws = self._call(k8s_stream.stream, self._streaming().connect_get_namespaced_pod_exec, pod, self.namespace,
                         container=container, command=command, stdin=stdin, stdout=True, stderr=not tty, tty=tty,
@@ -421,6 +464,9 @@ def _pod_state(pod) -> str:
     return (pod.status.phase or "created").lower()
 
 
+_RESCUE = "work"  # the ephemeral container that stands in for a bottle's that has ended (start_container)
+
+
 def _target(name: str) -> tuple[str, str]:
     if name.endswith(SIDECAR_SUFFIX):
         return name[: -len(SIDECAR_SUFFIX)], "sidecar"
@@ -474,14 +520,21 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
                 "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
                 "labelSelector": {"matchExpressions": [{"key": LABEL_PREFIX + "bottle", "operator": "Exists"}]},
             }],
+            # The workspace on a volume of the pod's: if the bottle's container ends, its work is still there
+            # for a container that stands in for it (Cluster.start_container).
             "volumes": [{"name": "proxy", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                        _memory_volume("gate-state", "64Mi"), _memory_volume("secrets", "1Mi")],
+                        _memory_volume("gate-state", "64Mi"), _memory_volume("secrets", "1Mi"),
+                        {"name": "workspace", "emptyDir": {}}],
             "initContainers": [{
                 "name": "egress-rules", "image": rules_image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", rules],
+                # The workspace volume the bottle's user's, as the image's folder is (git refuses a repository
+                # in a folder of another user's).
+                "command": ["sh", "-c", f"chmod 0755 {WORKSPACE} && chown {bottle_uid}:{bottle_uid} {WORKSPACE}\n"
+                                        + rules],
                 "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}},
+                                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "CHOWN"]}},
                 "resources": {"limits": {"memory": "64Mi"}},
+                "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
             }],
             "containers": [
                 {"name": "sidecar", "image": side.image, "imagePullPolicy": "IfNotPresent",
@@ -498,7 +551,8 @@ def _pod(bottle: ContainerSpec, side: ContainerSpec, rules: str, rules_image: st
                  "securityContext": _security(bottle_uid),
                  "resources": _bottle_resources(bottle),
                  "volumeMounts": [{"name": "proxy", "mountPath": proxy_dir, "readOnly": True},
-                                  {"name": "secrets", "mountPath": secrets_dir}]},
+                                  {"name": "secrets", "mountPath": secrets_dir},
+                                  {"name": "workspace", "mountPath": WORKSPACE}]},
             ],
         },
     }

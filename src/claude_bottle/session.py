@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from . import cleanup, image, lazy, pins, runs, workspace
 from .cleanup import Names
 from .docker import Engine
-from .errors import BottleError, EngineLost
+from .errors import BottleError, DockerUnavailable, EngineLost
 from .paths import state_dir
 from .workspace import Brought, Workspace, WorkNotBack
 
@@ -200,13 +200,16 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
             return Ended(name, None, ws, gone=True)
         brought = None
         if ws is not None and ws.brings_back and not discard:
-            if not state.running and engine.kind == "kubernetes":
-                # Its files were in the container, which a pod cannot start again: say so, keep it for --discard.
-                raise WorkNotBack(f"bottle {name}'s container has ended (its first process exited or was killed), "
-                                  "and a pod's container cannot be started again, so the agent's work cannot be "
-                                  f"brought back from it: `claude-bottle stop --discard {name}` removes it")
             if not state.running:
-                engine.start_container(Names(name).container)
+                try:
+                    engine.start_container(Names(name).container)  # on Kubernetes, one that stands in for it
+                except BottleError as e:
+                    if engine.kind != "kubernetes" or isinstance(e, DockerUnavailable):
+                        raise
+                    # Keep it for --discard.
+                    raise WorkNotBack(f"bottle {name}'s container has ended (its first process exited or was "
+                                      f"killed), and its work cannot be brought back: {e}. `claude-bottle stop "
+                                      f"--discard {name}` removes it") from None
             try:
                 brought = workspace.bring_back(engine, Names(name).container, ws, name)
             except EngineLost:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid
 from pathlib import Path
@@ -209,6 +210,11 @@ class Runtime:
     def leftovers(self) -> list[str]:
         return []
 
+    def end_bottle_container(self, name: str) -> None:
+        """Kill the bottle's container from outside, as whatever ends it would (its PID 1's CPU-time limit,
+        the out-of-memory killer), and wait until the runtime says it has ended."""
+        raise NotImplementedError
+
     def __repr__(self):
         return self.name
 
@@ -230,6 +236,9 @@ def listening_ports(proc_net_tcp: str) -> set[int]:
 
 class _Docker(Runtime):
     name = "docker"
+
+    def end_bottle_container(self, name):
+        sdk().containers.get(f"cb-{name}").kill()
 
     def ensure(self):
         sidecar_image()
@@ -306,6 +315,22 @@ class _Kubernetes(Runtime):
     KUBECTL = "/var/lib/k8s-lab/bin/kubectl"
     NAMESPACE = "claude-bottle-test"
     ready = False
+
+    def end_bottle_container(self, name):
+        pod = f"cb-{name}"
+
+        def bottle_state() -> dict:
+            found = json.loads(self.kubectl("-n", self.NAMESPACE, "get", "pod", pod, "-o", "json"))
+            return next(c for c in found["status"]["containerStatuses"] if c["name"] == "bottle")
+
+        task = bottle_state()["containerID"].removeprefix("containerd://")
+        subprocess.run(["ctr", "-a", "/run/k8s-lab/containerd.sock", "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
+                        task], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 60
+        while "terminated" not in bottle_state()["state"]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bottle container of {pod} did not end")
+            time.sleep(0.2)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         done = subprocess.run([self.KUBECTL, "--kubeconfig", self.KUBECONFIG, *args], capture_output=True,

@@ -1130,6 +1130,22 @@ class LifecycleTest:
         self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:saved.txt"), "saved\n")
         self.assertEqual(self.objects(), set())
 
+    def test_a_bottle_whose_container_ended_brings_its_work_back(self):
+        """What no signal of the agent's can do, its PID 1's CPU-time limit or the out-of-memory killer can:
+        end the bottle's container. On Kubernetes, where a pod's container is not started again, that lost the
+        work; its workspace now outlives the container, and a container standing in for it brings it back."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
+                                 "git commit -q -m 'agent: saved' && echo uncommitted > u.txt")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.runtime.end_bottle_container(name)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        branch = self.m.branch(name)
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:saved.txt"), "saved\n")
+        self.assertEqual(git(self.m.repo, "show", f"{branch}:u.txt"), "uncommitted\n")
+        self.assertEqual(self.objects(), set())
+
     def test_a_killed_session_without_work_is_removed_by_the_next_start(self):
         term, name = self.interactive()
         made = self.objects()

@@ -37,6 +37,7 @@ class PodTest(unittest.TestCase):
         self.assertTrue(bottle_mounts["proxy"]["readOnly"])
         self.assertEqual(bottle_mounts["proxy"]["mountPath"], sidecar.PROXY_DIR)
         self.assertNotIn("gate-state", bottle_mounts)
+        self.assertEqual(bottle_mounts["workspace"]["mountPath"], "/workspace")  # outlives the container
         side_mounts = {m["name"]: m for m in containers["sidecar"]["volumeMounts"]}
         self.assertNotIn("readOnly", side_mounts["proxy"])
         self.assertEqual(side_mounts["gate-state"]["mountPath"], sidecar.STATE_DIR)
@@ -44,7 +45,10 @@ class PodTest(unittest.TestCase):
     def test_only_the_init_container_has_a_capability_and_the_users_differ(self):
         spec = pod_of()["spec"]
         (init,) = spec["initContainers"]
-        self.assertEqual(init["securityContext"]["capabilities"]["add"], ["NET_ADMIN", "NET_RAW"])
+        # CHOWN: the workspace volume made the bottle's user's, before the bottle starts.
+        self.assertEqual(init["securityContext"]["capabilities"]["add"], ["NET_ADMIN", "NET_RAW", "CHOWN"])
+        self.assertEqual([m["mountPath"] for m in init["volumeMounts"]], ["/workspace"])
+        self.assertTrue(init["command"][2].startswith("chmod 0755 /workspace && chown 1000:1000 /workspace\n"))
         users = set()
         for c in spec["containers"]:
             security = c["securityContext"]

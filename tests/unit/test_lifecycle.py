@@ -16,7 +16,7 @@ from unittest import mock
 from click.testing import CliRunner
 
 from claude_bottle import bottle, cleanup, cli, egress, image, manifest, pins, runs, session, sidecar, workspace
-from claude_bottle.errors import DockerUnavailable, EngineLost
+from claude_bottle.errors import BottleError, DockerUnavailable, EngineLost
 from claude_bottle.docker import Found
 
 from .fake_engine import BUILD_OUTPUT, FakeEngine, restart, tar_members
@@ -378,12 +378,17 @@ class StartCommandTest(StartCase):
         name = self.start(engine, "--yes", "--detach").stdout.strip()
         restart(engine, 0)  # every container ended (the agent killed its first process)
         engine.kind = "kubernetes"
+
+        def no_stand_in(container: str) -> None:  # as Cluster.start_container says when none can stand in
+            raise BottleError(f"{container} is not running, and a pod's container cannot be started again")
+
+        engine.start_container = no_stand_in
         ws = workspace.Workspace(Path("/repo"), Path("/repo"), f"bottle/default/{name}", start="0" * 40)
         with self.assertRaises(workspace.WorkNotBack) as caught:
             session.finish(engine, name, ws)
         self.assertEqual(caught.exception.exit_code, 7)
-        self.assertIn(f"a pod's container cannot be started again, so the agent's work cannot be brought back from "
-                      f"it: `claude-bottle stop --discard {name}` removes it", str(caught.exception))
+        self.assertIn(f"its work cannot be brought back: cb-{name} is not running, and a pod's container cannot be "
+                      f"started again. `claude-bottle stop --discard {name}` removes it", str(caught.exception))
         self.assertTrue(cleanup.of_bottle(engine, name))
 
     def test_an_engine_that_does_not_come_back_in_time_leaves_the_bottle_and_says_what_to_do(self):
