@@ -638,6 +638,7 @@ def _thaw(engine: Engine, container: str) -> None:
 # their files are the agent's work too, so their .git is set aside while our commit adds them as files, then
 # put back, and a gitlink the agent's own `git add` made of one is taken out of our index first.
 _COMMIT_SCRIPT = r"""
+chmod u+rwx /workspace 2>/dev/null || true  # the agent's, which it may have closed (chmod 000)
 cd /workspace
 # Every other process of the agent's is stopped (SIGSTOP) before the snapshot, and stays so until the bottle
 # is removed: nothing written after it could be lost, and no file is taken half written, and nothing can
@@ -1465,7 +1466,18 @@ def _host_git(repo: Path, *args: str, fd: int | None = None, input: bytes | None
     return out.stdout.decode(errors="surrogateescape")
 
 
+# What the agent made unreadable in a folder workspace, opened up (all of it is the agent's user's), for a
+# runtime whose archive of it is read as that user (Kubernetes: tar in the bottle; Docker's engine reads as root).
+_OPEN_UP_SCRIPT = r"""
+find /workspace \( -type d \( ! -readable -o ! -executable \) -exec chmod u+rwx -- {} \; \) \
+  -o \( -type f ! -readable -exec chmod u+r -- {} + \) 2>/dev/null || true
+"""
+
+
 def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought:
+    if engine.kind == "kubernetes":
+        _in_bottle(engine, container, "chmod u+rwx /workspace 2>/dev/null || true\n" + _OPEN_UP_SCRIPT,
+                   "opening up what the agent made unreadable")
     with tempfile.TemporaryFile() as archive:
         engine.get_archive_to(container, WORKSPACE, archive, limit=MAX_RESULT_BYTES)
         archive.seek(0)

@@ -1146,6 +1146,15 @@ class LifecycleTest:
         self.assertEqual(git(self.m.repo, "show", f"{branch}:u.txt"), "uncommitted\n")
         self.assertEqual(self.objects(), set())
 
+    def test_a_workspace_folder_the_agent_closed_brings_its_work_back(self):
+        """Found by attacking it: `chmod 000 /workspace` (the agent's own folder) failed every stop."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && echo x > x.txt && chmod 000 /workspace")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}:x.txt"), "x\n")
+
     def test_a_killed_session_without_work_is_removed_by_the_next_start(self):
         term, name = self.interactive()
         made = self.objects()
