@@ -33,6 +33,7 @@ from .image import PID1, WORKSPACE
 k8s = lazy.Module("kubernetes.client")
 k8s_config = lazy.Module("kubernetes.config")
 k8s_stream = lazy.Module("kubernetes.stream")
+websocket = lazy.Module("websocket")  # the client the stream API uses
 
 RUNTIME_VARIABLE = "CLAUDE_BOTTLE_RUNTIME"
 CONTEXT_VARIABLE = "CLAUDE_BOTTLE_CONTEXT"
@@ -358,6 +359,8 @@ class Cluster:
                 _drain(ws, on_stdout, on_stderr)
             _drain(ws, on_stdout, on_stderr)
             return _exit_status(ws)
+        except websocket.WebSocketConnectionClosedException:
+            return 137  # the stream closed under it: its container ended
         finally:
             ws.close()
 
@@ -399,6 +402,8 @@ class Cluster:
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 128 + 13
+        except websocket.WebSocketConnectionClosedException:
+            return 137  # the stream closed under it: its container ended
         finally:
             ws.close()
         return _exit_status(ws)

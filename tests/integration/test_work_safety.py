@@ -1138,7 +1138,13 @@ class LifecycleTest:
         out = self.m.agent(name, "cd /workspace && echo saved > saved.txt && git add saved.txt && "
                                  "git commit -q -m 'agent: saved' && echo uncommitted > u.txt")
         self.assertEqual(out.returncode, 0, out.stderr)
+        running = subprocess.Popen(self.m.argv("exec", name, "--", "sleep", "60"), cwd=self.m.tmp.name, env=self.m.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
         self.runtime.end_bottle_container(name)
+        _, err = running.communicate(timeout=60)
+        self.assertNotEqual(running.returncode, 0)
+        self.assertNotIn("Traceback", err)  # found by attacking it: the stream's own exception, on Kubernetes
         stopped = self.m.cli("stop", name)
         self.assertEqual(stopped.returncode, 0, stopped.stderr)
         branch = self.m.branch(name)
