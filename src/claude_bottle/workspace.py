@@ -968,10 +968,11 @@ done
 # uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
 # A linked worktree moved since it was made (`mv`, not `git worktree move`) is no longer where its gitdir file
 # says: it is looked for by the .git file in it that names its folder here, wherever the agent can write.
-find /workspace /tmp "${HOME:-/nonexistent}" -xdev \( -path "$snap" -o -name .git -type d \) -prune \
-  -o \( -name .git -o -name .git.claude-bottle-aside \) -type f -size -4k -print0 2>/dev/null > "$snap/dot-git-files" || true
 moved_to() {  # WORKTREE-FOLDER: the folder whose .git file names it
   local want f line to
+  [ -e "$snap/dot-git-files" ] || find /workspace /tmp "${HOME:-/nonexistent}" -xdev \( -path "$snap" -o -name .git \
+    -type d \) -prune -o \( -name .git -o -name .git.claude-bottle-aside \) -type f -size -4k -print0 2>/dev/null \
+    > "$snap/dot-git-files" || true  # once, and only when one has moved: it reads every folder
   want=$(cd -- "$1" 2>/dev/null && pwd -P) || return 1
   while IFS= read -r -d '' f; do
     small "$f" 4096 && [ -O "$f" ] || continue
