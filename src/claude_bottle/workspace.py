@@ -861,11 +861,18 @@ take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "")
     # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
     S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
       --update-shallow "$from" "+HEAD:$into/HEAD" 2>/dev/null || true
-    # Its reflogs' commits, read as data (the newest thousand), each fetched by name: one whose history the
-    # agent deleted stays behind, as in the workspace's own repository.
-    if [ -n "$gd" ] && [ -d "$gd/logs" ] && [ ! -L "$gd/logs" ]; then
-      find "$gd/logs" -type f -size -64M -exec grep -ohE '^[0-9a-f]{40} [0-9a-f]{40}' -- {} + 2>/dev/null \
-        | cut -d' ' -f2 | grep -v '^0*$' | awk '!seen[$0]++' | tail -n 1000 > "$snap/submodule-logs" || true
+    # Its reflogs' commits, and its linked worktrees' HEADs (a detached one is in no ref), read as data (the
+    # newest thousand), each fetched by name: one whose history the agent deleted stays behind, as in the
+    # workspace's own repository.
+    if [ -n "$gd" ] && [ -d "$gd" ] && [ ! -L "$gd" ]; then
+      { if [ -d "$gd/logs" ] && [ ! -L "$gd/logs" ]; then
+          find "$gd/logs" -type f -size -64M -exec grep -ohE '^[0-9a-f]{40} [0-9a-f]{40}' -- {} + | cut -d' ' -f2
+        fi
+        for wt in "$gd"/worktrees/*/; do
+          ! small "$wt/logs/HEAD" 67108864 || grep -ohE '^[0-9a-f]{40} [0-9a-f]{40}' -- "$wt/logs/HEAD" | cut -d' ' -f2
+          ! small "$wt/HEAD" || grep -xE '[0-9a-f]{40}' -- "$wt/HEAD"
+        done
+      } 2>/dev/null | grep -v '^0*$' | awk '!seen[$0]++' | tail -n 1000 > "$snap/submodule-logs" || true
       if [ -s "$snap/submodule-logs" ]; then
         mapfile -t logged < <(sed "s|.*|+&:$into/logs/&|" "$snap/submodule-logs")
         S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \

@@ -467,11 +467,14 @@ class GitWorkspaceTest(support.IntegrationTest):
             "cd gone && echo GONE-WORK > w && git add w && git commit -qm w && cd .. && git add gone && "
             "git commit -qm 'bump gone' && git rm -q gone && git commit -qm 'rm gone' && "
             "cd outer/inner && echo INNER-STASH > st && git add st && git stash -q && git checkout -qb side && "
-            "echo INNER-SIDE > sd && git add sd && git commit -qm s && git checkout -q main")
+            "echo INNER-SIDE > sd && git add sd && git commit -qm s && git checkout -q main && "
+            # A linked worktree of a submodule, on a detached HEAD no ref holds.
+            "cd /workspace/sm && git worktree add -q --detach /tmp/smwt && cd /tmp/smwt && echo SMWT > d && "
+            "git add d && git commit -qm d")
         self.assertEqual(code, 0, out)
         brought = self.bring_back(b)
         self.assertEqual(self.contents_on_host("VERSION-ONE\n", "VERSION-TWO\n", "GONE-WORK\n", "INNER-STASH\n",
-                                               "INNER-SIDE\n"), [True] * 5, brought.extra)
+                                               "INNER-SIDE\n", "SMWT\n"), [True] * 6, brought.extra)
         self.assertHostUntouched()
 
     def test_a_gitmodules_git_cannot_read_loses_nothing_of_the_submodules(self):
