@@ -24,7 +24,8 @@ from typing import TextIO
 # nothing at all: bidirectional overrides and isolates, zero-width characters, line and paragraph
 # separators, and the blank "letters" (Hangul fillers, the braille blank) that can push lines off a screen.
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u115f\u1160\u200b-\u200f\u2028-\u202e\u2060-\u2069"
-                        r"\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff]")  # (a byte not UTF-8, as Python keeps it)
+                        r"\u2800\u3164\ufeff\uffa0\ufff9-\ufffb"
+                        r"\ud800-\udfff]")  # a byte not UTF-8, as Python keeps it (surrogateescape)
 
 
 def _escape_char(ch: str) -> str:

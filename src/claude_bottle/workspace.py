@@ -717,10 +717,7 @@ fi
 # made read-only could not have a nested repository's .git set aside: all of it is the agent's user's, as
 # this script is, so it is opened up (its bits beyond a file's x are not part of a commit), a folder at a
 # time so that find goes on into it. What still cannot be read in the workspace keeps the bottle.
-open_up() {  # FOLDER, but not its .git
-  find "$1" -path "$1/.git" -prune -o -type d \( ! -readable -o ! -writable -o ! -executable \) \
-    -exec chmod u+rwx -- {} \; -o -type f ! -readable -exec chmod u+r -- {} + 2>/dev/null || true
-}
+@OPEN_UP@
 open_up .
 closed=$(find . -path ./.git -prune -o \( -type d \( ! -readable -o ! -executable \) -o -type f ! -readable \) \
   -print -quit 2>&1) || true
@@ -1100,7 +1097,15 @@ def _commit_script(ws: Workspace, bottle_name: str) -> str:
     return (_COMMIT_SCRIPT.replace("@NAME@", q(GIT_IDENTITY[0])).replace("@EMAIL@", q(GIT_IDENTITY[1]))
             .replace("@SCOPE@", q(f":(literal){ws.subdir}" if ws.subdir else "."))
             .replace("@BRANCH@", q(f"refs/heads/{ws.branch or f'bottle/{bottle_name}'}"))
-            .replace("@START@", q(ws.start or "HEAD")).replace("@CUT_OFF@", _CUT_OFF))
+            .replace("@START@", q(ws.start or "HEAD")).replace("@CUT_OFF@", _CUT_OFF).replace("@OPEN_UP@", _OPEN_UP))
+
+
+# What the agent made unreadable in FOLDER (all of it is the agent's user's) opened up, a folder at a time so
+# that find goes on into it; its .git is left alone.
+_OPEN_UP = """open_up() {  # FOLDER
+  find "$1" -path "$1/.git" -prune -o -type d \\( ! -readable -o ! -writable -o ! -executable \\) \\
+    -exec chmod u+rwx -- {} \\; -o -type f ! -readable -exec chmod u+r -- {} + 2>/dev/null || true
+}"""
 
 
 # Whether the history of the commits (and exclusions) listed in file $1 reaches a commit the repository holds
@@ -1474,17 +1479,9 @@ def _host_git(repo: Path, *args: str, fd: int | None = None, input: bytes | None
     return out.stdout.decode(errors="surrogateescape")
 
 
-# What the agent made unreadable in a folder workspace, opened up (all of it is the agent's user's), for a
-# runtime whose archive of it is read as that user (Kubernetes: tar in the bottle; Docker's engine reads as root).
-_OPEN_UP_SCRIPT = r"""
-find /workspace \( -type d \( ! -readable -o ! -executable \) -exec chmod u+rwx -- {} \; \) \
-  -o \( -type f ! -readable -exec chmod u+r -- {} + \) 2>/dev/null || true
-"""
-
-
 def _bring_back_folder(engine: Engine, container: str, ws: Workspace) -> Brought:
-    if engine.kind == "kubernetes":
-        _in_bottle(engine, container, "chmod u+rwx /workspace 2>/dev/null || true\n" + _OPEN_UP_SCRIPT,
+    if engine.kind == "kubernetes":  # its archive is read as the agent's user (Docker's engine reads as root)
+        _in_bottle(engine, container, f"{_OPEN_UP}\nchmod u+rwx /workspace 2>/dev/null || true\nopen_up /workspace",
                    "opening up what the agent made unreadable")
     with tempfile.TemporaryFile() as archive:
         engine.get_archive_to(container, WORKSPACE, archive, limit=MAX_RESULT_BYTES)
@@ -1715,7 +1712,7 @@ def _in_bottle(engine: Engine, container: str, script: str, what: str, shell: st
     limit = step_seconds()
     timeout, shell = PRIVATE_SHELL if shell == "bash" else ("timeout", shell)
     try:
-        for attempt in range(3):
+        for _ in range(3):
             out.seek(0), out.truncate()
             code, err = engine.exec_to(container, [timeout, "-k", "5", str(limit), shell, "-euc", script],
                                        out, user=BOTTLE_USER, timeout=limit + 10)
