@@ -238,7 +238,14 @@ class Cluster:
                        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}]}
             body = {"spec": {"ephemeralContainers": [
                 self.api.sanitize_for_serialization(c) for c in (found.spec.ephemeral_containers or [])] + [standin]}}
-            self._call(self.core.patch_namespaced_pod_ephemeralcontainers, pod, self.namespace, body)
+            try:
+                self._call(self.core.patch_namespaced_pod_ephemeralcontainers, pod, self.namespace, body)
+            except ClusterUnavailable as e:
+                if "refused" not in str(e):
+                    raise  # unreachable: nothing is decided, the next stop tries again
+                raise BottleError(f"{name} is not running, and the cluster refused the container that would stand "
+                                  f"in for it to bring its work back ({e}): may you patch pods/ephemeralcontainers "
+                                  "here?") from None
         deadline = time.monotonic() + 120
         while True:
             found = self._call(self.core.read_namespaced_pod, pod, self.namespace)
