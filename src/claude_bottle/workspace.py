@@ -700,6 +700,19 @@ shallow=
 R rev-parse --git-dir > /dev/null || { echo "/workspace holds no repository git can read" >&2; exit 3; }
 # A regular file under a size (64 KiB unless named), not a link (to /dev/zero, to /proc…) or a pipe, to read.
 small() { [ -f "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %s -- "$1")" -lt "${2:-65536}" ]; }
+gitdir_of() {  # FOLDER: the repository its .git is or names, as a real path
+  if [ -d "$1/.git" ] && [ ! -L "$1/.git" ]; then (cd -- "$1/.git" && pwd -P)
+  elif small "$1/.git" 4096 && { read -r line < "$1/.git"; } 2>/dev/null && [ "${line#gitdir: }" != "$line" ]; then
+    to=${line#gitdir: }; case "$to" in /*) ;; *) to=$1/$to ;; esac; (cd -- "$to" 2>/dev/null && pwd -P)
+  fi
+}
+fetchable() {  # FOLDER NAME: whether git can read the files of its repository that every fetch reads, else said
+  local gd f; gd=$(gitdir_of "$1") || gd=
+  for f in HEAD config packed-refs; do
+    [ -z "$gd" ] || [ ! -e "$gd/$f" ] || small "$gd/$f" 268435456 && continue
+    printf 'submodule %s: its %s is not a file git can read\n' "$2" "$f" >> "$snap/not-taken"; return 1
+  done
+}
 # The commits a shallow repository has without their parents, as every git of ours reads them: from a small
 # regular file, lines naming a commit only. A link to /dev/zero, a pipe or a bad line there would stop each
 # git of ours, and the work would seem to be gone. Nor is git's old grafts file read, for the same reason.
@@ -753,6 +766,10 @@ ours=(-c core.bare=false -c core.excludesFile=/dev/null -c core.attributesFile=/
       -c user.name=@NAME@ -c user.email=@EMAIL@ $nofetch)
 S() { GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" GIT_OBJECT_DIRECTORY="$objects" \
       git "${ours[@]}" "$@"; }
+F() {  # ARGS...: S, for a fetch from a repository of the agent's, with a time limit of its own: one that hangs
+  # (a pipe where git reads its HEAD) fails as that repository's, named, not the whole step as nothing.
+  timeout -k 2 60 env GIT_DIR="$snap" GIT_WORK_TREE=/workspace GIT_INDEX_FILE="$snap/index" \
+    GIT_OBJECT_DIRECTORY="$objects" git "${ours[@]}" "$@"; }
 W() {  # DIR ARGS...: the same, on another working tree (a linked worktree's) with an index of its own
   GIT_DIR="$snap" GIT_WORK_TREE="$1" GIT_INDEX_FILE="$snap/worktree-index" GIT_OBJECT_DIRECTORY="$objects" \
       git "${ours[@]}" "${@:2}"; }
@@ -769,6 +786,8 @@ S ls-files -s -z | while IFS= read -r -d '' entry; do
   d=${entry#*$'\t'}
   # A gitlink no .gitmodules names is what `git add` makes of a nested repository: its files come back.
   submodule "$d" || printf '%s\0' "$d" | S update-index -z --force-remove --stdin
+  # Git reads a submodule's HEAD to add the workspace: one that is a pipe would hold everything up.
+  [ ! -e "/workspace/$d/.git" ] || fetchable "/workspace/$d" "$d" || { cat "$snap/not-taken" >&2; false; }
 done
 find . -mindepth 2 -name .git -not -path './.git/*' -print0 | while IFS= read -r -d '' g; do
   d=${g%/.git}; d=${d#./}
@@ -826,11 +845,12 @@ begun=@START@
       refetch=--refetch
     fi
     [ -e "/workspace/$path/.git" ] || continue
+    fetchable "/workspace/$path" "$path" || continue
     # Fetched by our git, which asks for the commit by name: nothing of the submodule's config but what
     # serving a fetch reads takes part.
     # From a shallow submodule too (a `clone --depth` the agent made one), whose shallow commits our git then
     # knows: without --update-shallow git drops such a ref with no more than a warning.
-    if S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head \
+    if F -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head \
         --no-recurse-submodules --update-shallow $refetch "/workspace/$path" "+$sha:refs/submodule-commits/$sha" \
         2>/dev/null; then
       if S rev-parse -q --verify "refs/submodule-commits/$sha" > /dev/null; then echo "refs/submodule-commits/$sha"
@@ -849,14 +869,15 @@ done
 # them is (one the agent removed with `git rm`, one inside another, one its .gitmodules no longer names).
 take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "") NAME GITDIR (its reflogs, or "")
   local from=$1 dir=$2 name=$3 gd=$4 into=refs/claude-bottle-submodule at= tree= tips=() others=() made ref
+  if [ -n "$from" ] && ! fetchable "$from" "$name"; then return 0; fi
   if [ -n "$from" ]; then
-    if ! S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+    if ! F -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
         --update-shallow "$from" "+refs/heads/*:$into/heads/*" "+refs/tags/*:$into/tags/*" \
         "+refs/notes/*:$into/notes/*" "+refs/stash*:$into/stash*" 2>/dev/null; then
       printf 'the refs of submodule %s could not be taken from it\n' "$name" >> "$snap/not-taken"; return 0
     fi
     # HEAD apart: an unborn one (a submodule with no commit yet) would fail the fetch of the rest.
-    S -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
+    F -c protocol.file.allow=always fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules \
       --update-shallow "$from" "+HEAD:$into/HEAD" 2>/dev/null || true
     # Its reflogs' commits, and its linked worktrees' HEADs (a detached one is in no ref), read as data (the
     # newest thousand), each fetched by name: one whose history the agent deleted stays behind, as in the
@@ -872,10 +893,10 @@ take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "")
       } 2>/dev/null | grep -v '^0*$' | awk '!seen[$0]++' | tail -n 1000 > "$snap/submodule-logs" || true
       if [ -s "$snap/submodule-logs" ]; then
         mapfile -t logged < <(sed "s|.*|+&:$into/logs/&|" "$snap/submodule-logs")
-        S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
+        F -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
             --no-write-fetch-head --no-recurse-submodules --update-shallow "$from" "${logged[@]}" 2>/dev/null \
           || for one in "${logged[@]}"; do
-               S -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
+               F -c uploadpack.allowAnySHA1InWant=true -c protocol.file.allow=always fetch -q --no-tags \
                  --no-write-fetch-head --no-recurse-submodules --update-shallow "$from" "$one" 2>/dev/null || true
              done
       fi
@@ -923,12 +944,6 @@ on top of its HEAD (the first parent, if it had one here), and its refs and refl
   fi
   echo "$ref"
 }
-gitdir_of() {  # FOLDER: the repository its .git is or names, as a real path
-  if [ -d "$1/.git" ] && [ ! -L "$1/.git" ]; then (cd -- "$1/.git" && pwd -P)
-  elif small "$1/.git" 4096 && { read -r line < "$1/.git"; } 2>/dev/null && [ "${line#gitdir: }" != "$line" ]; then
-    to=${line#gitdir: }; case "$to" in /*) ;; *) to=$1/$to ;; esac; (cd -- "$to" 2>/dev/null && pwd -P)
-  fi
-}
 : > "$snap/submodule-gitdirs"
 n=0
 S ls-files -s -z | while IFS= read -r -d '' entry; do
@@ -948,7 +963,11 @@ if [ -d "$modules" ] && [ ! -L "$modules" ]; then
     gd=$(cd -- "${head%/HEAD}" && pwd -P) || continue
     [ -d "$gd/objects" ] && [ -d "$gd/refs" ] || continue
     ! grep -qxF -- "$gd" "$snap/submodule-gitdirs" || continue
-    n=$((n + 1)); [ "$n" -le 1000 ] || break
+    n=$((n + 1))
+    if [ "$n" -gt 1000 ]; then  # each takes a fetch, and the time is limited: more keep the bottle, said
+      echo "more than 1000 submodule repositories in .git/modules: remove those not needed" >> "$snap/not-taken"
+      break
+    fi
     rel=${gd#"$modules"/}; name=${rel//\/modules\//\/}
     # Fetched from a view of it (its objects and refs, a config of ours): git serving a fetch from it would
     # go to the folder its config names as its work tree, which `git rm` removed.
@@ -1027,11 +1046,10 @@ done
 # empty tree. The reflogs are read from a copy in the snapshot, by our git (the agent's config takes no part),
 # each up to a size (a huge or sparse one would outlast the time limit); a commit whose history is not all
 # here (a shallow fetch, an object the agent removed) could not be bundled, and stays behind alone.
-copy_logs() {  # FROM TO: the regular files up to 64 MiB (none through a link)
+copy_logs() {  # FROM TO: the regular files up to 64 MiB (none through a link), a few processes for them all
   [ -d "$1" ] && [ ! -L "$1" ] || return 0
-  (cd -- "$1" && find . -type f -size -64M -print0) | while IFS= read -r -d '' f; do
-    mkdir -p -- "$(dirname -- "$2/$f")" && cp -- "$1/$f" "$2/$f" 2>/dev/null || true
-  done
+  mkdir -p -- "$2"
+  (cd -- "$1" && find . -type f -size -64M -print0 | xargs -0 -r cp --parents -t "$2" -- 2>/dev/null) || true
 }
 copy_logs "$common/logs" "$snap/logs"
 [ "$gitdir" = "$common" ] || copy_logs "$gitdir/logs" "$snap/logs"

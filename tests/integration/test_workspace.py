@@ -477,6 +477,20 @@ class GitWorkspaceTest(support.IntegrationTest):
                                                "INNER-SIDE\n", "SMWT\n"), [True] * 6, brought.extra)
         self.assertHostUntouched()
 
+    def test_a_submodule_whose_head_is_a_pipe_is_named_at_once(self):
+        """Found by attacking it: git's fetch from it waited on the pipe until the step's time ran out, and
+        the error said nothing."""
+        b = self.bottle()
+        code, out = b.sh(
+            "export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b; set -e; "
+            "git init -q -b main /tmp/sm; git -C /tmp/sm commit -q --allow-empty -m sm; cd /workspace; "
+            "git -c protocol.file.allow=always submodule add -q /tmp/sm sm; git commit -qm 'adds sm'; "
+            "git -C sm commit -q --allow-empty -m more; rm .git/modules/sm/HEAD; mkfifo .git/modules/sm/HEAD")
+        self.assertEqual(code, 0, out)
+        with self.assertRaises(workspace.WorkNotBack) as caught:
+            self.bring_back(b)
+        self.assertIn("submodule sm: its HEAD is not a file git can read", str(caught.exception))
+
     def test_a_gitmodules_git_cannot_read_loses_nothing_of_the_submodules(self):
         b = self.bottle()
         code, out = b.sh(
