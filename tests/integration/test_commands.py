@@ -2,6 +2,7 @@
 entry point, on real bottles (support.TestBottle) and a pseudo-terminal where a person would have one."""
 
 import atexit
+import dataclasses
 import fcntl
 import json
 import os
@@ -341,18 +342,35 @@ class LogBoundTest(support.IntegrationTest):
             log = Path(info[b.plan.names.container]["LogPath"])
             if not os.access(log.parent, os.R_OK):
                 raise support.missing(f"root on the Docker host, to read {log}")
-            # 50 MB of output on the bottle's own stdout, where the engine keeps it: what `logs` shows. The agent
-            # reaches it through the one process it may open the descriptors of that holds it (its init and
-            # that one's child are not dumpable): the `sleep` that keeps the bottle alive.
-            out = cli("exec", b.name, "--", "sh", "-c",
-                      'head -c 50000000 /dev/zero | tr "\\0" x | fold -w 1000 > /proc/$(pgrep -o -x sleep)/fd/1')
-            self.assertEqual(out.returncode, 0, out.stderr)
-            kept = sorted(log.parent.glob(log.name + "*"))
-            self.assertEqual([f.name for f in kept], [log.name, log.name + ".1"])  # rotated, one old file kept
-            for f in kept:
-                self.assertLess(f.stat().st_size, 10 * 2**20, f)  # 10m is 10 MB; a message past it fits below
-            out = cli("logs", "-n", "1", b.name)
-            self.assertEqual((out.returncode, out.stdout.strip(), out.stderr), (0, "x" * 1000, ""))
+            # The bottle's own stdout, where the engine keeps what `logs` shows, is held by its PID 1 alone once
+            # the bottle is ready, which the agent cannot open the descriptors of: no process of the agent's
+            # has it, so the agent cannot write there (a value it holds, into the engine's files) at all.
+            pid = info[b.plan.names.container]["State"]["Pid"]
+            stdout = os.readlink(f"/proc/{pid}/fd/1")
+            out = cli("exec", b.name, "--", "sh", "-c", "for f in /proc/[0-9]*/fd/*; do readlink $f; done; "
+                      "echo x > /proc/1/fd/1 || echo refused")
+            self.assertNotIn(stdout, out.stdout.split())
+            self.assertIn("refused", out.stdout)
+            # A container made as the bottle's is, whose first process writes 50 MB: the log is bounded.
+            writer = dataclasses.replace(bottle.bottle_container(b.plan, "test"), stdin_open=False,
+                                         name=b.plan.names.container + "-writer",
+                                         command=("sh", "-c", 'head -c 50000000 /dev/zero | tr "\\0" x | '
+                                                              "fold -w 1000; sleep 600"))
+            support.engine().create_container(writer)
+            try:
+                support.engine().start_container(writer.name)
+                written = Path(support.sdk().api.inspect_container(writer.name)["LogPath"])
+                deadline = time.monotonic() + 120
+                while not list(written.parent.glob(written.name + ".1")) or written.stat().st_size < 2**20:
+                    self.assertLess(time.monotonic(), deadline, "the writer did not fill its log")
+                    time.sleep(0.5)
+                time.sleep(5)  # the rest of the 50 MB
+                kept = sorted(written.parent.glob(written.name + "*"))
+                self.assertEqual([f.name for f in kept], [written.name, written.name + ".1"])  # one old file kept
+                for f in kept:
+                    self.assertLess(f.stat().st_size, 10 * 2**20, f)  # 10m is 10 MB; a message past it fits below
+            finally:
+                support.engine().remove_container(writer.name)
         finally:
             b.remove()
 
