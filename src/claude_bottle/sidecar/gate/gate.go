@@ -721,7 +721,8 @@ func (g *gate) reverseProxy(to *url.URL) *httputil.ReverseProxy {
 		ErrorLog:      quietLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var refused refusal
-			if errors.Is(err, errSecretInBody) || errors.Is(err, errPiecesInBody) {
+			var blocked blockedBody
+			if errors.As(err, &blocked) {
 				g.counter.add(r.URL.Hostname(), "blocked", err.Error())
 				http.Error(w, "claude-bottle: blocked: "+err.Error(), http.StatusForbidden)
 				return

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -208,8 +209,24 @@ func joined(before, after []byte) []byte {
 
 // found says whether a secret is in text whole; with record, the pieces of secrets in it are recorded too, and
 // complete says whether they, with the pieces earlier requests sent, make up a whole secret. before is what
-// came before text in the same body, if any.
+// came before text in the same body, if any. Data compressed in a format the gate cannot read counts as a
+// secret here; look tells it apart.
 func (s *secretScanner) found(text []byte, record bool, before carried) (whole, complete bool) {
+	v := s.look(text, record, before, true, 0)
+	return v.whole || v.unreadable != "", v.complete
+}
+
+// verdict is what look finds: a secret whole, the last of its pieces, or data it cannot read (its format).
+type verdict struct {
+	whole, complete bool
+	unreadable      string
+}
+
+func (v verdict) refused() bool { return v.whole || v.complete || v.unreadable != "" }
+
+// look is found, with what compressed streams inflate to (see compressed.go): those that begin in text itself
+// (unless a body's own inflaters read them: rawStreams false) and in what its encoded runs decode to.
+func (s *secretScanner) look(text []byte, record bool, before carried, rawStreams bool, depth int) verdict {
 	folded := fold(text)
 	texts := [][]byte{folded}
 	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
@@ -228,25 +245,40 @@ func (s *secretScanner) found(text []byte, record bool, before carried) (whole, 
 		}
 		return false
 	}
+	sources := [][]byte{text}
 	for _, t := range texts {
 		view := lower(t)
 		digits := joined(before.hexDigits, only(view, hexClass))
 		if s.exact.has(view) || s.hexes.has(digits) || inLetters(joined(before.letters, only(view, alnumClass))) {
-			return true, false
+			return verdict{whole: true}
 		}
 		for _, sparse := range s.sparse {
 			if sparse.forms.has(only(view, sparse.chars)) {
-				return true, false
+				return verdict{whole: true}
 			}
 		}
 		// Decoded hex, base64 and base32 are bytes, not text: only their letters and digits are looked at.
 		for _, raw := range decodedRuns(t, digits) {
 			if inLetters(lettersOf(raw)) {
-				return true, false
+				return verdict{whole: true}
+			}
+			sources = append(sources, raw)
+		}
+	}
+	for i, src := range sources {
+		if name := unreadableIn(src); name != "" {
+			return verdict{unreadable: name}
+		}
+		if depth >= maxDepth || (i == 0 && !rawStreams) {
+			continue
+		}
+		for _, inflated := range inflatedIn(src) {
+			if v := s.look(inflated, record, carried{}, true, depth+1); v.refused() {
+				return v
 			}
 		}
 	}
-	return false, record && s.pieces.add(sent)
+	return verdict{complete: record && s.pieces.add(sent)}
 }
 
 // refusedRequest says why the gate will not forward r ("" if it may): its method, or a secret in its
@@ -277,7 +309,11 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	for name := range r.Trailer {
 		head.WriteString("trailer " + name + "\n")
 	}
-	whole, complete := s.found(head.Bytes(), true, carried{})
+	v := s.look(head.Bytes(), true, carried{}, true, 0)
+	if v.unreadable != "" {
+		return "the request carries data compressed as " + v.unreadable + ", which the sidecar cannot read; send it plain"
+	}
+	whole, complete := v.whole, v.complete
 	if whole {
 		return "the request carries a secret of the bottle's (in its method, target or headers)"
 	}
@@ -289,7 +325,7 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 
 // scannedBody passes a request body on as it is read, keeping back the last bytes that could begin a
 // secret (in any of its forms) until what follows them has been read: a secret is refused before any of it has
-// been passed on.
+// been passed on. The compressed streams in it are inflated as it goes, and what they inflate to is read too.
 type scannedBody struct {
 	src     io.ReadCloser
 	scanner *secretScanner
@@ -300,14 +336,38 @@ type scannedBody struct {
 	// bytes read into kept since it was last scanned, and all bytes scanned (held-back ones again)
 	unscanned, scanned int
 	before             carried
+	// the body's offset of kept[0], and how far it has been searched for the headers of compressed streams
+	base, searched int64
+	streams        []*inflater
+	begun          bool  // raw deflate, which has no header, was looked for at its start
+	inflated       int64 // bytes its streams inflated to
 }
 
-// errSecretInBody and errPiecesInBody end a request whose body carries a secret, or its last pieces; the
-// reverse proxy answers 403 for them.
+// blockedBody ends a request whose body the gate will not pass on; the reverse proxy answers 403 for it.
+type blockedBody string
+
+func (b blockedBody) Error() string { return string(b) }
+
 var (
-	errSecretInBody = refusal("the request body carries a secret of the bottle's")
-	errPiecesInBody = refusal("the request body would complete a secret of the bottle's that it and earlier " +
+	errSecretInBody = blockedBody("the request body carries a secret of the bottle's")
+	errPiecesInBody = blockedBody("the request body would complete a secret of the bottle's that it and earlier " +
 		"requests send in pieces")
+	errInflatesTooFar = blockedBody(fmt.Sprintf("the request body holds compressed data that inflates to more "+
+		"than %d MiB, more than the sidecar reads; send less at a time", maxInflatedBody>>20))
+	errTooManyStreams = blockedBody(fmt.Sprintf("the request body holds more than %d compressed streams open at "+
+		"once, more than the sidecar reads", maxOpenStreams))
+)
+
+func errUnreadableInBody(format string) error {
+	return blockedBody("the request body holds data compressed as " + format +
+		", which the sidecar cannot read; send it plain")
+}
+
+// A body's compressed streams: how much they may inflate to in all (the scanners read 3-10 MB/s), and how
+// many may be open at once (where data looks like a header by chance, the decoder fails within a few bytes).
+const (
+	maxInflatedBody = 64 << 20
+	maxOpenStreams  = 64
 )
 
 // scanEvery is how many bytes a body reads before it scans again (unless the body ends first): a client that
@@ -336,17 +396,32 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		b.unscanned = 0
 		b.scanned += len(b.kept)
-		if whole, complete := b.scanner.found(b.kept, true, b.before); whole || complete {
-			b.kept, b.ready = nil, nil
-			b.err = errSecretInBody
-			if !whole {
-				b.err = errPiecesInBody
+		refused := b.inflate(err != nil)
+		if refused == nil {
+			switch v := b.scanner.look(b.kept, true, b.before, false, 0); {
+			case v.unreadable != "":
+				refused = errUnreadableInBody(v.unreadable)
+			case v.whole:
+				refused = errSecretInBody
+			case v.complete:
+				refused = errPiecesInBody
 			}
+		}
+		if refused != nil {
+			b.stopStreams()
+			b.kept, b.ready = nil, nil
+			b.err = refused
 			return 0, b.err
 		}
-		if hold := b.scanner.hold; len(b.kept) > hold {
-			b.ready, b.kept = b.kept[:len(b.kept)-hold], append([]byte{}, b.kept[len(b.kept)-hold:]...)
+		// What may begin a compressed stream's header, not yet read whole, stays too.
+		pass := len(b.kept) - b.scanner.hold
+		if searched := int(b.searched - b.base); searched < pass {
+			pass = searched
+		}
+		if pass > 0 {
+			b.ready, b.kept = b.kept[:pass], append([]byte{}, b.kept[pass:]...)
 			b.before.keep(b.scanner, b.ready)
+			b.base += int64(pass)
 		}
 	}
 	n := copy(p, b.ready)
@@ -354,7 +429,81 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *scannedBody) Close() error { return b.src.Close() }
+// inflate starts an inflater for each compressed stream that begins in what kept holds that is new, gives
+// every open one the bytes it has not had (at the body's end, its end), and reads what they inflate to.
+func (b *scannedBody) inflate(end bool) error {
+	if !b.begun {
+		b.begun = true
+		if mayBeDeflate(b.kept) {
+			b.streams = []*inflater{startInflater(rawDeflate, 0)}
+		}
+	}
+	starts, upto := streamsIn(b.kept, int(b.searched-b.base), end)
+	b.searched = b.base + int64(upto)
+	for _, st := range starts {
+		b.streams = append(b.streams, startInflater(st.kind, b.base+int64(st.data)))
+	}
+	open := b.streams[:0]
+	for _, f := range b.streams {
+		if err := b.read(f, f.feed(b.kept[f.next-b.base:], false, maxInflatedBody-b.inflated)); err != nil {
+			return err
+		}
+		if end {
+			if err := b.read(f, f.feed(nil, true, maxInflatedBody-b.inflated)); err != nil {
+				return err
+			}
+		}
+		if !f.ended {
+			open = append(open, f)
+		}
+	}
+	b.streams = open
+	if len(open) > maxOpenStreams {
+		return errTooManyStreams
+	}
+	return nil
+}
+
+// read looks at what a stream inflated to, with the last bytes of what it inflated to before.
+func (b *scannedBody) read(f *inflater, out [][]byte) error {
+	if len(out) == 0 {
+		return nil
+	}
+	text := f.tail
+	for _, o := range out {
+		b.inflated += int64(len(o))
+		text = append(text, o...)
+	}
+	if b.inflated > maxInflatedBody {
+		return errInflatesTooFar
+	}
+	switch v := b.scanner.look(text, true, f.before, true, 1); {
+	case v.unreadable != "":
+		return errUnreadableInBody(v.unreadable)
+	case v.whole:
+		return errSecretInBody
+	case v.complete:
+		return errPiecesInBody
+	}
+	if hold := b.scanner.hold; len(text) > hold {
+		f.before.keep(b.scanner, text[:len(text)-hold])
+		text = append([]byte{}, text[len(text)-hold:]...)
+	}
+	f.tail = text
+	return nil
+}
+
+func (b *scannedBody) stopStreams() {
+	for _, f := range b.streams {
+		f.stop()
+	}
+	b.streams = nil
+}
+
+func (b *scannedBody) Close() error {
+	b.stopStreams()
+	return b.src.Close()
+}
 
 // headerHasToken says whether any of the `name` headers lists `token` (comma-separated, any letter case).
 func headerHasToken(h http.Header, name, token string) bool {

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/base64"
+	"errors"
+	"io"
+	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+// The secret compressed with `bzip2 -9`: Go has no bzip2 writer.
+var bzip2Secret = []byte{
+	0x42, 0x5a, 0x68, 0x39, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59, 0x04, 0x29,
+	0x28, 0xda, 0x00, 0x00, 0x09, 0x8f, 0x80, 0x3d, 0xe0, 0x03, 0x95, 0x64,
+	0xb0, 0x3c, 0x4a, 0x39, 0x40, 0x20, 0x00, 0x22, 0x93, 0x43, 0x08, 0x1a,
+	0x7a, 0x20, 0xd3, 0xc9, 0x8a, 0x18, 0xc0, 0x01, 0x30, 0x00, 0x13, 0x26,
+	0x01, 0xc7, 0xbe, 0x11, 0x5b, 0x71, 0x12, 0x0a, 0x9a, 0x2a, 0xdb, 0xa4,
+	0x3b, 0x88, 0x9a, 0xdd, 0x11, 0x7f, 0x17, 0x72, 0x45, 0x38, 0x50, 0x90,
+	0x04, 0x29, 0x28, 0xda,
+}
+
+func gz(data []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+func zlibbed(data []byte) []byte {
+	var buf bytes.Buffer
+	w := zlib.NewWriter(&buf)
+	w.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+func deflated(data []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.BestCompression)
+	w.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+func zipped(t testing.TB, name string, data []byte) []byte {
+	var buf bytes.Buffer
+	w := zip.NewWriter(&buf)
+	f, err := w.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+func randomBytes(n int, seed int64) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+// readRaw reads body through a scannedBody, `chunk` bytes at a time at most, from a source that gives half of
+// what is asked at a time (or one byte).
+func readRaw(body []byte, chunk int) (string, error) {
+	src := io.NopCloser(iotest.HalfReader(bytes.NewReader(body)))
+	if chunk == 1 {
+		src = io.NopCloser(iotest.OneByteReader(bytes.NewReader(body)))
+	}
+	return drain(&scannedBody{src: src, scanner: newSecretScanner([]string{testSecret})}, chunk)
+}
+
+func TestASecretCompressedWithNothingToSaySoIsRefused(t *testing.T) {
+	secret := []byte("key=" + testSecret + "\n")
+	// 2 MB that compresses poorly, for a stream whose secret comes long after its header has gone on.
+	noise := []byte(base64.StdEncoding.EncodeToString(randomBytes(1500<<10, 7)))
+	shapes := map[string][]byte{
+		"gzip":                            gz(secret),
+		"gzip after 1 MB of text":         append([]byte(strings.Repeat("plain text ", 100<<10)), gz(secret)...),
+		"gzip, the secret 2 MB in":        gz(append(append([]byte{}, noise...), secret...)),
+		"gzip in gzip":                    gz(gz(secret)),
+		"gzip of the secret's base64":     gz([]byte(base64.StdEncoding.EncodeToString(secret))),
+		"zlib":                            zlibbed(secret),
+		"zlib after binary":               append(randomBytes(300<<10, 3), zlibbed(secret)...),
+		"raw deflate":                     deflated(secret),
+		"bzip2":                           bzip2Secret,
+		"a zip's deflated entry":          zipped(t, "key.txt", bytes.Repeat(secret, 3)),
+		"a zip, the secret in its second": append(zipped(t, "a.txt", noise[:100<<10]), zipped(t, "b.txt", secret)...),
+		"a tar.gz-like stream in a multipart body": append(append([]byte("--b\r\nContent-Disposition: form-data; "+
+			"name=\"f\"; filename=\"x.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n"),
+			gz(append(bytes.Repeat([]byte{0}, 4096), secret...))...), "\r\n--b--\r\n"...),
+		"base64 of gzip in JSON":        []byte(`{"data":"` + base64.StdEncoding.EncodeToString(gz(secret)) + `"}`),
+		"base64 of raw deflate in JSON": []byte(`{"data":"` + base64.StdEncoding.EncodeToString(deflated(secret)) + `"}`),
+	}
+	for name, body := range shapes {
+		for _, chunk := range []int{1, 13, 32 << 10} {
+			if chunk == 1 && len(body) > 100<<10 {
+				continue // a byte at a time is the same scans, and slow
+			}
+			_, err := readRaw(body, chunk)
+			if !errors.Is(err, errSecretInBody) && !errors.Is(err, errPiecesInBody) {
+				t.Errorf("%s (reads of %d): error %v, want the secret refused", name, chunk, err)
+			}
+		}
+	}
+}
+
+func TestACompressedSecretIsRefusedBeforeItsStreamEnds(t *testing.T) {
+	// The whole stream is short: none of it leaves.
+	body := gz([]byte(testSecret))
+	got, err := readRaw(body, 32<<10)
+	if !errors.Is(err, errSecretInBody) || len(got) != 0 {
+		t.Fatalf("%d bytes passed on, error %v; want none and the secret refused", len(got), err)
+	}
+}
+
+func TestCompressedDataWithNoSecretGoesOnWhole(t *testing.T) {
+	text := []byte(strings.Repeat("ordinary text with nothing to hide, line after line\n", 20000))
+	shapes := map[string][]byte{
+		"gzip of text":     gz(text),
+		"zlib of text":     zlibbed(text),
+		"a zip of text":    zipped(t, "notes.txt", text),
+		"random bytes":     randomBytes(2<<20, 11),
+		"gzip of random":   gz(randomBytes(1<<20, 5)),
+		"plain JSON":       []byte(strings.Repeat(`{"id": 1234567, "name": "x^y", "v": "1.2.3"},`, 20000)),
+		"bzip2 look-alike": []byte(strings.Repeat("BZh9 is not a stream; PK is not a zip. ", 1000)),
+	}
+	for name, body := range shapes {
+		got, err := readRaw(body, 32<<10)
+		if err != nil || got != string(body) {
+			t.Errorf("%s: %d of %d bytes, error %v; want all of it", name, len(got), len(body), err)
+		}
+	}
+}
+
+func TestDataInAFormatTheGateCannotReadIsRefused(t *testing.T) {
+	for name, magic := range map[string][]byte{"xz": []byte("\xfd7zXZ\x00"), "7z": []byte("7z\xbc\xaf\x27\x1c")} {
+		body := append(append([]byte("some bytes first"), magic...), randomBytes(200, 1)...)
+		_, err := readRaw(body, 32<<10)
+		if err == nil || !strings.Contains(err.Error(), "compressed as "+name) {
+			t.Errorf("%s: error %v, want it named as unreadable", name, err)
+		}
+		// In a header too, as base64.
+		r := httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+		r.Header.Set("X-Data", base64.StdEncoding.EncodeToString(body))
+		if why := newSecretScanner([]string{testSecret}).refusedRequest(r); !strings.Contains(why, "compressed as "+name) {
+			t.Errorf("%s in a header: %q, want it named as unreadable", name, why)
+		}
+	}
+}
+
+func TestACompressedSecretInAHeaderOrTargetIsRefused(t *testing.T) {
+	s := newSecretScanner([]string{testSecret})
+	packed := base64.URLEncoding.EncodeToString(gz([]byte(testSecret)))
+	r := httptest.NewRequest(http.MethodGet, "http://example.com/upload?d="+packed, nil)
+	if why := s.refusedRequest(r); why == "" {
+		t.Error("gzip in the query: forwarded")
+	}
+	r = httptest.NewRequest(http.MethodGet, "http://example.com/", nil)
+	r.Header.Set("X-Data", base64.StdEncoding.EncodeToString(zlibbed([]byte(testSecret))))
+	if why := s.refusedRequest(r); why == "" {
+		t.Error("zlib in a header: forwarded")
+	}
+}
+
+func TestABombIsRefusedOnceItInflatesPastTheLimit(t *testing.T) {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	zeros := make([]byte, 1<<20)
+	for i := 0; i < maxInflatedBody>>20+1; i++ {
+		w.Write(zeros)
+	}
+	w.Close()
+	start := time.Now()
+	_, err := readRaw(buf.Bytes(), 32<<10)
+	if !errors.Is(err, errInflatesTooFar) {
+		t.Fatalf("error %v, want %v", err, errInflatesTooFar)
+	}
+	t.Logf("%d bytes inflating to %d MiB refused in %v", buf.Len(), maxInflatedBody>>20+1, time.Since(start))
+}
+
+func TestABodyLeavesNoInflaterRunning(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for _, body := range [][]byte{gz([]byte(testSecret)), gz([]byte("nothing")),
+		append(randomBytes(100<<10, 9), zlibbed([]byte("x"))...)} {
+		readRaw(body, 4096)
+		// A body cut off part-way (its client went away) is closed without being read to its end.
+		b := &scannedBody{src: io.NopCloser(bytes.NewReader(append(gz(randomBytes(1<<20, 2)), body...))),
+			scanner: newSecretScanner([]string{testSecret})}
+		b.Read(make([]byte, 100))
+		b.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines left running, %d before", n, before)
+	}
+}
+
+func inflatedByGo(data []byte) []byte {
+	out, _ := io.ReadAll(flate.NewReader(bytes.NewReader(data)))
+	return out
+}
+
+func TestTheDecoderInflatesWhatGoDoes(t *testing.T) {
+	text := []byte(strings.Repeat("a line of text that repeats, with a number: 12345\n", 3000))
+	inputs := map[string][]byte{"text": text, "random": randomBytes(200<<10, 4),
+		"mixed": append(append(randomBytes(50<<10, 8), text...), randomBytes(1000, 9)...), "empty": nil}
+	for name, input := range inputs {
+		for _, level := range []int{flate.NoCompression, flate.BestSpeed, flate.BestCompression, flate.HuffmanOnly} {
+			var buf bytes.Buffer
+			w, _ := flate.NewWriter(&buf, level)
+			w.Write(input)
+			w.Close()
+			var got []byte
+			err := inflateTo(bytes.NewReader(buf.Bytes()), func(c byte) { got = append(got, c) })
+			if err != nil || !bytes.Equal(got, input) {
+				t.Errorf("%s at level %d: %d of %d bytes, error %v", name, level, len(got), len(input), err)
+			}
+		}
+	}
+	// What is not deflate ends in an error, soon.
+	for _, junk := range [][]byte{[]byte(`{"json": "text"}`), randomBytes(1<<20, 12)} {
+		n := 0
+		if err := inflateTo(bytes.NewReader(junk), func(byte) { n++ }); err == nil && n > len(junk)*1032 {
+			t.Errorf("junk of %d bytes inflated to %d", len(junk), n)
+		}
+	}
+}
+
+func TestTheDecoderHandsOnAllThatAStreamsFirstBytesHold(t *testing.T) {
+	// What any decoder can make of a stream's first bytes, the gate has read before it passes them on: Go's
+	// own decoder holds back up to 32 KiB of it.
+	input := append([]byte(strings.Repeat("ordinary text ", 5000)), randomBytes(100<<10, 6)...)
+	for _, level := range []int{flate.BestSpeed, flate.BestCompression, flate.HuffmanOnly, flate.NoCompression} {
+		stream := deflated(input)
+		if level != flate.BestCompression {
+			var buf bytes.Buffer
+			w, _ := flate.NewWriter(&buf, level)
+			w.Write(input)
+			w.Close()
+			stream = buf.Bytes()
+		}
+		f := startInflater(rawDeflate, 0)
+		var got []byte
+		fed := 0
+		for _, cut := range []int{1, 2, 100, 997, 5000, 20011, 40000, len(stream) / 2, len(stream) - 3} {
+			if cut <= fed || cut > len(stream) {
+				continue
+			}
+			for _, o := range f.feed(stream[fed:cut], false, 1<<30) {
+				got = append(got, o...)
+			}
+			fed = cut
+			// All of what Go's decoder makes of them, and no byte that is not the input's.
+			if want := inflatedByGo(stream[:cut]); len(got) < len(want) || !bytes.Equal(got, input[:len(got)]) {
+				t.Fatalf("level %d, first %d bytes: %d bytes handed on (the input's: %v), a decoder makes %d",
+					level, cut, len(got), bytes.Equal(got, input[:len(got)]), len(want))
+			}
+		}
+		f.stop()
+	}
+}
