@@ -12,6 +12,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"testing"
@@ -101,8 +102,9 @@ func TestASecretCompressedWithNothingToSaySoIsRefused(t *testing.T) {
 		"a tar.gz-like stream in a multipart body": append(append([]byte("--b\r\nContent-Disposition: form-data; "+
 			"name=\"f\"; filename=\"x.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n"),
 			gz(append(bytes.Repeat([]byte{0}, 4096), secret...))...), "\r\n--b--\r\n"...),
-		"base64 of gzip in JSON":        []byte(`{"data":"` + base64.StdEncoding.EncodeToString(gz(secret)) + `"}`),
-		"base64 of raw deflate in JSON": []byte(`{"data":"` + base64.StdEncoding.EncodeToString(deflated(secret)) + `"}`),
+		"base64 of gzip in JSON":         []byte(`{"data":"` + base64.StdEncoding.EncodeToString(gz(secret)) + `"}`),
+		"percent-encoded gzip in a form": []byte("d=" + url.QueryEscape(string(gz(secret)))),
+		"base64 of raw deflate in JSON":  []byte(`{"data":"` + base64.StdEncoding.EncodeToString(deflated(secret)) + `"}`),
 	}
 	for name, body := range shapes {
 		for _, chunk := range []int{1, 13, 32 << 10} {

@@ -245,7 +245,9 @@ func (s *secretScanner) look(text []byte, record bool, before carried, rawStream
 		}
 		return false
 	}
+	// text itself (i == 0), and what its escapes stand for (a percent-encoded gzip)
 	sources := [][]byte{text}
+	sources = append(sources, texts[1:]...)
 	for _, t := range texts {
 		view := lower(t)
 		digits := joined(before.hexDigits, only(view, hexClass))
