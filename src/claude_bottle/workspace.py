@@ -860,6 +860,23 @@ begun=@START@
     fi
   done
 done
+# A linked worktree moved since it was made (`mv`, not `git worktree move`) is no longer where its gitdir file
+# says: it is looked for by the .git file in it that names its folder here, wherever the agent can write.
+moved_to() {  # WORKTREE-FOLDER: the folder whose .git file names it
+  local want f line to
+  [ -e "$snap/dot-git-files" ] || find /workspace /tmp "${HOME:-/nonexistent}" -xdev \( -path "$snap" -o -name .git \
+    -type d \) -prune -o \( -name .git -o -name .git.claude-bottle-aside \) -type f -size -4k -print0 2>/dev/null \
+    > "$snap/dot-git-files" || true  # once, and only when one has moved: it reads every folder
+  want=$(cd -- "$1" 2>/dev/null && pwd -P) || return 1
+  while IFS= read -r -d '' f; do
+    small "$f" 4096 && [ -O "$f" ] || continue
+    { read -r line < "$f"; } 2>/dev/null || [ -n "${line:-}" ] || continue
+    case "$line" in "gitdir: "*) to=${line#gitdir: } ;; *) continue ;; esac
+    case "$to" in /*) ;; *) to=$(dirname -- "$f")/$to ;; esac
+    [ "$(cd -- "$to" 2>/dev/null && pwd -P)" = "$want" ] && { printf '%s' "${f%/.git*}"; return 0; }
+  done < "$snap/dot-git-files"
+  return 1
+}
 # A submodule's repository holds work the gitlinks above do not name: files not committed in its folder, its
 # branches, tags, notes and stash, the commits its reflogs name (an amend, a reset), or files the agent wrote
 # into a submodule of the user's that is not checked out here. Each such repository comes back as one commit
@@ -867,6 +884,34 @@ done
 # of its HEAD (the first parent), with the tips of the rest that HEAD does not hold as the other parents.
 # First each submodule folder of the workspace's index; then every repository in .git/modules that none of
 # them is (one the agent removed with `git rm`, one inside another, one its .gitmodules no longer names).
+# What is uncommitted in a submodule's own linked worktrees: each one's files as a commit on top of its HEAD (one
+# of the commits fetched into INTO), one more tip of the submodule's commit.
+worktree_work() {  # GITDIR NAME INTO
+  local wt wdir whead wtree m=0 parent
+  [ -d "$1/worktrees" ] && [ ! -L "$1/worktrees" ] || return 0
+  for wt in "$1"/worktrees/*/; do
+    m=$((m + 1)); [ "$m" -le 100 ] || break  # each takes a few git commands, and the time is limited
+    wdir=; ! small "$wt/gitdir" || { read -r wdir < "$wt/gitdir"; } 2>/dev/null || true
+    wdir=${wdir%/.git}
+    if [ -z "$wdir" ] || [ ! -f "$wdir/.git" ]; then wdir=$(moved_to "$wt") || continue; fi
+    [ -d "$wdir" ] && [ ! -L "$wdir" ] && [ -O "$wdir" ] || continue
+    whead=; ! small "$wt/HEAD" || { read -r whead < "$wt/HEAD"; } 2>/dev/null || true
+    case "$whead" in
+      "ref: refs/heads/"*) whead=$(S rev-parse --verify -q "$3/heads/${whead#ref: refs/heads/}^{commit}") || whead= ;;
+      *[!0-9a-f]*|"") whead= ;;
+      *) whead=$(S rev-parse --verify -q "$whead^{commit}" 2>/dev/null) || whead= ;;
+    esac
+    rm -f "$snap/worktree-index"
+    if [ -z "$whead" ] || ! W "$wdir" read-tree "$whead" 2>/dev/null; then whead=; W "$wdir" read-tree --empty; fi
+    open_up "$wdir"
+    (cd -- "$wdir" && W "$wdir" add -A --ignore-errors -- . "${aside[@]}") 2>/dev/null || true
+    wtree=$(W "$wdir" write-tree 2>/dev/null) || continue
+    [ -z "$whead" ] || [ "$wtree" != "$(S rev-parse "$whead^{tree}")" ] || continue
+    parent=(); [ -z "$whead" ] || parent=(-p "$whead")
+    tips+=("$(S commit-tree "$wtree" "${parent[@]}" -m "claude-bottle: uncommitted changes in linked worktree \
+${wt%/} of submodule $2 when the bottle ended")")
+  done
+}
 take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "") NAME GITDIR (its reflogs, or "")
   local from=$1 dir=$2 name=$3 gd=$4 into=refs/claude-bottle-submodule at= tree= tips=() others=() made ref
   if [ -n "$from" ] && ! fetchable "$from" "$name"; then return 0; fi
@@ -904,6 +949,7 @@ take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "")
     at=$(S rev-parse --verify -q "$into/HEAD^{commit}") || at=
     mapfile -t tips < <(S for-each-ref --format='%(objectname)^{commit}' "$into/" \
       | S cat-file --batch-check='%(objectname)' | grep -v ' missing$' | sort -u)
+    [ -z "$gd" ] || worktree_work "$gd" "$name" "$into"
     S for-each-ref --format='delete %(refname)' "$into/" | S update-ref --stdin
   fi
   if [ -n "$dir" ]; then
@@ -988,24 +1034,8 @@ done
 # A linked worktree's detached HEAD (`git worktree add --detach`) holds commits no branch does, and what is
 # uncommitted in a linked worktree is in no commit at all (Claude Code makes them in .claude/worktrees/,
 # which a .gitignore often names, or anywhere): each comes back as refs/worktree-heads/<id>, the worktree's
-# uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read.
-# A linked worktree moved since it was made (`mv`, not `git worktree move`) is no longer where its gitdir file
-# says: it is looked for by the .git file in it that names its folder here, wherever the agent can write.
-moved_to() {  # WORKTREE-FOLDER: the folder whose .git file names it
-  local want f line to
-  [ -e "$snap/dot-git-files" ] || find /workspace /tmp "${HOME:-/nonexistent}" -xdev \( -path "$snap" -o -name .git \
-    -type d \) -prune -o \( -name .git -o -name .git.claude-bottle-aside \) -type f -size -4k -print0 2>/dev/null \
-    > "$snap/dot-git-files" || true  # once, and only when one has moved: it reads every folder
-  want=$(cd -- "$1" 2>/dev/null && pwd -P) || return 1
-  while IFS= read -r -d '' f; do
-    small "$f" 4096 && [ -O "$f" ] || continue
-    { read -r line < "$f"; } 2>/dev/null || [ -n "${line:-}" ] || continue
-    case "$line" in "gitdir: "*) to=${line#gitdir: } ;; *) continue ;; esac
-    case "$to" in /*) ;; *) to=$(dirname -- "$f")/$to ;; esac
-    [ "$(cd -- "$to" 2>/dev/null && pwd -P)" = "$want" ] && { printf '%s' "${f%/.git*}"; return 0; }
-  done < "$snap/dot-git-files"
-  return 1
-}
+# uncommitted files as a commit on top of its HEAD. A worktree folder not the agent's user's is not read; a
+# moved one is looked for (moved_to).
 n=0
 for wt in "$common"/worktrees/*/; do
   n=$((n + 1)); [ "$n" -le 500 ] || break  # each takes a few git commands, and the time is limited

@@ -465,16 +465,21 @@ class GitWorkspaceTest(support.IntegrationTest):
             "git commit -qm B && cd sm && echo VERSION-TWO > v && git add v && git commit -q --amend -m X2 && "
             "cd .. && git add sm && git commit -qm C && "
             "cd gone && echo GONE-WORK > w && git add w && git commit -qm w && cd .. && git add gone && "
-            "git commit -qm 'bump gone' && git rm -q gone && git commit -qm 'rm gone' && "
+            "git commit -qm 'bump gone' && git -C gone worktree add -q /tmp/gonewt && git rm -q gone && git commit -qm 'rm gone' && "
             "cd outer/inner && echo INNER-STASH > st && git add st && git stash -q && git checkout -qb side && "
             "echo INNER-SIDE > sd && git add sd && git commit -qm s && git checkout -q main && "
-            # A linked worktree of a submodule, on a detached HEAD no ref holds.
+            # Linked worktrees of a submodule: one on a detached HEAD no ref holds, with a file not committed;
+            # one on a branch, moved with `mv`, whose change is not committed; one of a submodule `git rm` removed.
             "cd /workspace/sm && git worktree add -q --detach /tmp/smwt && cd /tmp/smwt && echo SMWT > d && "
-            "git add d && git commit -qm d")
+            "git add d && git commit -qm d && echo SMWT-UNCOMMITTED > u && "
+            "cd /workspace/sm && git worktree add -q -b feature /workspace/smfeature && "
+            "echo FEATURE-UNCOMMITTED > /workspace/smfeature/f && mv /workspace/smfeature /tmp/moved && "
+            "echo GONE-WT > /tmp/gonewt/g")
         self.assertEqual(code, 0, out)
         brought = self.bring_back(b)
         self.assertEqual(self.contents_on_host("VERSION-ONE\n", "VERSION-TWO\n", "GONE-WORK\n", "INNER-STASH\n",
-                                               "INNER-SIDE\n", "SMWT\n"), [True] * 6, brought.extra)
+                                               "INNER-SIDE\n", "SMWT\n", "SMWT-UNCOMMITTED\n",
+                                               "FEATURE-UNCOMMITTED\n", "GONE-WT\n"), [True] * 9, brought.extra)
         self.assertHostUntouched()
 
     def test_a_submodule_whose_head_is_a_pipe_is_named_at_once(self):
