@@ -890,7 +890,12 @@ worktree_work() {  # GITDIR NAME INTO
   local wt wdir whead wtree m=0 parent
   [ -d "$1/worktrees" ] && [ ! -L "$1/worktrees" ] || return 0
   for wt in "$1"/worktrees/*/; do
-    m=$((m + 1)); [ "$m" -le 100 ] || break  # each takes a few git commands, and the time is limited
+    m=$((m + 1))
+    if [ "$m" -gt 100 ]; then  # each takes a few git commands, and the time is limited: more keep the bottle
+      printf 'submodule %s has more than 100 linked worktrees: remove those not needed (git worktree remove)\n' \
+        "$2" >> "$snap/not-taken"
+      break
+    fi
     wdir=; ! small "$wt/gitdir" || { read -r wdir < "$wt/gitdir"; } 2>/dev/null || true
     wdir=${wdir%/.git}
     if [ -z "$wdir" ] || [ ! -f "$wdir/.git" ]; then wdir=$(moved_to "$wt") || continue; fi
@@ -1025,6 +1030,9 @@ if [ -d "$modules" ] && [ ! -L "$modules" ]; then
     take_repo "$view" "" "$name" "$gd" "g$n"
   done
 fi
+worktrees=("$common"/worktrees/*/)  # each takes a few git commands, and the time is limited: more keep the bottle
+[ "${#worktrees[@]}" -le 500 ] ||
+  echo "more than 500 linked worktrees: remove those not needed (git worktree remove)" >> "$snap/not-taken"
 [ ! -s "$snap/not-taken" ] || { cat "$snap/not-taken" >&2; false; }
 n=0
 R reflog show --no-show-signature --format=%H refs/stash -- 2>/dev/null | while read -r sha; do  # older stash entries
@@ -1038,7 +1046,7 @@ done
 # moved one is looked for (moved_to).
 n=0
 for wt in "$common"/worktrees/*/; do
-  n=$((n + 1)); [ "$n" -le 500 ] || break  # each takes a few git commands, and the time is limited
+  n=$((n + 1)); [ "$n" -le 500 ] || break  # (more were refused above)
   small "$wt/HEAD" && { read -r at < "$wt/HEAD"; } 2>/dev/null || continue
   id=${wt%/}; id=${id##*/}; ref="refs/worktree-heads/$id"
   git check-ref-format "$ref" || continue

@@ -418,6 +418,26 @@ class EverythingComesBackTest(WorkSafetyCase):
         self.assertNotIn(f"{branch}.worktree.tidy", git(self.m.repo, "branch", "--list", f"{branch}.*"))  # clean
         self.assertTrue(self.gone(name))
 
+    def test_more_linked_worktrees_than_are_read_keep_the_bottle_and_are_named(self):
+        """The first 500 linked worktrees are read (each takes a few git commands, and stop's time is limited):
+        more dropped the rest without a word. Now they keep the bottle, said, until the agent removes some."""
+        name = self.m.start()
+        out = self.m.agent(name, "cd /workspace && for i in $(seq 501); do git worktree add -q --no-checkout "
+                                 "--detach /tmp/wt$i; done && echo last > /tmp/wt501/last.txt")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        out = self.m.cli("stop", name)
+        self.assertEqual(out.returncode, 7, out.stderr)
+        self.assertOneErrorLine(out.stderr)
+        self.assertIn("more than 500 linked worktrees: remove those not needed (git worktree remove)", out.stderr)
+        self.assertFalse(self.gone(name))
+        out = self.m.agent(name, "cd /workspace && for i in $(seq 2 500); do rm -rf /tmp/wt$i; done && "
+                                 "git worktree prune")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stopped = self.m.cli("stop", name)
+        self.assertEqual(stopped.returncode, 0, stopped.stderr)
+        self.assertEqual(git(self.m.repo, "show", f"{self.m.branch(name)}.worktree.wt501:last.txt"), "last\n")
+        self.assertTrue(self.gone(name))
+
     def test_processes_that_fill_the_bottles_limit_do_not_keep_the_work(self):
         """Found by attacking it: with every process slot taken, nothing of stop's could start, and every stop
         failed."""
