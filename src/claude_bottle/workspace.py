@@ -773,7 +773,10 @@ F() {  # ARGS...: S, for a fetch from a repository of the agent's, with a time l
 W() {  # DIR ARGS...: the same, on another working tree (a linked worktree's) with an index of its own
   GIT_DIR="$snap" GIT_WORK_TREE="$1" GIT_INDEX_FILE="$snap/worktree-index" GIT_OBJECT_DIRECTORY="$objects" \
       git "${ours[@]}" "${@:2}"; }
-if [ -n "$head" ]; then S update-ref --no-deref HEAD "$head"; S read-tree HEAD; else S read-tree --empty; fi
+# A HEAD whose tree holds a path git will not write (`..`, made with mktree) is no base for a commit: the files
+# then go on an empty index, HEAD still the parent.
+[ -z "$head" ] || S update-ref --no-deref HEAD "$head"
+if [ -z "$head" ] || ! { S read-tree HEAD && S write-tree > /dev/null; } 2>/dev/null; then S read-tree --empty; fi
 : > /tmp/claude-bottle-aside
 # The submodules' paths, as .gitmodules names them (read NUL-separated: a name or path may hold a space).
 declare -A subs=()
@@ -907,7 +910,9 @@ worktree_work() {  # GITDIR NAME INTO
       *) whead=$(S rev-parse --verify -q "$whead^{commit}" 2>/dev/null) || whead= ;;
     esac
     rm -f "$snap/worktree-index"
-    if [ -z "$whead" ] || ! W "$wdir" read-tree "$whead" 2>/dev/null; then whead=; W "$wdir" read-tree --empty; fi
+    if [ -z "$whead" ] || ! { W "$wdir" read-tree "$whead" && W "$wdir" write-tree > /dev/null; } 2>/dev/null; then
+      W "$wdir" read-tree --empty
+    fi
     open_up "$wdir"
     (cd -- "$wdir" && W "$wdir" add -A --ignore-errors -- . "${aside[@]}") 2>/dev/null || true
     wtree=$(W "$wdir" write-tree 2>/dev/null) || continue
@@ -959,7 +964,9 @@ take_repo() {  # FROM (a repository to fetch from, or "") DIR (its files, or "")
   fi
   if [ -n "$dir" ]; then
     rm -f "$snap/worktree-index"
-    if [ -n "$at" ]; then W "$dir" read-tree "$at"; else W "$dir" read-tree --empty; fi
+    if [ -z "$at" ] || ! { W "$dir" read-tree "$at" && W "$dir" write-tree > /dev/null; } 2>/dev/null; then
+      W "$dir" read-tree --empty
+    fi
     W "$dir" ls-files -s -z | while IFS= read -r -d '' inner; do  # a submodule in it, set aside: its files
       case "$inner" in "160000 "*) [ -e "$dir/${inner#*$'\t'}/.git" ] \
         || printf '%s\0' "${inner#*$'\t'}" | W "$dir" update-index -z --force-remove --stdin ;; esac
@@ -1062,8 +1069,10 @@ for wt in "$common"/worktrees/*/; do
   fi
   if [ -n "$dir" ] && [ -d "$dir" ] && [ ! -L "$dir" ] && [ -O "$dir" ]; then
     rm -f "$snap/worktree-index"
-    # A HEAD whose tree is not all here could not come back: its files go on a commit of their own.
-    if [ -z "$sha" ] || ! W "$dir" read-tree "$sha" 2>/dev/null; then sha=; W "$dir" read-tree --empty; fi
+    # A HEAD whose tree is not all here could not come back, nor one with a path git will not write: the files go
+    # on a commit of their own, on top of such a HEAD.
+    if [ -z "$sha" ] || ! W "$dir" read-tree "$sha" 2>/dev/null; then sha=; W "$dir" read-tree --empty
+    elif ! W "$dir" write-tree > /dev/null 2>&1; then W "$dir" read-tree --empty; fi
     # As for the workspace: what the agent made unreadable is opened up, and a .git set aside stays out.
     open_up "$dir"
     (cd -- "$dir" && W "$dir" add -A --ignore-errors -- . "${aside[@]}") 2>/dev/null || true

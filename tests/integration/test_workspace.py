@@ -482,6 +482,33 @@ class GitWorkspaceTest(support.IntegrationTest):
                                                "FEATURE-UNCOMMITTED\n", "GONE-WT\n"), [True] * 9, brought.extra)
         self.assertHostUntouched()
 
+    def test_a_head_whose_tree_git_will_not_write_still_brings_the_files_back(self):
+        """Found by attacking it: a HEAD made by hand whose tree holds `..` (git mktree takes it; git will not
+        write it to a commit) failed every stop, and the files not committed stayed in the bottle. They now come
+        on top of it, as do a linked worktree's and a submodule's on such a HEAD."""
+        b = self.bottle()
+        code, out = b.sh(
+            "export GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@b GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@b; set -e; "
+            "bad() { local inner; inner=$(echo evil | git hash-object -w --stdin); "
+            "  inner=$(printf '100644 blob %s\tconfig\n' $inner | git mktree); "
+            "  git commit-tree -p HEAD -m bad $({ git ls-tree HEAD; printf '040000 tree %s\t..\n' $inner; "
+            "    printf '040000 tree %s\t.\n' $inner; } | git mktree); }; "
+            "git init -q -b main /tmp/sm; git -C /tmp/sm commit -q --allow-empty -m sm; cd /workspace; "
+            "git -c protocol.file.allow=always submodule add -q /tmp/sm sm; git commit -qm 'adds sm'; "
+            "git worktree add -q --detach /tmp/wt; "
+            "git update-ref HEAD $(bad); echo TOP-UNCOMMITTED > top.txt; "
+            "cd /tmp/wt; git update-ref HEAD $(bad); echo WT-UNCOMMITTED > wt.txt; "
+            "cd /workspace/sm; git update-ref HEAD $(bad); echo SM-UNCOMMITTED > sm.txt")
+        self.assertEqual(code, 0, out)
+        brought = self.bring_back(b)
+        branch = brought.branch
+        self.assertEqual(git(self.repo, "show", f"{branch}:top.txt"), "TOP-UNCOMMITTED\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}:app.py"), "print('v2, not committed')\n")
+        self.assertEqual(git(self.repo, "log", "-1", "--format=%s", f"{branch}~1"), "bad\n")  # on top of it
+        self.assertEqual(git(self.repo, "show", f"{branch}.worktree.wt:wt.txt"), "WT-UNCOMMITTED\n")
+        self.assertEqual(git(self.repo, "show", f"{branch}.in-submodule.sm:sm.txt"), "SM-UNCOMMITTED\n")
+        self.assertHostUntouched()
+
     def test_a_submodule_whose_head_is_a_pipe_is_named_at_once(self):
         """Found by attacking it: git's fetch from it waited on the pipe until the step's time ran out, and
         the error said nothing."""
