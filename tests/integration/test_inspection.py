@@ -662,9 +662,11 @@ class SmugglingTest(RecordedBottleCase):
 # with nothing to say it is compressed (no Content-Encoding), with curl, to each URL given; prints "form url
 # status" for each.
 SEND_COMPRESSED = r"""
-import base64, bz2, io, lzma, os, subprocess, sys, zipfile, zlib
+import base64, bz2, gzip, io, lzma, os, random, subprocess, sys, zipfile, zlib
 secret = os.environ["SECRET"].encode()
 noise = base64.b64encode(os.urandom(1 << 20))  # compresses poorly: the secret comes long after its header
+vocabulary = [os.urandom(4).hex()[:random.randint(3, 8)] for _ in range(3000)]
+words = " ".join(random.choice(vocabulary) for _ in range(120_000)).encode()  # compresses well
 
 def zipped(data):
     out = io.BytesIO()
@@ -672,8 +674,8 @@ def zipped(data):
         z.writestr("notes.txt", data)
     return out.getvalue()
 
-def raw_deflate(data):
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+def raw_deflate(data, wbits=-15):
+    c = zlib.compressobj(9, zlib.DEFLATED, wbits)
     return c.compress(data) + c.flush()
 
 forms = {
@@ -684,7 +686,13 @@ forms = {
     "bzip2": bz2.compress(secret),
     "zip": zipped(b"token: " + secret),
     "xz": lzma.compress(b"nothing secret at all"),
+    "lzma-alone": lzma.compress(b"nothing secret at all", format=lzma.FORMAT_ALONE),
     "base64-of-gzip-in-json": b'{"data": "' + base64.b64encode(zlib.compress(secret)) + b'"}',
+    # Found by attacking it: a long stream of text that compresses well, hex-encoded or inside another, and
+    # zlib with a small window.
+    "hex-of-a-long-gzip": gzip.compress(words + secret).hex().encode(),
+    "gzip-in-gzip": gzip.compress(gzip.compress(words + secret)),
+    "zlib-small-window": raw_deflate(secret, wbits=9),
 }
 for name, body in forms.items():
     for url in sys.argv[1:]:
@@ -708,7 +716,7 @@ class CompressedTest(RecordedBottleCase):
         out = self.project.cli("exec", self.name, "--", "python3", "-c", SEND_COMPRESSED, *urls, timeout=600)
         self.assertEqual(out.returncode, 0, out.stderr)
         answers = {tuple(line.split(" ")[:2]): line.split(" ")[2] for line in out.stdout.splitlines()}
-        self.assertEqual(len(answers), 16, out.stdout)
+        self.assertEqual(len(answers), 24, out.stdout)
         for (form, url), status in answers.items():
             with self.subTest(form, url=url):
                 self.assertEqual(status, "403", out.stdout)

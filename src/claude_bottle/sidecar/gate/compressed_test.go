@@ -7,6 +7,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand"
@@ -229,7 +230,7 @@ func TestTheDecoderInflatesWhatGoDoes(t *testing.T) {
 			w.Write(input)
 			w.Close()
 			var got []byte
-			err := inflateTo(bytes.NewReader(buf.Bytes()), func(c byte) { got = append(got, c) })
+			err := inflateTo(bytes.NewReader(buf.Bytes()), func(c byte) bool { got = append(got, c); return true })
 			if err != nil || !bytes.Equal(got, input) {
 				t.Errorf("%s at level %d: %d of %d bytes, error %v", name, level, len(got), len(input), err)
 			}
@@ -238,7 +239,7 @@ func TestTheDecoderInflatesWhatGoDoes(t *testing.T) {
 	// What is not deflate ends in an error, soon.
 	for _, junk := range [][]byte{[]byte(`{"json": "text"}`), randomBytes(1<<20, 12)} {
 		n := 0
-		if err := inflateTo(bytes.NewReader(junk), func(byte) { n++ }); err == nil && n > len(junk)*1032 {
+		if err := inflateTo(bytes.NewReader(junk), func(byte) bool { n++; return true }); err == nil && n > len(junk)*1032 {
 			t.Errorf("junk of %d bytes inflated to %d", len(junk), n)
 		}
 	}
@@ -257,7 +258,7 @@ func TestTheDecoderHandsOnAllThatAStreamsFirstBytesHold(t *testing.T) {
 			w.Close()
 			stream = buf.Bytes()
 		}
-		f := startInflater(rawDeflate, 0)
+		f := startInflater(rawDeflate, 0, 0)
 		var got []byte
 		fed := 0
 		for _, cut := range []int{1, 2, 100, 997, 5000, 20011, 40000, len(stream) / 2, len(stream) - 3} {
@@ -276,4 +277,147 @@ func TestTheDecoderHandsOnAllThatAStreamsFirstBytesHold(t *testing.T) {
 		}
 		f.stop()
 	}
+}
+
+// words is text that compresses well (dynamic codes, matches far back), as ordinary files do.
+func words(n int, seed int64) []byte {
+	r := rand.New(rand.NewSource(seed))
+	var vocabulary []string
+	for i := 0; i < 3000; i++ {
+		vocabulary = append(vocabulary, base64.RawURLEncoding.EncodeToString(randomBytes(6, int64(i)))[:3+r.Intn(5)])
+	}
+	var b bytes.Buffer
+	for b.Len() < n {
+		b.WriteString(vocabulary[r.Intn(len(vocabulary))])
+		b.WriteByte(" \n"[r.Intn(2)])
+	}
+	return b.Bytes()
+}
+
+// zlibWindow is data as zlib with a header that names a window of 2^bits bytes.
+func zlibWindow(data []byte, bits int) []byte {
+	cmf := byte((bits-8)<<4 | 8)
+	flg := byte(31 - int(cmf)*256%31)
+	if flg == 31 {
+		flg = 0
+	}
+	var sum [4]byte
+	a, b := uint32(1), uint32(0)
+	for _, c := range data {
+		a = (a + uint32(c)) % 65521
+		b = (b + a) % 65521
+	}
+	sum[0], sum[1], sum[2], sum[3] = byte(b>>8), byte(b), byte(a>>8), byte(a)
+	return append(append([]byte{cmf, flg}, deflated(data)...), sum[:]...)
+}
+
+func TestEveryWayOfCompressingASecretFoundByAttackingItIsRefused(t *testing.T) {
+	secret := []byte("key=" + testSecret + "\n")
+	long := append(words(700<<10, 1), secret...)
+	reserved := gz(secret)
+	reserved[3] |= 0x20 // a flag bit gzip reserves, which Python's reader lets be
+	storedSays := zipped(t, "k.txt", secret)
+	storedSays[8], storedSays[9] = 0, 0 // the local header says stored; the central directory, deflated
+	part := "--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"k.bin\"\r\n\r\n"
+	shapes := map[string][]byte{
+		"gzip in gzip, long":              gz(gz(long)),
+		"gzip in gzip in gzip":            gz(gz(gz(secret))),
+		"zlib with a 512-byte window":     zlibWindow(secret, 9),
+		"zlib with a 4 KiB window":        zlibWindow(secret, 12),
+		"zlib with a 16 KiB window":       zlibWindow(secret, 14),
+		"gzip with a reserved flag":       reserved,
+		"a zip entry deflated, said not":  storedSays,
+		"raw deflate in a multipart part": append(append([]byte(part), deflated(secret)...), "\r\n--b--\r\n"...),
+		"zlib in a zip's stored entry":    zipStored(t, zlibbed(secret)),
+	}
+	for name, body := range shapes {
+		_, err := readRaw(body, 32<<10)
+		if !errors.Is(err, errSecretInBody) && !errors.Is(err, errPiecesInBody) {
+			t.Errorf("%s: error %v, want the secret refused", name, err)
+		}
+	}
+	randomised := append([]byte{}, bzip2Secret...)
+	randomised[14] |= 0x80
+	// (Data the gate cannot tell from chance: what LZMA or encryption makes of a secret.)
+	lzmaZip := zipped(t, "k.txt", randomBytes(100, 3))
+	lzmaZip[8] = 14
+	encrypted := zipped(t, "k.txt", randomBytes(100, 4))
+	encrypted[6] |= 1
+	for name, body := range map[string][]byte{
+		"bzip2 with randomised blocks": randomised,
+		"LZMA's own format":            append([]byte{0x5d, 0, 0, 0x80, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, randomBytes(40, 1)...),
+		"a zip entry of LZMA":          lzmaZip,
+		"an encrypted zip entry":       encrypted,
+	} {
+		_, err := readRaw(body, 32<<10)
+		if err == nil || !strings.Contains(err.Error(), "cannot read") {
+			t.Errorf("%s: error %v, want it refused as unreadable", name, err)
+		}
+	}
+}
+
+func zipStored(t testing.TB, data []byte) []byte {
+	var buf bytes.Buffer
+	w := zip.NewWriter(&buf)
+	f, err := w.CreateHeader(&zip.FileHeader{Name: "x", Method: zip.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(data)
+	w.Close()
+	return buf.Bytes()
+}
+
+func TestManyBombsOrFalseHeadersCostLittle(t *testing.T) {
+	bomb := base64.StdEncoding.EncodeToString(zlibbed(make([]byte, 3<<20)))
+	var lines []string
+	for i := 0; i < 200; i++ {
+		lines = append(lines, bomb)
+	}
+	start := time.Now()
+	if _, err := readRaw([]byte(strings.Join(lines, "\n")), 32<<10); !errors.Is(err, errInflatesTooFar) {
+		t.Errorf("200 bombs in base64: error %v, want %v", err, errInflatesTooFar)
+	}
+	t.Logf("200 bombs in base64: %v", time.Since(start))
+	start = time.Now()
+	fake := bytes.Repeat([]byte("x\x01"), 1<<20)
+	if got, err := readRaw(fake, 32<<10); err != nil || got != string(fake) {
+		t.Errorf("fake zlib headers: %d bytes, error %v", len(got), err)
+	}
+	t.Logf("1M fake zlib headers: %v", time.Since(start))
+}
+
+func TestALongCompressedStreamEncodedIsReadWhole(t *testing.T) {
+	secret := []byte("key=" + testSecret + "\n")
+	long := gz(append(words(700<<10, 2), secret...))
+	shapes := map[string][]byte{
+		"hex":                  []byte(hex.EncodeToString(long)),
+		"percent-escaped form": []byte("d=" + url.QueryEscape(string(long))),
+		"base64":               []byte(base64.StdEncoding.EncodeToString(long)),
+		"base64, wrapped":      []byte(wrap(base64.StdEncoding.EncodeToString(long), 76)),
+		"base64url in JSON":    []byte(`{"file": "` + base64.URLEncoding.EncodeToString(long) + `"}`),
+		"hex of gzip in gzip":  []byte(hex.EncodeToString(gz(long))),
+	}
+	for name, body := range shapes {
+		_, err := readRaw(body, 32<<10)
+		if !errors.Is(err, errSecretInBody) && !errors.Is(err, errPiecesInBody) {
+			t.Errorf("%s: error %v, want the secret refused", name, err)
+		}
+	}
+	// The same without the secret goes on whole.
+	clean := gz(words(700<<10, 2))
+	for name, body := range map[string][]byte{"hex": []byte(hex.EncodeToString(clean)),
+		"base64": []byte(base64.StdEncoding.EncodeToString(clean))} {
+		if got, err := readRaw(body, 32<<10); err != nil || got != string(body) {
+			t.Errorf("%s with no secret: %d of %d bytes, error %v", name, len(got), len(body), err)
+		}
+	}
+}
+
+func wrap(s string, width int) string {
+	var lines []string
+	for len(s) > width {
+		lines, s = append(lines, s[:width]), s[width:]
+	}
+	return strings.Join(append(lines, s), "\r\n")
 }

@@ -10,7 +10,10 @@ import (
 // so the bytes that make a secret could go on before the gate saw what they decode to; a server reading the
 // same bytes could decode them at once.
 
-var errNotDeflate = errors.New("not a deflate stream")
+var (
+	errNotDeflate = errors.New("not a deflate stream")
+	errEnough     = errors.New("enough decoded")
+)
 
 // bitReader reads a deflate stream's bits, least significant first.
 type bitReader struct {
@@ -136,13 +139,14 @@ func init() {
 // inflater writes what it decodes to out, which is handed on before more input is read.
 type deflateDecoder struct {
 	in     bitReader
-	window [1 << 15]byte
-	pos    int // bytes decoded in all
-	out    func(byte)
+	window []byte // made at the first byte: most tries at a stream fail before it
+	pos    int    // bytes decoded in all
+	out    func(byte) bool
+	enough bool // out said stop
 }
 
-// inflateTo decodes the deflate stream in src to its last block, giving each byte to out.
-func inflateTo(src io.ByteReader, out func(byte)) error {
+// inflateTo decodes the deflate stream in src to its last block, giving each byte to out (until it says stop).
+func inflateTo(src io.ByteReader, out func(byte) bool) error {
 	d := &deflateDecoder{in: bitReader{src: src}, out: out}
 	for {
 		final, err := d.in.take(1)
@@ -169,14 +173,24 @@ func inflateTo(src io.ByteReader, out func(byte)) error {
 		if err != nil || final == 1 {
 			return err
 		}
+		if d.enough {
+			return errEnough
+		}
 	}
 }
 
 func (d *deflateDecoder) put(c byte) {
-	d.window[d.pos&(len(d.window)-1)] = c
+	if d.window == nil {
+		d.window = make([]byte, windowSize)
+	}
+	d.window[d.pos&(windowSize-1)] = c
 	d.pos++
-	d.out(c)
+	if !d.out(c) {
+		d.enough = true
+	}
 }
+
+const windowSize = 1 << 15
 
 func (d *deflateDecoder) stored() error {
 	d.in.align()
@@ -191,7 +205,7 @@ func (d *deflateDecoder) stored() error {
 	if length != ^complement&0xffff {
 		return errNotDeflate
 	}
-	for ; length > 0; length-- {
+	for ; length > 0 && !d.enough; length-- {
 		c, err := d.in.take(8)
 		if err != nil {
 			return err
@@ -280,6 +294,9 @@ func (d *deflateDecoder) codes(literals, distances *huffman) error {
 		if err != nil {
 			return err
 		}
+		if d.enough {
+			return errEnough
+		}
 		switch {
 		case symbol < 256:
 			d.put(byte(symbol))
@@ -305,11 +322,11 @@ func (d *deflateDecoder) codes(literals, distances *huffman) error {
 			return err
 		}
 		distance := distBase[symbol] + int(extra)
-		if distance > d.pos || distance > len(d.window) {
+		if distance > d.pos || distance > windowSize {
 			return errNotDeflate
 		}
 		for ; length > 0; length-- {
-			d.put(d.window[(d.pos-distance)&(len(d.window)-1)])
+			d.put(d.window[(d.pos-distance)&(windowSize-1)])
 		}
 	}
 }
@@ -324,7 +341,7 @@ func skipGzipHeader(src io.ByteReader) error {
 		}
 		head[i] = c
 	}
-	if head[0] != 0x1f || head[1] != 0x8b || head[2] != 8 || head[3]&0xe0 != 0 {
+	if head[0] != 0x1f || head[1] != 0x8b || head[2] != 8 { // reserved flags are let be, as Python's reader does
 		return errNotDeflate
 	}
 	flags := head[3]

@@ -212,21 +212,25 @@ func joined(before, after []byte) []byte {
 // came before text in the same body, if any. Data compressed in a format the gate cannot read counts as a
 // secret here; look tells it apart.
 func (s *secretScanner) found(text []byte, record bool, before carried) (whole, complete bool) {
-	v := s.look(text, record, before, true, 0)
+	budget := int64(maxInflatedAtOnce)
+	v := s.look(text, record, before, true, 0, &budget)
 	return v.whole || v.unreadable != "", v.complete
 }
 
-// verdict is what look finds: a secret whole, the last of its pieces, or data it cannot read (its format).
+// verdict is what look finds: a secret whole, the last of its pieces, data it cannot read (its format), or more
+// compressed data than it reads.
 type verdict struct {
 	whole, complete bool
 	unreadable      string
+	over            bool
 }
 
-func (v verdict) refused() bool { return v.whole || v.complete || v.unreadable != "" }
+func (v verdict) refused() bool { return v.whole || v.complete || v.unreadable != "" || v.over }
 
-// look is found, with what compressed streams inflate to (see compressed.go): those that begin in text itself
-// (unless a body's own inflaters read them: rawStreams false) and in what its encoded runs decode to.
-func (s *secretScanner) look(text []byte, record bool, before carried, rawStreams bool, depth int) verdict {
+// look is found, with what compressed streams inflate to (see compressed.go), each taking from budget: those
+// that begin in text itself and in what its escapes and encoded runs decode to. A body follows its streams
+// itself, as it goes (streams false).
+func (s *secretScanner) look(text []byte, record bool, before carried, streams bool, depth int, budget *int64) verdict {
 	folded := fold(text)
 	texts := [][]byte{folded}
 	if decoded := decode(folded); !bytes.Equal(decoded, folded) {
@@ -246,8 +250,10 @@ func (s *secretScanner) look(text []byte, record bool, before carried, rawStream
 		return false
 	}
 	// text itself (i == 0), and what its escapes stand for (a percent-encoded gzip)
-	sources := [][]byte{text}
-	sources = append(sources, texts[1:]...)
+	var sources [][]byte
+	if streams {
+		sources = append([][]byte{text}, texts[1:]...)
+	}
 	for _, t := range texts {
 		view := lower(t)
 		digits := joined(before.hexDigits, only(view, hexClass))
@@ -264,20 +270,26 @@ func (s *secretScanner) look(text []byte, record bool, before carried, rawStream
 			if inLetters(lettersOf(raw)) {
 				return verdict{whole: true}
 			}
-			sources = append(sources, raw)
+			if streams {
+				sources = append(sources, raw)
+			}
 		}
 	}
-	for i, src := range sources {
+	for _, src := range sources {
 		if name := unreadableIn(src); name != "" {
 			return verdict{unreadable: name}
 		}
-		if depth >= maxDepth || (i == 0 && !rawStreams) {
+		if depth >= maxDepth {
 			continue
 		}
-		for _, inflated := range inflatedIn(src) {
-			if v := s.look(inflated, record, carried{}, true, depth+1); v.refused() {
+		inflated, over := inflatedIn(src, budget)
+		for _, one := range inflated {
+			if v := s.look(one, record, carried{}, true, depth+1, budget); v.refused() {
 				return v
 			}
+		}
+		if over {
+			return verdict{over: true}
 		}
 	}
 	return verdict{complete: record && s.pieces.add(sent)}
@@ -311,9 +323,14 @@ func (s *secretScanner) refusedRequest(r *http.Request) string {
 	for name := range r.Trailer {
 		head.WriteString("trailer " + name + "\n")
 	}
-	v := s.look(head.Bytes(), true, carried{}, true, 0)
+	budget := int64(maxInflatedAtOnce)
+	v := s.look(head.Bytes(), true, carried{}, true, 0, &budget)
 	if v.unreadable != "" {
 		return "the request carries data compressed as " + v.unreadable + ", which the sidecar cannot read; send it plain"
+	}
+	if v.over {
+		return fmt.Sprintf("the request's target or headers hold compressed data that inflates to more than %d MiB, "+
+			"more than the sidecar reads", maxInflatedAtOnce>>20)
 	}
 	whole, complete := v.whole, v.complete
 	if whole {
@@ -338,11 +355,11 @@ type scannedBody struct {
 	// bytes read into kept since it was last scanned, and all bytes scanned (held-back ones again)
 	unscanned, scanned int
 	before             carried
-	// the body's offset of kept[0], and how far it has been searched for the headers of compressed streams
-	base, searched int64
-	streams        []*inflater
-	begun          bool  // raw deflate, which has no header, was looked for at its start
-	inflated       int64 // bytes its streams inflated to
+	base               int64 // the body's offset of kept[0]
+	streams            streamSet
+	views              []*encodedView // what its base64, hex and escapes decode to, with their streams
+	inflated           int64          // bytes its streams inflated to (those of its headers' and runs' too)
+	begun              int            // streams begun
 }
 
 // blockedBody ends a request whose body the gate will not pass on; the reverse proxy answers 403 for it.
@@ -356,8 +373,8 @@ var (
 		"requests send in pieces")
 	errInflatesTooFar = blockedBody(fmt.Sprintf("the request body holds compressed data that inflates to more "+
 		"than %d MiB, more than the sidecar reads; send less at a time", maxInflatedBody>>20))
-	errTooManyStreams = blockedBody(fmt.Sprintf("the request body holds more than %d compressed streams open at "+
-		"once, more than the sidecar reads", maxOpenStreams))
+	errTooManyStreams = blockedBody(fmt.Sprintf("the request body holds more compressed streams than the sidecar "+
+		"follows (%d open at once, %d in all)", maxOpenStreams, maxStreams))
 )
 
 func errUnreadableInBody(format string) error {
@@ -365,11 +382,14 @@ func errUnreadableInBody(format string) error {
 		", which the sidecar cannot read; send it plain")
 }
 
-// A body's compressed streams: how much they may inflate to in all (the scanners read 3-10 MB/s), and how
-// many may be open at once (where data looks like a header by chance, the decoder fails within a few bytes).
+// A body's compressed streams: how much they may inflate to in all (the scanners read 3-10 MB/s), how many
+// may be open at once (where data looks like a header by chance, the decoder fails within a few bytes), and
+// how many it may have.
 const (
 	maxInflatedBody = 64 << 20
 	maxOpenStreams  = 64
+	maxStreams      = 100000
+	maxTries        = 16
 )
 
 // scanEvery is how many bytes a body reads before it scans again (unless the body ends first): a client that
@@ -398,16 +418,22 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		b.unscanned = 0
 		b.scanned += len(b.kept)
-		refused := b.inflate(err != nil)
-		if refused == nil {
-			switch v := b.scanner.look(b.kept, true, b.before, false, 0); {
-			case v.unreadable != "":
-				refused = errUnreadableInBody(v.unreadable)
-			case v.whole:
-				refused = errSecretInBody
-			case v.complete:
-				refused = errPiecesInBody
+		searched, refused := b.streams.step(b, b.kept, b.base, err != nil)
+		if b.views == nil {
+			b.views = []*encodedView{{kind: 'b'}, {kind: 'h'}, {kind: '%'}}
+			for _, v := range b.views {
+				v.streams.depth = 1
 			}
+		}
+		for _, v := range b.views {
+			if refused == nil {
+				refused = v.take(b, b.kept[v.next-b.base:], err != nil)
+			}
+		}
+		if refused == nil {
+			budget := b.left()
+			refused = refusalOf(b.scanner.look(b.kept, true, b.before, false, 0, &budget))
+			b.inflated = maxInflatedBody - budget
 		}
 		if refused != nil {
 			b.stopStreams()
@@ -417,8 +443,8 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		}
 		// What may begin a compressed stream's header, not yet read whole, stays too.
 		pass := len(b.kept) - b.scanner.hold
-		if searched := int(b.searched - b.base); searched < pass {
-			pass = searched
+		if unsearched := int(searched - b.base); unsearched < pass {
+			pass = unsearched
 		}
 		if pass > 0 {
 			b.ready, b.kept = b.kept[:pass], append([]byte{}, b.kept[pass:]...)
@@ -431,61 +457,71 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// inflate starts an inflater for each compressed stream that begins in what kept holds that is new, gives
-// every open one the bytes it has not had (at the body's end, its end), and reads what they inflate to.
-func (b *scannedBody) inflate(end bool) error {
-	if !b.begun {
-		b.begun = true
-		if mayBeDeflate(b.kept) {
-			b.streams = []*inflater{startInflater(rawDeflate, 0)}
-		}
-	}
-	starts, upto := streamsIn(b.kept, int(b.searched-b.base), end)
-	b.searched = b.base + int64(upto)
-	for _, st := range starts {
-		b.streams = append(b.streams, startInflater(st.kind, b.base+int64(st.data)))
-	}
-	open := b.streams[:0]
-	for _, f := range b.streams {
-		if err := b.read(f, f.feed(b.kept[f.next-b.base:], false, maxInflatedBody-b.inflated)); err != nil {
-			return err
-		}
-		if end {
-			if err := b.read(f, f.feed(nil, true, maxInflatedBody-b.inflated)); err != nil {
-				return err
-			}
-		}
-		if !f.ended {
-			open = append(open, f)
-		}
-	}
-	b.streams = open
-	if len(open) > maxOpenStreams {
-		return errTooManyStreams
-	}
-	return nil
-}
-
-// read looks at what a stream inflated to, with the last bytes of what it inflated to before.
-func (b *scannedBody) read(f *inflater, out [][]byte) error {
-	if len(out) == 0 {
-		return nil
-	}
-	text := f.tail
-	for _, o := range out {
-		b.inflated += int64(len(o))
-		text = append(text, o...)
-	}
-	if b.inflated > maxInflatedBody {
-		return errInflatesTooFar
-	}
-	switch v := b.scanner.look(text, true, f.before, true, 1); {
+func refusalOf(v verdict) error {
+	switch {
 	case v.unreadable != "":
 		return errUnreadableInBody(v.unreadable)
 	case v.whole:
 		return errSecretInBody
 	case v.complete:
 		return errPiecesInBody
+	case v.over:
+		return errInflatesTooFar
+	}
+	return nil
+}
+
+func (b *scannedBody) left() int64 { return maxInflatedBody - b.inflated }
+
+// started starts an inflater for a stream of the body's (depth 0) or of what one inflates to. Raw deflate,
+// which has no header, is tried at a few places at once at most (on text it may decode for long): past that,
+// not at all.
+func (b *scannedBody) started(kind streamKind, at int64, depth int) (*inflater, error) {
+	headed, tried := b.streams.count()
+	for _, v := range b.views {
+		h, t := v.streams.count()
+		headed, tried = headed+h, tried+t
+	}
+	b.begun++
+	switch {
+	case kind == rawDeflate && tried >= maxTries:
+		return nil, nil
+	case kind != rawDeflate && headed >= maxOpenStreams, b.begun > maxStreams:
+		return nil, errTooManyStreams
+	}
+	f := startInflater(kind, at, depth)
+	f.tried = kind == rawDeflate
+	return f, nil
+}
+
+// read looks at what a stream inflated to, with the last bytes of what it inflated to before, and follows the
+// streams in it.
+func (b *scannedBody) read(f *inflater, out [][]byte) error {
+	if len(out) == 0 {
+		return nil
+	}
+	text := f.tail
+	added := 0
+	for _, o := range out {
+		b.inflated += int64(len(o))
+		text = append(text, o...)
+		added += len(o)
+	}
+	if b.inflated > maxInflatedBody {
+		return errInflatesTooFar
+	}
+	// Past the depth followed, the streams in it are inflated as they are found.
+	inner := f.inner.depth < maxDepth
+	budget := b.left()
+	err := refusalOf(b.scanner.look(text, true, f.before, !inner, f.depth+1, &budget))
+	b.inflated = maxInflatedBody - budget
+	if err != nil {
+		return err
+	}
+	if inner {
+		if _, err := f.inner.more(b, text[len(text)-added:], false); err != nil {
+			return err
+		}
 	}
 	if hold := b.scanner.hold; len(text) > hold {
 		f.before.keep(b.scanner, text[:len(text)-hold])
@@ -496,10 +532,10 @@ func (b *scannedBody) read(f *inflater, out [][]byte) error {
 }
 
 func (b *scannedBody) stopStreams() {
-	for _, f := range b.streams {
-		f.stop()
+	b.streams.stop()
+	for _, v := range b.views {
+		v.streams.stop()
 	}
-	b.streams = nil
 }
 
 func (b *scannedBody) Close() error {
