@@ -57,8 +57,9 @@ const lookahead = 30
 
 // streamsIn finds the compressed streams whose headers begin in data at or after from. Unless final (data
 // is all there will be), it stops where data ends before it can tell whether a header begins there, and says
-// where: upto is the first offset it has not looked at.
-func streamsIn(data []byte, from int, final bool) (starts []streamStart, upto int) {
+// where: upto is the first offset it has not looked at; and it names the zip entries whose header data ends
+// inside of (their name and extra field can take 128 KiB), to be looked at again with more (zipEntry).
+func streamsIn(data []byte, from int, final bool) (starts []streamStart, upto int, zips []int) {
 	for i := from; i < len(data); i++ {
 		if skip := bytes.IndexAny(data[i:], headerBytes); skip < 0 {
 			i = len(data)
@@ -66,7 +67,7 @@ func streamsIn(data []byte, from int, final bool) (starts []streamStart, upto in
 			i += skip
 		}
 		if !final && len(data)-i < lookahead {
-			return starts, i
+			return starts, i, zips
 		}
 		if i == len(data) {
 			break
@@ -77,8 +78,11 @@ func streamsIn(data []byte, from int, final bool) (starts []streamStart, upto in
 			starts = append(starts, streamStart{i, gzipStream})
 		case c&0x0f == 8 && len(rest) > 2:
 			// zlib: deflate with a window of up to 32 KiB, no preset dictionary (which no reader has but the
-			// writer), a check that makes the two bytes a multiple of 31, and deflate after them
-			if rest[1]&0x20 == 0 && (uint(c)<<8|uint(rest[1]))%31 == 0 && mayBeDeflate(rest[2:]) {
+			// writer), a check that makes the two bytes a multiple of 31, and deflate after them; not a PNG's
+			// image data (a screenshot inflates to tens of MB of pixels, which would cost seconds to read in
+			// each request to the API that carries it)
+			if rest[1]&0x20 == 0 && (uint(c)<<8|uint(rest[1]))%31 == 0 && mayBeDeflate(rest[2:]) &&
+				!(i >= 4 && string(data[i-4:i]) == "IDAT") && !(i >= 8 && string(data[i-8:i-4]) == "fdAT") {
 				starts = append(starts, streamStart{i, zlibStream})
 			}
 		case bytes.HasPrefix(rest, bzip2Magic):
@@ -86,22 +90,24 @@ func streamsIn(data []byte, from int, final bool) (starts []streamStart, upto in
 				starts = append(starts, streamStart{i, bzip2Stream})
 			}
 		case bytes.HasPrefix(rest, zipMagic) && len(rest) >= 30:
-			at := i + 30 + int(binary.LittleEndian.Uint16(rest[26:])) + int(binary.LittleEndian.Uint16(rest[28:]))
-			if at > len(data) {
-				if !final {
-					return starts, i
-				}
-				continue
-			}
-			// Deflate whatever its method says: a reader may go by the archive's central directory instead.
-			if mayBeDeflate(data[at:]) {
+			switch at, whole := zipEntry(data, i); {
+			case !whole && !final:
+				zips = append(zips, i)
+			case whole && mayBeDeflate(data[at:]):
 				starts = append(starts, streamStart{at, zipDeflate})
 			}
 		case bytes.HasPrefix(rest, partStart) && mayBeDeflate(rest[4:]):
 			starts = append(starts, streamStart{i + 4, rawDeflate})
 		}
 	}
-	return starts, len(data)
+	return starts, len(data), zips
+}
+
+// zipEntry is where the data of the zip entry whose header is at i begins, if data holds all of that header.
+// Its data is read as deflate whatever its method says: a reader may go by the archive's central directory.
+func zipEntry(data []byte, i int) (at int, whole bool) {
+	at = i + 30 + int(binary.LittleEndian.Uint16(data[i+26:])) + int(binary.LittleEndian.Uint16(data[i+28:]))
+	return at, at <= len(data)
 }
 
 // mayBeDeflate says whether data can begin a deflate stream: its first block's type is one of the three, and a
@@ -152,24 +158,33 @@ func unreadableIn(data []byte) string {
 		}
 		i += j + 1
 	}
-	for i := 0; ; {
-		j := bytes.Index(data[i:], zipMagic)
-		if j < 0 {
-			break
-		}
-		if rest := data[i+j:]; len(rest) >= 30 && binary.LittleEndian.Uint16(rest[4:]) <= 63 {
-			method := binary.LittleEndian.Uint16(rest[8:])
-			if name, ok := zipUnreadable[method]; ok {
-				return "a zip entry of method " + strconv.Itoa(int(method)) + " (" + name + ")"
+	// A zip entry the gate cannot read, as its local header says or as the archive's central directory does
+	// (which is what most readers go by): the archive is refused before its end, without which none reads it.
+	for _, entry := range []struct {
+		magic                  []byte
+		version, flags, method int // where each field is
+	}{{zipMagic, 4, 6, 8}, {zipCentral, 6, 8, 10}} {
+		for i := 0; ; {
+			j := bytes.Index(data[i:], entry.magic)
+			if j < 0 {
+				break
 			}
-			if flags := binary.LittleEndian.Uint16(rest[6:]); flags&1 != 0 && (method == 0 || method == 8) {
-				return "an encrypted zip entry"
+			if rest := data[i+j:]; len(rest) >= 30 && binary.LittleEndian.Uint16(rest[entry.version:])&0xff <= 63 {
+				method := binary.LittleEndian.Uint16(rest[entry.method:])
+				if name, ok := zipUnreadable[method]; ok {
+					return "a zip entry of method " + strconv.Itoa(int(method)) + " (" + name + ")"
+				}
+				if binary.LittleEndian.Uint16(rest[entry.flags:])&1 != 0 && (method == 0 || method == 8) {
+					return "an encrypted zip entry"
+				}
 			}
+			i += j + 1
 		}
-		i += j + 1
 	}
 	return ""
 }
+
+var zipCentral = []byte("PK\x01\x02")
 
 var lzmaNoSize = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
@@ -250,7 +265,7 @@ func (r readerOf) Read(p []byte) (int, error) {
 // what its bytes hold), with raw deflate tried from data's start; each takes from budget, and over says it
 // ran out.
 func inflatedIn(data []byte, budget *int64) (out [][]byte, over bool) {
-	starts, _ := streamsIn(data, 0, true)
+	starts, _, _ := streamsIn(data, 0, true)
 	if mayBeDeflate(data) {
 		starts = append([]streamStart{{0, rawDeflate}}, starts...)
 	}
@@ -292,6 +307,16 @@ type inflater struct {
 	tail   []byte
 	before carried
 	inner  streamSet
+	views  []*encodedView
+}
+
+// newViews are the encoded views of a stream of bytes, whose streams are depth deep.
+func newViews(depth int) []*encodedView {
+	views := []*encodedView{{kind: 'b'}, {kind: 'h'}, {kind: '%'}, {kind: 'u'}}
+	for _, v := range views {
+		v.streams.depth = depth
+	}
+	return views
 }
 
 func startInflater(kind streamKind, at int64, depth int) *inflater {
@@ -338,10 +363,10 @@ func (f *inflater) ReadByte() (byte, error) {
 	return c, nil
 }
 
-// feed gives the stream more of its bytes (end: there are no more) and returns what they inflate to: when it
-// returns, the decoder has read them and waits for more, or has ended, or (past budget bytes) is stopped.
-func (f *inflater) feed(data []byte, end bool, budget int64) [][]byte {
-	var out [][]byte
+// feed gives the stream more of its bytes (end: there are no more) and returns what they inflate to, and how
+// many of them the decoder read: when it returns, the decoder has read them and waits for more, or has ended,
+// or (past budget bytes) is stopped.
+func (f *inflater) feed(data []byte, end bool, budget int64) (out [][]byte, read int) {
 	// untilDone: once its input is closed, a decoder may ask again after being told it has ended.
 	collect := func(untilDone bool) {
 		for {
@@ -368,7 +393,7 @@ func (f *inflater) feed(data []byte, end bool, budget int64) [][]byte {
 		collect(false)
 	}
 	if f.ended {
-		return out
+		return out, 0
 	}
 	f.waiting = false
 	if end {
@@ -378,7 +403,15 @@ func (f *inflater) feed(data []byte, end bool, budget int64) [][]byte {
 	}
 	f.next += int64(len(data))
 	collect(end)
-	return out
+	read = len(data)
+	if f.ended {
+		select {
+		case <-f.done: // what it had not read when it ended: its goroutine is gone
+			read -= len(f.pending)
+		default:
+		}
+	}
+	return out, read
 }
 
 func (f *inflater) stop() {
@@ -388,6 +421,9 @@ func (f *inflater) stop() {
 		close(f.quit)
 	}
 	f.inner.stop()
+	for _, v := range f.views {
+		v.streams.stop()
+	}
 }
 
 // streamSet follows the compressed streams of one stream of bytes: a body's, or what a stream in it inflates to.
@@ -400,6 +436,7 @@ type streamSet struct {
 	buf   []byte
 	bufAt int64
 	tryAt []int64 // where raw deflate may begin (an encoded run's start), to be tried once 5 bytes are there
+	zips  []int64 // where zip entries' headers begin that have not all arrived
 	runAt int64   // (a view's) where the run being read began, if it may yet be long enough to try: kept
 	inRun bool
 }
@@ -410,6 +447,7 @@ type bodyStreams interface {
 
 	read(f *inflater, out [][]byte) error
 	left() int64
+	feeding(n int) error // n more bytes go to a decoder
 }
 
 // step looks for streams in data (the bytes from offset at to the last one there is so far), starts an
@@ -428,8 +466,22 @@ func (s *streamSet) step(b bodyStreams, data []byte, at int64, end bool) (int64,
 	if name := unreadableIn(data[max0(from-lookahead):]); name != "" {
 		return 0, errUnreadableInBody(name)
 	}
-	starts, upto := streamsIn(data, from, end)
+	starts, upto, zips := streamsIn(data, from, end)
 	s.searched = at + int64(upto)
+	// Zip entries whose headers had not all arrived: looked at again, now.
+	waitingZips := s.zips[:0]
+	for _, z := range s.zips {
+		switch entry, whole := zipEntry(data, int(z-at)); {
+		case !whole && !end:
+			waitingZips = append(waitingZips, z)
+		case whole && mayBeDeflate(data[entry:]):
+			starts = append(starts, streamStart{entry, zipDeflate})
+		}
+	}
+	s.zips = waitingZips
+	for _, z := range zips {
+		s.zips = append(s.zips, at+int64(z))
+	}
 	for _, st := range starts {
 		if err := s.start(b, st.kind, at+int64(st.data)); err != nil {
 			return 0, err
@@ -454,13 +506,21 @@ func (s *streamSet) step(b bodyStreams, data []byte, at int64, end bool) (int64,
 	if len(waiting) > 0 && waiting[0] < keep {
 		keep = waiting[0]
 	}
+	if len(s.zips) > 0 && s.zips[0] < keep {
+		keep = s.zips[0]
+	}
 	still := s.open[:0]
 	for _, f := range s.open {
-		if err := b.read(f, f.feed(data[f.next-at:], false, b.left())); err != nil {
+		out, read := f.feed(data[f.next-at:], false, b.left())
+		if err := b.feeding(read); err != nil {
+			return 0, err
+		}
+		if err := b.read(f, out); err != nil {
 			return 0, err
 		}
 		if end {
-			if err := b.read(f, f.feed(nil, true, b.left())); err != nil {
+			out, _ := f.feed(nil, true, b.left())
+			if err := b.read(f, out); err != nil {
 				return 0, err
 			}
 		}
@@ -471,7 +531,12 @@ func (s *streamSet) step(b bodyStreams, data []byte, at int64, end bool) (int64,
 		if _, err := f.inner.more(b, nil, true); err != nil { // what its last bytes began
 			return 0, err
 		}
-		f.inner.stop()
+		for _, v := range f.views {
+			if err := v.take(b, nil, true); err != nil {
+				return 0, err
+			}
+		}
+		f.stop()
 	}
 	s.open = still
 	return keep, nil
@@ -510,6 +575,10 @@ func (s *streamSet) count() (headed, tried int) {
 		}
 		h, t := f.inner.count()
 		headed, tried = headed+h, tried+t
+		for _, v := range f.views {
+			h, t := v.streams.count()
+			headed, tried = headed+h, tried+t
+		}
 	}
 	return headed, tried
 }
@@ -526,7 +595,8 @@ func (s *streamSet) stop() {
 // form, is read whole, not only as far as one look at the body reaches. A run of the encoding's characters is
 // decoded from its start; anything else ends it.
 type encodedView struct {
-	kind    byte   // 'b' base64 (either alphabet; line breaks inside), 'h' hex, '%' percent-escapes
+	kind byte // 'b' base64 (either alphabet; line breaks inside), 'h' hex, '%' percent-escapes ('+' a
+	// space, as in a form), 'u' percent-escapes ('+' itself, as a URL's path has it)
 	group   []byte // characters not yet decoded (less than a byte's, or a group's, worth)
 	next    int64  // the body's offset of the next byte it is to be given
 	begun   bool   // (percent) an escape has been seen: what came before holds no escaped stream
@@ -582,7 +652,7 @@ func (v *encodedView) take(b bodyStreams, data []byte, end bool) error {
 			}
 			v.group = v.group[:0]
 		}
-	case '%':
+	case '%', 'u':
 		for _, c := range data {
 			if len(v.group) > 0 { // inside an escape
 				if v.group = append(v.group, c); len(v.group) < 3 {
@@ -601,7 +671,7 @@ func (v *encodedView) take(b bodyStreams, data []byte, end bool) error {
 			case c == '%':
 				v.group = append(v.group, c)
 			case !v.begun:
-			case c == '+':
+			case c == '+' && v.kind == '%':
 				out = append(out, ' ')
 			default:
 				out = append(out, c)

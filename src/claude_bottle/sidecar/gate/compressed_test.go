@@ -9,11 +9,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -265,7 +271,8 @@ func TestTheDecoderHandsOnAllThatAStreamsFirstBytesHold(t *testing.T) {
 			if cut <= fed || cut > len(stream) {
 				continue
 			}
-			for _, o := range f.feed(stream[fed:cut], false, 1<<30) {
+			out, _ := f.feed(stream[fed:cut], false, 1<<30)
+			for _, o := range out {
 				got = append(got, o...)
 			}
 			fed = cut
@@ -421,3 +428,148 @@ func wrap(s string, width int) string {
 	}
 	return strings.Join(append(lines, s), "\r\n")
 }
+
+func TestEveryWayOfTheSecondAttackIsRefused(t *testing.T) {
+	secret := []byte("key=" + testSecret + "\n")
+	g := gz(secret)
+	var plus strings.Builder // percent-escaped, but '+' as itself, which a URL's decoder keeps
+	for _, c := range g {
+		if c == '+' {
+			plus.WriteByte('+')
+		} else {
+			fmt.Fprintf(&plus, "%%%02X", c)
+		}
+	}
+	// A zip header that says its name takes 64 KiB, so that a search waits on it, before a long stream.
+	fakeZip := append([]byte("PK\x03\x04\x14\x00\x00\x00\x08\x00"), make([]byte, 16)...)
+	fakeZip = append(fakeZip, 0xff, 0xff, 0xff, 0xff)
+	stalled := base64.StdEncoding.EncodeToString(append(fakeZip, gz(append(append(randomBytes(53<<10, 1), secret...),
+		randomBytes(40<<10, 2)...))...))
+	shapes := map[string][]byte{
+		"base64 in gzip":          gz([]byte(base64.StdEncoding.EncodeToString(g))),
+		"hex in gzip":             gz([]byte(hex.EncodeToString(g))),
+		"escaped in gzip":         gz([]byte("d=" + url.QueryEscape(string(g)))),
+		"escaped, + as itself":    []byte("d=" + plus.String()),
+		"behind a header to wait": []byte(stalled),
+	}
+	for name, body := range shapes {
+		got, err := readRaw(body, 32<<10)
+		if !errors.Is(err, errSecretInBody) && !errors.Is(err, errPiecesInBody) {
+			t.Errorf("%s: error %v, want the secret refused", name, err)
+		}
+		if secretAt := (len(fakeZip) + 10 + 53<<10) * 4 / 3; name == "behind a header to wait" && len(got) > secretAt {
+			t.Errorf("%s: %d bytes passed on before the refusal, the secret's among them", name, len(got))
+		}
+	}
+	for name, change := range map[string]func([]byte){
+		"says deflate":        func(z []byte) { z[8] = 8 },
+		"says version 0xffff": func(z []byte) { z[4], z[5] = 0xff, 0xff },
+	} {
+		z := zipped(t, "k.txt", randomBytes(100, 3))
+		central := bytes.Index(z, zipCentral)
+		z[8], z[central+10] = 14, 14 // LZMA, as the central directory says
+		change(z)
+		if _, err := readRaw(z, 32<<10); err == nil || !strings.Contains(err.Error(), "cannot read") {
+			t.Errorf("a zip entry of LZMA whose local header %s: error %v, want it refused as unreadable", name, err)
+		}
+	}
+}
+
+func TestOrdinaryCompressedTrafficGoesOnWhole(t *testing.T) {
+	var shapes = map[string][]byte{}
+	// A git push's pack: an object's zlib stream after another.
+	if git, err := exec.LookPath("git"); err == nil {
+		repo := t.TempDir()
+		run := func(args ...string) []byte {
+			cmd := exec.Command(git, append([]string{"-C", repo, "-c", "user.name=a", "-c", "user.email=a@b"}, args...)...)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatal(args, err)
+			}
+			return out
+		}
+		run("init", "-q")
+		for i := 0; i < 300; i++ {
+			os.WriteFile(filepath.Join(repo, fmt.Sprintf("f%d.txt", i)), []byte(fmt.Sprintf("file %d\n", i)), 0o644)
+		}
+		run("add", ".")
+		run("commit", "-qm", "x")
+		cmd := exec.Command(git, "-C", repo, "pack-objects", "--stdout")
+		cmd.Stdin = bytes.NewReader(run("rev-list", "--objects", "--all"))
+		pack, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		shapes["a git pack"] = pack
+	}
+	// Code in JSON, whose `(St`, `hC` or `8O` are zlib's two bytes by chance.
+	var code strings.Builder
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&code, `{"line": "  void m%d(String s, int n) { HashMap<String, Object> hC = new HashMap<>(); X8O(); }"},`, i)
+	}
+	shapes["code in JSON"] = []byte("[" + code.String() + "{}]")
+	// A screenshot, as a file and in a request to the API: its pixels are not read.
+	img := image.NewRGBA(image.Rect(0, 0, 1600, 1200))
+	r := rand.New(rand.NewSource(3))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i/4096) ^ byte(r.Intn(4))
+	}
+	var png bytes.Buffer
+	if err := pngEncode(&png, img); err != nil {
+		t.Fatal(err)
+	}
+	shapes["a PNG"] = png.Bytes()
+	shapes["a PNG in JSON"] = []byte(`{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "` +
+		base64.StdEncoding.EncodeToString(png.Bytes()) + `"}}`)
+	for name, body := range shapes {
+		start := time.Now()
+		got, err := readRaw(body, 32<<10)
+		if err != nil || got != string(body) {
+			t.Errorf("%s: %d of %d bytes, error %v; want all of it", name, len(got), len(body), err)
+		}
+		t.Logf("%s: %d bytes in %v", name, len(body), time.Since(start))
+	}
+}
+
+func TestManyStreamsHandingOnALittleAtATimeAreRefusedSoon(t *testing.T) {
+	// 60 zlib streams, each inside the stored blocks of the ones before, then empty stored blocks: every
+	// decoder hands on a byte at each look, and each look read every stream's last bytes again.
+	stored := func(data []byte) []byte {
+		n := len(data)
+		return append([]byte{0, byte(n), byte(n >> 8), ^byte(n), ^byte(n >> 8)}, data...)
+	}
+	body := []byte{0x78, 0x9c}
+	for k := 1; k < 60; k++ {
+		body = append(body, stored([]byte{0x78, 0x9c})...)
+	}
+	body = append(body, stored(bytes.Repeat([]byte("abcdefgh "), 1800))...)
+	unit := stored([]byte("x"))
+	for i := 0; i < (4096-6)/5; i++ {
+		unit = append(unit, stored(nil)...)
+	}
+	for len(body) < 8<<20 {
+		body = append(body, unit...)
+	}
+	start := time.Now()
+	src := io.NopCloser(bytes.NewReader(body))
+	_, err := drain(&scannedBody{src: &chunkedReader{src, 4 << 10}, scanner: newSecretScanner([]string{testSecret})}, 4<<10)
+	if !errors.Is(err, errTooMuchToRead) {
+		t.Fatalf("error %v, want %v", err, errTooMuchToRead)
+	}
+	t.Logf("refused in %v", time.Since(start))
+}
+
+// chunkedReader gives at most n bytes a read.
+type chunkedReader struct {
+	io.ReadCloser
+	n int
+}
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.ReadCloser.Read(p)
+}
+
+var pngEncode = png.Encode

@@ -359,6 +359,7 @@ type scannedBody struct {
 	streams            streamSet
 	views              []*encodedView // what its base64, hex and escapes decode to, with their streams
 	inflated           int64          // bytes its streams inflated to (those of its headers' and runs' too)
+	took, looked, fed  int64          // bytes read from src, looked at (what is held back, and tails, again), and given to decoders
 	begun              int            // streams begun
 }
 
@@ -373,6 +374,8 @@ var (
 		"requests send in pieces")
 	errInflatesTooFar = blockedBody(fmt.Sprintf("the request body holds compressed data that inflates to more "+
 		"than %d MiB, more than the sidecar reads; send less at a time", maxInflatedBody>>20))
+	errTooMuchToRead = blockedBody("the request body holds compressed streams that would take more reading " +
+		"than the sidecar gives a body (too many handing on a little at a time)")
 	errTooManyStreams = blockedBody(fmt.Sprintf("the request body holds more compressed streams than the sidecar "+
 		"follows (%d open at once, %d in all)", maxOpenStreams, maxStreams))
 )
@@ -390,6 +393,7 @@ const (
 	maxOpenStreams  = 64
 	maxStreams      = 100000
 	maxTries        = 16
+	lookedPerByte   = 8 // (about as many streams open at once)
 )
 
 // scanEvery is how many bytes a body reads before it scans again (unless the body ends first): a client that
@@ -409,6 +413,7 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 			b.chunk = make([]byte, 32<<10)
 		}
 		n, err := b.src.Read(b.chunk)
+		b.took += int64(n)
 		b.kept = append(b.kept, b.chunk[:n]...)
 		b.unscanned += n
 		if err != nil {
@@ -420,18 +425,21 @@ func (b *scannedBody) Read(p []byte) (int, error) {
 		b.scanned += len(b.kept)
 		searched, refused := b.streams.step(b, b.kept, b.base, err != nil)
 		if b.views == nil {
-			b.views = []*encodedView{{kind: 'b'}, {kind: 'h'}, {kind: '%'}}
-			for _, v := range b.views {
-				v.streams.depth = 1
-			}
+			b.views = newViews(1)
 		}
 		for _, v := range b.views {
 			if refused == nil {
 				refused = v.take(b, b.kept[v.next-b.base:], err != nil)
 			}
 		}
+		// Counted once each has read all there is: where bytes look like a header by chance (a git pack's
+		// objects, `(St` in code), the decoder has failed by now.
+		if headed, _ := b.open(); refused == nil && headed > maxOpenStreams {
+			refused = errTooManyStreams
+		}
 		if refused == nil {
 			budget := b.left()
+			b.looked += int64(len(b.kept))
 			refused = refusalOf(b.scanner.look(b.kept, true, b.before, false, 0, &budget))
 			b.inflated = maxInflatedBody - budget
 		}
@@ -473,25 +481,38 @@ func refusalOf(v verdict) error {
 
 func (b *scannedBody) left() int64 { return maxInflatedBody - b.inflated }
 
+// feeding counts bytes given to decoders: many streams open at once over the same bytes would make one body
+// cost minutes.
+func (b *scannedBody) feeding(n int) error {
+	if b.fed += int64(n); b.fed > lookedPerByte*(b.took+b.inflated)+maxInflatedAtOnce {
+		return errTooMuchToRead
+	}
+	return nil
+}
+
 // started starts an inflater for a stream of the body's (depth 0) or of what one inflates to. Raw deflate,
 // which has no header, is tried at a few places at once at most (on text it may decode for long): past that,
 // not at all.
 func (b *scannedBody) started(kind streamKind, at int64, depth int) (*inflater, error) {
-	headed, tried := b.streams.count()
-	for _, v := range b.views {
-		h, t := v.streams.count()
-		headed, tried = headed+h, tried+t
-	}
-	b.begun++
-	switch {
-	case kind == rawDeflate && tried >= maxTries:
-		return nil, nil
-	case kind != rawDeflate && headed >= maxOpenStreams, b.begun > maxStreams:
+	if b.begun++; b.begun > maxStreams {
 		return nil, errTooManyStreams
+	}
+	if _, tried := b.open(); kind == rawDeflate && tried >= maxTries {
+		return nil, nil
 	}
 	f := startInflater(kind, at, depth)
 	f.tried = kind == rawDeflate
 	return f, nil
+}
+
+// open is how many of its streams are open: found by a header, and raw deflate tried.
+func (b *scannedBody) open() (headed, tried int) {
+	headed, tried = b.streams.count()
+	for _, v := range b.views {
+		h, t := v.streams.count()
+		headed, tried = headed+h, tried+t
+	}
+	return headed, tried
 }
 
 // read looks at what a stream inflated to, with the last bytes of what it inflated to before, and follows the
@@ -510,6 +531,11 @@ func (b *scannedBody) read(f *inflater, out [][]byte) error {
 	if b.inflated > maxInflatedBody {
 		return errInflatesTooFar
 	}
+	// Each stream's last bytes are read again with what it inflates to next: many streams that each hand on a
+	// little at a time would make one body cost minutes.
+	if b.looked += int64(len(text)); b.looked > lookedPerByte*(b.took+b.inflated)+maxInflatedAtOnce {
+		return errTooMuchToRead
+	}
 	// Past the depth followed, the streams in it are inflated as they are found.
 	inner := f.inner.depth < maxDepth
 	budget := b.left()
@@ -518,9 +544,18 @@ func (b *scannedBody) read(f *inflater, out [][]byte) error {
 	if err != nil {
 		return err
 	}
-	if inner {
-		if _, err := f.inner.more(b, text[len(text)-added:], false); err != nil {
+	if inner { // the streams in it, and in what its base64, hex and escapes decode to
+		added := text[len(text)-added:]
+		if _, err := f.inner.more(b, added, false); err != nil {
 			return err
+		}
+		if f.views == nil {
+			f.views = newViews(f.inner.depth)
+		}
+		for _, v := range f.views {
+			if err := v.take(b, added, false); err != nil {
+				return err
+			}
 		}
 	}
 	if hold := b.scanner.hold; len(text) > hold {
