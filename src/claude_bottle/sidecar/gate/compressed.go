@@ -11,10 +11,11 @@ import (
 // A secret can leave compressed with nothing to say so: `gzip -c key | curl --data-binary @- …` sends a body
 // with no Content-Encoding, whose bytes none of the views of views.go reads. The gate finds where a compressed
 // stream begins by its own header (gzip, zlib with any window, bzip2, a zip entry; raw deflate, which has none,
-// at the start of a body, of a multipart part or of a decoded run) and reads what it inflates to as it reads
-// anything else: a body's streams, and the streams in what they inflate to, as the body goes (streamSet); those
-// in a header, or in what an encoded run decodes to, at once (inflatedIn). Data in a format it cannot inflate
-// (xz, 7z, LZMA, a zip entry's other methods, bzip2's randomised blocks) is refused.
+// at the start of a body, of a multipart part or of a long encoded run) and reads what it inflates to as it
+// reads anything else. A body's streams are followed as the body goes (streamSet), with those in what they
+// inflate to and in what the body's base64, hex and escapes decode to (encodedView); a header's, at once
+// (inflatedIn). Data in a format it cannot inflate (xz, 7z, LZMA, a zip entry's other methods, bzip2's
+// randomised blocks) is refused.
 
 type streamKind int
 

@@ -249,7 +249,7 @@ func (s *secretScanner) look(text []byte, record bool, before carried, streams b
 		}
 		return false
 	}
-	// text itself (i == 0), and what its escapes stand for (a percent-encoded gzip)
+	// text itself, what its escapes stand for (a percent-encoded gzip), and (below) what its runs decode to
 	var sources [][]byte
 	if streams {
 		sources = append([][]byte{text}, texts[1:]...)
@@ -545,15 +545,15 @@ func (b *scannedBody) read(f *inflater, out [][]byte) error {
 		return err
 	}
 	if inner { // the streams in it, and in what its base64, hex and escapes decode to
-		added := text[len(text)-added:]
-		if _, err := f.inner.more(b, added, false); err != nil {
+		fresh := text[len(text)-added:]
+		if _, err := f.inner.more(b, fresh, false); err != nil {
 			return err
 		}
 		if f.views == nil {
 			f.views = newViews(f.inner.depth)
 		}
 		for _, v := range f.views {
-			if err := v.take(b, added, false); err != nil {
+			if err := v.take(b, fresh, false); err != nil {
 				return err
 			}
 		}
