@@ -38,28 +38,28 @@ var bzip2Secret = []byte{
 	0x04, 0x29, 0x28, 0xda,
 }
 
-func gz(data []byte) []byte {
+// compressed is data written through the writer that newWriter makes.
+func compressed(data []byte, newWriter func(io.Writer) io.WriteCloser) []byte {
 	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
+	w := newWriter(&buf)
 	w.Write(data)
 	w.Close()
 	return buf.Bytes()
+}
+
+func gz(data []byte) []byte {
+	return compressed(data, func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
 }
 
 func zlibbed(data []byte) []byte {
-	var buf bytes.Buffer
-	w := zlib.NewWriter(&buf)
-	w.Write(data)
-	w.Close()
-	return buf.Bytes()
+	return compressed(data, func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
 }
 
 func deflated(data []byte) []byte {
-	var buf bytes.Buffer
-	w, _ := flate.NewWriter(&buf, flate.BestCompression)
-	w.Write(data)
-	w.Close()
-	return buf.Bytes()
+	return compressed(data, func(w io.Writer) io.WriteCloser {
+		f, _ := flate.NewWriter(w, flate.BestCompression)
+		return f
+	})
 }
 
 func zipped(t testing.TB, name string, data []byte) []byte {
