@@ -199,19 +199,22 @@ def finish(engine: Engine, name: str, ws: Workspace | None, discard: bool = Fals
             cleanup.teardown(engine, name)
             return Ended(name, None, ws, gone=True)
         brought = None
+        removing = False
         if ws is not None and ws.brings_back and not discard:
             if not state.running:
                 try:
                     engine.start_container(Names(name).container)  # on Kubernetes, one that stands in for it
                 except BottleError as e:
-                    if engine.kind != "kubernetes" or isinstance(e, DockerUnavailable):
+                    # A `stop` killed while the engine removed the bottle: it began that once the work was back.
+                    removing = engine.kind != "kubernetes" and "marked for removal" in str(e)
+                    if not removing and (engine.kind != "kubernetes" or isinstance(e, DockerUnavailable)):
                         raise
-                    # Keep it for --discard.
-                    raise WorkNotBack(f"bottle {name}'s container has ended (its first process exited or was "
-                                      f"killed), and its work cannot be brought back: {e}. `claude-bottle stop "
-                                      f"--discard {name}` removes it") from None
+                    if not removing:  # keep it for --discard
+                        raise WorkNotBack(f"bottle {name}'s container has ended (its first process exited or was "
+                                          f"killed), and its work cannot be brought back: {e}. `claude-bottle stop "
+                                          f"--discard {name}` removes it") from None
             try:
-                brought = workspace.bring_back(engine, Names(name).container, ws, name)
+                brought = None if removing else workspace.bring_back(engine, Names(name).container, ws, name)
             except EngineLost:
                 raise  # nothing was lost: the session tries again once the engine is back
             except WorkNotBack as e:

@@ -391,6 +391,27 @@ class StartCommandTest(StartCase):
                       f"started again. `claude-bottle stop --discard {name}` removes it", str(caught.exception))
         self.assertTrue(cleanup.of_bottle(engine, name))
 
+    def test_a_bottle_the_engine_is_removing_is_finished_without_starting_it(self):
+        """Found by a full run: a `stop` SIGKILLed while the engine removed the bottle's container left it marked
+        for removal, and the next `stop` failed (exit 4) trying to start it. Its removal began only once the work
+        was back."""
+        engine = self.engine()
+        name = self.start(engine, "--yes", "--detach").stdout.strip()
+        restart(engine, 0)
+
+        def marked(container: str) -> None:  # as Docker answers for a container being removed
+            raise BottleError(f"the Docker engine at {engine.host} refused: container is marked for removal and "
+                              "cannot be started")
+
+        engine.start_container = marked
+        ws = workspace.Workspace(Path("/repo"), Path("/repo"), f"bottle/default/{name}", start="0" * 40)
+        with mock.patch("claude_bottle.session.workspace.bring_back") as bring_back, \
+                mock.patch("claude_bottle.session.workspace.release"):
+            ended = session.finish(engine, name, ws)
+        bring_back.assert_not_called()
+        self.assertIsNone(ended.brought)
+        self.assertEqual(cleanup.of_bottle(engine, name), [])
+
     def test_an_engine_that_does_not_come_back_in_time_leaves_the_bottle_and_says_what_to_do(self):
         engine = self.engine()
 
